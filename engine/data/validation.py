@@ -1,0 +1,62 @@
+"""Checks a batch source against the model's inputs; every mismatch is one sentence naming the input."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.data.source import ArraySource, BatchSource
+from engine.errors import DataError
+from engine.model.info import ModelInfo
+
+__all__ = ["check_source", "check_finite"]
+
+
+def check_source(source: BatchSource, info: ModelInfo, what: str = "the data") -> None:
+    expected = {t.name: t for t in info.inputs}
+    given = set(source.input_names)
+    missing = [n for n in expected if n not in given]
+    extra = sorted(given - set(expected))
+    if missing:
+        raise DataError(
+            f"{_cap(what)} has no array for model input '{missing[0]}'"
+            + (f" (it has {', '.join(repr(n) for n in sorted(given))})" if given else "")
+            + "; name each array after a model input: " + ", ".join(repr(n) for n in expected) + "."
+        )
+    if extra:
+        raise DataError(
+            f"{_cap(what)} has array(s) {', '.join(repr(n) for n in extra)} that are not model inputs; "
+            "the model's inputs are " + ", ".join(repr(n) for n in expected) + "; remove or rename the extra arrays."
+        )
+    for name, (shape, dtype) in source.sample_spec().items():
+        spec = expected[name]
+        if dtype != spec.dtype:
+            raise DataError(
+                f"Input '{name}' in {what} has dtype {dtype} but the model expects {spec.dtype}; "
+                f"convert it (e.g. array.astype(np.{spec.dtype}))."
+            )
+        if spec.shape is None:
+            continue
+        if len(shape) + 1 != len(spec.shape):
+            raise DataError(
+                f"Input '{name}' in {what} has samples of shape {list(shape)} (rank {len(shape) + 1} with the sample axis) "
+                f"but the model expects rank {len(spec.shape)} {spec.shape_text()}; axis 0 must be the sample axis."
+            )
+        for axis, (got, want) in enumerate(zip(shape, spec.shape[1:]), start=1):
+            if isinstance(want, int) and want != got:
+                raise DataError(
+                    f"Input '{name}' in {what} has size {got} on axis {axis} but the model expects {want} "
+                    f"(model shape {spec.shape_text()}, data sample shape {list(shape)})."
+                )
+    if isinstance(source, ArraySource):
+        for name, arr in source.arrays.items():
+            check_finite(arr, name, what)
+
+
+def check_finite(arr: np.ndarray, name: str, what: str) -> None:
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        bad = int(arr.size - np.isfinite(arr).sum())
+        raise DataError(f"Input '{name}' in {what} contains {bad} NaN or Inf value(s); clean the data before calibrating.")
+
+
+def _cap(s: str) -> str:
+    return s[:1].upper() + s[1:]

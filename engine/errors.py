@@ -1,0 +1,36 @@
+"""One error hierarchy. Every message is a sentence a user can act on: what is wrong and what to do."""
+
+from __future__ import annotations
+
+__all__ = [
+    "QuantScopeError",
+    "ModelError",
+    "DataError",
+    "ConfigError",
+    "BackendError",
+    "RunFolderError",
+]
+
+
+class QuantScopeError(Exception):
+    """Base class. `str(err)` is shown to the user as is (CLI stderr, st.error)."""
+
+
+class ModelError(QuantScopeError):
+    """The ONNX model cannot be read, validated or run."""
+
+
+class DataError(QuantScopeError):
+    """Calibration/evaluation data or labels do not fit the model."""
+
+
+class ConfigError(QuantScopeError):
+    """An option is invalid (unknown calibration method, fallback node not in the graph, ...)."""
+
+
+class BackendError(QuantScopeError):
+    """A requested backend (CUDA, TensorRT) is unavailable or failed."""
+
+
+class RunFolderError(QuantScopeError):
+    """A run folder is missing, incomplete or not a QuantScope run."""

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLES = ROOT / "sample_models"
+
+
+@pytest.fixture(scope="session")
+def catalog() -> dict:
+    return json.loads((SAMPLES / "catalog.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def samples() -> Path:
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def eval_data() -> tuple[np.ndarray, np.ndarray]:
+    return np.load(SAMPLES / "digits_eval.npz")["input"], np.load(SAMPLES / "digits_eval_labels.npy")
