@@ -8,8 +8,8 @@ and CI never run this. Deterministic: fixed seeds, single-threaded training.
 Models:
   resnet_digits          small residual CNN on scikit-learn's digits upsampled to 32x32
   resnet_digits_outlier  the same weights with one planted quantization-hostile channel: channel c of
-                         block2_relu1's output is scaled by s (~80x the other channels' range) and
-                         block2_conv2's weights for input channel c by 1/s. ReLU(s*x) = s*ReLU(x) for s>0,
+                         block3_1_relu_out is scaled by s (~80x the other channels' range) and
+                         block3_2_conv's weights for input channel c by 1/s. ReLU(s*x) = s*ReLU(x) for s>0,
                          so FP32 outputs are unchanged while per-tensor INT8 of that activation is ruined.
 
 The ONNX graphs are written by hand (not by torch.onnx) so node and tensor names are readable and stable,
@@ -30,6 +30,9 @@ SEED = 0
 IR_VERSION = 10
 OPSET = 17
 OUTLIER_RANGE_RATIO = 80.0
+# The last block: the planted error then reaches the output through few layers that could amplify it,
+# so "where error is introduced" has one clear answer.
+OUTLIER_BLOCK = "block3"
 
 
 def load_digits_32() -> tuple[np.ndarray, np.ndarray]:
@@ -217,17 +220,17 @@ def relu_activations(model: onnx.ModelProto, tensor: str, x: np.ndarray) -> np.n
 
 
 def plant_outlier(w: dict[str, np.ndarray], clean: onnx.ModelProto, x_calib: np.ndarray) -> tuple[dict, dict]:
-    """Scales one channel of block2_1_relu_out up and block2_2_conv's matching weights down."""
-    acts = relu_activations(clean, "block2_1_relu_out", x_calib)  # (N, 32, H, W)
+    """Scales one channel of <block>_1_relu_out up and <block>_2_conv's matching weights down."""
+    acts = relu_activations(clean, f"{OUTLIER_BLOCK}_1_relu_out", x_calib)  # (N, C, H, W)
     per_ch_max = acts.max(axis=(0, 2, 3))
     c = int(np.argmax(per_ch_max))
     others = float(np.delete(per_ch_max, c).max())
     s = OUTLIER_RANGE_RATIO * others / float(per_ch_max[c])
     w2 = {k: v.copy() for k, v in w.items()}
     # BN output for channel c = gamma*(x-mean)/sqrt(var+eps)+beta: scaling gamma and beta scales it by s.
-    w2["block2_1_bn.weight"][c] *= s
-    w2["block2_1_bn.bias"][c] *= s
-    w2["block2_2_conv.weight"][:, c] /= s
+    w2[f"{OUTLIER_BLOCK}_1_bn.weight"][c] *= s
+    w2[f"{OUTLIER_BLOCK}_1_bn.bias"][c] *= s
+    w2[f"{OUTLIER_BLOCK}_2_conv.weight"][:, c] /= s
     info = {"channel": c, "scale": round(s, 4), "range_ratio": OUTLIER_RANGE_RATIO}
     return w2, info
 
@@ -276,15 +279,17 @@ def main() -> None:
             },
             "resnet_digits_outlier": {
                 **common, "file": "resnet_digits_outlier.onnx",
-                "description": "resnet_digits with one channel of block2_1_relu_out scaled ~80x and compensated "
-                               "in block2_2_conv: identical FP32 outputs, hostile to per-tensor INT8.",
+                "description": f"resnet_digits with one channel of {OUTLIER_BLOCK}_1_relu_out scaled ~80x and compensated "
+                               f"in {OUTLIER_BLOCK}_2_conv: identical FP32 outputs, hostile to per-tensor INT8.",
                 "fp32_max_abs_diff_vs_clean": max_diff,
                 "outlier": {
-                    "tensor": "block2_1_relu_out",
+                    "tensor": f"{OUTLIER_BLOCK}_1_relu_out",
                     **outlier,
                     # the nodes whose output carries the outlier, and its consumer
-                    "producer_nodes": ["block2_1_conv", "block2_1_bn", "block2_1_relu"],
-                    "consumer_nodes": ["block2_2_conv"],
+                    "producer_nodes": [f"{OUTLIER_BLOCK}_1_conv", f"{OUTLIER_BLOCK}_1_bn", f"{OUTLIER_BLOCK}_1_relu"],
+                    "consumer_nodes": [f"{OUTLIER_BLOCK}_2_conv"],
+                    # BN folds into the consumer conv during pre-processing; its output keeps this name
+                    "consumer_output_tensor": f"{OUTLIER_BLOCK}_2_bn_out",
                 },
             },
         },

@@ -72,7 +72,7 @@ def _snr(a, b):
 
 def test_per_tensor_int8_hurts_the_planted_node(catalog, samples, eval_data, tmp_path):
     """Independent of the engine: plain ORT QDQ quantization, SNR at the consumer of the outlier tensor."""
-    consumer_out = "block2_2_bn_out"  # BN folds into block2_2_conv, whose output takes this name
+    consumer_out = catalog["models"]["resnet_digits_outlier"]["outlier"]["consumer_output_tensor"]
     x_cal = np.load(samples / "digits_calib.npz")["input"]
     x, _ = eval_data
     snrs = {}

@@ -1,0 +1,1 @@
+"""The `quantscope` command line."""

@@ -1,0 +1,106 @@
+"""quantscope compare | rebuild | providers. Bad input: one sentence on stderr, exit 2, no traceback."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+
+from engine.cli.progress_bar import StderrProgress
+from engine.errors import QuantScopeError
+
+__all__ = ["main", "build_parser"]
+
+
+def _quant_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fallback", nargs="*", default=[], metavar="NODE", help="ONNX node names kept out of INT8")
+    p.add_argument("--fallback-precision", default="fp16", choices=["fp16", "fp32"])
+    p.add_argument("--range", dest="ranges", action="append", default=[], metavar="TENSOR=MIN,MAX",
+                   help="custom calibration range for a tensor (repeatable)")
+    p.add_argument("--provider", default=None, help="auto | cpu | cuda | tensorrt (default: auto, or the run's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="quantscope", description="Find and fix the layers that INT8 quantization hurts.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("compare", help="quantize a model and compare FP32 vs INT8 layer by layer")
+    c.add_argument("model", help="the FP32 .onnx model")
+    c.add_argument("--calib", required=True, help="calibration data: .npz, .npy, Polygraphy inputs .json, image folder or .zip")
+    c.add_argument("--data", default=None, help="evaluation data (default: the calibration data)")
+    c.add_argument("--labels", default=None, help=".npy of integer labels for the evaluation data")
+    c.add_argument("--batch", type=int, default=8)
+    c.add_argument("--calib-method", default="minmax", help="minmax | entropy | percentile")
+    c.add_argument("--op-types", nargs="+", default=None, metavar="OP", help="op types to quantize (default: Conv ConvTranspose Gemm MatMul)")
+    c.add_argument("--out", required=True, help="run folder to write")
+    _quant_args(c)
+    r = sub.add_parser("rebuild", help="re-emit a run's INT8 model with another fallback set (no recalibration) and re-compare")
+    r.add_argument("run_dir")
+    _quant_args(r)
+    sub.add_parser("providers", help="list the backends usable here")
+    return parser
+
+
+def _fmt(x: float) -> str:
+    return "inf" if x == math.inf else f"{x:.2f}"
+
+
+def _report(result, out=None) -> None:
+    out = out or sys.stdout
+    s = result.summary
+    print(f"backend: {s.backend} ({s.backend_note})", file=out)
+    for name, m in s.outputs.items():
+        print(f"output {name}: cosine {m.cosine:.5f}  SNR {_fmt(m.snr_db)} dB", file=out)
+    t = s.task
+    if t.get("top1_agreement") is not None:
+        acc = "" if t.get("candidate_accuracy") is None else f"  accuracy {t['reference_accuracy']:.4f} -> {t['candidate_accuracy']:.4f}"
+        print(f"top-1 agreement {t['top1_agreement']:.4f}{acc}", file=out)
+    print(s.headline, file=out)
+    for w in s.warnings:
+        print(f"warning: {w}", file=out)
+    print(f"results in {result.run_dir}", file=out)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    progress = (lambda ev: None) if getattr(args, "quiet", False) else StderrProgress()
+    try:
+        if args.command == "providers":
+            from engine.backends.select import available_providers
+
+            for name, ok in available_providers().items():
+                print(f"{name:9} {'available' if ok else 'not available'}")
+            return 0
+        from engine.quantize.config import CalibrationMethod, FallbackPrecision, QuantConfig, RangeOverride
+
+        ranges = tuple(RangeOverride.parse(r) for r in args.ranges)
+        precision = FallbackPrecision.parse(args.fallback_precision)
+        if args.command == "compare":
+            from engine.pipeline import compare
+            from engine.quantize.config import TRT_INT8_OP_TYPES
+
+            config = QuantConfig(
+                calibration=CalibrationMethod.parse(args.calib_method),
+                op_types=tuple(args.op_types or TRT_INT8_OP_TYPES),
+                fallback=frozenset(args.fallback), fallback_precision=precision, ranges=ranges,
+            )
+            result = compare(args.model, args.calib, out_dir=args.out, data=args.data, labels=args.labels, config=config,
+                             batch_size=args.batch, provider=args.provider or "auto", progress=progress)
+        else:
+            from engine.pipeline import rebuild
+
+            result = rebuild(args.run_dir, fallback=args.fallback, ranges=ranges or None, fallback_precision=precision,
+                             provider=args.provider, progress=progress)
+        _report(result)
+        return 0
+    except QuantScopeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; earlier results in the run folder are untouched.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Calibration: tensor ranges from data, saved as ORT's calibration cache so emission never recalibrates.
+
+We drive ORT's calibrator ourselves, a few batches per `collect_data` call: each call merges its ranges
+into the previous ones, so memory stays bounded by the chunk, not the data set. (ORT 1.32's own
+CalibMaxIntermediateOutputs option drops the collected outputs instead of merging them.)"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from engine.data.source import Batch, BatchSource
+from engine.errors import DataError
+from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.quantize.config import CalibrationMethod, QuantConfig
+
+__all__ = ["calibrate", "ORT_METHODS"]
+
+BATCHES_PER_CHUNK = 4
+
+
+def ORT_METHODS():  # noqa: N802 - lazy so importing the engine does not import onnxruntime.quantization
+    from onnxruntime.quantization import CalibrationMethod as Ort
+
+    return {CalibrationMethod.MINMAX: Ort.MinMax, CalibrationMethod.ENTROPY: Ort.Entropy,
+            CalibrationMethod.PERCENTILE: Ort.Percentile}
+
+
+def _shapes(batch: Batch) -> tuple:
+    return tuple((k, v.shape) for k, v in batch.items())
+
+
+class _ChunkReader:
+    """ORT's CalibrationDataReader protocol over at most BATCHES_PER_CHUNK batches of a shared iterator.
+
+    A chunk also ends where the batch shape changes (the short last batch): ORT's histogram calibrators
+    stack a chunk's outputs into one array and fail on mixed shapes."""
+
+    def __init__(self, first: Batch, rest: Iterator[Batch], on_batch) -> None:
+        self._rest, self._on_batch = rest, on_batch
+        self._queue: list[Batch] = [first]
+        self._shape = _shapes(first)
+        self._left = BATCHES_PER_CHUNK
+        self.carry: Batch | None = None  # the batch that starts the next chunk
+
+    def get_next(self) -> Batch | None:
+        if self._queue:
+            self._left -= 1
+            return self._queue.pop()
+        if self._left <= 0:
+            return None
+        batch = next(self._rest, None)
+        if batch is None:
+            return None
+        self._on_batch(batch)
+        if _shapes(batch) != self._shape:
+            self.carry = batch
+            return None
+        self._left -= 1
+        return batch
+
+
+def calibrate(
+    reference_path: Path,
+    source: BatchSource,
+    config: QuantConfig,
+    cache_path: Path,
+    batch_size: int,
+    progress: ProgressCallback = no_progress,
+) -> None:
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    total = -(-source.num_samples // batch_size)
+    seen = [0]
+
+    def on_batch(_: Batch) -> None:
+        seen[0] += 1
+        progress(ProgressEvent(Stage.CALIBRATE, seen[0], total, f"calibration batch {seen[0]}/{total}"))
+
+    extra = {"percentile": config.percentile} if config.calibration is CalibrationMethod.PERCENTILE else {}
+    if config.calibration is not CalibrationMethod.MINMAX:
+        extra["symmetric"] = True  # histograms of |x|, matching symmetric INT8 activations
+    progress(ProgressEvent(Stage.CALIBRATE, 0, total, "preparing calibration"))
+    # ORT's histogram calibrators print() their progress; keep the CLI's stdout for results.
+    with tempfile.TemporaryDirectory(prefix="quantscope-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(
+            Path(reference_path),
+            list(config.op_types),
+            augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+            calibrate_method=ORT_METHODS()[config.calibration],
+            providers=["CPUExecutionProvider"],
+            extra_options=extra,
+        )
+        batches = iter(source.batches(batch_size))
+        first = next(batches, None)
+        if first is not None:
+            on_batch(first)
+        while first is not None:
+            reader = _ChunkReader(first, batches, on_batch)
+            calibrator.collect_data(reader)
+            first = reader.carry if reader.carry is not None else next(batches, None)
+            if first is not None and reader.carry is None:
+                on_batch(first)
+        if seen[0] == 0:
+            raise DataError("The calibration data produced no batches; provide at least one sample.")
+        ranges = calibrator.compute_data()
+        del calibrator
+    save_tensors_data(ranges, cache_path)

@@ -1,0 +1,104 @@
+"""Quantization settings as frozen values (no string-keyed option dicts)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+from engine.errors import ConfigError
+
+__all__ = ["CalibrationMethod", "FallbackPrecision", "RangeOverride", "QuantConfig", "TRT_INT8_OP_TYPES"]
+
+# The op types TensorRT runs in INT8 when their inputs carry Q/DQ.
+TRT_INT8_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+
+class CalibrationMethod(str, Enum):
+    MINMAX = "minmax"
+    ENTROPY = "entropy"
+    PERCENTILE = "percentile"
+
+    @classmethod
+    def parse(cls, text: str) -> CalibrationMethod:
+        try:
+            return cls(text.lower())
+        except ValueError:
+            raise ConfigError(f"Unknown calibration method '{text}'; use one of: {', '.join(m.value for m in cls)}.") from None
+
+
+class FallbackPrecision(str, Enum):
+    FP16 = "fp16"
+    FP32 = "fp32"
+
+    @classmethod
+    def parse(cls, text: str) -> FallbackPrecision:
+        try:
+            return cls(text.lower())
+        except ValueError:
+            raise ConfigError(f"Unknown fallback precision '{text}'; use fp16 or fp32.") from None
+
+
+@dataclass(frozen=True)
+class RangeOverride:
+    """A custom calibration range for one tensor (TensorQuantOverrides rmin/rmax)."""
+
+    tensor: str
+    min: float
+    max: float
+
+    @classmethod
+    def parse(cls, text: str) -> RangeOverride:
+        """Parses `TENSOR=MIN,MAX`."""
+        name, sep, rest = text.rpartition("=")
+        parts = rest.split(",")
+        try:
+            lo, hi = (float(p) for p in parts) if len(parts) == 2 else (math.nan, math.nan)
+        except ValueError:
+            lo = hi = math.nan
+        if not sep or not name or not (math.isfinite(lo) and math.isfinite(hi)) or lo >= hi:
+            raise ConfigError(f"The range '{text}' is not of the form TENSOR=MIN,MAX with finite MIN < MAX, e.g. conv1_out=-4,4.")
+        return cls(name, lo, hi)
+
+    def __str__(self) -> str:
+        return f"{self.tensor}={self.min:g},{self.max:g}"
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    calibration: CalibrationMethod = CalibrationMethod.MINMAX
+    op_types: tuple[str, ...] = TRT_INT8_OP_TYPES
+    fallback: frozenset[str] = field(default_factory=frozenset)
+    fallback_precision: FallbackPrecision = FallbackPrecision.FP16
+    ranges: tuple[RangeOverride, ...] = ()
+    percentile: float = 99.999
+
+    def __post_init__(self) -> None:
+        if not self.op_types:
+            raise ConfigError("No op types to quantize were given; name at least one, e.g. Conv.")
+        if not 0 < self.percentile <= 100:
+            raise ConfigError(f"The percentile {self.percentile} is outside (0, 100]; use e.g. 99.999.")
+
+    def with_fallback(self, nodes, precision: FallbackPrecision | None = None) -> QuantConfig:
+        return replace(self, fallback=frozenset(nodes), fallback_precision=precision or self.fallback_precision)
+
+    def to_dict(self) -> dict:
+        return {
+            "calibration": self.calibration.value,
+            "op_types": list(self.op_types),
+            "fallback": sorted(self.fallback),
+            "fallback_precision": self.fallback_precision.value,
+            "ranges": [str(r) for r in self.ranges],
+            "percentile": self.percentile,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> QuantConfig:
+        return cls(
+            calibration=CalibrationMethod.parse(d["calibration"]),
+            op_types=tuple(d["op_types"]),
+            fallback=frozenset(d.get("fallback", ())),
+            fallback_precision=FallbackPrecision.parse(d.get("fallback_precision", "fp16")),
+            ranges=tuple(RangeOverride.parse(r) for r in d.get("ranges", ())),
+            percentile=float(d.get("percentile", 99.999)),
+        )

@@ -1,0 +1,127 @@
+"""Typed, frozen results; `to_dict()` is exactly what summary.json holds."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["OutputMetrics", "Culprit", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB"]
+
+FUSION_DISAGREEMENT_DB = 1.0
+
+
+def _num(x: float | None):
+    """JSON has no inf/nan: write them as strings a reader can parse back with float()."""
+    if x is None:
+        return None
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else "-inf" if x < 0 else "nan"
+    return x
+
+
+@dataclass(frozen=True)
+class OutputMetrics:
+    name: str
+    cosine: float
+    cosine_min: float
+    snr_db: float
+    mse: float
+    max_abs_err: float
+    mean_abs_err: float
+    rel_err_median: float
+    marked_run_snr_db: float  # the same output, measured in the run with every tensor marked
+
+    @property
+    def fusion_disagrees(self) -> bool:
+        a, b = self.snr_db, self.marked_run_snr_db
+        if math.isinf(a) and math.isinf(b):
+            return False
+        return not (abs(a - b) <= FUSION_DISAGREEMENT_DB)
+
+    def to_dict(self) -> dict:
+        d = {k: _num(getattr(self, k)) for k in ("cosine", "cosine_min", "snr_db", "mse", "max_abs_err", "mean_abs_err",
+                                                 "rel_err_median", "marked_run_snr_db")}
+        d["fusion_disagrees"] = self.fusion_disagrees
+        return d
+
+
+@dataclass(frozen=True)
+class Culprit:
+    node: str
+    op_type: str
+    introduced_db: float
+    snr_db: float
+    input_snr_db: float
+    cosine: float
+    quantized: bool
+
+    def to_dict(self) -> dict:
+        return {k: _num(v) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+
+
+@dataclass(frozen=True)
+class Summary:
+    model: str
+    backend: str
+    backend_note: str
+    samples: int
+    batches: int
+    batch_size: int
+    outputs: dict[str, OutputMetrics]
+    task: dict
+    culprits: tuple[Culprit, ...]
+    headline: str
+    fallback: tuple[str, ...]
+    fallback_precision: str
+    fp16_nodes: tuple[str, ...]
+    quantized_nodes: int
+    config: dict
+    timings: dict[str, float]
+    not_observable: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    recalibrated: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "backend": self.backend,
+            "backend_note": self.backend_note,
+            "samples": self.samples,
+            "batches": self.batches,
+            "batch_size": self.batch_size,
+            "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
+            "task": self.task,
+            "culprits": [c.node for c in self.culprits],
+            "culprit_details": [c.to_dict() for c in self.culprits],
+            "headline": self.headline,
+            "fallback": list(self.fallback),
+            "fallback_precision": self.fallback_precision,
+            "fp16_nodes": list(self.fp16_nodes),
+            "quantized_nodes": self.quantized_nodes,
+            "config": self.config,
+            "timings": {k: round(v, 4) for k, v in self.timings.items()},
+            "not_observable": list(self.not_observable),
+            "warnings": list(self.warnings),
+            "recalibrated": self.recalibrated,
+            **self.extra,
+        }
+
+
+@dataclass(frozen=True)
+class ComparisonResult:
+    run_dir: Path
+    layers: pd.DataFrame
+    summary: Summary
+
+    def final_output(self) -> OutputMetrics:
+        return next(iter(self.summary.outputs.values()))
+
+    def to_frame(self) -> pd.DataFrame:
+        return self.layers
+
+    def to_dict(self) -> dict:
+        return self.summary.to_dict()

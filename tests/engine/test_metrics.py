@@ -1,0 +1,128 @@
+"""Every metric equals an independent numpy computation (float64, whole tensors, no streaming)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from engine import compare
+from engine.compare.layerwise import LAYER_COLUMNS
+from engine.compare.tensor_stats import TensorAccumulator
+
+
+def independent(batches_ref, batches_cand) -> dict[str, float]:
+    cos = []
+    for r, c in zip(batches_ref, batches_cand):
+        r, c = r.astype(np.float64).ravel(), c.astype(np.float64).ravel()
+        nr, nc = np.linalg.norm(r), np.linalg.norm(c)
+        cos.append(1.0 if nr == 0 and nc == 0 else 0.0 if nr == 0 or nc == 0 else float(r @ c / (nr * nc)))
+    r = np.concatenate([b.astype(np.float64).ravel() for b in batches_ref])
+    c = np.concatenate([b.astype(np.float64).ravel() for b in batches_cand])
+    d = c - r
+    noise = float((d**2).sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(d == 0, 0.0, np.abs(d) / np.abs(r))
+    return {
+        "cosine": float(np.mean(cos)), "cosine_min": float(np.min(cos)),
+        "snr_db": math.inf if noise == 0 else 10 * math.log10(float((r**2).sum()) / noise),
+        "mse": float(np.mean(d**2)), "max_abs_err": float(np.abs(d).max()), "mean_abs_err": float(np.abs(d).mean()),
+        "rel_err_median": float(np.sort(rel)[(len(rel) + 1) // 2 - 1 + (len(rel) % 2 == 0)]),  # upper median
+    }
+
+
+def check(got: dict, want: dict) -> None:
+    for k in ("cosine", "cosine_min", "mse", "max_abs_err", "mean_abs_err"):
+        assert got[k] == pytest.approx(want[k], rel=1e-5, abs=1e-7), k
+    if math.isinf(want["snr_db"]):
+        assert math.isinf(got["snr_db"])
+    else:
+        assert got["snr_db"] == pytest.approx(want["snr_db"], abs=1e-3)
+    # histogram estimate: within its documented 2**(1/64) bound
+    if want["rel_err_median"] == 0:
+        assert got["rel_err_median"] == 0
+    else:
+        assert abs(math.log2(got["rel_err_median"] / want["rel_err_median"])) <= 1 / 64 + 1e-9
+
+
+def test_accumulator_matches_numpy_on_random_batches():
+    rng = np.random.default_rng(0)
+    refs = [rng.standard_normal((3, 5, 7)).astype(np.float32) for _ in range(4)]
+    cands = [r + rng.standard_normal(r.shape).astype(np.float32) * s for r, s in zip(refs, (0.01, 0.1, 0.3, 0.0))]
+    acc = TensorAccumulator()
+    for r, c in zip(refs, cands):
+        acc.update(r, c)
+    check(acc.result().to_dict(), independent(refs, cands))
+
+
+def test_zero_and_identical_conventions():
+    z = np.zeros((2, 3), np.float32)
+    one = np.ones((2, 3), np.float32)
+    a = TensorAccumulator()
+    a.update(z, z)  # both all-zero -> cosine 1
+    a.update(one, one)
+    s = a.result()
+    assert s.cosine == 1.0 and s.snr_db == math.inf and s.mse == 0 and s.rel_err_median == 0
+    b = TensorAccumulator()
+    b.update(z, one)  # one all-zero -> cosine 0
+    assert b.result().cosine == 0.0 and b.result().snr_db == -math.inf and b.result().rel_err_median == math.inf
+
+
+def test_subsampled_rel_err_median_is_close():
+    rng = np.random.default_rng(3)
+    r = rng.standard_normal((8, 64, 32, 32)).astype(np.float32)  # 524288 elements > SAMPLE_PER_BATCH
+    c = r + 0.05 * rng.standard_normal(r.shape).astype(np.float32)
+    a = TensorAccumulator()
+    a.update(r, c)
+    exact = float(np.median(np.abs(c - r) / np.abs(r)))
+    assert a.result().rel_err_median == pytest.approx(exact, rel=0.03)
+
+
+def _marked_session(path, tensors):
+    m = onnx.load(path)
+    have = {o.name for o in m.graph.output}
+    for t in tensors:
+        if t not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+
+
+def test_pipeline_layers_equal_independent_computation(tiny, tmp_path):
+    result = compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=tmp_path / "run", batch_size=3)
+    layers = pd.read_csv(tmp_path / "run" / "layers.csv")
+    assert tuple(layers.columns[: len(LAYER_COLUMNS)]) == LAYER_COLUMNS
+    assert "Relu_0" in set(layers["node"])  # the unnamed node got a stable generated name
+    tensors = list(layers["tensor"])
+    ref = _marked_session(tmp_path / "run" / "reference.onnx", tensors)
+    cand = _marked_session(tmp_path / "run" / "candidate.onnx", tensors)
+    x = np.load(tiny / "data.npz")["x"]
+    batches = [x[i : i + 3] for i in range(0, 10, 3)]
+    per_tensor = {t: ([], []) for t in tensors}
+    for b in batches:
+        r = dict(zip([o.name for o in ref.get_outputs()], ref.run(None, {"x": b})))
+        c = dict(zip([o.name for o in cand.get_outputs()], cand.run(None, {"x": b})))
+        for t in tensors:
+            per_tensor[t][0].append(r[t])
+            per_tensor[t][1].append(c[t])
+    snr = {}
+    for row in layers.to_dict("records"):
+        want = independent(*per_tensor[row["tensor"]])
+        check(row, want)
+        snr[row["tensor"]] = want["snr_db"]
+    # introduced_db from its definition, with the graph read independently from reference.onnx
+    graph = onnx.load(tmp_path / "run" / "reference.onnx").graph
+    nsr = {t: 0.0 if math.isinf(s) else 10 ** (-s / 10) for t, s in snr.items()}
+    for node in graph.node:
+        for out in node.output:
+            if out in nsr:
+                worst_in = max((nsr.get(i, 0.0) for i in node.input), default=0.0)
+                want = 10 * math.log10(max(nsr[out] - worst_in, 1e-12))
+                got = layers.loc[layers["tensor"] == out, "introduced_db"].item()
+                assert got == pytest.approx(want, abs=1e-3), out  # float32 sums vs float64
+    assert result.summary.samples == 10 and result.summary.batches == 4

@@ -1,0 +1,85 @@
+"""On the sample outlier model: the planted node is found, and a rebuild fixes it without recalibrating."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import engine.quantize.calibration as calibration
+from engine import rebuild
+from tests.engine.conftest import SAMPLES
+
+
+def planted(catalog):
+    info = catalog["models"]["resnet_digits_outlier"]["outlier"]
+    return set(info["producer_nodes"]) | set(info["consumer_nodes"])
+
+
+def test_planted_node_is_top_culprit(outlier_run, catalog):
+    s = outlier_run.summary
+    assert s.culprits[0].node in planted(catalog)
+    assert s.headline.startswith(f"Error is introduced at node {s.culprits[0].node} (Conv): SNR falls from")
+    top = outlier_run.layers.sort_values("introduced_db", ascending=False).iloc[0]
+    assert top["node"] == s.culprits[0].node and bool(top["quantized"])
+
+
+def test_clean_model_has_no_dominant_culprit(clean_run, outlier_run):
+    assert clean_run.summary.culprits[0].introduced_db < outlier_run.summary.culprits[0].introduced_db - 10
+    assert clean_run.final_output().snr_db > outlier_run.final_output().snr_db + 10
+
+
+def _session(path):
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+def test_summary_outputs_are_the_unmodified_candidate_run(outlier_run):
+    run = outlier_run.run_dir
+    x = np.load(SAMPLES / "digits_eval.npz")["input"]
+    ref = _session(run / "reference.onnx").run(None, {"input": x})[0].astype(np.float64)
+    cand = _session(run / "candidate.onnx").run(None, {"input": x})[0].astype(np.float64)
+    assert len(_session(run / "candidate.onnx").get_outputs()) == 1  # no extra outputs in the saved candidate
+    want = 10 * math.log10((ref**2).sum() / ((ref - cand) ** 2).sum())
+    saved = json.loads((run / "summary.json").read_text())
+    assert float(saved["outputs"]["logits"]["snr_db"]) == pytest.approx(want, abs=1e-3)
+    labels = np.load(SAMPLES / "digits_eval_labels.npy")
+    assert saved["task"]["candidate_accuracy"] == pytest.approx((cand.argmax(1) == labels).mean())
+    assert saved["task"]["top1_agreement"] == pytest.approx((cand.argmax(1) == ref.argmax(1)).mean())
+
+
+def test_rebuild_fixes_the_outlier_without_recalibrating(outlier_run, clean_run, catalog, monkeypatch):
+    def forbidden(*a, **k):
+        raise AssertionError("rebuild must not recalibrate")
+
+    monkeypatch.setattr(calibration, "calibrate", forbidden)
+    import sys
+
+    import onnxruntime.quantization.calibrate as ort_calibrate
+
+    ort_quantize = sys.modules["onnxruntime.quantization.quantize"]  # the package re-exports a function of that name
+    monkeypatch.setattr(ort_calibrate, "create_calibrator", forbidden)
+    monkeypatch.setattr(ort_quantize, "create_calibrator", forbidden)
+    run = outlier_run.run_dir
+    before = json.loads((run / "summary.json").read_text())
+    consumer = catalog["models"]["resnet_digits_outlier"]["outlier"]["consumer_nodes"][0]
+    fixed = rebuild(run, fallback=[consumer])
+    assert fixed.summary.recalibrated is False
+    assert fixed.summary.fallback == (consumer,) and fixed.summary.fp16_nodes == (consumer,)
+    assert fixed.final_output().snr_db >= clean_run.final_output().snr_db - 1.0
+    assert not bool(fixed.layers.loc[fixed.layers["node"] == consumer, "quantized"].item())
+    # history keeps the earlier result, byte for byte
+    history = json.loads((run / "history" / "1" / "summary.json").read_text())
+    assert history == before and history["fallback"] == []
+    assert (run / "history" / "1" / "candidate.onnx").is_file()
+
+
+def test_unknown_fallback_node_is_a_clear_error(outlier_run):
+    from engine.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="^The fallback node 'no_such_node' is not in the compared graph; use a node name from layers.csv.$"):
+        rebuild(outlier_run.run_dir, fallback=["no_such_node"])
