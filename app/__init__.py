@@ -1,0 +1,1 @@
+"""QuantScope dashboard (Streamlit). Calls only the engine's public API."""

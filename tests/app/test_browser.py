@@ -1,0 +1,116 @@
+"""A real browser (Debian's chromium via Playwright) drives `streamlit run app/main.py` on localhost."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+REQUIRED = os.environ.get("QUANTSCOPE_REQUIRE_BROWSER") == "1"
+
+pytestmark = pytest.mark.browser
+
+
+def _skip_or_fail(reason: str) -> None:
+    if REQUIRED:
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        _skip_or_fail(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _skip_or_fail("playwright is not installed (pip install .[dev])")
+    runs = tmp_path_factory.mktemp("runs")
+    port = _free_port()
+    env = {**os.environ, "QUANTSCOPE_RUNS_ROOT": str(runs)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true",
+         "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.5)
+    else:
+        proc.kill()
+        pytest.fail("streamlit did not start within 60 s: " + proc.stdout.read().decode()[-2000:])
+    yield url, runs
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def settle(page) -> None:
+    """Waits until Streamlit has finished the current script run (a click during a rerun can be lost)."""
+    page.wait_for_timeout(500)
+    page.wait_for_function("() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=120_000)
+    page.wait_for_timeout(500)
+
+
+def nav(page, name: str) -> None:
+    page.get_by_test_id("stSidebarNavItems").get_by_role("link", name=name).click()
+    settle(page)
+
+
+def test_compare_tick_rebuild_in_a_real_browser(server, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    url, runs = server
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(url)
+        page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
+        settle(page)
+        nav(page, "Compare")
+        page.get_by_role("button", name="Run comparison").click()
+        page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+
+        nav(page, "Layers")
+        page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+        page.wait_for_function("() => document.querySelector('.js-plotly-plot').data !== undefined", timeout=30_000)
+        # plotly.js decodes the base64 arrays that plotly.py sends: count what it actually drew
+        points = page.evaluate("() => document.querySelector('.js-plotly-plot')._fullData[0]._length")
+        layers_csv = next(runs.rglob("layers.csv"))
+        assert points == len(pd.read_csv(layers_csv))
+
+        settle(page)
+        page.get_by_role("button", name="Tick the top-k culprits").click()
+        page.get_by_text("1 node(s) ticked for FP16 fallback", exact=False).wait_for(timeout=60_000)
+        page.wait_for_timeout(1500)  # let plotly redraw the fallback marker before the screenshot
+        shot = tmp_path / "layers.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if os.environ.get("QUANTSCOPE_UPDATE_SCREENSHOT") == "1":
+            shutil.copy(shot, ROOT / "docs" / "layers.png")
+
+        nav(page, "Rebuild")
+        page.get_by_role("button", name="Rebuild with fallback").click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || []).some(t => t.name === 'SNR after'))",
+            timeout=180_000)
+        browser.close()

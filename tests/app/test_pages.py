@@ -1,0 +1,92 @@
+"""AppTest: a smoke test per page, and the whole triage flow on the sample outlier model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from app import state
+
+APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
+PAGES = ["pages/load.py", "pages/compare.py", "pages/layers.py", "pages/rebuild.py", "pages/history.py"]
+CATALOG = json.loads((Path(APP).parents[1] / "sample_models" / "catalog.json").read_text())
+
+
+def fresh() -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.run()
+    return at
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_page_smoke(page):
+    at = fresh()
+    at.switch_page(page).run()
+    assert not at.exception
+    assert not at.error
+
+
+def test_load_page_defaults_to_the_sample():
+    at = fresh()
+    assert at.session_state[state.INPUTS]["name"] == "resnet_digits_outlier"
+    assert {m.label: m.value for m in at.metric}["Nodes"] == "31"
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_triage_flow_finds_and_fixes_the_planted_node():
+    planted = set(CATALOG["models"]["resnet_digits_outlier"]["outlier"]["consumer_nodes"])
+    at = fresh()
+    at.switch_page("pages/compare.py").run()
+    click(at, "Run comparison")
+    assert not at.error
+    result = at.session_state[state.RESULT]
+    top = result.summary.culprits[0].node
+    assert top in planted
+    assert at.success[0].value.startswith(f"Error is introduced at node {top}")
+
+    at.switch_page("pages/layers.py").run()
+    click(at, "Tick the top-k culprits")  # k = 1 by default
+    assert at.session_state[state.FALLBACK] == {top}
+
+    at.switch_page("pages/rebuild.py").run()
+    assert top in at.markdown[0].value
+    click(at, "Rebuild with fallback")
+    after = at.session_state[state.RESULT]
+    before_snr = result.final_output().snr_db
+    after_snr = after.final_output().snr_db
+    assert after.summary.fallback == (top,) and after_snr > before_snr + 10
+    shown = {m.label: m for m in at.metric}["Final-output SNR"]
+    assert shown.value == f"{after_snr:.2f} dB"
+    assert shown.delta == f"{after_snr - before_snr:+.2f} dB"  # the improvement the engine reports
+    labels = {d.label for d in at.get("download_button")}
+    assert {"Rebuilt Q/DQ model (.onnx)", "layers.csv", "summary.json", "HTML report"} <= labels
+
+    at.switch_page("pages/history.py").run()
+    assert not at.exception
+    assert len(at.session_state[state.HISTORY]) == 2
+
+
+def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp_path):
+    at = fresh()
+    at.switch_page("pages/compare.py").run()
+    click(at, "Run comparison")
+    good = at.session_state[state.RESULT]
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, input=np.zeros((4, 3, 32, 32), np.float32))  # wrong channel count
+    at.session_state[state.INPUTS] = {**at.session_state[state.INPUTS], "calib": str(bad), "data": None, "labels": None}
+    at.run()
+    click(at, "Run comparison")
+    assert [e.value for e in at.error] == [
+        "Input 'input' in the calibration data has size 3 on axis 1 but the model expects 1 "
+        "(model shape [batch, 1, 32, 32], data sample shape [3, 32, 32])."
+    ]
+    assert at.session_state[state.RESULT] is good
