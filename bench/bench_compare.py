@@ -21,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 
 # ---------------------------------------------------------------- models and data

@@ -76,7 +76,8 @@ else:
 inputs = st.session_state.get(state.INPUTS)
 if inputs:
     try:
-        info = engine.model_info(engine.load_model(inputs["model"]))
+        proto = engine.load_model(inputs["model"])
+        info = engine.model_info(proto)
     except engine.QuantScopeError as err:
         st.error(str(err))
     else:
@@ -86,6 +87,8 @@ if inputs:
         c2.metric("Opset", info.opset)
         quantizable = sum(v for k, v in info.op_histogram.items() if k in engine.TRT_INT8_OP_TYPES)
         c3.metric("Nodes INT8 will quantize", quantizable, help="Conv, ConvTranspose, Gemm, MatMul by default")
+        with st.expander("Nodes INT8 will quantize (before BatchNormalization folding)"):
+            st.write(", ".join(n.name or n.op_type for n in proto.graph.node if n.op_type in engine.TRT_INT8_OP_TYPES))
         st.dataframe(pd.DataFrame(info.to_dict()["inputs"]), hide_index=True)
         hist = pd.DataFrame({"op type": list(info.op_histogram), "count": list(info.op_histogram.values())})
         st.bar_chart(hist, x="op type", y="count", horizontal=True, height=220)
