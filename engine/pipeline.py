@@ -16,6 +16,7 @@ from engine.compare.graph import observe
 from engine.compare.layerwise import LayerwiseRun, cached_stream, reference_stream, run_layerwise
 from engine.compare.ranking import culprit_sentence, rank_culprits
 from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, ReferenceCache
+from engine.compare.tensor_stats import METRIC_COLUMNS
 from engine.data.images import ImagePreprocess
 from engine.data.loading import load_data, load_labels
 from engine.data.source import BatchSource
@@ -38,12 +39,16 @@ DataArg = str | os.PathLike | BatchSource
 def effective_batch_size(info: ModelInfo, requested: int) -> tuple[int, str | None]:
     if requested < 1:
         raise ConfigError(f"The batch size {requested} is not positive; use 1 or more.")
-    fixed = {t.shape[0] for t in info.inputs if t.shape and isinstance(t.shape[0], int)}
-    if fixed:
-        b = fixed.pop()
+    b = _fixed_batch_dim(info)
+    if b is not None:
         if b != requested:
             return b, f"The model's batch dimension is fixed at {b}, so batches of {b} were used instead of {requested}."
     return requested, None
+
+
+def _fixed_batch_dim(info: ModelInfo) -> int | None:
+    """The batch size a model's inputs fix on axis 0, or None when axis 0 is dynamic."""
+    return next((t.shape[0] for t in info.inputs if t.shape and isinstance(t.shape[0], int)), None)
 
 
 def _source(arg: DataArg, info: ModelInfo, images: ImagePreprocess | None, what: str) -> BatchSource:
@@ -55,11 +60,10 @@ def _source(arg: DataArg, info: ModelInfo, images: ImagePreprocess | None, what:
     return arg
 
 
-def _check_fixed_batch(source: BatchSource, info: ModelInfo, batch: int) -> None:
-    fixed = any(t.shape and isinstance(t.shape[0], int) for t in info.inputs)
-    if fixed and source.num_samples % batch:
-        raise DataError(f"The model's batch dimension is fixed at {batch} but {source.description if hasattr(source, 'description') else 'the data'} "
-                        f"has {source.num_samples} samples; provide a multiple of {batch} samples.")
+def _check_fixed_batch(source: BatchSource, info: ModelInfo, batch: int, what: str) -> None:
+    if _fixed_batch_dim(info) is not None and source.num_samples % batch:
+        raise DataError(f"The model's batch dimension is fixed at {batch} but {what} has {source.num_samples} samples; "
+                        f"provide a multiple of {batch} samples.")
 
 
 def compare(
@@ -87,8 +91,8 @@ def compare(
     batch, batch_note = effective_batch_size(info, batch_size)
     calib_src = _source(calib, info, images, "the calibration data")
     eval_src = calib_src if data is None else _source(data, info, images, "the evaluation data")
-    _check_fixed_batch(eval_src, info, batch)
-    _check_fixed_batch(calib_src, info, batch)
+    _check_fixed_batch(eval_src, info, batch, "the evaluation data" if data is not None else "the calibration data")
+    _check_fixed_batch(calib_src, info, batch, "the calibration data")
     label_arr = None
     if labels is not None:
         label_arr = labels if isinstance(labels, np.ndarray) else load_labels(labels, eval_src.num_samples)
@@ -198,8 +202,7 @@ def _summary(lw: LayerwiseRun, view, config: QuantConfig, emitted, choice, batch
         for r in ranked.head(20).itertuples()
     )
     outputs = {
-        o: OutputMetrics(o, s.cosine, s.cosine_min, s.snr_db, s.mse, s.max_abs_err, s.mean_abs_err, s.rel_err_median,
-                         lw.marked_outputs[o].snr_db if o in lw.marked_outputs else math.nan)
+        o: OutputMetrics.from_stats(o, s, lw.marked_outputs[o].snr_db if o in lw.marked_outputs else math.nan)
         for o, s in lw.outputs.items()
     }
     notes = list(warnings)
@@ -237,8 +240,8 @@ def _f(x) -> float:
 
 
 def summary_from_dict(d: dict) -> Summary:
-    outputs = {k: OutputMetrics(k, *(_f(v[c]) for c in ("cosine", "cosine_min", "snr_db", "mse", "max_abs_err", "mean_abs_err",
-                                                        "rel_err_median", "marked_run_snr_db"))) for k, v in d["outputs"].items()}
+    outputs = {k: OutputMetrics(**{c: _f(v[c]) for c in METRIC_COLUMNS}, elements=int(v.get("elements", 0)), name=k,
+                                marked_run_snr_db=_f(v["marked_run_snr_db"])) for k, v in d["outputs"].items()}
     culprits = tuple(Culprit(c["node"], c["op_type"], _f(c["introduced_db"]), _f(c["snr_db"]), _f(c["input_snr_db"]),
                              _f(c["cosine"]), bool(c["quantized"])) for c in d["culprit_details"])
     return Summary(

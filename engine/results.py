@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from engine.compare.tensor_stats import TensorStats
+
 __all__ = ["OutputMetrics", "Culprit", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB"]
 
 FUSION_DISAGREEMENT_DB = 1.0
@@ -23,16 +25,16 @@ def _num(x: float | None):
 
 
 @dataclass(frozen=True)
-class OutputMetrics:
-    name: str
-    cosine: float
-    cosine_min: float
-    snr_db: float
-    mse: float
-    max_abs_err: float
-    mean_abs_err: float
-    rel_err_median: float
-    marked_run_snr_db: float  # the same output, measured in the run with every tensor marked
+class OutputMetrics(TensorStats):
+    """A final output's statistics from the unmodified candidate run, plus the same output's SNR in the
+    run with every tensor marked (the two differ when marking outputs changed fusion)."""
+
+    name: str = ""
+    marked_run_snr_db: float = math.nan
+
+    @classmethod
+    def from_stats(cls, name: str, stats: TensorStats, marked_run_snr_db: float) -> OutputMetrics:
+        return cls(**stats.to_dict(), name=name, marked_run_snr_db=marked_run_snr_db)
 
     @property
     def fusion_disagrees(self) -> bool:
@@ -42,8 +44,8 @@ class OutputMetrics:
         return not (abs(a - b) <= FUSION_DISAGREEMENT_DB)
 
     def to_dict(self) -> dict:
-        d = {k: _num(getattr(self, k)) for k in ("cosine", "cosine_min", "snr_db", "mse", "max_abs_err", "mean_abs_err",
-                                                 "rel_err_median", "marked_run_snr_db")}
+        d = {k: _num(v) for k, v in super().to_dict().items()}
+        d["marked_run_snr_db"] = _num(self.marked_run_snr_db)
         d["fusion_disagrees"] = self.fusion_disagrees
         return d
 

@@ -68,3 +68,19 @@ def test_bad_range_and_method_are_one_sentence(tiny, tmp_path):
 def test_rebuild_of_a_non_run_folder(tmp_path):
     p = _cli("rebuild", str(tmp_path), "--fallback", "x")
     assert p.returncode == 2 and "is not a complete QuantScope run folder" in p.stderr
+
+
+def test_fixed_batch_model_with_a_ragged_sample_count(tmp_path):
+    import numpy as np
+    import onnx
+
+    from tests.engine.conftest import tiny_model
+
+    m = tiny_model()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # batch fixed at 4
+    onnx.save(m, tmp_path / "fixed.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((10, 2, 8, 8), np.float32))
+    p = _cli("compare", str(tmp_path / "fixed.onnx"), "--calib", str(tmp_path / "d.npz"), "--out", str(tmp_path / "o"))
+    assert p.returncode == 2
+    assert p.stderr == ("error: The model's batch dimension is fixed at 4 but the calibration data has 10 samples; "
+                        "provide a multiple of 4 samples.\n")

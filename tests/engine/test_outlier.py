@@ -83,3 +83,12 @@ def test_unknown_fallback_node_is_a_clear_error(outlier_run):
 
     with pytest.raises(ConfigError, match="^The fallback node 'no_such_node' is not in the compared graph; use a node name from layers.csv.$"):
         rebuild(outlier_run.run_dir, fallback=["no_such_node"])
+
+
+def test_load_result_reads_back_the_same_typed_summary(clean_run):
+    from engine import load_result
+
+    loaded = load_result(clean_run.run_dir)
+    assert loaded.summary.outputs == clean_run.summary.outputs
+    assert loaded.final_output().fusion_disagrees is False
+    assert [c.node for c in loaded.summary.culprits] == [c.node for c in clean_run.summary.culprits]
