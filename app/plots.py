@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["layer_figure", "before_after_figure", "pareto_figure", "SNR_DISPLAY_CAP"]
+__all__ = ["layer_figure", "before_after_figure", "pareto_figure", "sensitivity_figure", "tradeoff_figure", "SNR_DISPLAY_CAP"]
 
 SNR_DISPLAY_CAP = 100.0  # exact tensors (inf dB) are drawn at the cap; hover shows "inf"
 
@@ -76,4 +76,31 @@ def pareto_figure(builds: pd.DataFrame, *, x: str = "latency_ms", y: str = "snr_
     """Accuracy vs latency of every build (one point each)."""
     fig = go.Figure(go.Scatter(x=builds[x], y=builds[y], mode="markers+text", text=builds[label], textposition="top center"))
     fig.update_layout(xaxis_title=x, yaxis_title=y, height=420)
+    return fig
+
+
+def sensitivity_figure(sens: pd.DataFrame, metric: str = "snr_db") -> go.Figure:
+    """Both isolated views per node, ranked by the harm of the node alone."""
+    df = sens.sort_values(f"only_this_quantized_{metric}")
+    fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
+                        subplot_titles=(f"only this node INT8: {metric} (lower = more harmful)",
+                                        f"all but this node INT8: {metric} (higher = bigger fallback gain)"))
+    fig.add_trace(go.Bar(y=df["node"], x=df[f"only_this_quantized_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
+                         name="only this", marker={"color": "#d62728"}), 1, 1)
+    fig.add_trace(go.Bar(y=df["node"], x=df[f"all_but_this_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
+                         name="all but this", marker={"color": "#2ca02c"}), 1, 2)
+    fig.update_layout(height=max(300, 24 * len(df) + 120), showlegend=False, margin={"l": 160, "r": 20, "t": 50, "b": 30})
+    return fig
+
+
+def tradeoff_figure(steps: pd.DataFrame, target_value: float | None = None, metric: str = "snr_db") -> go.Figure:
+    """Every probe of an automatic fallback search: metric vs number of nodes in fallback, per strategy."""
+    fig = go.Figure()
+    for strategy, part in steps.groupby("strategy", sort=False):
+        fig.add_trace(go.Scatter(x=part["nodes"], y=part["value"], mode="markers", name=strategy,
+                                 text=part["fallback"].map(lambda f: ", ".join(f) or "(none)"),
+                                 hovertemplate="%{text}<br>%{y}<extra>" + str(strategy) + "</extra>"))
+    if target_value is not None:
+        fig.add_hline(y=target_value, line={"dash": "dash", "color": "#d62728"})
+    fig.update_layout(xaxis_title="nodes in fallback", yaxis_title=metric, height=380)
     return fig

@@ -25,3 +25,6 @@ def init() -> None:
 
 def fallback() -> set[str]:
     return st.session_state.setdefault(FALLBACK, set())
+
+SENSITIVITY = "qs_sensitivity"  # DataFrame from engine.sensitivity for the current run
+AUTOFALLBACK = "qs_autofallback"  # engine.AutoFallbackResult for the current run

@@ -1,4 +1,4 @@
-"""quantscope compare | rebuild | providers. Bad input: one sentence on stderr, exit 2, no traceback."""
+"""quantscope compare | rebuild | sensitivity | autofallback | providers. Bad input: one sentence on stderr, exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -38,6 +38,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("rebuild", help="re-emit a run's INT8 model with another fallback set (no recalibration) and re-compare")
     r.add_argument("run_dir")
     _quant_args(r)
+    se = sub.add_parser("sensitivity", help="isolated per-node sensitivity (two views) -> DIR/sensitivity.csv")
+    se.add_argument("run_dir")
+    se.add_argument("--provider", default=None)
+    se.add_argument("--quiet", action="store_true")
+    af = sub.add_parser("autofallback", help="find a small fallback set meeting a target, rebuild with it -> DIR/autofallback.json")
+    af.add_argument("run_dir")
+    af.add_argument("--target", required=True, help="cosine=X | snr_db=Y | top1_agreement=Z | accuracy_drop=D")
+    af.add_argument("--max-nodes", type=int, default=None)
+    af.add_argument("--strategy", default="both", help="greedy | bisect | both")
+    af.add_argument("--units", default="node", help="node | residual | activation")
+    af.add_argument("--provider", default=None)
+    af.add_argument("--quiet", action="store_true")
     sub.add_parser("providers", help="list the backends usable here")
     return parser
 
@@ -72,6 +84,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name, ok in available_providers().items():
                 print(f"{name:9} {'available' if ok else 'not available'}")
             return 0
+        if args.command == "sensitivity":
+            from engine.diagnose import sensitivity
+
+            frame = sensitivity(args.run_dir, provider=args.provider, progress=progress)
+            top = frame.iloc[0]
+            print(f"{len(frame)} nodes probed; most sensitive alone: {top['node']} "
+                  f"(SNR {top['only_this_quantized_snr_db']:.2f} dB when only it is INT8); wrote {args.run_dir}/sensitivity.csv")
+            return 0
+        if args.command == "autofallback":
+            from engine.diagnose import autofallback
+
+            res = autofallback(args.run_dir, args.target, max_nodes=args.max_nodes, strategy=args.strategy, units=args.units,
+                               provider=args.provider, progress=progress)
+            print(res.message)
+            for name, r in res.strategies.items():
+                print(f"  {name}: {len(r.fallback)} node(s) after pruning ({len(r.before_pruning)} before), {r.probes} probes")
+            print(f"wrote {args.run_dir}/autofallback.json and rebuilt {args.run_dir}/candidate.onnx")
+            return 0 if res.met else 1
         from engine.quantize.config import CalibrationMethod, FallbackPrecision, QuantConfig, RangeOverride
 
         ranges = tuple(RangeOverride.parse(r) for r in args.ranges)

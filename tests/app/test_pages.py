@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 from app import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-PAGES = ["pages/load.py", "pages/compare.py", "pages/layers.py", "pages/rebuild.py", "pages/history.py"]
+PAGES = ["pages/load.py", "pages/compare.py", "pages/layers.py", "pages/rebuild.py", "pages/sensitivity.py", "pages/history.py"]
 CATALOG = json.loads((Path(APP).parents[1] / "sample_models" / "catalog.json").read_text())
 
 
@@ -90,3 +90,19 @@ def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp
         "(model shape [batch, 1, 32, 32], data sample shape [3, 32, 32])."
     ]
     assert at.session_state[state.RESULT] is good
+
+
+def test_sensitivity_page_suggests_and_applies_the_planted_node():
+    planted = set(CATALOG["models"]["resnet_digits_outlier"]["outlier"]["consumer_nodes"])
+    at = fresh()
+    at.switch_page("pages/compare.py").run()
+    click(at, "Run comparison")
+    at.switch_page("pages/sensitivity.py").run()
+    click(at, "Run sensitivity")
+    assert at.session_state[state.SENSITIVITY][1].iloc[0]["node"] in planted
+    click(at, "Find fallback automatically")  # default target snr_db=30
+    found = at.session_state[state.AUTOFALLBACK][1]
+    assert found.met and set(found.fallback) == planted
+    assert at.success[0].value == found.message
+    click(at, "Apply suggested fallback")
+    assert at.session_state[state.FALLBACK] == planted

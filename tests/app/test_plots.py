@@ -49,3 +49,16 @@ def test_report_is_self_contained():
     assert "<script src=" not in html and "Plotly" in html and "h &lt;b&gt;" in html
     cmd = cli_command("m.onnx", "c.npz", None, None, {"calibration": "minmax", "op_types": ["Conv"]}, 8, "cpu", ["n2"])
     assert "--fallback n2" in cmd and "--calib-method minmax" in cmd
+
+
+def test_sensitivity_and_tradeoff_figures():
+    from app.plots import sensitivity_figure, tradeoff_figure
+
+    sens = pd.DataFrame({"node": ["a", "b"], "only_this_quantized_snr_db": [40.0, 5.0], "all_but_this_snr_db": [10.0, 35.0]})
+    fig = sensitivity_figure(sens)
+    assert list(fig.data[0].y) == ["b", "a"]  # most harmful first
+    steps = pd.DataFrame({"strategy": ["greedy", "greedy", "bisect"], "nodes": [0, 1, 3], "value": [10.0, 35.0, 36.0],
+                          "fallback": [[], ["b"], ["a", "b", "c"]]})
+    t = tradeoff_figure(steps, 30.0)
+    assert [tr.name for tr in t.data] == ["greedy", "bisect"] and list(t.data[0].x) == [0, 1]
+    assert t.layout.shapes[0].y0 == 30.0

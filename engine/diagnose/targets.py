@@ -1,0 +1,45 @@
+"""A fallback target on the final outputs: `cosine=X`, `snr_db=Y`, `top1_agreement=Z` or `accuracy_drop=D`."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from engine.errors import ConfigError
+
+__all__ = ["Target", "METRICS"]
+
+METRICS = ("cosine", "snr_db", "top1_agreement", "accuracy_drop")
+
+
+@dataclass(frozen=True)
+class Target:
+    metric: str
+    value: float
+
+    @classmethod
+    def parse(cls, text: str) -> Target:
+        name, sep, raw = text.partition("=")
+        try:
+            value = float(raw)
+        except ValueError:
+            value = math.nan
+        if not sep or name not in METRICS or not math.isfinite(value):
+            raise ConfigError(f"The target '{text}' is not METRIC=VALUE with METRIC one of {', '.join(METRICS)}, e.g. snr_db=30.")
+        return cls(name, value)
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric == "accuracy_drop"
+
+    def score(self, value: float | None) -> float:
+        """Larger is better, whatever the metric."""
+        if value is None or math.isnan(value):
+            return -math.inf
+        return -value if self.lower_is_better else value
+
+    def met(self, value: float | None) -> bool:
+        return self.score(value) >= self.score(self.value)
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value:g}"

@@ -1,0 +1,74 @@
+"""Sensitivity and automatic fallback on the sample outlier model."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pandas as pd
+import pytest
+
+import engine.quantize.calibration as calibration
+from engine import autofallback, sensitivity
+from engine.cli.main import main
+
+
+@pytest.fixture()
+def run_copy(outlier_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(outlier_run.run_dir, dst, ignore=shutil.ignore_patterns("history"))
+    return dst
+
+
+def planted(catalog):
+    info = catalog["models"]["resnet_digits_outlier"]["outlier"]
+    return set(info["producer_nodes"]) | set(info["consumer_nodes"])
+
+
+def test_sensitivity_both_views(run_copy, catalog, outlier_run, monkeypatch):
+    monkeypatch.setattr(calibration, "calibrate", lambda *a, **k: pytest.fail("sensitivity must not recalibrate"))
+    frame = sensitivity(run_copy)
+    assert (run_copy / "sensitivity.csv").is_file()
+    ops = set(outlier_run.summary.config["op_types"])
+    assert set(frame["node"]) == set(outlier_run.layers.loc[outlier_run.layers["op_type"].isin(ops), "node"])
+    worst_alone = frame.sort_values("only_this_quantized_snr_db").iloc[0]["node"]
+    best_gain = frame.sort_values("all_but_this_snr_db", ascending=False).iloc[0]["node"]
+    assert worst_alone in planted(catalog) and best_gain in planted(catalog)
+    # view (b) of the planted node is exactly a rebuild with it in fallback: same final SNR
+    row = frame[frame["node"] == best_gain].iloc[0]
+    assert row["all_but_this_gain_db"] > 20
+    assert list(pd.read_csv(run_copy / "sensitivity.csv").columns[:2]) == ["node", "op_type"]
+
+
+def test_autofallback_finds_the_planted_node(run_copy, clean_run, catalog):
+    target = f"snr_db={clean_run.final_output().snr_db - 1:.4f}"
+    rc = main(["autofallback", str(run_copy), "--target", target, "--quiet"])
+    assert rc == 0
+    doc = json.loads((run_copy / "autofallback.json").read_text())
+    assert {"fallback", "met", "target", "achieved", "steps"} <= set(doc)
+    assert doc["met"] is True and float(doc["achieved"]) >= clean_run.final_output().snr_db - 1
+    assert planted(catalog) & set(doc["fallback"]) and len(doc["fallback"]) <= 2
+    for name, r in doc["strategies"].items():
+        assert len(r["fallback"]) <= len(r["before_pruning"]), name  # pruning never grows a set
+    assert doc["steps"] and all({"fallback", "value", "seconds"} <= set(s) for s in doc["steps"])
+    summary = json.loads((run_copy / "summary.json").read_text())  # the run was rebuilt with that set
+    assert summary["fallback"] == sorted(doc["fallback"]) and (run_copy / "history" / "1" / "summary.json").is_file()
+
+
+def test_residual_units_keep_the_add_with_its_feeders(run_copy, clean_run):
+    res = autofallback(run_copy, f"snr_db={clean_run.final_output().snr_db - 1}", units="residual", apply=False)
+    assert res.met and "block3_add" in res.fallback and "block3_2_conv" in res.fallback
+
+
+def test_unreachable_target_reports_the_best_reached(run_copy):
+    res = autofallback(run_copy, "snr_db=500", apply=False)
+    assert res.met is False
+    assert math.isfinite(res.achieved) and res.achieved > 40
+    assert res.message.startswith("snr_db=500 cannot be met even with every quantizable node in fp16: the best reached is snr_db=")
+
+
+def test_bad_target_is_one_sentence(run_copy, capsys):
+    assert main(["autofallback", str(run_copy), "--target", "speed=3", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("error: The target 'speed=3' is not METRIC=VALUE with METRIC one of cosine, snr_db, "
+                                       "top1_agreement, accuracy_drop, e.g. snr_db=30.\n")
