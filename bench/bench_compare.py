@@ -23,54 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out"
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
+from bench.models import resnet18_224  # noqa: E402
+
 
 # ---------------------------------------------------------------- models and data
-def resnet18_224(path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits = [], []
-
-    def conv_bn(x, cin, cout, k, s, name, relu=True):
-        w = (rng.standard_normal((cout, cin, k, k)) * np.sqrt(2.0 / (cin * k * k))).astype(np.float32)
-        inits.append(numpy_helper.from_array(w, f"{name}.w"))
-        nodes.append(helper.make_node("Conv", [x, f"{name}.w"], [f"{name}.c"], name=f"{name}_conv", kernel_shape=[k, k],
-                                      strides=[s, s], pads=[k // 2] * 4))
-        for p, v in (("g", 1 + 0.1 * rng.standard_normal(cout)), ("b", 0.1 * rng.standard_normal(cout)),
-                     ("m", 0.1 * rng.standard_normal(cout)), ("v", 1 + 0.1 * rng.random(cout))):
-            inits.append(numpy_helper.from_array(v.astype(np.float32), f"{name}.{p}"))
-        nodes.append(helper.make_node("BatchNormalization", [f"{name}.c", f"{name}.g", f"{name}.b", f"{name}.m", f"{name}.v"],
-                                      [f"{name}.bn"], name=f"{name}_bn"))
-        if not relu:
-            return f"{name}.bn"
-        nodes.append(helper.make_node("Relu", [f"{name}.bn"], [f"{name}.r"], name=f"{name}_relu"))
-        return f"{name}.r"
-
-    x = conv_bn("input", 3, 64, 7, 2, "stem")
-    nodes.append(helper.make_node("MaxPool", [x], ["pool0"], name="maxpool", kernel_shape=[3, 3], strides=[2, 2], pads=[1] * 4))
-    x, cin = "pool0", 64
-    for stage, cout in enumerate((64, 128, 256, 512)):
-        for blk in range(2):
-            s = 2 if stage > 0 and blk == 0 else 1
-            name = f"s{stage}b{blk}"
-            h = conv_bn(x, cin, cout, 3, s, f"{name}_1")
-            h = conv_bn(h, cout, cout, 3, 1, f"{name}_2", relu=False)
-            short = conv_bn(x, cin, cout, 1, s, f"{name}_d", relu=False) if (s != 1 or cin != cout) else x
-            nodes.append(helper.make_node("Add", [h, short], [f"{name}.add"], name=f"{name}_add"))
-            nodes.append(helper.make_node("Relu", [f"{name}.add"], [f"{name}.out"], name=f"{name}_relu"))
-            x, cin = f"{name}.out", cout
-    nodes.append(helper.make_node("GlobalAveragePool", [x], ["gap"], name="gap"))
-    nodes.append(helper.make_node("Flatten", ["gap"], ["flat"], name="flatten"))
-    inits.append(numpy_helper.from_array((rng.standard_normal((1000, 512)) * 0.05).astype(np.float32), "fc.w"))
-    nodes.append(helper.make_node("Gemm", ["flat", "fc.w"], ["logits"], name="fc", transB=1))
-    g = helper.make_graph(nodes, "resnet18_224", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["n", 3, 224, 224])],
-                          [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", 1000])], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 10
-    onnx.save(m, path)
-
-
 def polygraphy_inputs(x: np.ndarray, batch: int, path: Path) -> None:
     import base64
     import io

@@ -173,18 +173,27 @@ def _emit_and_compare(run: RunFolder, reference: onnx.ModelProto, config: QuantC
     progress(ProgressEvent(Stage.QUANTIZE, 1, 1, "Q/DQ model ready"))
     view = observe(reference, emitted.model)
     cache = ReferenceCache(run.cache_dir)
-    if fresh_source is not None:
-        total = -(-fresh_source.num_samples // batch)
-        pairs = reference_stream(reference, view, choice.backend, fresh_source.batches(batch), cache, timings, cache_bytes)
-    elif cache.has_reference:
-        total = cache.meta["batches"]
-        pairs = cached_stream(cache)
-    else:  # the cache kept inputs only: recompute the reference from them
-        total = cache.meta["batches"]
-        inputs_only = (inp for inp, _ in cache.batches())
-        pairs = reference_stream(reference, view, choice.backend, inputs_only, None, timings)
+    backend = choice.backend
     t0 = time.perf_counter()
-    lw = run_layerwise(view, emitted.model, choice.backend, pairs, total, labels, progress, timings)
+    if getattr(backend, "keeps_outputs_on_device", False):
+        from engine.compare.layerwise_device import run_layerwise_on_device
+
+        if fresh_source is not None:
+            total, inputs, write = -(-fresh_source.num_samples // batch), fresh_source.batches(batch), cache
+        else:
+            total, inputs, write = cache.meta["batches"], (inp for inp, _ in cache.batches()), None
+        lw = run_layerwise_on_device(view, reference, emitted.model, backend, inputs, total, labels, progress, timings, write)
+    else:
+        if fresh_source is not None:
+            total = -(-fresh_source.num_samples // batch)
+            pairs = reference_stream(reference, view, backend, fresh_source.batches(batch), cache, timings, cache_bytes)
+        elif cache.has_reference:
+            total = cache.meta["batches"]
+            pairs = cached_stream(cache)
+        else:  # the cache kept inputs only: recompute the reference from them
+            total = cache.meta["batches"]
+            pairs = reference_stream(reference, view, backend, (inp for inp, _ in cache.batches()), None, timings)
+        lw = run_layerwise(view, emitted.model, backend, pairs, total, labels, progress, timings)
     timings["compare"] = time.perf_counter() - t0
     summary = _summary(lw, view, config, emitted, choice, batch, name, timings, recalibrated, warnings)
     layers = lw.layers

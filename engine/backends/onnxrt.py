@@ -37,6 +37,26 @@ class _PolygraphyRunner:
             raise ModelError(f"ONNX Runtime failed while running the model ({_first_line(err)}); check the input data's shapes.") from None
 
 
+class _DeviceBoundRunner:
+    """Outputs stay in GPU memory (IOBinding); the caller wraps them with DLPack."""
+
+    def __init__(self, sess, device: str) -> None:
+        self._sess, self._device = sess, device
+        self._outputs = [o.name for o in sess.get_outputs()]
+
+    def infer_on_device(self, feed: dict[str, np.ndarray]) -> dict:
+        binding = self._sess.io_binding()
+        for name, arr in feed.items():
+            binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+        for name in self._outputs:
+            binding.bind_output(name, self._device)
+        try:
+            self._sess.run_with_iobinding(binding)
+        except Exception as err:  # noqa: BLE001
+            raise ModelError(f"ONNX Runtime failed while running the model ({_first_line(err)}); check the input data's shapes.") from None
+        return dict(zip(self._outputs, binding.get_outputs()))
+
+
 class OnnxRuntimeBackend:
     def __init__(self, device: str = "cpu") -> None:
         if device not in ("cpu", "cuda"):
@@ -46,16 +66,37 @@ class OnnxRuntimeBackend:
         self.device = device
         self.name = f"onnxruntime-{device}"
 
-    @contextmanager
-    def runner(self, model: onnx.ModelProto) -> Iterator[_PolygraphyRunner]:
+    @property
+    def keeps_outputs_on_device(self) -> bool:
+        """True when metrics can be computed where the tensors are (CUDA + cupy or torch)."""
+        from engine.compare.device_stats import device_library
+
+        return self.device == "cuda" and device_library() is not None
+
+    def _loader(self, model: onnx.ModelProto):
         import onnxruntime as ort
-        from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+        from polygraphy.backend.onnxrt import SessionFromOnnx
 
         ort.set_default_logger_severity(3)
         _quiet_polygraphy()
-        providers = ["cuda", "cpu"] if self.device == "cuda" else ["cpu"]
-        loader = SessionFromOnnx(model.SerializeToString(), providers=providers,
-                                 graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+        # TF32 off: FP32 convolutions on the GPU then agree with the CPU's, so differences are quantization's.
+        providers = [("cuda", {"use_tf32": "0"}), "cpu"] if self.device == "cuda" else ["cpu"]
+        return SessionFromOnnx(model.SerializeToString(), providers=providers,
+                               graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+
+    @contextmanager
+    def device_runner(self, model: onnx.ModelProto) -> Iterator[_DeviceBoundRunner]:
+        try:
+            sess = self._loader(model)()
+        except Exception as err:  # noqa: BLE001
+            raise ModelError(_session_error(err)) from None
+        yield _DeviceBoundRunner(sess, self.device)
+
+    @contextmanager
+    def runner(self, model: onnx.ModelProto) -> Iterator[_PolygraphyRunner]:
+        from polygraphy.backend.onnxrt import OnnxrtRunner
+
+        loader = self._loader(model)
         try:
             runner = OnnxrtRunner(loader)
             runner.activate()

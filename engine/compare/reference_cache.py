@@ -26,12 +26,13 @@ class ReferenceCache:
         self.folder = folder
 
     # ---------------------------------------------------------------- writing
-    def reset(self) -> None:
+    def reset(self, inputs_only: bool = False) -> None:
+        """inputs_only: keep just the inputs (device backends recompute the reference faster than disk reads it)."""
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self._batches = 0
         self._bytes = 0
-        self._with_reference = True
+        self._with_reference = not inputs_only
         # Writes overlap with inference: a writer thread drains a short queue (bounded memory).
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
