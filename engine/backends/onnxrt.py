@@ -52,6 +52,7 @@ class _DeviceBoundRunner:
             binding.bind_output(name, self._device)
         try:
             self._sess.run_with_iobinding(binding)
+            binding.synchronize_outputs()  # the arrays are read by other CUDA streams next
         except Exception as err:  # noqa: BLE001
             raise ModelError(f"ONNX Runtime failed while running the model ({_first_line(err)}); check the input data's shapes.") from None
         return dict(zip(self._outputs, binding.get_outputs()))

@@ -94,7 +94,8 @@ def _marked_session(path, tensors):
 
 
 def test_pipeline_layers_equal_independent_computation(tiny, tmp_path):
-    result = compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=tmp_path / "run", batch_size=3)
+    # provider pinned: the independent computation below runs ONNX Runtime on the CPU
+    result = compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=tmp_path / "run", batch_size=3, provider="cpu")
     layers = pd.read_csv(tmp_path / "run" / "layers.csv")
     assert tuple(layers.columns[: len(LAYER_COLUMNS)]) == LAYER_COLUMNS
     assert "Relu_0" in set(layers["node"])  # the unnamed node got a stable generated name
