@@ -57,12 +57,12 @@ def job_candidate_only(out):
     import onnx
 
     from engine.backends.onnxrt import OnnxRuntimeBackend
-    from engine.compare.graph import observe, with_outputs
+    from engine.compare.graph import observe
     from engine.compare.reference_cache import ReferenceCache
 
     ref, cand = onnx.load(Path(out) / "reference.onnx"), onnx.load(Path(out) / "candidate.onnx")
     view = observe(ref, cand)
-    with OnnxRuntimeBackend("cpu").runner(with_outputs(cand, view.names)) as r:
+    with OnnxRuntimeBackend("cpu").runner(cand, observe=view.names) as r:
         for inputs, _ in ReferenceCache(Path(out) / "cache").batches():
             r.infer(inputs)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -149,8 +150,6 @@ def rebuild(
     precision = FallbackPrecision.parse(fallback_precision) if isinstance(fallback_precision, str) else fallback_precision
     config = config.with_fallback(fallback, precision)
     if ranges is not None:
-        from dataclasses import replace
-
         config = replace(config, ranges=tuple(ranges))
     reference = onnx.load(run.reference)
     choice = resolve_backend(provider or cfg["provider"])
@@ -174,6 +173,8 @@ def _emit_and_compare(run: RunFolder, reference: onnx.ModelProto, config: QuantC
     view = observe(reference, emitted.model)
     cache = ReferenceCache(run.cache_dir)
     backend = choice.backend
+    if hasattr(backend, "fallback_layers"):  # TensorRT's classic path sets these layers' precision at build time
+        backend.fallback_layers = frozenset(config.fallback)
     t0 = time.perf_counter()
     if getattr(backend, "keeps_outputs_on_device", False):
         from engine.compare.layerwise_device import run_layerwise_on_device
@@ -196,6 +197,8 @@ def _emit_and_compare(run: RunFolder, reference: onnx.ModelProto, config: QuantC
         lw = run_layerwise(view, emitted.model, backend, pairs, total, labels, progress, timings)
     timings["compare"] = time.perf_counter() - t0
     summary = _summary(lw, view, config, emitted, choice, batch, name, timings, recalibrated, warnings)
+    if hasattr(backend, "save_artifacts"):  # TensorRT: serialized engine + layer information
+        summary = replace(summary, extra={**summary.extra, "engine": backend.save_artifacts(run.path)})
     layers = lw.layers
     run.write_model(run.candidate, emitted.model)
     run.write_frame(run.layers, layers)
@@ -221,6 +224,9 @@ def _summary(lw: LayerwiseRun, view, config: QuantConfig, emitted, choice, batch
                          "with every tensor marked: marking outputs changed fusion, so trust the unmodified figure.")
     if lw.shape_mismatches:
         notes.append(f"{len(lw.shape_mismatches)} tensor(s) differ in shape between reference and candidate and were not compared.")
+    if lw.unobservable:
+        notes.append(f"{len(lw.unobservable)} tensor(s) were fused away by {choice.backend.name} and are not observable; "
+                     "they are listed in not_observable, never paired with another tensor.")
     if view.missing_in_candidate:
         notes.append(f"{len(view.missing_in_candidate)} reference tensor(s) have no same-named tensor in the candidate (not observable).")
     headline = culprit_sentence(ranked.iloc[0]) if len(ranked) else "No node adds measurable error: the candidate matches the reference."
@@ -229,7 +235,7 @@ def _summary(lw: LayerwiseRun, view, config: QuantConfig, emitted, choice, batch
         batch_size=batch, outputs=outputs, task=lw.task.to_dict(), culprits=culprits, headline=headline,
         fallback=tuple(sorted(config.fallback)), fallback_precision=config.fallback_precision.value,
         fp16_nodes=emitted.fp16_nodes, quantized_nodes=len(view.quantized_nodes), config=config.to_dict(),
-        timings=timings, not_observable=view.missing_in_candidate + lw.shape_mismatches, warnings=tuple(notes),
+        timings=timings, not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
         recalibrated=recalibrated,
     )
 

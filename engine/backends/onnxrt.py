@@ -7,12 +7,13 @@ CPU's fused u8s8 kernels saturate on CPUs without VNNI (measured on the sample: 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import onnx
 
+from engine.compare.graph import with_outputs
 from engine.errors import BackendError, ModelError
 
 __all__ = ["OnnxRuntimeBackend", "cuda_available"]
@@ -86,18 +87,19 @@ class OnnxRuntimeBackend:
                                graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
 
     @contextmanager
-    def device_runner(self, model: onnx.ModelProto) -> Iterator[_DeviceBoundRunner]:
+    def device_runner(self, model: onnx.ModelProto, observe: Sequence[str] = ()) -> Iterator[_DeviceBoundRunner]:
         try:
-            sess = self._loader(model)()
+            sess = self._loader(with_outputs(model, list(observe)))()
         except Exception as err:  # noqa: BLE001
             raise ModelError(_session_error(err)) from None
         yield _DeviceBoundRunner(sess, self.device)
 
     @contextmanager
-    def runner(self, model: onnx.ModelProto) -> Iterator[_PolygraphyRunner]:
+    def runner(self, model: onnx.ModelProto, observe: Sequence[str] = ()) -> Iterator[_PolygraphyRunner]:
+        """Observed tensors become graph outputs (ONNX Runtime has no other way to expose them)."""
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        loader = self._loader(model)
+        loader = self._loader(with_outputs(model, list(observe)))
         try:
             runner = OnnxrtRunner(loader)
             runner.activate()

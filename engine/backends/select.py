@@ -38,7 +38,8 @@ def resolve_backend(provider: str = "auto") -> BackendChoice:
             raise BackendError("TensorRT is not installed here (import tensorrt fails); install it with pip install .[trt] on a machine with NVIDIA's index, or use --provider cuda or cpu.")
         from engine.backends.tensorrt import TensorRTBackend
 
-        return BackendChoice(TensorRTBackend(), "Using TensorRT.")
+        backend = TensorRTBackend()
+        return BackendChoice(backend, f"Using TensorRT {backend.caps['version']} ({backend.path} network).")
     if provider == "cuda" or (provider == "auto" and have["cuda"]):
         note = "Using ONNX Runtime CUDA." + ("" if provider == "cuda" else " TensorRT not installed.")
         return BackendChoice(OnnxRuntimeBackend("cuda"), note)

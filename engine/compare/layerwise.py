@@ -14,7 +14,7 @@ import onnx
 import pandas as pd
 
 from engine.backends.base import Backend
-from engine.compare.graph import GraphView, with_outputs
+from engine.compare.graph import GraphView
 from engine.compare.ranking import input_snr, introduced_db
 from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, ReferenceCache
 from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, is_classifier_shaped
@@ -39,16 +39,16 @@ class LayerwiseRun:
     samples: int
     timings: dict[str, float] = field(default_factory=dict)
     shape_mismatches: tuple[str, ...] = ()
+    unobservable: tuple[str, ...] = ()  # tensors the backend fused away (e.g. TensorRT): reported, never paired
 
 
 def reference_stream(reference: onnx.ModelProto, view: GraphView, backend: Backend, batches: Iterator[Batch],
                      cache: ReferenceCache | None, timings: dict[str, float], cache_bytes: int = DEFAULT_CACHE_BYTES) -> Iterator[Pair]:
     """Runs the reference with every observed tensor marked; optionally writes each batch to the cache."""
-    marked = with_outputs(reference, view.names)
     samples = 0
     if cache is not None:
         cache.reset()
-    with backend.runner(marked) as runner:
+    with backend.runner(reference, observe=view.names) as runner:
         for inputs in batches:
             t0 = time.perf_counter()
             ref = runner.infer(inputs)
@@ -85,23 +85,26 @@ def run_layerwise(
     acc = {t: TensorAccumulator() for t in view.names}
     final = {o: TensorAccumulator() for o in view.outputs}
     mismatched: set[str] = set()
+    missing: set[str] = set()
     task: TaskAccumulator | None = None
     batches = samples = 0
-    marked = with_outputs(candidate, view.names)
     started = time.perf_counter()
 
     def tick(key: str, t0: float) -> None:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
 
     progress(ProgressEvent(Stage.COMPARE, 0, total_batches, "starting sessions"))
-    with backend.runner(marked) as cand_marked, backend.runner(candidate) as cand_plain:
+    with backend.runner(candidate, observe=view.names) as cand_marked, backend.runner(candidate) as cand_plain:
         for inputs, ref in pairs:
             t0 = time.perf_counter()
             cand = cand_marked.infer(inputs)
             tick("candidate", t0)
             t0 = time.perf_counter()
             for name, a in acc.items():
-                if name in mismatched:
+                if name in mismatched or name in missing:
+                    continue
+                if name not in ref or name not in cand:  # fused away by the backend: not observable
+                    missing.add(name)
                     continue
                 if ref[name].shape != cand[name].shape:
                     mismatched.add(name)
@@ -123,7 +126,7 @@ def run_layerwise(
             elapsed = time.perf_counter() - started
             eta = elapsed / batches * (total_batches - batches)
             progress(ProgressEvent(Stage.COMPARE, batches, total_batches, f"batch {batches}/{total_batches}, about {eta:.0f} s left"))
-    stats = {t: a.result() for t, a in acc.items() if t not in mismatched}
+    stats = {t: a.result() for t, a in acc.items() if t not in mismatched and t not in missing and a.batches}
     layers = _frame(view, stats)
     return LayerwiseRun(
         layers=layers,
@@ -134,6 +137,7 @@ def run_layerwise(
         samples=samples,
         timings=timings,
         shape_mismatches=tuple(sorted(mismatched)),
+        unobservable=tuple(sorted(missing)),
     )
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 
 from engine.compare.device_stats import CupyKernels, device_math
-from engine.compare.graph import GraphView, with_outputs
+from engine.compare.graph import GraphView
 from engine.compare.layerwise import LayerwiseRun, _classifier_output, _frame
 from engine.compare.reference_cache import ReferenceCache
 from engine.compare.task_metrics import TaskAccumulator
@@ -44,8 +44,8 @@ def run_layerwise_on_device(view: GraphView, reference: onnx.ModelProto, candida
     if cache is not None:
         cache.reset(inputs_only=True)
     progress(ProgressEvent(Stage.COMPARE, 0, total_batches, "starting GPU sessions"))
-    with backend.device_runner(with_outputs(reference, names)) as ref_r, \
-            backend.device_runner(with_outputs(candidate, names)) as cand_r, backend.runner(candidate) as plain_r:
+    with backend.device_runner(reference, observe=names) as ref_r, \
+            backend.device_runner(candidate, observe=names) as cand_r, backend.runner(candidate) as plain_r:
         for inputs in batches:
             t0 = time.perf_counter()
             ref = ref_r.infer_on_device(inputs)

@@ -10,7 +10,6 @@ import numpy as np
 import onnx
 
 from engine.backends.base import Backend
-from engine.compare.graph import with_outputs
 from engine.compare.reference_cache import ReferenceCache
 from engine.compare.task_metrics import TaskAccumulator, is_classifier_shaped
 from engine.compare.tensor_stats import TensorAccumulator
@@ -74,7 +73,7 @@ class OutputProbe:
         return self._measure_model(model, t0)
 
     def measure_reference(self) -> ProbeMetrics:
-        return self._measure_model(with_outputs(self.reference, []), time.perf_counter())
+        return self._measure_model(self.reference, time.perf_counter())
 
     def _measure_model(self, model: onnx.ModelProto, t0: float) -> ProbeMetrics:
         acc = TensorAccumulator()

@@ -84,3 +84,16 @@ def test_fixed_batch_model_with_a_ragged_sample_count(tmp_path):
     assert p.returncode == 2
     assert p.stderr == ("error: The model's batch dimension is fixed at 4 but the calibration data has 10 samples; "
                         "provide a multiple of 4 samples.\n")
+
+
+def test_tensorrt_provider_without_tensorrt_is_one_sentence(tiny, tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is not None:
+        import pytest
+
+        pytest.skip("TensorRT is installed here")
+    p = _cli("compare", str(tiny / "tiny.onnx"), "--calib", str(tiny / "data.npz"), "--out", str(tmp_path / "o"), "--provider", "tensorrt")
+    assert p.returncode == 2
+    assert p.stderr == ("error: TensorRT is not installed here (import tensorrt fails); install it with pip install .[trt] on a "
+                        "machine with NVIDIA's index, or use --provider cuda or cpu.\n")

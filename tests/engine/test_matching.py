@@ -31,3 +31,34 @@ def test_same_names_in_other_order_pair_by_name():
     view = observe(ref, cand)
     assert view.names == ["a", "b", "c"]
     assert [t.node for t in view.tensors] == ["relu0", "relu1", "relu2"]  # the reference's nodes
+
+
+def test_tensors_a_backend_does_not_return_are_not_observable_never_paired():
+    """A backend that fuses a tensor away (TensorRT) simply does not return it: it is listed, not paired."""
+    import numpy as np
+
+    from engine.compare.layerwise import run_layerwise
+
+    ref, cand = _model(["a", "b", "out"]), _model(["a", "b", "out"])
+    view = observe(ref, cand)
+
+    class FusingBackend:
+        name = "fusing"
+
+        def runner(self, model, observe=()):
+            import contextlib
+
+            class R:
+                def infer(self, feed):
+                    x = np.maximum(feed["x"], 0)
+                    return {"a": x, "out": x + (0.01 if model is cand else 0.0)}  # "b" fused away
+
+            return contextlib.nullcontext(R())
+
+    x = np.ones((1, 4), np.float32)
+    pairs = iter([({"x": x}, {"a": x, "b": x, "out": x})])
+    lw = run_layerwise(view, cand, FusingBackend(), pairs, 1)
+    assert lw.unobservable == ("b",)
+    row = lw.layers.set_index("tensor").loc["b"]
+    assert np.isnan(row["snr_db"]) and np.isnan(row["cosine"])
+    assert lw.layers.set_index("tensor").loc["a", "snr_db"] == float("inf")
