@@ -21,6 +21,7 @@ nav = st.navigation([
     st.Page(PAGES / "layers.py", title="Layers", icon=":material/stacked_line_chart:"),
     st.Page(PAGES / "rebuild.py", title="Rebuild", icon=":material/build:"),
     st.Page(PAGES / "sensitivity.py", title="Sensitivity", icon=":material/troubleshoot:"),
+    st.Page(PAGES / "latency.py", title="Latency", icon=":material/speed:"),
     st.Page(PAGES / "history.py", title="History", icon=":material/history:"),
 ])
 nav.run()

@@ -6,6 +6,7 @@ from engine.backends import PROVIDERS, available_providers, resolve_backend
 from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, load_labels
 from engine.diagnose import AutoFallbackResult, Target, UnitMode, autofallback, sensitivity
 from engine.errors import BackendError, ConfigError, DataError, ModelError, QuantScopeError, RunFolderError
+from engine.latency import BuildLatency, measure_latency
 from engine.model import ModelInfo, TensorSpec, load_model, load_model_bytes, model_info
 from engine.pipeline import compare, effective_batch_size, load_result, rebuild
 from engine.progress import ProgressCallback, ProgressEvent, Stage
@@ -15,7 +16,7 @@ from engine.runs import RunFolder
 
 __all__ = [
     "compare", "rebuild", "load_result", "effective_batch_size",
-    "sensitivity", "autofallback", "AutoFallbackResult", "Target", "UnitMode",
+    "sensitivity", "autofallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
     "QuantConfig", "CalibrationMethod", "FallbackPrecision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "ComparisonResult", "Summary", "OutputMetrics", "Culprit", "RunFolder",
     "load_model", "load_model_bytes", "model_info", "ModelInfo", "TensorSpec",

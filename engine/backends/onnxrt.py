@@ -60,12 +60,14 @@ class _DeviceBoundRunner:
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, device: str = "cpu") -> None:
+    def __init__(self, device: str = "cpu", optimization: str = "basic") -> None:
+        """optimization: "basic" for accuracy (Q/DQ computed as written), "all" for latency (ORT's fused kernels)."""
         if device not in ("cpu", "cuda"):
             raise BackendError(f"Unknown ONNX Runtime device '{device}'; use cpu or cuda.")
         if device == "cuda" and not cuda_available():
             raise BackendError("ONNX Runtime's CUDA provider is not available here; install onnxruntime-gpu (pip install .[gpu]) or use --provider cpu.")
         self.device = device
+        self.optimization = optimization
         self.name = f"onnxruntime-{device}"
 
     @property
@@ -83,8 +85,8 @@ class OnnxRuntimeBackend:
         _quiet_polygraphy()
         # TF32 off: FP32 convolutions on the GPU then agree with the CPU's, so differences are quantization's.
         providers = [("cuda", {"use_tf32": "0"}), "cpu"] if self.device == "cuda" else ["cpu"]
-        return SessionFromOnnx(model.SerializeToString(), providers=providers,
-                               graph_optimization_level=ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)
+        level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimization == "all" else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        return SessionFromOnnx(model.SerializeToString(), providers=providers, graph_optimization_level=level)
 
     @contextmanager
     def device_runner(self, model: onnx.ModelProto, observe: Sequence[str] = ()) -> Iterator[_DeviceBoundRunner]:

@@ -77,7 +77,7 @@ class _LazyTrtRunner:
         if not typed:
             kwargs.update(fp16=True, int8=True, precision_constraints="obey")
         engine = EngineFromNetwork(network, CreateConfig(**kwargs))()
-        self.backend.record_engine(engine, is_candidate=any(n.op_type == "QuantizeLinear" for n in self.model.graph.node))
+        self.backend.record_engine(engine)
         self.runner = TrtRunner(engine)
         self.runner.activate()
 
@@ -116,10 +116,9 @@ class TensorRTBackend:
         self.engine_bytes: bytes | None = None
         self.layer_info: dict | None = None
 
-    def record_engine(self, engine, is_candidate: bool) -> None:
-        """Keeps the candidate engine (for download) and its layer information (precisions, Reformat count)."""
-        if not is_candidate:
-            return
+    def record_engine(self, engine) -> None:
+        """Keeps the last engine built (in a comparison: the unmodified candidate, built after the reference and
+        the marked candidate) for download, with its layer information (precisions, Reformat count)."""
         import tensorrt as trt
 
         self.engine_bytes = bytes(engine.serialize())

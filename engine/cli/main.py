@@ -1,4 +1,4 @@
-"""quantscope compare | rebuild | sensitivity | autofallback | providers. Bad input: one sentence on stderr, exit 2, no traceback."""
+"""quantscope compare | rebuild | sensitivity | autofallback | bench | providers. Bad input: one sentence on stderr, exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -50,6 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--units", default="node", help="node | residual | activation")
     af.add_argument("--provider", default=None)
     af.add_argument("--quiet", action="store_true")
+    lb = sub.add_parser("bench", help="latency of FP32, FP16, full INT8 and the current mixed build -> DIR/latency.json")
+    lb.add_argument("run_dir")
+    lb.add_argument("--runs", type=int, default=50)
+    lb.add_argument("--warmup", type=int, default=10)
+    lb.add_argument("--provider", default=None)
+    lb.add_argument("--quiet", action="store_true")
     sub.add_parser("providers", help="list the backends usable here")
     return parser
 
@@ -83,6 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for name, ok in available_providers().items():
                 print(f"{name:9} {'available' if ok else 'not available'}")
+            return 0
+        if args.command == "bench":
+            from engine.latency import measure_latency
+
+            rows = measure_latency(args.run_dir, provider=args.provider, runs=args.runs, warmup=args.warmup, progress=progress)
+            print(f"{'build':22} {'median ms':>10} {'p90 ms':>8} {'SNR dB':>8} {'reformats':>9}")
+            for r in rows:
+                if r.median_ms is None:
+                    print(f"{r.build:22} {r.note}")
+                    continue
+                snr = "inf" if r.snr_db == math.inf else f"{r.snr_db:.2f}"
+                print(f"{r.build:22} {r.median_ms:10.3f} {r.p90_ms:8.3f} {snr:>8} {'-' if r.reformat_layers is None else r.reformat_layers:>9}")
+            print(f"batch {rows[0].batch}, {args.runs} timed runs after {args.warmup} warm-up; wrote {args.run_dir}/latency.json")
             return 0
         if args.command == "sensitivity":
             from engine.diagnose import sensitivity

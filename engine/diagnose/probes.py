@@ -73,7 +73,11 @@ class OutputProbe:
         return self._measure_model(model, t0)
 
     def measure_reference(self) -> ProbeMetrics:
-        return self._measure_model(self.reference, time.perf_counter())
+        return self.measure_model(self.reference)
+
+    def measure_model(self, model: onnx.ModelProto) -> ProbeMetrics:
+        """Any model with the reference's inputs and outputs (an FP16 build, say) against the cached reference."""
+        return self._measure_model(model, time.perf_counter())
 
     def _measure_model(self, model: onnx.ModelProto, t0: float) -> ProbeMetrics:
         acc = TensorAccumulator()

@@ -33,6 +33,7 @@ def convert_nodes_to_fp16(model: onnx.ModelProto, nodes: frozenset[str]) -> tupl
     floats = _float_tensors(model)
     inits = {i.name: i for i in model.graph.initializer}
     fp16_inits: dict[str, str] = {}
+    half_of: dict[str, str] = {}  # float32 tensor -> its fp16 twin, for outputs of converted nodes
     new_nodes: list[onnx.NodeProto] = []
     done, kept = [], []
     for node in model.graph.node:
@@ -46,7 +47,9 @@ def convert_nodes_to_fp16(model: onnx.ModelProto, nodes: frozenset[str]) -> tupl
         for i, name in enumerate(node.input):
             if not name or name not in floats:
                 continue
-            if name in inits:
+            if name in half_of:  # produced by a converted node: use its fp16 tensor, no cast round trip
+                node.input[i] = half_of[name]
+            elif name in inits:
                 if name not in fp16_inits:
                     half = numpy_helper.from_array(numpy_helper.to_array(inits[name]).astype(np.float16), f"{name}__fp16")
                     model.graph.initializer.append(half)
@@ -59,7 +62,7 @@ def convert_nodes_to_fp16(model: onnx.ModelProto, nodes: frozenset[str]) -> tupl
         casts = []
         for j, name in enumerate(node.output):
             if name and name in floats:
-                node.output[j] = f"{name}__fp16"
+                node.output[j] = half_of[name] = f"{name}__fp16"
                 casts.append(helper.make_node("Cast", [node.output[j]], [name], name=f"{node.name}__cast_out{j}", to=TensorProto.FLOAT))
         new_nodes.append(node)
         new_nodes.extend(casts)

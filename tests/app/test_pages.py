@@ -12,7 +12,8 @@ from streamlit.testing.v1 import AppTest
 from app import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-PAGES = ["pages/load.py", "pages/compare.py", "pages/layers.py", "pages/rebuild.py", "pages/sensitivity.py", "pages/history.py"]
+PAGES = ["pages/load.py", "pages/compare.py", "pages/layers.py", "pages/rebuild.py", "pages/sensitivity.py", "pages/latency.py",
+         "pages/history.py"]
 CATALOG = json.loads((Path(APP).parents[1] / "sample_models" / "catalog.json").read_text())
 
 
@@ -106,3 +107,15 @@ def test_sensitivity_page_suggests_and_applies_the_planted_node():
     assert at.success[0].value == found.message
     click(at, "Apply suggested fallback")
     assert at.session_state[state.FALLBACK] == planted
+
+
+def test_latency_page_times_every_build():
+    at = fresh()
+    at.switch_page("pages/compare.py").run()
+    click(at, "Run comparison")
+    at.switch_page("pages/latency.py").run()
+    at.number_input(key="lat_runs").set_value(3).run()
+    click(at, "Measure latency")
+    builds = [h["build"] for h in at.session_state[state.LATENCY]]
+    assert builds[:3] == ["fp32", "fp16", "int8"]
+    assert all(h["median_ms"] > 0 for h in at.session_state[state.LATENCY] if h["build"] != "fp16")

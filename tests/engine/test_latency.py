@@ -1,0 +1,31 @@
+"""quantscope bench: every build timed, with its accuracy, on the CPU provider."""
+
+from __future__ import annotations
+
+import json
+import math
+
+from engine import compare, measure_latency
+from engine.cli.main import main
+
+
+def test_latency_of_every_build(tiny, tmp_path, capsys):
+    run = tmp_path / "run"
+    first = compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=run, batch_size=5, provider="cpu")
+    top = first.summary.culprits[0].node
+    assert main(["rebuild", str(run), "--fallback", top, "--quiet"]) == 0
+    rows = {r.build.split(" ")[0]: r for r in measure_latency(run, runs=5, warmup=1)}
+    assert set(rows) == {"fp32", "fp16", "int8", "mixed"}
+    assert rows["fp16"].median_ms is None and "no FP16 kernels" in rows["fp16"].note
+    for name in ("fp32", "int8", "mixed"):
+        r = rows[name]
+        assert 0 < r.median_ms <= r.p90_ms and r.runs == 5 and r.batch == 5
+    assert rows["fp32"].snr_db == math.inf
+    # accuracy of each build is the output-only probe: the INT8 build equals the first comparison's final SNR
+    assert abs(rows["int8"].snr_db - first.final_output().snr_db) < 1e-3
+    assert rows["mixed"].fallback_nodes == 1
+    doc = json.loads((run / "latency.json").read_text())
+    assert doc["backend"] == "onnxruntime-cpu" and len(doc["builds"]) == 4
+    assert main(["bench", str(run), "--runs", "3", "--warmup", "0", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "fp32" in out and "int8" in out and "batch 5, 3 timed runs" in out
