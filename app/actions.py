@@ -17,6 +17,10 @@ __all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 
 
+def error_sentence(err: Exception) -> str:
+    return str(err) if isinstance(err, engine.QuantScopeError) else engine.unexpected_error_sentence(err)
+
+
 def sample_catalog() -> dict:
     return json.loads((SAMPLES / "catalog.json").read_text())
 
@@ -60,9 +64,9 @@ def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provide
         result = engine.compare(inputs["model"], inputs["calib"], data=inputs.get("data"), labels=inputs.get("labels"),
                                 config=config, batch_size=batch, provider=provider, images=inputs.get("images"),
                                 model_name=inputs["name"], out_dir=out, progress=callback)
-    except engine.QuantScopeError as err:
+    except Exception as err:  # noqa: BLE001 - the engine's sentence, or one for the unexpected; never a traceback
         bar.empty()
-        st.error(str(err))
+        st.error(error_sentence(err))
         return None
     bar.progress(1.0, text="done")
     st.session_state[state.RESULT] = result
@@ -78,9 +82,9 @@ def run_rebuild(fallback: set[str]) -> engine.ComparisonResult | None:
     bar, callback = progress_bar()
     try:
         result = engine.rebuild(current.run_dir, fallback=sorted(fallback), progress=callback)
-    except engine.QuantScopeError as err:
+    except Exception as err:  # noqa: BLE001
         bar.empty()
-        st.error(str(err))
+        st.error(error_sentence(err))
         return None
     bar.progress(1.0, text="done")
     st.session_state[state.BEFORE] = engine.ComparisonResult(current.run_dir, before_layers, current.summary)

@@ -5,7 +5,15 @@ UI-free (never imports streamlit). The dashboard and the CLI call only what `__a
 from engine.backends import PROVIDERS, available_providers, resolve_backend
 from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, load_labels
 from engine.diagnose import AutoFallbackResult, Target, UnitMode, autofallback, sensitivity
-from engine.errors import BackendError, ConfigError, DataError, ModelError, QuantScopeError, RunFolderError
+from engine.errors import (
+                           BackendError,
+                           ConfigError,
+                           DataError,
+                           ModelError,
+                           QuantScopeError,
+                           RunFolderError,
+                           unexpected_error_sentence,
+)
 from engine.latency import BuildLatency, measure_latency
 from engine.model import ModelInfo, TensorSpec, load_model, load_model_bytes, model_info
 from engine.pipeline import compare, effective_batch_size, load_result, rebuild
@@ -23,5 +31,5 @@ __all__ = [
     "load_data", "load_labels", "ArraySource", "BatchSource", "ImagePreprocess",
     "PROVIDERS", "available_providers", "resolve_backend",
     "ProgressEvent", "ProgressCallback", "Stage",
-    "QuantScopeError", "ModelError", "DataError", "ConfigError", "BackendError", "RunFolderError",
+    "QuantScopeError", "unexpected_error_sentence", "ModelError", "DataError", "ConfigError", "BackendError", "RunFolderError",
 ]

@@ -9,6 +9,7 @@ __all__ = [
     "ConfigError",
     "BackendError",
     "RunFolderError",
+    "unexpected_error_sentence",
 ]
 
 
@@ -34,3 +35,11 @@ class BackendError(QuantScopeError):
 
 class RunFolderError(QuantScopeError):
     """A run folder is missing, incomplete or not a QuantScope run."""
+
+
+def unexpected_error_sentence(err: BaseException) -> str:
+    """For a failure no check anticipated: still one sentence, with the cause's last line and what to do."""
+    lines = str(err).strip().splitlines()
+    cause = f"{type(err).__name__}: {lines[-1][:240]}" if lines else type(err).__name__
+    return (f"QuantScope failed unexpectedly ({cause}); earlier results are untouched, and a bug report "
+            "with the model and `quantscope doctor` output would help.")

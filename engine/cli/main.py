@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from engine.cli.progress_bar import StderrProgress
-from engine.errors import QuantScopeError
+from engine.errors import QuantScopeError, unexpected_error_sentence
 
 __all__ = ["main", "build_parser"]
 
@@ -149,6 +149,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted; earlier results in the run folder are untouched.", file=sys.stderr)
         return 130
+    except Exception as err:  # noqa: BLE001 - the last line of defence: one sentence, never a traceback
+        print(f"error: {unexpected_error_sentence(err)}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

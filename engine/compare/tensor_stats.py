@@ -119,7 +119,13 @@ class TensorAccumulator:
         if r.shape != c.shape:
             raise ValueError(f"shape mismatch {ref.shape} vs {cand.shape}")
         d = c - r
-        rr, cc, rc, dd = (float(np.dot(a, b)) for a, b in ((r, r), (c, c), (r, c), (d, d)))
+        with np.errstate(over="ignore", invalid="ignore"):
+            sums = [float(np.dot(a, b)) for a, b in ((r, r), (c, c), (r, c), (d, d))]
+        if not all(math.isfinite(v) for v in sums):  # float32 overflow (activations ~1e19): redo in float64
+            r64, c64 = r.astype(np.float64), c.astype(np.float64)
+            d64 = c64 - r64
+            sums = [float(np.dot(a, b)) for a, b in ((r64, r64), (c64, c64), (r64, c64), (d64, d64))]
+        rr, cc, rc, dd = sums
         np.abs(d, out=d)
         self.add_scalars(rr, cc, rc, dd, float(d.sum(dtype=np.float64)), float(d.max()) if d.size else 0.0, r.size)
         if r.size > SAMPLE_PER_BATCH:

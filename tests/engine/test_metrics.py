@@ -72,6 +72,15 @@ def test_zero_and_identical_conventions():
     assert b.result().cosine == 0.0 and b.result().snr_db == -math.inf and b.result().rel_err_median == math.inf
 
 
+def test_huge_activations_do_not_overflow_float32_sums():
+    r = np.full((2, 1000), 3e18, np.float32)  # sum of squares ~1.8e40 > float32 max
+    c = r * np.float32(1.001)
+    a = TensorAccumulator()
+    a.update(r, c)
+    s = a.result()
+    assert s.snr_db == pytest.approx(60.0, abs=1e-3) and s.cosine == pytest.approx(1.0)
+
+
 def test_subsampled_rel_err_median_is_close():
     rng = np.random.default_rng(3)
     r = rng.standard_normal((8, 64, 32, 32)).astype(np.float32)  # 524288 elements > SAMPLE_PER_BATCH

@@ -1,0 +1,51 @@
+"""Models nobody on the team wrote: the model-zoo architectures the onnx package ships for its backend tests
+(Caffe2 exports, opset 9, IR 3, weights listed as graph inputs and built by ConstantOfShape)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pandas as pd
+import pytest
+
+from engine import compare, model_info, rebuild
+from engine.compare.layerwise import LAYER_COLUMNS
+
+LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+MODELS = ["light_squeezenet", "light_inception_v1", "light_shufflenet", "light_bvlc_alexnet"]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_compare_and_rebuild_contract_on_a_model_zoo_graph(name, tmp_path):
+    path = LIGHT / f"{name}.onnx"
+    if not path.is_file():
+        pytest.skip(f"{path} is not shipped by this onnx version")
+    original = onnx.load(path)
+    info = model_info(original)
+    x = np.random.default_rng(0).standard_normal((3, *info.inputs[0].shape[1:])).astype(np.float32)
+    np.savez(tmp_path / "d.npz", **{info.inputs[0].name: x})
+    out = tmp_path / "run"
+    result = compare(path, tmp_path / "d.npz", out_dir=out, batch_size=1, provider="cpu")
+
+    layers = pd.read_csv(out / "layers.csv")
+    assert tuple(layers.columns[: len(LAYER_COLUMNS)]) == LAYER_COLUMNS and len(layers) > 10
+    reference = onnx.load(out / "reference.onnx")
+    names = [n.name for n in reference.graph.node]
+    assert all(names) and len(names) == len(set(names))
+    assert set(layers["node"]) <= set(names)
+    assert next(o.version for o in reference.opset_import if o.domain in ("", "ai.onnx")) >= 13
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["outputs"]) == {o.name for o in original.graph.output}
+    assert summary["samples"] == 3 and summary["culprits"]
+
+    sess = ort.InferenceSession(str(out / "candidate.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == [o.name for o in original.graph.output]
+    sess.run(None, {info.inputs[0].name: x[:1]})
+
+    quantized_culprit = next(c.node for c in result.summary.culprits if c.quantized)
+    fixed = rebuild(out, fallback=[quantized_culprit])
+    assert fixed.summary.recalibrated is False and fixed.summary.fp16_nodes == (quantized_culprit,)
