@@ -23,7 +23,7 @@ from engine.data.loading import load_data, load_labels
 from engine.data.source import BatchSource
 from engine.errors import ConfigError, DataError, RunFolderError
 from engine.model.info import ModelInfo, model_info
-from engine.model.loading import load_model
+from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, load_model
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import calibrate
 from engine.quantize.config import FallbackPrecision, QuantConfig, RangeOverride
@@ -53,8 +53,8 @@ def _fixed_batch_dim(info: ModelInfo) -> int | None:
 
 
 def _source(arg: DataArg, info: ModelInfo, images: ImagePreprocess | None, what: str) -> BatchSource:
-    if isinstance(arg, (str, os.PathLike)):
-        return load_data(arg, info, images=images, what=what)
+    if isinstance(arg, (str, os.PathLike)):  # name the file and its role: 'x.npz' (calibration data)
+        return load_data(arg, info, images=images, what=f"'{Path(arg).name}' ({what.removeprefix('the ')})")
     from engine.data.validation import check_source
 
     check_source(arg, info, what)
@@ -81,14 +81,18 @@ def compare(
     model_name: str | None = None,
     progress: ProgressCallback = no_progress,
     cache_bytes: int = DEFAULT_CACHE_BYTES,
+    max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
 ) -> ComparisonResult:
     """Quantizes `model` with `calib`, compares FP32 vs INT8 layer by layer on `data` (default: `calib`)."""
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     choice = resolve_backend(provider)
-    proto = load_model(model) if not isinstance(model, onnx.ModelProto) else model
+    proto = load_model(model, max_bytes=max_model_bytes) if not isinstance(model, onnx.ModelProto) else model
     name = model_name or (Path(model).name if not isinstance(model, onnx.ModelProto) else proto.graph.name or "model")
     info = model_info(proto)
+    if not any(n.op_type in config.op_types for n in proto.graph.node):
+        raise ConfigError(f"The model has no {', '.join(config.op_types)} node to quantize; choose op types it has "
+                          f"(it has {', '.join(list(info.op_histogram)[:8])}) with --op-types.")
     batch, batch_note = effective_batch_size(info, batch_size)
     calib_src = _source(calib, info, images, "the calibration data")
     eval_src = calib_src if data is None else _source(data, info, images, "the evaluation data")

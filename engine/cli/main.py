@@ -34,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib-method", default="minmax", help="minmax | entropy | percentile")
     c.add_argument("--op-types", nargs="+", default=None, metavar="OP", help="op types to quantize (default: Conv ConvTranspose Gemm MatMul)")
     c.add_argument("--out", required=True, help="run folder to write")
+    c.add_argument("--max-model-mb", type=float, default=2048, help="refuse larger models (default 2048)")
     _quant_args(c)
     r = sub.add_parser("rebuild", help="re-emit a run's INT8 model with another fallback set (no recalibration) and re-compare")
     r.add_argument("run_dir")
@@ -135,7 +136,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 fallback=frozenset(args.fallback), fallback_precision=precision, ranges=ranges,
             )
             result = compare(args.model, args.calib, out_dir=args.out, data=args.data, labels=args.labels, config=config,
-                             batch_size=args.batch, provider=args.provider or "auto", progress=progress)
+                             batch_size=args.batch, provider=args.provider or "auto", progress=progress,
+                             max_model_bytes=int(args.max_model_mb * 1024**2))
         else:
             from engine.pipeline import rebuild
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ def _np_load(fp, what: str):
                 "save plain numeric arrays (np.save / np.savez with numeric dtypes)."
             ) from None
         raise DataError(f"{what} is not a readable NumPy file ({err}); save it again with np.save or np.savez.") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as err:
+    except Exception as err:  # noqa: BLE001 - numpy's header parser raises many types (EOFError, TokenError, ...)
         raise DataError(f"{what} is not a readable NumPy file ({type(err).__name__}); save it again with np.save or np.savez.") from None
 
 
@@ -47,14 +46,17 @@ def load_npz(path: Path, label: str = "") -> ArraySource:
         arrays = {}
         for key in npz.files:
             try:
-                arrays[key] = _numeric(npz[key], f"Array '{key}' in {what}")
+                arr = npz[key]
             except ValueError as err:
                 if "pickle" in str(err).lower():
                     raise DataError(
                         f"Array '{key}' in {what} is pickled, which QuantScope never loads because unpickling can run code; "
                         "save plain numeric arrays with np.savez."
                     ) from None
-                raise
+                raise DataError(f"Array '{key}' in {what} is unreadable ({type(err).__name__}); save the file again with np.savez.") from None
+            except Exception as err:  # noqa: BLE001 - a corrupt member fails in zipfile, zlib or numpy's header parser
+                raise DataError(f"Array '{key}' in {what} is unreadable ({type(err).__name__}); save the file again with np.savez.") from None
+            arrays[key] = _numeric(arr, f"Array '{key}' in {what}")
     return ArraySource(arrays, description=what)
 
 

@@ -42,7 +42,7 @@ class ArraySource:
 
     def __post_init__(self) -> None:
         if not self.arrays:
-            raise DataError(f"The {self.description} contains no arrays; it needs one array per model input.")
+            raise DataError(f"{_cap(self.description)} contains no arrays; it needs one array per model input.")
         counts = {k: (v.shape[0] if v.ndim else 0) for k, v in self.arrays.items()}
         n = next(iter(counts.values()))
         if any(c != n for c in counts.values()):
@@ -52,7 +52,7 @@ class ArraySource:
                 "every input needs the same number of samples along axis 0."
             )
         if n == 0:
-            raise DataError(f"The {self.description} contains zero samples; provide at least one sample per input.")
+            raise DataError(f"{_cap(self.description)} contains zero samples; provide at least one sample per input.")
         object.__setattr__(self, "_n", int(n))
 
     @property
@@ -69,3 +69,7 @@ class ArraySource:
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, self._n, batch_size):
             yield {k: np.ascontiguousarray(v[start : start + batch_size]) for k, v in self.arrays.items()}
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]

@@ -100,8 +100,46 @@ def _all_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     return tensors
 
 
+RUNTIME_DOMAINS = ("", "ai.onnx", "ai.onnx.ml", "com.microsoft")
+
+
+def check_versions(model: onnx.ModelProto, name: str) -> None:
+    if model.ir_version > onnx.IR_VERSION:
+        raise ModelError(f"{name} has IR version {model.ir_version}, newer than the installed onnx reads (at most "
+                         f"{onnx.IR_VERSION}); save it with an older IR version or upgrade onnx and onnxruntime.")
+    newest = onnx.defs.onnx_opset_version()
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset > newest:
+        raise ModelError(f"{name} uses opset {opset}, newer than the installed onnx supports (at most {newest}); "
+                         f"export it with opset {newest} or older, or upgrade onnx and onnxruntime.")
+
+
+def check_ops(model: onnx.ModelProto, name: str) -> None:
+    """Names the op and the node ONNX Runtime would refuse, instead of a runtime error later."""
+    versions = {o.domain: o.version for o in model.opset_import}
+    for node in model.graph.node:
+        label = node.name or f"{node.op_type} node #{list(model.graph.node).index(node)}"
+        if node.domain not in RUNTIME_DOMAINS:
+            raise ModelError(f"{name} uses op '{node.domain}::{node.op_type}' at node '{label}', a custom op ONNX Runtime "
+                             "cannot run here; replace it with standard ONNX ops before quantizing.")
+        if node.domain in ("", "ai.onnx") and not onnx.defs.has(node.op_type, versions.get(node.domain, versions.get("", 0)), ""):
+            raise ModelError(f"{name} uses op '{node.op_type}' at node '{label}', which ONNX (opset "
+                             f"{versions.get(node.domain, versions.get('', 0))}) does not define; fix the export or replace the op.")
+
+
 def check_graph(model: onnx.ModelProto, name: str = "the model") -> None:
-    """Structural checks the runtime would fail on later with a less readable message."""
+    """Structural checks the runtime would fail on later with a less readable message. A file corrupt enough
+    to break the checks themselves (invalid UTF-8 in an op name, say) is reported as corrupt."""
+    try:
+        _check_graph(model, name)
+    except ModelError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ModelError(f"{name} is corrupt ({type(err).__name__} while checking its graph); export the model again.") from None
+
+
+def _check_graph(model: onnx.ModelProto, name: str) -> None:
+    check_versions(model, name)
     g = model.graph
     names = [n.name for n in g.node if n.name]
     dup = [k for k, c in Counter(names).items() if c > 1]
@@ -111,12 +149,13 @@ def check_graph(model: onnx.ModelProto, name: str = "the model") -> None:
     dup_t = [k for k, c in Counter(produced).items() if c > 1]
     if dup_t:
         raise ModelError(f"{name} produces the tensor '{dup_t[0]}' more than once; every tensor must have exactly one producer.")
+    _check_acyclic(g, name)
+    check_ops(model, name)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ModelError(f"{name} fails ONNX validation ({first}); fix the export or run onnx.checker on it.") from None
-    _check_acyclic(g, name)
 
 
 def _check_acyclic(g: onnx.GraphProto, name: str) -> None:

@@ -87,7 +87,7 @@ def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp
     at.run()
     click(at, "Run comparison")
     assert [e.value for e in at.error] == [
-        "Input 'input' in the calibration data has size 3 on axis 1 but the model expects 1 "
+        "Input 'input' in 'bad.npz' (calibration data) has size 3 on axis 1 but the model expects 1 "
         "(model shape [batch, 1, 32, 32], data sample shape [3, 32, 32])."
     ]
     assert at.session_state[state.RESULT] is good

@@ -74,7 +74,7 @@ def test_nan_inf(tmp_path, bad):
 
 def test_zero_samples(tmp_path):
     p = _npz(tmp_path, input=np.zeros((0, 1, 32, 32), np.float32))
-    assert _err(lambda: load_data(p, INFO)) == "The 'd.npz' contains zero samples; provide at least one sample per input."
+    assert _err(lambda: load_data(p, INFO)) == "'d.npz' contains zero samples; provide at least one sample per input."
 
 
 def test_pickled_npy_is_never_loaded(tmp_path):
