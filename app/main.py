@@ -14,6 +14,28 @@ from app import state  # noqa: E402
 st.set_page_config(page_title="QuantScope", page_icon=":mag:", layout="wide")
 state.init()
 
+
+def _password_gate() -> None:
+    """With `password` in .streamlit/secrets.toml (for a LAN demo), nothing renders until it is given."""
+    import hmac
+
+    try:
+        expected = st.secrets.get("password")
+    except Exception:  # noqa: BLE001 - no secrets file: no gate
+        expected = None
+    if not expected or st.session_state.get(state.AUTHENTICATED):
+        return
+    given = st.text_input("Password", type="password", key="qs_password")
+    if given and hmac.compare_digest(given.encode(), str(expected).encode()):
+        st.session_state[state.AUTHENTICATED] = True
+        st.rerun()
+    if given:
+        st.error("That password is not right; ask the person running this QuantScope for it.")
+    st.stop()
+
+
+_password_gate()
+
 PAGES = Path(__file__).resolve().parent / "pages"
 nav = st.navigation([
     st.Page(PAGES / "load.py", title="Load", icon=":material/upload_file:", default=True),

@@ -29,3 +29,4 @@ def fallback() -> set[str]:
 SENSITIVITY = "qs_sensitivity"  # DataFrame from engine.sensitivity for the current run
 AUTOFALLBACK = "qs_autofallback"  # engine.AutoFallbackResult for the current run
 LATENCY = "qs_latency"  # list[dict]: every build timed in this session (the Pareto view)
+AUTHENTICATED = "qs_authenticated"  # the shared password (st.secrets["password"]) was given

@@ -5,6 +5,7 @@ UI-free (never imports streamlit). The dashboard and the CLI call only what `__a
 from engine.backends import PROVIDERS, available_providers, resolve_backend
 from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, load_labels
 from engine.diagnose import AutoFallbackResult, Target, UnitMode, autofallback, sensitivity
+from engine.doctor import doctor, doctor_lines
 from engine.errors import (
                            BackendError,
                            ConfigError,
@@ -24,7 +25,7 @@ from engine.runs import RunFolder
 
 __all__ = [
     "compare", "rebuild", "load_result", "effective_batch_size",
-    "sensitivity", "autofallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
+    "doctor", "doctor_lines", "sensitivity", "autofallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
     "QuantConfig", "CalibrationMethod", "FallbackPrecision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "ComparisonResult", "Summary", "OutputMetrics", "Culprit", "RunFolder",
     "load_model", "load_model_bytes", "model_info", "ModelInfo", "TensorSpec",

@@ -1,4 +1,4 @@
-"""quantscope compare | rebuild | sensitivity | autofallback | bench | providers. Bad input: one sentence on stderr, exit 2, no traceback."""
+"""quantscope compare | rebuild | sensitivity | autofallback | bench | providers | doctor. Bad input: one sentence on stderr, exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     lb.add_argument("--provider", default=None)
     lb.add_argument("--quiet", action="store_true")
     sub.add_parser("providers", help="list the backends usable here")
+    sub.add_parser("doctor", help="versions, providers, GPU and which features are usable here (start bug reports with it)")
     return parser
 
 
@@ -85,6 +86,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = (lambda ev: None) if getattr(args, "quiet", False) else StderrProgress()
     try:
+        if args.command == "doctor":
+            from engine.doctor import doctor_lines
+
+            print("\n".join(doctor_lines()))
+            return 0
         if args.command == "providers":
             from engine.backends.select import available_providers
 

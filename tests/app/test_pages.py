@@ -119,3 +119,25 @@ def test_latency_page_times_every_build():
     builds = [h["build"] for h in at.session_state[state.LATENCY]]
     assert builds[:3] == ["fp32", "fp16", "int8"]
     assert all(h["median_ms"] > 0 for h in at.session_state[state.LATENCY] if h["build"] != "fp16")
+
+
+def test_shared_password_gate():
+    at = AppTest.from_file(APP, default_timeout=60)
+    at.secrets["password"] = "s3cret"
+    at.run()
+    assert not at.exception and len(at.title) == 0  # nothing but the password box
+    at.text_input(key="qs_password").input("wrong").run()
+    assert at.error[0].value == "That password is not right; ask the person running this QuantScope for it."
+    assert len(at.title) == 0
+    at.text_input(key="qs_password").input("s3cret").run()
+    assert at.title[0].value == "Load a model and calibration data"
+
+
+def test_doctor_panel_and_cli(capsys):
+    from engine.cli.main import main
+
+    assert main(["doctor"]) == 0
+    out = capsys.readouterr().out
+    assert "onnxruntime providers: " in out and "[yes] compare on ONNX Runtime CPU" in out
+    at = fresh()
+    assert any("compare on ONNX Runtime CPU" in c.value for c in at.code)
