@@ -10,9 +10,10 @@ import streamlit as st
 
 import engine
 from app import state
+from app.jobs import Job, job_queue
 from app.workspace import new_run_dir
 
-__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "history_entry", "progress_bar"]
+__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "job_panel", "history_entry", "progress_bar", "error_sentence"]
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 
@@ -55,39 +56,68 @@ def history_entry(result: engine.ComparisonResult, kind: str) -> dict:
     }
 
 
-def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provider: str) -> engine.ComparisonResult | None:
-    """Runs compare; on a QuantScopeError shows its sentence and keeps the previous result."""
+def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provider: str) -> Job:
+    """Queues a comparison; `job_panel` shows its progress and applies its result when it is done."""
     st.session_state[state.RUN_COUNTER] += 1
     out = new_run_dir(st.session_state[state.SESSION_ID], st.session_state[state.RUN_COUNTER])
-    bar, callback = progress_bar()
-    try:
-        result = engine.compare(inputs["model"], inputs["calib"], data=inputs.get("data"), labels=inputs.get("labels"),
-                                config=config, batch_size=batch, provider=provider, images=inputs.get("images"),
-                                model_name=inputs["name"], out_dir=out, progress=callback)
-    except Exception as err:  # noqa: BLE001 - the engine's sentence, or one for the unexpected; never a traceback
-        bar.empty()
-        st.error(error_sentence(err))
-        return None
-    bar.progress(1.0, text="done")
-    st.session_state[state.RESULT] = result
-    st.session_state[state.BEFORE] = None
-    st.session_state[state.FALLBACK] = set(result.summary.fallback)
-    st.session_state[state.HISTORY].append(history_entry(result, "compare"))
-    return result
+
+    def work(progress):
+        return engine.compare(inputs["model"], inputs["calib"], data=inputs.get("data"), labels=inputs.get("labels"),
+                              config=config, batch_size=batch, provider=provider, images=inputs.get("images"),
+                              model_name=inputs["name"], out_dir=out, progress=progress)
+
+    job = job_queue().submit("compare", work)
+    st.session_state[state.JOB] = job
+    return job
 
 
-def run_rebuild(fallback: set[str]) -> engine.ComparisonResult | None:
+def run_rebuild(fallback: set[str]) -> Job:
     current: engine.ComparisonResult = st.session_state[state.RESULT]
-    before_layers = current.layers.copy()
-    bar, callback = progress_bar()
-    try:
-        result = engine.rebuild(current.run_dir, fallback=sorted(fallback), progress=callback)
-    except Exception as err:  # noqa: BLE001
-        bar.empty()
-        st.error(error_sentence(err))
-        return None
-    bar.progress(1.0, text="done")
-    st.session_state[state.BEFORE] = engine.ComparisonResult(current.run_dir, before_layers, current.summary)
-    st.session_state[state.RESULT] = result
-    st.session_state[state.HISTORY].append(history_entry(result, "rebuild"))
-    return result
+    before = engine.ComparisonResult(current.run_dir, current.layers.copy(), current.summary)
+    nodes = sorted(fallback)
+    job = job_queue().submit("rebuild", lambda progress: (before, engine.rebuild(current.run_dir, fallback=nodes, progress=progress)))
+    st.session_state[state.JOB] = job
+    return job
+
+
+def _apply(job: Job) -> None:
+    """Runs in the script thread: the only place a job's result touches session state."""
+    job.applied = True
+    if job.state == "failed":
+        st.session_state[state.LAST_ERROR] = job.error
+        return
+    st.session_state[state.LAST_ERROR] = None
+    if job.kind == "compare":
+        result = job.result
+        st.session_state[state.RESULT] = result
+        st.session_state[state.BEFORE] = None
+        st.session_state[state.FALLBACK] = set(result.summary.fallback)
+        st.session_state[state.HISTORY].append(history_entry(result, "compare"))
+    else:
+        before, result = job.result
+        st.session_state[state.BEFORE] = before
+        st.session_state[state.RESULT] = result
+        st.session_state[state.HISTORY].append(history_entry(result, "rebuild"))
+
+
+def job_panel(kind: str) -> None:
+    """Progress (or queue position) of this session's job of `kind`; the page keeps rendering meanwhile."""
+    job: Job | None = st.session_state.get(state.JOB)
+    if job is not None and job.kind == kind and not job.active and not job.applied:
+        _apply(job)
+    if job is not None and job.kind == kind and job.active:
+        _poll(kind)
+    elif job is not None and job.kind == kind and job.state == "failed":
+        st.error(job.error)
+
+
+@st.fragment(run_every=0.5)
+def _poll(kind: str) -> None:
+    job: Job | None = st.session_state.get(state.JOB)
+    if job is None:
+        return
+    if not job.active:
+        st.rerun()  # the whole page: it applies and shows the result
+    place = job_queue().position(job)
+    text = f"queued: position {place} (at most {job_queue().workers} jobs run at once)" if place else job.message
+    st.progress(job.fraction, text=f"{text} ({time.perf_counter() - job.submitted:.0f} s)")

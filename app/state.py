@@ -30,3 +30,4 @@ SENSITIVITY = "qs_sensitivity"  # DataFrame from engine.sensitivity for the curr
 AUTOFALLBACK = "qs_autofallback"  # engine.AutoFallbackResult for the current run
 LATENCY = "qs_latency"  # list[dict]: every build timed in this session (the Pareto view)
 AUTHENTICATED = "qs_authenticated"  # the shared password (st.secrets["password"]) was given
+JOB = "qs_job"  # app.jobs.Job: this session's queued or running engine job

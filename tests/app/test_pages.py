@@ -37,8 +37,23 @@ def test_load_page_defaults_to_the_sample():
     assert {m.label: m.value for m in at.metric}["Nodes"] == "31"
 
 
+QUEUED = {"Run comparison", "Rebuild with fallback"}  # these go through the shared job queue
+
+
+def wait_for_job(at: AppTest, timeout: float = 180) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while state.JOB in at.session_state and at.session_state[state.JOB].active:
+        assert time.time() < deadline, "the job did not finish"
+        time.sleep(0.2)
+    at.run()  # the page applies the finished job's result
+
+
 def click(at: AppTest, label: str) -> AppTest:
     next(b for b in at.button if b.label == label).click().run()
+    if label in QUEUED:
+        wait_for_job(at)
     assert not at.exception, at.exception
     return at
 
@@ -141,3 +156,55 @@ def test_doctor_panel_and_cli(capsys):
     assert "onnxruntime providers: " in out and "[yes] compare on ONNX Runtime CPU" in out
     at = fresh()
     assert any("compare on ONNX Runtime CPU" in c.value for c in at.code)
+
+
+def test_page_renders_while_a_comparison_runs():
+    """The comparison runs in the job queue: the script run that queued it returns at once with a progress bar."""
+    import time
+
+    at = fresh()
+    at.switch_page("pages/compare.py").run()
+    t0 = time.perf_counter()
+    next(b for b in at.button if b.label == "Run comparison").click().run()
+    assert time.perf_counter() - t0 < 5
+    job = at.session_state[state.JOB]
+    assert job.kind == "compare"
+    at.run()  # a rerun while the job works (500 samples take several seconds on 2 cores)
+    if job.active:
+        assert next(b for b in at.button if b.label == "Run comparison").disabled
+        assert at.get("progress"), "the page shows the job's progress"
+    wait_for_job(at)
+    assert at.session_state[state.RESULT].summary.culprits
+
+
+def _until(predicate, timeout: float = 10) -> None:
+    import time
+
+    deadline = time.time() + timeout
+    while not predicate():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_queue_positions_are_reported():
+    import threading
+
+    from app.jobs import JobQueue
+
+    q = JobQueue(workers=1)
+    gate = threading.Event()
+    first = q.submit("compare", lambda progress: gate.wait(10))
+    _until(lambda: first.state == "running")
+    second = q.submit("compare", lambda progress: "ok")
+    third = q.submit("compare", lambda progress: "ok")
+    assert (q.position(first), q.position(second), q.position(third)) == (0, 1, 2)
+    gate.set()
+    _until(lambda: not third.active)
+    assert (first.state, second.state, third.state) == ("done", "done", "done") and third.result == "ok"
+
+    def boom(progress):
+        raise RuntimeError("boom")
+
+    failing = q.submit("rebuild", boom)
+    _until(lambda: not failing.active)
+    assert failing.state == "failed" and failing.error.startswith("QuantScope failed unexpectedly (RuntimeError: boom)")

@@ -83,8 +83,8 @@ def test_zip_with_arbitrary_member_names(tmp_path_factory, members):
         for name, data in members:
             try:
                 zf.writestr(name, data)
-            except (ValueError, UnicodeEncodeError):
-                pass
+            except (ValueError, UnicodeEncodeError, IndexError):
+                pass  # names zipfile itself cannot write (e.g. "\x00" truncates to "") never reach QuantScope
     _only_ours(lambda: [b for b in load_data(p, INFO).batches(4)])
     # and nothing was extracted next to the archive
     assert sorted(x.name for x in Path(p).parent.iterdir()) == ["d.zip"]
