@@ -114,3 +114,35 @@ def test_compare_tick_rebuild_in_a_real_browser(server, tmp_path):
             "() => [...document.querySelectorAll('.js-plotly-plot')].some(g => (g.data || []).some(t => t.name === 'SNR after'))",
             timeout=180_000)
         browser.close()
+
+
+def test_upload_flow_in_a_real_browser(server):
+    """Upload a model and calibration data (not the bundled sample) and run the comparison on them."""
+    from playwright.sync_api import sync_playwright
+
+    url, runs = server
+    samples = ROOT / "sample_models"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync", "--no-first-run", "--disable-quic"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        page.goto(url)
+        page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
+        settle(page)
+        page.get_by_text("Upload", exact=True).click()
+        settle(page)
+        inputs = page.locator("input[type=file]")
+        inputs.nth(0).set_input_files(str(samples / "resnet_digits.onnx"))
+        inputs.nth(1).set_input_files(str(samples / "digits_calib.npz"))
+        settle(page)
+        page.get_by_role("button", name="Use these files").click()
+        page.get_by_text("Loaded resnet_digits.onnx with 128 calibration samples.").wait_for(timeout=60_000)
+        settle(page)
+        nav(page, "Compare")
+        page.get_by_text("Model: resnet_digits.onnx", exact=False).wait_for(timeout=30_000)
+        page.get_by_role("button", name="Run comparison").click()
+        page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+        browser.close()
+    uploads = [p for p in runs.rglob("uploads/*") if p.is_file()]
+    assert sorted(p.name for p in uploads) == ["calib.npz", "model.onnx"]  # generated names, never the user's
