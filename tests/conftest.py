@@ -10,6 +10,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
 
 
+@pytest.fixture(autouse=True)
+def _private_runs_root(tmp_path, monkeypatch):
+    """Every test gets its own run index and dashboard runs root, never the user's ~/.quantscope."""
+    monkeypatch.setenv("QUANTSCOPE_RUNS_ROOT", str(tmp_path / "runs"))
+
+
 @pytest.fixture(scope="session")
 def catalog() -> dict:
     return json.loads((SAMPLES / "catalog.json").read_text())

@@ -1,4 +1,4 @@
-"""quantscope compare | rebuild | sensitivity | autofallback | bench | providers | doctor. Bad input: one sentence on stderr, exit 2, no traceback."""
+"""quantscope compare | rebuild | sensitivity | autofallback | bench | runs | providers | doctor. Bad input: one sentence on stderr, exit 2, no traceback."""
 
 from __future__ import annotations
 
@@ -20,6 +20,12 @@ def _quant_args(p: argparse.ArgumentParser) -> None:
                    help="custom calibration range for a tensor (repeatable)")
     p.add_argument("--provider", default=None, help="auto | cpu | cuda | tensorrt (default: auto, or the run's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _index_arg(p)
+
+
+def _index_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-index", action="store_true",
+                   help="do not record this run in the run index ($QUANTSCOPE_RUNS_ROOT/index.sqlite3, default ~/.quantscope/runs)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,12 +57,16 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--units", default="node", help="node | residual | activation")
     af.add_argument("--provider", default=None)
     af.add_argument("--quiet", action="store_true")
+    _index_arg(af)
     lb = sub.add_parser("bench", help="latency of FP32, FP16, full INT8 and the current mixed build -> DIR/latency.json")
     lb.add_argument("run_dir")
     lb.add_argument("--runs", type=int, default=50)
     lb.add_argument("--warmup", type=int, default=10)
     lb.add_argument("--provider", default=None)
     lb.add_argument("--quiet", action="store_true")
+    ru = sub.add_parser("runs", help="list past runs from the run index, including incomplete (killed) ones")
+    ru.add_argument("--workspace", default=None, help="only this workspace's runs ('cli' for runs started from the command line)")
+    ru.add_argument("--json", action="store_true", help="one JSON object per line")
     sub.add_parser("providers", help="list the backends usable here")
     sub.add_parser("doctor", help="versions, providers, GPU and which features are usable here (start bug reports with it)")
     return parser
@@ -82,6 +92,62 @@ def _report(result, out=None) -> None:
     print(f"results in {result.run_dir}", file=out)
 
 
+def _open_index(args):
+    """The run index, or None with --no-index; an index that cannot be opened warns but never stops a run."""
+    if getattr(args, "no_index", False):
+        return None
+    from engine.run_index import RunIndex
+
+    try:
+        return RunIndex()
+    except QuantScopeError as err:
+        print(f"warning: {err} This run is not recorded in the index.", file=sys.stderr)
+        return None
+
+
+def _tracked(index, kind: str, model: str, run_dir: str | None, work):
+    if index is None:
+        return work()
+    from engine.run_index import CLI_WORKSPACE
+
+    with index.track(CLI_WORKSPACE, kind, model, run_dir) as (run_id, _):
+        result = work()
+        index.finish(run_id, result)
+    return result
+
+
+def _model_of(run_dir: str) -> str:
+    import json
+    from pathlib import Path
+
+    try:
+        return str(json.loads((Path(run_dir) / "config.json").read_text())["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return Path(run_dir).name
+
+
+def _print_runs(args) -> None:
+    import json
+
+    from engine.run_index import RunIndex
+
+    records = RunIndex().runs(args.workspace)
+    if args.json:
+        for r in records:
+            row = r.as_row()
+            print(json.dumps({k: str(v) if isinstance(v, float) and not math.isfinite(v) else v for k, v in row.items()}))
+        return
+    if not records:
+        print("no runs recorded yet")
+        return
+    print(f"{'run':>5} {'started':19} {'status':10} {'kind':12} {'workspace':16} {'SNR dB':>7} {'fallback':>8}  model / folder / note")
+    for r in records:
+        snr = "-" if r.snr_db is None else _fmt(r.snr_db)
+        note = f"  {r.message}" if r.message else ""
+        print(f"{r.id:>5} {r.as_row()['started']:19} {r.status.value:10} {r.kind:12} {r.workspace:16} {snr:>7} {len(r.fallback):>8}  "
+              f"{r.model}  {r.run_dir}{note}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     progress = (lambda ev: None) if getattr(args, "quiet", False) else StderrProgress()
@@ -90,6 +156,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             from engine.doctor import doctor_lines
 
             print("\n".join(doctor_lines()))
+            return 0
+        if args.command == "runs":
+            _print_runs(args)
             return 0
         if args.command == "providers":
             from engine.backends.select import available_providers
@@ -120,9 +189,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "autofallback":
             from engine.diagnose import autofallback
+            from engine.pipeline import rebuild
+
+            index = _open_index(args)
+
+            def tracked_rebuild(run_dir, **kw):
+                return _tracked(index, "autofallback", _model_of(run_dir), run_dir, lambda: rebuild(run_dir, **kw))
 
             res = autofallback(args.run_dir, args.target, max_nodes=args.max_nodes, strategy=args.strategy, units=args.units,
-                               provider=args.provider, progress=progress)
+                               provider=args.provider, progress=progress, rebuild_fn=tracked_rebuild)
             print(res.message)
             for name, r in res.strategies.items():
                 print(f"  {name}: {len(r.fallback)} node(s) after pruning ({len(r.before_pruning)} before), {r.probes} probes")
@@ -133,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ranges = tuple(RangeOverride.parse(r) for r in args.ranges)
         precision = FallbackPrecision.parse(args.fallback_precision)
         if args.command == "compare":
+            from pathlib import Path
+
             from engine.pipeline import compare
             from engine.quantize.config import TRT_INT8_OP_TYPES
 
@@ -141,14 +218,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 op_types=tuple(args.op_types or TRT_INT8_OP_TYPES),
                 fallback=frozenset(args.fallback), fallback_precision=precision, ranges=ranges,
             )
-            result = compare(args.model, args.calib, out_dir=args.out, data=args.data, labels=args.labels, config=config,
-                             batch_size=args.batch, provider=args.provider or "auto", progress=progress,
-                             max_model_bytes=int(args.max_model_mb * 1024**2))
+            result = _tracked(_open_index(args), "compare", Path(args.model).name, args.out, lambda: compare(
+                args.model, args.calib, out_dir=args.out, data=args.data, labels=args.labels, config=config,
+                batch_size=args.batch, provider=args.provider or "auto", progress=progress,
+                max_model_bytes=int(args.max_model_mb * 1024**2)))
         else:
             from engine.pipeline import rebuild
 
-            result = rebuild(args.run_dir, fallback=args.fallback, ranges=ranges or None, fallback_precision=precision,
-                             provider=args.provider, progress=progress)
+            result = _tracked(_open_index(args), "rebuild", _model_of(args.run_dir), args.run_dir, lambda: rebuild(
+                args.run_dir, fallback=args.fallback, ranges=ranges or None, fallback_precision=precision,
+                provider=args.provider, progress=progress))
         _report(result)
         return 0
     except QuantScopeError as err:

@@ -1,0 +1,157 @@
+"""The run index: past runs are listed after a restart, a run killed with SIGKILL is shown as incomplete on the
+next start and leaves earlier runs intact, and a workspace opens only with its own token."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import engine
+from engine.run_index import CLI_WORKSPACE, RunIndex, RunStatus
+
+ROOT = Path(__file__).resolve().parents[2]
+SAMPLES = ROOT / "sample_models"
+MODEL, CALIB = SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz"
+
+
+def _cli(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "engine.cli.main", *args], cwd=ROOT, env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir() if p.is_file()}
+
+
+def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while not ready():
+        assert proc.poll() is None, f"the process ended before {what}: {proc.communicate()[1][-500:]}"
+        assert time.time() < deadline, f"never reached {what}"
+        time.sleep(0.005)
+    assert proc.poll() is None, f"the process finished before it could be killed {what}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _statuses() -> dict[tuple[str, str], RunStatus]:
+    return {(r.kind, r.run_dir.name): r.status for r in RunIndex().runs()}
+
+
+def test_sigkill_mid_run_is_incomplete_on_next_start_and_earlier_runs_are_intact(tmp_path):
+    earlier, killed = tmp_path / "earlier", tmp_path / "killed"
+    done = _cli("compare", str(MODEL), "--calib", str(CALIB), "--out", str(earlier), "--batch", "1", "--provider", "cpu", "--quiet")
+    assert done.wait() == 0, done.communicate()[1]
+    snapshot = _digest(earlier)
+
+    # 1. killed mid-comparison (calibrated, comparing batch by batch) in a new folder
+    proc = _cli("compare", str(MODEL), "--calib", str(CALIB), "--out", str(killed), "--batch", "1", "--provider", "cpu", "--quiet")
+    _kill_when(proc, lambda: (killed / "calibration_cache.json").is_file(), "mid-comparison")
+    # 2. killed mid-rebuild of the earlier run, after it archived the earlier results and before it wrote new ones
+    proc = _cli("rebuild", str(earlier), "--fallback", "block3_2_conv", "--provider", "cpu", "--quiet")
+    _kill_when(proc, lambda: (earlier / "history" / "1").is_dir(), "mid-rebuild")
+
+    index = RunIndex()  # the next start; the rebuild process, opening the index, had already marked the first one
+    assert index.recovered == 1
+    assert _statuses() == {("compare", "earlier"): RunStatus.DONE, ("compare", "killed"): RunStatus.INCOMPLETE,
+                           ("rebuild", "earlier"): RunStatus.INCOMPLETE}
+    assert RunIndex().recovered == 0  # recovery happens once
+
+    # the earlier run is intact: same files, and the index still finds its results
+    assert _digest(earlier) == snapshot
+    first = next(r for r in index.runs() if r.kind == "compare" and r.run_dir.name == "earlier")
+    assert _digest(first.result_dir()) == {k: v for k, v in snapshot.items() if k in ("candidate.onnx", "layers.csv", "summary.json")}
+    assert engine.load_result(earlier).summary.fallback == ()
+    with pytest.raises(engine.RunFolderError):  # the killed run has no results, and says so in a sentence
+        engine.load_result(killed)
+
+    # `quantscope runs` (a new process) shows both incomplete runs and the finished one
+    out = subprocess.run([sys.executable, "-m", "engine.cli.main", "runs", "--json"], cwd=ROOT, capture_output=True, text=True, check=True)
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [(r["kind"], Path(r["folder"]).name, r["status"]) for r in rows] == [
+        ("compare", "earlier", "done"), ("compare", "killed", "incomplete"), ("rebuild", "earlier", "incomplete")]
+    assert rows[0]["snr_db"] == pytest.approx(engine.load_result(earlier).final_output().snr_db)
+    assert rows[1]["message"].startswith("Its process stopped before the run finished")
+
+    # both folders work again: the rebuild is repeated, the killed comparison is run again in its folder
+    again = _cli("rebuild", str(earlier), "--fallback", "block3_2_conv", "--provider", "cpu", "--quiet")
+    assert again.wait() == 0, again.communicate()[1]
+    redo = _cli("compare", str(MODEL), "--calib", str(CALIB), "--out", str(killed), "--batch", "16", "--provider", "cpu", "--quiet")
+    assert redo.wait() == 0, redo.communicate()[1]
+    records = RunIndex().runs()
+    assert [r.status for r in records][-2:] == [RunStatus.DONE, RunStatus.DONE]
+    # each finished row still points at its own results: the first compare's are now history/<seq>
+    assert records[0].result_dir() == earlier / "history" / str(records[0].seq)
+    assert json.loads((records[0].result_dir() / "summary.json").read_text())["fallback"] == []
+    assert engine.load_result(records[3].result_dir()).summary.fallback == ("block3_2_conv",)
+
+
+def test_cli_runs_are_listed_with_their_numbers_and_failures(tmp_path, capsys):
+    from engine.cli.main import main
+
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().out == "no runs recorded yet\n"
+    out = tmp_path / "run"
+    assert main(["compare", str(MODEL), "--calib", str(CALIB), "--out", str(out), "--batch", "32", "--provider", "cpu", "--quiet"]) == 0
+    assert main(["rebuild", str(out), "--fallback", "no_such_node", "--provider", "cpu", "--quiet"]) == 2
+    assert main(["compare", str(MODEL), "--calib", str(CALIB), "--out", str(tmp_path / "x"), "--quiet", "--no-index"]) == 0
+    err = capsys.readouterr().err.strip().removeprefix("error: ")
+    first, failed = RunIndex().runs()  # --no-index left no row
+    result = engine.load_result(out)
+    assert (first.status, first.workspace, first.model, first.seq) == (RunStatus.DONE, CLI_WORKSPACE, MODEL.name, 1)
+    assert first.snr_db == pytest.approx(result.final_output().snr_db) and first.top_culprit == result.summary.culprits[0].node
+    assert (failed.status, failed.kind, failed.message) == (RunStatus.FAILED, "rebuild", err)
+    assert main(["runs"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and " done " in lines[1] and " failed " in lines[2] and err in lines[2]
+
+
+def test_an_unwritable_index_warns_and_the_run_still_happens(tmp_path, monkeypatch, capsys):
+    from engine.cli.main import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("QUANTSCOPE_RUNS_ROOT", str(blocker / "runs"))
+    assert main(["compare", str(MODEL), "--calib", str(CALIB), "--out", str(tmp_path / "r"), "--batch", "32", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"warning: Cannot create the run index in {blocker / 'runs'}") and "not recorded in the index" in err
+
+
+def test_a_corrupt_index_is_one_sentence(tmp_path, monkeypatch):
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / "index.sqlite3").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(engine.RunFolderError, match=r"^The run index .* is unreadable \(.*\); move it aside"):
+        RunIndex(root)
+
+
+def test_a_workspace_opens_only_with_its_token_and_sees_only_its_runs(tmp_path):
+    index = RunIndex(tmp_path)
+    ws_a, token_a = index.new_workspace()
+    ws_b, token_b = index.new_workspace()
+    assert index.open_workspace(token_a) == ws_a and index.open_workspace(token_b) == ws_b
+    for crafted in (ws_a, ws_a.upper(), token_a[:-1], "", "../" + ws_a, "x" * 1000, "' OR 1=1 --"):
+        assert index.open_workspace(crafted) is None
+    run_a, folder_a = index.start(ws_a, "compare", "m.onnx")
+    assert folder_a == tmp_path / ws_a / f"run_{run_a:04d}"
+    assert [r.id for r in index.runs(ws_b)] == []
+    with pytest.raises(engine.RunFolderError) as other:
+        index.get(ws_b, run_a)
+    with pytest.raises(engine.RunFolderError) as unknown:
+        index.get(ws_b, 999)
+    assert str(other.value) == f"There is no run {run_a} in this workspace; pick a run from the History page."
+    assert str(unknown.value) == "There is no run 999 in this workspace; pick a run from the History page."
+    for crafted in ("../" + ws_a, f"{run_a} OR 1=1", "1e3", "-1"):
+        with pytest.raises(engine.RunFolderError, match="is not a run number"):
+            index.get(ws_b, crafted)
+    assert index.get(ws_a, str(run_a)).workspace == ws_a
+    raw = (tmp_path / "index.sqlite3").read_bytes()
+    assert token_a.encode() not in raw and token_b.encode() not in raw  # only hashes are stored
