@@ -11,9 +11,9 @@ import streamlit as st
 import engine
 from app import state
 from app.jobs import Job, job_queue
-from app.workspace import new_run_dir
+from app.workspace import run_index
 
-__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "job_panel", "history_entry", "progress_bar", "error_sentence"]
+__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "job_panel", "progress_bar", "error_sentence"]
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 
@@ -43,28 +43,18 @@ def progress_bar():
     return bar, callback
 
 
-def history_entry(result: engine.ComparisonResult, kind: str) -> dict:
-    s = result.summary
-    out = result.final_output()
-    return {
-        "run": len(st.session_state[state.HISTORY]) + 1, "kind": kind, "model": s.model, "run_dir": str(result.run_dir),
-        "calibration": s.config["calibration"], "op_types": ", ".join(s.config["op_types"]), "batch": s.batch_size,
-        "backend": s.backend, "fallback": ", ".join(s.fallback) or "-", "fallback_nodes": len(s.fallback),
-        "cosine": out.cosine, "snr_db": out.snr_db, "top1_agreement": s.task.get("top1_agreement"),
-        "accuracy": s.task.get("candidate_accuracy"), "top_culprit": s.culprits[0].node if s.culprits else "-",
-        "layers_csv": str(result.run_dir / "layers.csv"),
-    }
-
-
 def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provider: str) -> Job:
-    """Queues a comparison; `job_panel` shows its progress and applies its result when it is done."""
-    st.session_state[state.RUN_COUNTER] += 1
-    out = new_run_dir(st.session_state[state.SESSION_ID], st.session_state[state.RUN_COUNTER])
+    """Queues a comparison; `job_panel` shows its progress and applies its result when it is done. The run is
+    recorded in the run index (with a new folder in this workspace) when a worker starts it."""
+    ws, index = st.session_state[state.WORKSPACE], run_index()
 
     def work(progress):
-        return engine.compare(inputs["model"], inputs["calib"], data=inputs.get("data"), labels=inputs.get("labels"),
-                              config=config, batch_size=batch, provider=provider, images=inputs.get("images"),
-                              model_name=inputs["name"], out_dir=out, progress=progress)
+        with index.track(ws, "compare", inputs["name"]) as (run_id, out):
+            result = engine.compare(inputs["model"], inputs["calib"], data=inputs.get("data"), labels=inputs.get("labels"),
+                                    config=config, batch_size=batch, provider=provider, images=inputs.get("images"),
+                                    model_name=inputs["name"], out_dir=out, progress=progress)
+            index.finish(run_id, result)
+        return result
 
     job = job_queue().submit("compare", work)
     st.session_state[state.JOB] = job
@@ -75,7 +65,15 @@ def run_rebuild(fallback: set[str]) -> Job:
     current: engine.ComparisonResult = st.session_state[state.RESULT]
     before = engine.ComparisonResult(current.run_dir, current.layers.copy(), current.summary)
     nodes = sorted(fallback)
-    job = job_queue().submit("rebuild", lambda progress: (before, engine.rebuild(current.run_dir, fallback=nodes, progress=progress)))
+    ws, index = st.session_state[state.WORKSPACE], run_index()
+
+    def work(progress):
+        with index.track(ws, "rebuild", current.summary.model, current.run_dir) as (run_id, _):
+            result = engine.rebuild(current.run_dir, fallback=nodes, progress=progress)
+            index.finish(run_id, result)
+        return before, result
+
+    job = job_queue().submit("rebuild", work)
     st.session_state[state.JOB] = job
     return job
 
@@ -92,12 +90,10 @@ def _apply(job: Job) -> None:
         st.session_state[state.RESULT] = result
         st.session_state[state.BEFORE] = None
         st.session_state[state.FALLBACK] = set(result.summary.fallback)
-        st.session_state[state.HISTORY].append(history_entry(result, "compare"))
     else:
         before, result = job.result
         st.session_state[state.BEFORE] = before
         st.session_state[state.RESULT] = result
-        st.session_state[state.HISTORY].append(history_entry(result, "rebuild"))
 
 
 def job_panel(kind: str) -> None:

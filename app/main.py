@@ -9,7 +9,7 @@ import streamlit as st
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` from a checkout without install
 
-from app import state  # noqa: E402
+from app import state, workspace  # noqa: E402
 
 st.set_page_config(page_title="QuantScope", page_icon=":mag:", layout="wide")
 state.init()
@@ -35,6 +35,9 @@ def _password_gate() -> None:
 
 
 _password_gate()
+workspace.attach()
+if notice := st.session_state.pop(state.NOTICE, None):
+    st.warning(notice)
 
 PAGES = Path(__file__).resolve().parent / "pages"
 nav = st.navigation([

@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-SESSION_ID = "qs_session_id"
+WORKSPACE = "qs_workspace"  # the workspace id: names its folder under the runs root (see app/workspace.py)
+WORKSPACE_TOKEN = "qs_workspace_token"  # opens the workspace; kept in the address bar as ?ws=
+NOTICE = "qs_notice"  # a sentence shown once at the top of the next page (unknown link, refused ?run=)
 INPUTS = "qs_inputs"  # dict: the model/data the next comparison uses (see pages/load.py)
 RESULT = "qs_result"  # engine.ComparisonResult of the latest compare or rebuild
 BEFORE = "qs_before"  # the result a rebuild started from (before/after view)
 FALLBACK = "qs_fallback"  # set[str]: nodes ticked for FP16 fallback; survives reruns and pages
-HISTORY = "qs_history"  # list[dict]: every run of this session
-RUN_COUNTER = "qs_run_counter"
 LAST_ERROR = "qs_last_error"
 
 
 def init() -> None:
-    import uuid
-
-    st.session_state.setdefault(SESSION_ID, uuid.uuid4().hex)
     st.session_state.setdefault(FALLBACK, set())
-    st.session_state.setdefault(HISTORY, [])
-    st.session_state.setdefault(RUN_COUNTER, 0)
 
 
 def fallback() -> set[str]:

@@ -1,36 +1,112 @@
-"""Where a browser session's runs live: QUANTSCOPE_RUNS_ROOT (default ~/.quantscope/runs)/<session id>/.
-File names are generated, never taken from uploads."""
+"""A browser session's workspace: its runs folder QUANTSCOPE_RUNS_ROOT (default ~/.quantscope/runs)/<workspace id>/,
+its rows in the run index, and the link that reopens it after a restart (?ws=<token>).
+
+The workspace id names a folder; only the token opens the workspace, and the index stores only its hash, so a
+crafted ?ws= (a folder name, a guess) starts a new, empty workspace, and a crafted ?run= that is not a run of
+this workspace is refused. File names are generated, never taken from uploads."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-__all__ = ["runs_root", "session_dir", "new_run_dir", "save_upload"]
+import streamlit as st
+
+import engine
+from app import state
+from engine.run_index import RunIndex, RunRecord, RunStatus, default_runs_root
+
+__all__ = ["runs_root", "run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs"]
 
 UPLOAD_SUFFIXES = {".onnx", ".npz", ".npy", ".json", ".zip"}
+UNKNOWN_LINK = ("This workspace link is not known on this server (mistyped, or from another QuantScope), so a new, empty "
+                "workspace was started; use the exact link you were given to reopen yours.")
 
 
 def runs_root() -> Path:
-    return Path(os.environ.get("QUANTSCOPE_RUNS_ROOT", Path.home() / ".quantscope" / "runs"))
+    return default_runs_root()
 
 
-def session_dir(session_id: str) -> Path:
-    d = runs_root() / session_id
+@st.cache_resource(show_spinner=False)
+def _open_index(root: str) -> RunIndex:
+    return RunIndex(root)  # opening marks runs of dead processes (an earlier server killed mid-run) incomplete
+
+
+def run_index() -> RunIndex:
+    return _open_index(str(runs_root()))
+
+
+def attach() -> None:
+    """Binds this session to the workspace its link's ?ws= token opens, else to a new one, keeps the token in the
+    address bar, and opens ?run=<id> if that run belongs to the workspace."""
+    ss = st.session_state
+    try:
+        index = run_index()
+        if state.WORKSPACE not in ss:
+            given = st.query_params.get("ws")
+            ws = index.open_workspace(given) if given else None
+            resumed = ws is not None
+            if resumed:
+                token = given
+            else:
+                ws, token = index.new_workspace()
+                if given:
+                    ss[state.NOTICE] = UNKNOWN_LINK
+            ss[state.WORKSPACE], ss[state.WORKSPACE_TOKEN] = ws, token
+            if resumed:
+                _resume(index, ws)
+        if st.query_params.get("ws") != ss[state.WORKSPACE_TOKEN]:
+            st.query_params["ws"] = ss[state.WORKSPACE_TOKEN]
+        requested = st.query_params.get("run")
+        if requested is not None:
+            del st.query_params["run"]
+            open_run(index.get(ss[state.WORKSPACE], requested))
+    except engine.QuantScopeError as err:
+        if state.WORKSPACE not in ss:  # no workspace, no app: say why and stop
+            st.error(str(err))
+            st.stop()
+        ss[state.NOTICE] = str(err)
+
+
+def _resume(index: RunIndex, ws: str) -> None:
+    """After a restart: the workspace's latest finished run becomes the current result again."""
+    index.recover()
+    done = [r for r in index.runs(ws) if r.status is RunStatus.DONE]
+    if done:
+        try:
+            open_run(done[-1])
+        except engine.QuantScopeError as err:
+            st.session_state[state.NOTICE] = str(err)
+
+
+def open_run(record: RunRecord) -> engine.ComparisonResult:
+    """Makes a finished run of this workspace the current result (its fallback set ticked again)."""
+    if record.workspace != st.session_state[state.WORKSPACE]:  # index.get already refuses this; never trust one check
+        raise engine.RunFolderError(f"There is no run {record.id} in this workspace; pick a run from the History page.")
+    result = record.load()
+    ss = st.session_state
+    ss[state.RESULT], ss[state.BEFORE], ss[state.FALLBACK] = result, None, set(result.summary.fallback)
+    return result
+
+
+def workspace_runs() -> list[RunRecord]:
+    index = run_index()
+    index.recover()
+    return index.runs(st.session_state[state.WORKSPACE])
+
+
+def session_dir(workspace: str) -> Path:
+    d = run_index().workspace_dir(workspace)
     d.mkdir(parents=True, exist_ok=True)
     return d
 
 
-def new_run_dir(session_id: str, counter: int) -> Path:
-    return session_dir(session_id) / f"run_{counter:03d}"
-
-
-def save_upload(session_id: str, role: str, original_name: str, data: bytes) -> Path:
+def save_upload(workspace: str, role: str, original_name: str, data: bytes) -> Path:
     """Writes an upload as uploads/<role><suffix>; only the suffix of the user's name is kept, and only if known."""
     suffix = Path(original_name).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         suffix = ".bin"
-    target = session_dir(session_id) / "uploads" / f"{role}{suffix}"
+    target = session_dir(workspace) / "uploads" / f"{role}{suffix}"
     target.parent.mkdir(exist_ok=True)
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_bytes(data)

@@ -115,9 +115,15 @@ class Summary:
 
 @dataclass(frozen=True)
 class ComparisonResult:
-    run_dir: Path
+    run_dir: Path  # the run folder (rebuilds, sensitivity and latency start from it)
     layers: pd.DataFrame
     summary: Summary
+    files_dir: Path | None = None  # where this version's candidate.onnx/layers.csv/summary.json are, if not run_dir
+
+    @property
+    def files(self) -> Path:
+        """The folder holding this result's candidate.onnx, layers.csv and summary.json (history/N once superseded)."""
+        return self.files_dir or self.run_dir
 
     def final_output(self) -> OutputMetrics:
         return next(iter(self.summary.outputs.values()))

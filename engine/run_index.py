@@ -98,6 +98,19 @@ class RunRecord:
             return archived
         return self.run_dir if RunFolder(self.run_dir).has_results() else None
 
+    def load(self) -> ComparisonResult:
+        """This run's results, wherever they are now; `run_dir` stays the run folder so a rebuild can start from it."""
+        files = self.result_dir()
+        if files is None:
+            why = {RunStatus.RUNNING: "is still running", RunStatus.FAILED: "failed", RunStatus.INCOMPLETE: "did not finish"}
+            if self.status is RunStatus.DONE:
+                raise RunFolderError(f"Run {self.id}'s files are gone from {self.run_dir}; pick another run.")
+            raise RunFolderError(f"Run {self.id} {why[self.status]}, so it has no results to open; pick a finished run.")
+        from engine.pipeline import load_result
+
+        loaded = load_result(files)
+        return ComparisonResult(self.run_dir, loaded.layers, loaded.summary, files_dir=None if files == self.run_dir else files)
+
     def as_row(self) -> dict:
         return {"run": self.id, "status": self.status.value, "kind": self.kind, "model": self.model,
                 "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),

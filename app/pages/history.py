@@ -1,30 +1,61 @@
-"""History: every run of this session, and any two side by side."""
+"""History: every run of this workspace from the run index (it survives restarts), opening one, and two side by side."""
 
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
-from app import state
+import engine
 from app.plots import before_after_figure
+from app.workspace import open_run, workspace_runs
+from engine.run_index import RunStatus
 
-st.title("Runs in this session")
-history = st.session_state.get(state.HISTORY, [])
-if not history:
+st.title("Runs in this workspace")
+st.caption("The address in your browser's bar (it carries `?ws=…`) reopens this workspace, with these runs, after the "
+           "server restarts. Anyone with that address can see these runs: share it only with people who should.")
+records = workspace_runs()
+if not records:
     st.info("No runs yet.")
     st.stop()
-table = pd.DataFrame(history)
-st.dataframe(table.drop(columns=["layers_csv", "run_dir"]), hide_index=True, width="stretch")
-if len(history) >= 2:
+table = pd.DataFrame([r.as_row() for r in records]).drop(columns=["folder"])
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"snr_db": st.column_config.NumberColumn("SNR dB", format="%.2f"),
+                            "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
+                            "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="%.4f")})
+incomplete = [r for r in records if r.status is RunStatus.INCOMPLETE]
+if incomplete:
+    st.warning(f"{len(incomplete)} run(s) did not finish (the server stopped mid-way); earlier runs are intact. "
+               "Run them again from Compare or Rebuild.")
+
+finished = {r.id: r for r in records if r.status is RunStatus.DONE}
+if not finished:
+    st.stop()
+ids = list(finished)
+c1, c2 = st.columns([3, 1])
+chosen = c1.selectbox("Open a finished run (it becomes the current result, its fallback set ticked)", ids, index=len(ids) - 1,
+                      format_func=lambda i: f"run {i}: {finished[i].kind}, {finished[i].model}, fallback {len(finished[i].fallback)}",
+                      key="hist_open")
+if c2.button("Open run", key="hist_open_btn"):
+    try:
+        open_run(finished[chosen])
+    except engine.QuantScopeError as err:
+        st.error(str(err))
+    else:
+        st.success(f"Run {chosen} is the current result; Layers and Rebuild now show it.")
+
+if len(ids) >= 2:
     c1, c2 = st.columns(2)
-    a = c1.selectbox("Run A", table["run"], index=len(history) - 2, key="hist_a")
-    b = c2.selectbox("Run B", table["run"], index=len(history) - 1, key="hist_b")
-    ra, rb = history[a - 1], history[b - 1]
-    for col, r in ((c1, ra), (c2, rb)):
-        col.metric(f"Run {r['run']} SNR", f"{r['snr_db']:.2f} dB")
-        col.caption(f"{r['kind']}; fallback: {r['fallback']}; calibration {r['calibration']}")
-    la, lb = pd.read_csv(ra["layers_csv"]), pd.read_csv(rb["layers_csv"])
-    if set(la["tensor"]) == set(lb["tensor"]):
-        st.plotly_chart(before_after_figure(la, lb, (f"run {a}", f"run {b}")), key="hist_plot", width="stretch")
+    a = c1.selectbox("Run A", ids, index=len(ids) - 2, key="hist_a")
+    b = c2.selectbox("Run B", ids, index=len(ids) - 1, key="hist_b")
+    try:
+        ra, rb = finished[a].load(), finished[b].load()
+    except engine.QuantScopeError as err:
+        st.error(str(err))
+        st.stop()
+    for col, rec, res in ((c1, finished[a], ra), (c2, finished[b], rb)):
+        col.metric(f"Run {rec.id} SNR", f"{res.final_output().snr_db:.2f} dB")
+        col.caption(f"{rec.kind}; fallback: {', '.join(rec.fallback) or '-'}; calibration {res.summary.config['calibration']}")
+    if set(ra.layers["tensor"]) == set(rb.layers["tensor"]):
+        st.plotly_chart(before_after_figure(ra.layers, rb.layers, (f"run {a}", f"run {b}")), key="hist_plot", width="stretch")
     else:
         st.caption("These runs compare different graphs, so their curves are not overlaid.")

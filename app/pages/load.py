@@ -39,7 +39,7 @@ else:
         mean = st.text_input("Mean (comma-separated)", "0", key="pre_mean")
         std = st.text_input("Std (comma-separated)", "1", key="pre_std")
     if st.button("Use these files", type="primary", disabled=model_file is None or calib_file is None):
-        sid = st.session_state[state.SESSION_ID]
+        sid = st.session_state[state.WORKSPACE]
         try:
             images = engine.ImagePreprocess(
                 layout=None if layout == "auto" else layout, color=None if color == "auto" else color, scale=float(scale),

@@ -46,12 +46,12 @@ else:
 inputs = st.session_state.get(state.INPUTS, {})
 command = cli_command(inputs.get("model", "model.onnx"), inputs.get("calib", "calib.npz"), inputs.get("data"), inputs.get("labels"),
                       s.config, s.batch_size, "auto", list(s.fallback))
-summary = json.loads((result.run_dir / "summary.json").read_text())
+summary = json.loads((result.files / "summary.json").read_text())
 before_summary = json.loads(json.dumps(before.summary.to_dict())) if before is not None else None
 d1, d2, d3, d4 = st.columns(4)
-d1.download_button("Rebuilt Q/DQ model (.onnx)", (result.run_dir / "candidate.onnx").read_bytes(), "candidate.onnx")
-d2.download_button("layers.csv", (result.run_dir / "layers.csv").read_bytes(), "layers.csv")
-d3.download_button("summary.json", (result.run_dir / "summary.json").read_bytes(), "summary.json")
+d1.download_button("Rebuilt Q/DQ model (.onnx)", (result.files / "candidate.onnx").read_bytes(), "candidate.onnx")
+d2.download_button("layers.csv", (result.files / "layers.csv").read_bytes(), "layers.csv")
+d3.download_button("summary.json", (result.files / "summary.json").read_bytes(), "summary.json")
 d4.download_button("HTML report", build_report(result.layers, summary, before.layers if before is not None else None,
                                                before_summary, command), "quantscope_report.html", mime="text/html")
 st.code(command, language="bash")

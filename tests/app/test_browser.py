@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,15 +34,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def _require_browser() -> None:
     if not Path(CHROMIUM).exists():
         _skip_or_fail(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
         _skip_or_fail("playwright is not installed (pip install .[dev])")
-    runs = tmp_path_factory.mktemp("runs")
+
+
+def start_server(runs: Path) -> tuple[subprocess.Popen, str]:
     port = _free_port()
     env = {**os.environ, "QUANTSCOPE_RUNS_ROOT": str(runs)}
     proc = subprocess.Popen(
@@ -52,12 +54,24 @@ def server(tmp_path_factory):
     while time.time() < deadline:
         try:
             if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
-                break
+                return proc, url
         except OSError:
             time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("streamlit did not start within 60 s: " + proc.stdout.read().decode()[-2000:])
+    proc.kill()
+    pytest.fail("streamlit did not start within 60 s: " + proc.stdout.read().decode()[-2000:])
+
+
+def launch(p):
+    return p.chromium.launch(executable_path=CHROMIUM, args=[
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-quic"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    _require_browser()
+    runs = tmp_path_factory.mktemp("runs")
+    proc, url = start_server(runs)
     yield url, runs
     proc.terminate()
     proc.wait(timeout=20)
@@ -80,9 +94,7 @@ def test_compare_tick_rebuild_in_a_real_browser(server, tmp_path):
 
     url, runs = server
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(url)
         page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
@@ -123,9 +135,7 @@ def test_upload_flow_in_a_real_browser(server):
     url, runs = server
     samples = ROOT / "sample_models"
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run", "--disable-quic"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1300})
         page.goto(url)
         page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
@@ -146,3 +156,57 @@ def test_upload_flow_in_a_real_browser(server):
         browser.close()
     uploads = [p for p in runs.rglob("uploads/*") if p.is_file()]
     assert sorted(p.name for p in uploads) == ["calib.npz", "model.onnx"]  # generated names, never the user's
+
+
+def test_server_killed_mid_run_then_restarted_keeps_the_workspace(tmp_path):
+    """SIGKILL the server while a comparison runs; after a restart the same link shows the finished run as the current
+    result and the killed one as incomplete."""
+    from playwright.sync_api import sync_playwright
+
+    from engine.run_index import RunIndex, RunStatus
+
+    _require_browser()
+    runs = tmp_path / "runs"
+    proc, url = start_server(runs)
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.goto(url)
+            page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
+            settle(page)
+            nav(page, "Compare")
+            page.get_by_role("button", name="Run comparison").click()
+            page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+            settle(page)
+            token = page.evaluate("() => new URLSearchParams(window.location.search).get('ws')")
+            assert token and RunIndex(runs).open_workspace(token) is not None  # the address bar carries the workspace token
+            (first,) = RunIndex(runs).runs()
+            snapshot = {f.name: f.read_bytes() for f in first.run_dir.iterdir() if f.is_file()}
+
+            page.get_by_label("Batch size").fill("1")  # a slow second run, killed half-way
+            page.get_by_label("Batch size").press("Enter")
+            settle(page)
+            page.get_by_role("button", name="Run comparison").click()
+            deadline = time.time() + 120
+            while not any(r.status is RunStatus.RUNNING for r in RunIndex(runs).runs()):
+                assert time.time() < deadline, "the second comparison never started"
+                time.sleep(0.05)
+            time.sleep(1.0)
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+
+            proc, url = start_server(runs)
+            page.goto(f"{url}/?ws={token}")
+            page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
+            settle(page)
+            nav(page, "Compare")
+            page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=60_000)  # restored
+            nav(page, "History")
+            page.get_by_text("1 run(s) did not finish", exact=False).wait_for(timeout=60_000)
+            browser.close()
+        assert [r.status for r in RunIndex(runs).runs()] == [RunStatus.DONE, RunStatus.INCOMPLETE]
+        assert {f.name: f.read_bytes() for f in first.run_dir.iterdir() if f.is_file()} == snapshot  # untouched
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)

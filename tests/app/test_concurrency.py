@@ -11,6 +11,7 @@ from streamlit.testing.v1 import AppTest
 
 import engine
 from app import state
+from engine.run_index import RunIndex, RunStatus
 from tests.app.test_pages import APP, CATALOG
 
 SESSIONS = 8
@@ -42,11 +43,12 @@ def test_eight_sessions_at_once_are_correct_and_isolated(runs_root):
     for at in apps:
         at.run()  # applies the job's result in that session
         result = at.session_state[state.RESULT]
-        sid = at.session_state[state.SESSION_ID]
-        sessions.add(sid)
+        ws = at.session_state[state.WORKSPACE]
+        sessions.add(ws)
         run_dirs.add(result.run_dir)
-        assert result.run_dir.parent.name == sid and result.run_dir.is_relative_to(runs_root)  # its own folder
-        assert len(at.session_state[state.HISTORY]) == 1  # only its own run
+        assert result.run_dir.parent.name == ws and result.run_dir.is_relative_to(runs_root)  # its own folder
+        (record,) = RunIndex(runs_root).runs(ws)  # only its own run, finished, pointing at its folder
+        assert record.status is RunStatus.DONE and record.run_dir == result.run_dir
         assert result.summary.culprits[0].node == planted
         np.testing.assert_allclose(result.layers["snr_db"], solo.layers["snr_db"], rtol=1e-9)
         np.testing.assert_allclose(result.layers["cosine"], solo.layers["cosine"], rtol=1e-12)

@@ -88,7 +88,9 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
 
     at.switch_page("pages/history.py").run()
     assert not at.exception
-    assert len(at.session_state[state.HISTORY]) == 2
+    rows = at.dataframe[0].value
+    assert list(rows["kind"]) == ["compare", "rebuild"] and list(rows["status"]) == ["done", "done"]
+    assert list(rows["snr_db"]) == pytest.approx([before_snr, after_snr])
 
 
 def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp_path):

@@ -1,0 +1,119 @@
+"""Workspaces: a link (?ws=token) reopens a workspace's runs after a server restart, a run killed mid-way shows as
+incomplete, an older run can be reopened, and no crafted link (a folder name, another workspace's run number, a
+path) opens somebody else's run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from app import state
+from app.workspace import UNKNOWN_LINK
+from engine.run_index import RunIndex
+from tests.app.test_pages import APP, click
+
+ROOT = Path(APP).parents[1]
+
+
+def session(**query: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    at.query_params.update(query)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def compared() -> AppTest:
+    at = session()
+    at.switch_page("pages/compare.py").run()
+    at.selectbox(key="cmp_provider").set_value("cpu").run()
+    return click(at, "Run comparison")
+
+
+def restart_server() -> None:
+    """What a new server process starts with: no cached resources (run index, job queue), no sessions."""
+    st.cache_resource.clear()
+
+
+def test_the_link_reopens_the_workspace_after_a_restart_with_its_last_result(runs_root):
+    a = compared()
+    a.switch_page("pages/layers.py").run()
+    click(a, "Tick the top-k culprits")
+    a.switch_page("pages/rebuild.py").run()
+    click(a, "Rebuild with fallback")
+    token, ws, last = a.session_state[state.WORKSPACE_TOKEN], a.session_state[state.WORKSPACE], a.session_state[state.RESULT]
+    assert a.query_params["ws"] == token and token != ws  # the address bar carries the token, not the folder name
+
+    restart_server()
+    back = session(ws=token)
+    assert back.session_state[state.WORKSPACE] == ws and not back.warning
+    resumed = back.session_state[state.RESULT]  # the latest finished run is the current result again, fallback ticked
+    assert resumed.run_dir == last.run_dir and resumed.summary.fallback == last.summary.fallback
+    np.testing.assert_array_equal(resumed.layers["snr_db"], last.layers["snr_db"])
+    assert back.session_state[state.FALLBACK] == set(last.summary.fallback)
+
+    back.switch_page("pages/history.py").run()
+    rows = back.dataframe[0].value
+    assert list(rows["run"]) == [1, 2] and list(rows["kind"]) == ["compare", "rebuild"]
+    # reopening the first run gives its own results, now archived in history/1, while rebuilds still start from the folder
+    back.selectbox(key="hist_open").set_value(1).run()
+    next(b for b in back.button if b.label == "Open run").click().run()
+    first = back.session_state[state.RESULT]
+    assert first.summary.fallback == () and first.run_dir == last.run_dir and first.files == last.run_dir / "history" / "1"
+    assert (first.files / "candidate.onnx").read_bytes() != (last.files / "candidate.onnx").read_bytes()  # its own model
+    assert back.session_state[state.FALLBACK] == set()
+    back.switch_page("pages/rebuild.py").run()
+    assert not back.exception and not back.error
+
+
+def test_a_run_killed_mid_way_shows_as_incomplete_and_earlier_runs_stay(runs_root):
+    a = compared()
+    ws = a.session_state[state.WORKSPACE]
+    # a server process that started a run in this workspace and was killed with SIGKILL before it finished
+    code = ("import os, signal, sys; from engine.run_index import RunIndex; "
+            "RunIndex(sys.argv[1]).start(sys.argv[2], 'compare', 'resnet_digits_outlier'); os.kill(os.getpid(), signal.SIGKILL)")
+    proc = subprocess.run([sys.executable, "-c", code, str(runs_root), ws], cwd=ROOT, env=os.environ.copy())
+    assert proc.returncode == -signal.SIGKILL
+
+    restart_server()
+    back = session(ws=a.session_state[state.WORKSPACE_TOKEN])
+    back.switch_page("pages/history.py").run()
+    rows = back.dataframe[0].value
+    assert list(rows["status"]) == ["done", "incomplete"]
+    assert rows["message"].iloc[1].startswith("Its process stopped before the run finished")
+    assert back.warning[0].value.startswith("1 run(s) did not finish")
+    assert back.session_state[state.RESULT].summary.headline == a.session_state[state.RESULT].summary.headline
+
+
+def test_crafted_links_never_open_another_workspace_or_its_runs(runs_root):
+    a = compared()
+    ws_a = a.session_state[state.WORKSPACE]
+    (run_a,) = RunIndex(runs_root).runs(ws_a)
+
+    for crafted in (ws_a, "../" + ws_a, a.session_state[state.WORKSPACE_TOKEN][:-1], "x" * 500):
+        b = session(ws=crafted)  # a folder name, a path, a near miss, junk: a new empty workspace, said plainly
+        assert b.session_state[state.WORKSPACE] != ws_a
+        assert [w.value for w in b.warning] == [UNKNOWN_LINK]
+        assert state.RESULT not in b.session_state
+        b.switch_page("pages/history.py").run()
+        assert [i.value for i in b.info] == ["No runs yet."]
+
+    b = session()
+    token_b = b.session_state[state.WORKSPACE_TOKEN]
+    for crafted, sentence in ((str(run_a.id), f"There is no run {run_a.id} in this workspace; pick a run from the History page."),
+                              (f"../{ws_a}/run_0001", f"'../{ws_a}/run_0001' is not a run number; pick a run from the History page."),
+                              (str(run_a.run_dir), f"'{str(run_a.run_dir)[:40]}' is not a run number; pick a run from the History page.")):
+        b = session(ws=token_b, run=crafted)
+        assert [w.value for w in b.warning] == [sentence]
+        assert state.RESULT not in b.session_state
+        assert "run" not in b.query_params  # the refused parameter is dropped from the address
+
+    own = session(ws=a.session_state[state.WORKSPACE_TOKEN], run=str(run_a.id))  # the owner's link opens it
+    assert not own.warning and own.session_state[state.RESULT].run_dir == run_a.run_dir
