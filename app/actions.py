@@ -13,7 +13,7 @@ from app import state
 from app.jobs import Job, job_queue
 from app.workspace import run_index
 
-__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "job_panel", "progress_bar", "error_sentence"]
+__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "submit", "busy", "job_panel", "error_sentence"]
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
 
@@ -56,9 +56,11 @@ def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provide
             index.finish(run_id, result)
         return result
 
-    job = job_queue().submit("compare", work)
-    st.session_state[state.JOB] = job
-    return job
+    def on_done(result: engine.ComparisonResult) -> None:
+        st.session_state[state.RESULT], st.session_state[state.BEFORE] = result, None
+        st.session_state[state.FALLBACK] = set(result.summary.fallback)
+
+    return submit("compare", work, on_done)
 
 
 def run_rebuild(fallback: set[str]) -> Job:
@@ -73,9 +75,24 @@ def run_rebuild(fallback: set[str]) -> Job:
             index.finish(run_id, result)
         return before, result
 
-    job = job_queue().submit("rebuild", work)
+    def on_done(pair) -> None:
+        st.session_state[state.BEFORE], st.session_state[state.RESULT] = pair
+
+    return submit("rebuild", work, on_done)
+
+
+def submit(kind: str, work, on_done) -> Job:
+    """Queues `work(progress)`; `on_done(result)` runs later in this session's script thread (see job_panel)."""
+    job = job_queue().submit(kind, work)
+    job.on_done = on_done
     st.session_state[state.JOB] = job
     return job
+
+
+def busy() -> bool:
+    """Whether this session has a job queued or running (one at a time per session)."""
+    job: Job | None = st.session_state.get(state.JOB)
+    return job is not None and job.active
 
 
 def _apply(job: Job) -> None:
@@ -85,15 +102,8 @@ def _apply(job: Job) -> None:
         st.session_state[state.LAST_ERROR] = job.error
         return
     st.session_state[state.LAST_ERROR] = None
-    if job.kind == "compare":
-        result = job.result
-        st.session_state[state.RESULT] = result
-        st.session_state[state.BEFORE] = None
-        st.session_state[state.FALLBACK] = set(result.summary.fallback)
-    else:
-        before, result = job.result
-        st.session_state[state.BEFORE] = before
-        st.session_state[state.RESULT] = result
+    if job.on_done is not None:
+        job.on_done(job.result)
 
 
 def job_panel(kind: str) -> None:

@@ -29,6 +29,7 @@ class Job:
     result: object = None
     error: str | None = None
     applied: bool = False
+    on_done: Callable[[object], None] | None = None  # runs in the session's script thread with the result
     submitted: float = field(default_factory=time.perf_counter)
 
     @property

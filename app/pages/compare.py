@@ -6,7 +6,7 @@ import streamlit as st
 
 import engine
 from app import state
-from app.actions import job_panel, run_comparison, sample_inputs
+from app.actions import busy, job_panel, run_comparison, sample_inputs
 
 st.title("Compare FP32 with INT8")
 inputs = st.session_state.get(state.INPUTS) or sample_inputs("resnet_digits_outlier")
@@ -25,8 +25,7 @@ provider = c3.selectbox("Provider", list(engine.PROVIDERS), key="cmp_provider")
 op_types = c4.multiselect("Op types to quantize", ["Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Mul"],
                           default=list(engine.TRT_INT8_OP_TYPES), key="cmp_ops")
 
-busy = bool(st.session_state.get(state.JOB)) and st.session_state[state.JOB].active
-if st.button("Run comparison", type="primary", disabled=busy):
+if st.button("Run comparison", type="primary", disabled=busy()):
     try:
         config = engine.QuantConfig(calibration=engine.CalibrationMethod.parse(method), op_types=tuple(op_types))
     except engine.QuantScopeError as err:

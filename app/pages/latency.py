@@ -7,7 +7,7 @@ import streamlit as st
 
 import engine
 from app import state
-from app.actions import progress_bar
+from app.actions import busy, job_panel, submit
 from app.plots import pareto_figure
 
 st.title("Latency and the accuracy trade-off")
@@ -20,17 +20,19 @@ st.caption("Timed with the run's provider at its batch size; ONNX Runtime uses i
 c1, c2 = st.columns(2)
 runs = c1.number_input("Timed runs", min_value=1, max_value=1000, value=30, key="lat_runs")
 warmup = c2.number_input("Warm-up runs", min_value=0, max_value=100, value=5, key="lat_warmup")
-if st.button("Measure latency"):
-    bar, callback = progress_bar()
-    try:
-        rows = engine.measure_latency(result.run_dir, runs=int(runs), warmup=int(warmup), progress=callback)
-    except engine.QuantScopeError as err:
-        st.error(str(err))
-    else:
-        history = st.session_state.setdefault(state.LATENCY, [])
-        tag = len({h["measurement"] for h in history}) + 1
-        history.extend({**r.to_dict(), "measurement": tag, "label": f"#{tag} {r.build}"} for r in rows)
-    bar.empty()
+
+
+def keep_latency(rows) -> None:
+    history = st.session_state.setdefault(state.LATENCY, [])
+    tag = len({h["measurement"] for h in history}) + 1
+    history.extend({**r.to_dict(), "measurement": tag, "label": f"#{tag} {r.build}"} for r in rows)
+
+
+if st.button("Measure latency", disabled=busy(),
+             help="Runs in the shared worker queue; timings taken while other jobs run on this machine are slower."):
+    run_dir, n, w = result.run_dir, int(runs), int(warmup)
+    submit("latency", lambda progress: engine.measure_latency(run_dir, runs=n, warmup=w, progress=progress), keep_latency)
+job_panel("latency")
 history = st.session_state.get(state.LATENCY, [])
 if history:
     table = pd.DataFrame(history)

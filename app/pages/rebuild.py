@@ -7,7 +7,7 @@ import json
 import streamlit as st
 
 from app import state
-from app.actions import job_panel, run_rebuild
+from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
 from app.report import build_report, cli_command
 
@@ -18,8 +18,7 @@ if result is None:
     st.stop()
 ticks = state.fallback()
 st.write(f"Ticked for FP16: **{', '.join(sorted(ticks)) or 'none'}** (change them on the Layers page).")
-busy = bool(st.session_state.get(state.JOB)) and st.session_state[state.JOB].active
-if st.button("Rebuild with fallback", type="primary", disabled=busy):
+if st.button("Rebuild with fallback", type="primary", disabled=busy()):
     run_rebuild(ticks)
 job_panel("rebuild")
 

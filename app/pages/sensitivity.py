@@ -7,7 +7,7 @@ import streamlit as st
 
 import engine
 from app import state
-from app.actions import progress_bar
+from app.actions import busy, job_panel, submit
 from app.plots import sensitivity_figure, tradeoff_figure
 
 st.title("Sensitivity and automatic fallback")
@@ -17,13 +17,18 @@ if result is None:
     st.stop()
 run_dir = result.run_dir
 
-if st.button("Run sensitivity"):
-    bar, callback = progress_bar()
-    try:
-        st.session_state[state.SENSITIVITY] = (str(run_dir), engine.sensitivity(run_dir, progress=callback))
-    except engine.QuantScopeError as err:
-        st.error(str(err))
-    bar.empty()
+
+def keep_sensitivity(frame) -> None:
+    st.session_state[state.SENSITIVITY] = (str(run_dir), frame)
+
+
+def keep_autofallback(found) -> None:
+    st.session_state[state.AUTOFALLBACK] = (str(run_dir), found)
+
+
+if st.button("Run sensitivity", disabled=busy()):  # queued like every heavy job
+    submit("sensitivity", lambda progress: engine.sensitivity(run_dir, progress=progress), keep_sensitivity)
+job_panel("sensitivity")
 sens = st.session_state.get(state.SENSITIVITY)
 if sens and sens[0] == str(run_dir):
     st.plotly_chart(sensitivity_figure(sens[1]), key="sens_plot", width="stretch")
@@ -37,15 +42,16 @@ max_nodes = c3.number_input("Max nodes (0 = no limit)", min_value=0, value=0, ke
 strategy = c4.selectbox("Strategy", ["both", "greedy", "bisect"], key="af_strategy")
 units = c5.selectbox("Units", ["node", "residual", "activation"], key="af_units",
                      help="residual: an Add with the quantized nodes feeding it; activation: a node with its activation")
-if st.button("Find fallback automatically"):
-    bar, callback = progress_bar()
+if st.button("Find fallback automatically", disabled=busy()):
     try:
-        found = engine.autofallback(run_dir, engine.Target(metric, float(value)), max_nodes=int(max_nodes) or None,
-                                    strategy=strategy, units=units, progress=callback, apply=False)
-        st.session_state[state.AUTOFALLBACK] = (str(run_dir), found)
+        target = engine.Target(metric, float(value))
     except engine.QuantScopeError as err:
         st.error(str(err))
-    bar.empty()
+        st.stop()
+    submit("autofallback", lambda progress: engine.autofallback(
+        run_dir, target, max_nodes=int(max_nodes) or None, strategy=strategy, units=units, progress=progress, apply=False),
+        keep_autofallback)
+job_panel("autofallback")
 auto = st.session_state.get(state.AUTOFALLBACK)
 if auto and auto[0] == str(run_dir):
     found: engine.AutoFallbackResult = auto[1]

@@ -37,7 +37,7 @@ def test_load_page_defaults_to_the_sample():
     assert {m.label: m.value for m in at.metric}["Nodes"] == "31"
 
 
-QUEUED = {"Run comparison", "Rebuild with fallback"}  # these go through the shared job queue
+QUEUED = {"Run comparison", "Rebuild with fallback", "Run sensitivity", "Find fallback automatically", "Measure latency"}  # these go through the shared job queue
 
 
 def wait_for_job(at: AppTest, timeout: float = 180) -> None:
@@ -117,6 +117,7 @@ def test_sensitivity_page_suggests_and_applies_the_planted_node():
     click(at, "Run comparison")
     at.switch_page("pages/sensitivity.py").run()
     click(at, "Run sensitivity")
+    assert at.session_state[state.JOB].kind == "sensitivity"  # it went through the shared worker queue
     assert at.session_state[state.SENSITIVITY][1].iloc[0]["node"] in planted
     click(at, "Find fallback automatically")  # default target snr_db=30
     found = at.session_state[state.AUTOFALLBACK][1]
@@ -133,6 +134,7 @@ def test_latency_page_times_every_build():
     at.switch_page("pages/latency.py").run()
     at.number_input(key="lat_runs").set_value(3).run()
     click(at, "Measure latency")
+    assert at.session_state[state.JOB].kind == "latency"
     builds = [h["build"] for h in at.session_state[state.LATENCY]]
     assert builds[:3] == ["fp32", "fp16", "int8"]
     assert all(h["median_ms"] > 0 for h in at.session_state[state.LATENCY] if h["build"] != "fp16")
