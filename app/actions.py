@@ -11,7 +11,7 @@ import streamlit as st
 import engine
 from app import state
 from app.jobs import Job, job_queue
-from app.workspace import run_index
+from app.workspace import remember_inputs, run_index
 
 __all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "submit", "busy", "job_panel", "error_sentence"]
 
@@ -47,6 +47,7 @@ def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provide
     """Queues a comparison; `job_panel` shows its progress and applies its result when it is done. The run is
     recorded in the run index (with a new folder in this workspace) when a worker starts it."""
     ws, index = st.session_state[state.WORKSPACE], run_index()
+    remember_inputs(ws, inputs)
 
     def work(progress):
         with index.track(ws, "compare", inputs["name"]) as (run_id, out):

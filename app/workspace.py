@@ -7,6 +7,8 @@ this workspace is refused. File names are generated, never taken from uploads.""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +18,7 @@ import engine
 from app import state
 from engine.run_index import RunIndex, RunRecord, RunStatus, default_runs_root
 
-__all__ = ["runs_root", "run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs"]
+__all__ = ["runs_root", "run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs"]
 
 UPLOAD_SUFFIXES = {".onnx", ".npz", ".npy", ".json", ".zip"}
 UNKNOWN_LINK = ("This workspace link is not known on this server (mistyped, or from another QuantScope), so a new, empty "
@@ -68,8 +70,50 @@ def attach() -> None:
         ss[state.NOTICE] = str(err)
 
 
+INPUTS_FILE = "inputs.json"
+
+
+def remember_inputs(workspace: str, inputs: dict) -> None:
+    """Keeps what the last comparison ran on (a sample's name, or the upload roles) so a reopened workspace starts there."""
+    images = inputs.get("images")
+    record = {"name": inputs["name"], "sample": bool(inputs.get("sample")),
+              "files": {k: Path(inputs[k]).name for k in ("model", "calib", "data", "labels") if inputs.get(k)},
+              "images": dataclasses.asdict(images) if images is not None else None}
+    target = session_dir(workspace) / INPUTS_FILE
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps(record))
+    os.replace(tmp, target)
+
+
+def _restore_inputs(ws: str) -> None:
+    """The inputs of the workspace's last comparison, if they are still there; paths only ever point into its uploads/."""
+    from app.actions import sample_catalog, sample_inputs
+
+    try:
+        record = json.loads((session_dir(ws) / INPUTS_FILE).read_text())
+        if record["sample"]:
+            if record["name"] in sample_catalog()["models"]:
+                st.session_state[state.INPUTS] = sample_inputs(record["name"])
+            return
+        uploads = session_dir(ws) / "uploads"
+        files = {role: uploads / Path(name).name for role, name in record["files"].items()}
+        if not all(p.is_file() for p in files.values()) or "model" not in files or "calib" not in files:
+            return
+        images = record["images"]
+        if images is not None:
+            images = engine.ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in images.items()})
+        st.session_state[state.INPUTS] = {"name": str(record["name"]), "model": str(files["model"]), "calib": str(files["calib"]),
+                                          "data": str(files["data"]) if "data" in files else None,
+                                          "labels": str(files["labels"]) if "labels" in files else None,
+                                          "images": images, "sample": False}
+        st.session_state[state.LOAD_SOURCE] = "Upload"  # the Load page keeps these inputs, not the sample
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # nothing remembered (or unreadable): the Load page starts on the sample
+
+
 def _resume(index: RunIndex, ws: str) -> None:
-    """After a restart: the workspace's latest finished run becomes the current result again."""
+    """After a restart: the workspace's last inputs and latest finished run become current again."""
+    _restore_inputs(ws)
     index.recover()
     done = [r for r in index.runs(ws) if r.status is RunStatus.DONE]
     if done:

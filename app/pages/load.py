@@ -14,7 +14,12 @@ st.title("Load a model and calibration data")
 MAX_MB = st.get_option("server.maxUploadSize")
 
 catalog = sample_catalog()
-source = st.radio("Source", ["Bundled sample", "Upload"], horizontal=True, key="load_source")
+SOURCES = ["Bundled sample", "Upload"]
+# The radio's own state is dropped when another page runs, so its choice lives in a key of ours: coming back to
+# this page must never swap uploaded inputs for the sample.
+source = st.radio("Source", SOURCES, horizontal=True, key="load_source",
+                  index=SOURCES.index(st.session_state.get(state.LOAD_SOURCE, SOURCES[0])))
+st.session_state[state.LOAD_SOURCE] = source
 
 if source == "Bundled sample":
     names = list(catalog["models"])

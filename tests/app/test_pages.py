@@ -37,6 +37,18 @@ def test_load_page_defaults_to_the_sample():
     assert {m.label: m.value for m in at.metric}["Nodes"] == "31"
 
 
+def test_uploaded_inputs_survive_a_trip_to_another_page():
+    at = fresh()
+    at.radio(key="load_source").set_value("Upload").run()
+    custom = {**at.session_state[state.INPUTS], "name": "custom.onnx", "sample": False}
+    at.session_state[state.INPUTS] = custom
+    at.run()
+    at.switch_page("pages/compare.py").run()
+    at.switch_page("pages/load.py").run()  # Streamlit drops the radio's own state on the way: the choice must stay
+    assert at.radio(key="load_source").value == "Upload"
+    assert at.session_state[state.INPUTS] == custom
+
+
 QUEUED = {"Run comparison", "Rebuild with fallback", "Run sensitivity", "Find fallback automatically", "Measure latency"}  # these go through the shared job queue
 
 

@@ -117,3 +117,26 @@ def test_crafted_links_never_open_another_workspace_or_its_runs(runs_root):
 
     own = session(ws=a.session_state[state.WORKSPACE_TOKEN], run=str(run_a.id))  # the owner's link opens it
     assert not own.warning and own.session_state[state.RESULT].run_dir == run_a.run_dir
+
+
+def test_a_reopened_workspace_starts_on_the_uploads_its_last_comparison_used(runs_root):
+    from app.workspace import save_upload
+
+    a = session()
+    ws = a.session_state[state.WORKSPACE]
+    samples = ROOT / "sample_models"
+    model = save_upload(ws, "model", "my model.onnx", (samples / "resnet_digits.onnx").read_bytes())
+    calib = save_upload(ws, "calib", "calib.npz", (samples / "digits_calib.npz").read_bytes())
+    a.session_state[state.LOAD_SOURCE] = "Upload"
+    a.session_state[state.INPUTS] = {"name": "my model.onnx", "model": str(model), "calib": str(calib), "data": None,
+                                     "labels": None, "images": None, "sample": False}
+    a.switch_page("pages/compare.py").run()
+    click(a, "Run comparison")
+    assert a.session_state[state.RESULT].summary.model == "my model.onnx"
+
+    restart_server()
+    back = session(ws=a.session_state[state.WORKSPACE_TOKEN])
+    assert back.session_state[state.INPUTS] == a.session_state[state.INPUTS]
+    assert back.radio(key="load_source").value == "Upload" and back.subheader[0].value == "Model: my model.onnx"
+    back.switch_page("pages/compare.py").run()
+    assert back.caption[0].value == "Model: **my model.onnx**"  # the next comparison runs on the uploads, not the sample
