@@ -140,3 +140,14 @@ def test_a_reopened_workspace_starts_on_the_uploads_its_last_comparison_used(run
     assert back.radio(key="load_source").value == "Upload" and back.subheader[0].value == "Model: my model.onnx"
     back.switch_page("pages/compare.py").run()
     assert back.caption[0].value == "Model: **my model.onnx**"  # the next comparison runs on the uploads, not the sample
+
+
+def test_an_unreadable_run_index_is_one_sentence_in_the_app(runs_root):
+    runs_root.mkdir(parents=True)
+    (runs_root / "index.sqlite3").write_bytes(b"not a database at all " * 200)
+    restart_server()
+    at = session()
+    assert [e.value for e in at.error] == [
+        f"The run index {runs_root / 'index.sqlite3'} is unreadable (file is not a database); move it aside and QuantScope "
+        "will start a new one (run folders are not touched)."]
+    assert len(at.title) == 0  # nothing runs without a workspace

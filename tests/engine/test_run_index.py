@@ -155,3 +155,21 @@ def test_a_workspace_opens_only_with_its_token_and_sees_only_its_runs(tmp_path):
     assert index.get(ws_a, str(run_a)).workspace == ws_a
     raw = (tmp_path / "index.sqlite3").read_bytes()
     assert token_a.encode() not in raw and token_b.encode() not in raw  # only hashes are stored
+
+
+def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
+    code = ("import sys; from engine.run_index import RunIndex, RunStatus\n"
+            "ix = RunIndex(sys.argv[1]); ws, _ = ix.new_workspace()\n"
+            "for i in range(25):\n"
+            "    run_id, _ = ix.start(ws, 'compare', f'm{i}')\n"
+            "    ix.fail(run_id, f'{ws} {i}') if i % 2 else ix.fail(run_id, 'stopped', RunStatus.INCOMPLETE)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], cwd=ROOT, stderr=subprocess.PIPE, text=True) for _ in range(8)]
+    assert all(p.wait(timeout=120) == 0 for p in procs), [p.stderr.read()[-300:] for p in procs]
+    index = RunIndex(tmp_path)
+    rows = index.runs()
+    assert len(rows) == 200 and len({r.id for r in rows}) == 200 and len({r.workspace for r in rows}) == 8
+    for ws in {r.workspace for r in rows}:
+        mine = index.runs(ws)
+        assert [r.model for r in mine] == [f"m{i}" for i in range(25)]
+        assert [r.message for r in mine if r.status is RunStatus.FAILED] == [f"{ws} {i}" for i in range(1, 25, 2)]
+    assert not any(r.status is RunStatus.RUNNING for r in rows)
