@@ -67,6 +67,20 @@ def launch(p):
         "--disable-sync", "--no-first-run", "--disable-quic"])
 
 
+def open_app(browser, url: str):
+    page = browser.new_page(viewport={"width": 1400, "height": 1300})
+    page.goto(url)
+    page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
+    settle(page)
+    return page
+
+
+def run_comparison(page) -> None:
+    nav(page, "Compare")
+    page.get_by_role("button", name="Run comparison").click()
+    page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     _require_browser()
@@ -95,13 +109,8 @@ def test_compare_tick_rebuild_in_a_real_browser(server, tmp_path):
     url, runs = server
     with sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
-        page.goto(url)
-        page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
-        settle(page)
-        nav(page, "Compare")
-        page.get_by_role("button", name="Run comparison").click()
-        page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+        page = open_app(browser, url)
+        run_comparison(page)
 
         nav(page, "Layers")
         page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
@@ -136,10 +145,7 @@ def test_upload_flow_in_a_real_browser(server):
     samples = ROOT / "sample_models"
     with sync_playwright() as p:
         browser = launch(p)
-        page = browser.new_page(viewport={"width": 1400, "height": 1300})
-        page.goto(url)
-        page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
-        settle(page)
+        page = open_app(browser, url)
         page.get_by_text("Upload", exact=True).click()
         settle(page)
         inputs = page.locator("input[type=file]")
@@ -171,13 +177,8 @@ def test_server_killed_mid_run_then_restarted_keeps_the_workspace(tmp_path):
     try:
         with sync_playwright() as p:
             browser = launch(p)
-            page = browser.new_page(viewport={"width": 1400, "height": 1300})
-            page.goto(url)
-            page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)
-            settle(page)
-            nav(page, "Compare")
-            page.get_by_role("button", name="Run comparison").click()
-            page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+            page = open_app(browser, url)
+            run_comparison(page)
             settle(page)
             token = page.evaluate("() => new URLSearchParams(window.location.search).get('ws')")
             assert token and RunIndex(runs).open_workspace(token) is not None  # the address bar carries the workspace token
