@@ -71,6 +71,20 @@ def _classifier_output(view: GraphView, first_ref: dict[str, np.ndarray]) -> str
     return next((o for o in view.outputs if o in first_ref and is_classifier_shaped(first_ref[o])), None)
 
 
+def update_final_outputs(final: dict[str, TensorAccumulator], task: TaskAccumulator | None, view: GraphView,
+                         ref: dict[str, np.ndarray], plain: dict[str, np.ndarray], labels: np.ndarray | None) -> TaskAccumulator:
+    """Final-output metrics and task metrics from the unmodified candidate's outputs `plain`; returns the task
+    accumulator (created on the first batch, when the classifier-shaped output is known)."""
+    for o, a in final.items():
+        if o in ref and o in plain and ref[o].shape == plain[o].shape:
+            a.update(ref[o], plain[o])
+    if task is None:
+        task = TaskAccumulator(_classifier_output(view, ref), labels)
+    if task.output is not None:
+        task.update(ref[task.output], plain[task.output])
+    return task
+
+
 def run_layerwise(
     view: GraphView,
     candidate: onnx.ModelProto,
@@ -112,14 +126,7 @@ def run_layerwise(
                 a.update(ref[name], cand[name])
             tick("metrics", t0)
             t0 = time.perf_counter()
-            plain = cand_plain.infer(inputs)
-            for o, a in final.items():
-                if o in ref and o in plain and ref[o].shape == plain[o].shape:
-                    a.update(ref[o], plain[o])
-            if task is None:
-                task = TaskAccumulator(_classifier_output(view, ref), labels)
-            if task.output is not None:
-                task.update(ref[task.output], plain[task.output])
+            task = update_final_outputs(final, task, view, ref, cand_plain.infer(inputs), labels)
             tick("final_outputs", t0)
             batches += 1
             samples += len(next(iter(inputs.values())))

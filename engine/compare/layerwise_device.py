@@ -12,7 +12,7 @@ import onnx
 
 from engine.compare.device_stats import CupyKernels, device_math
 from engine.compare.graph import GraphView
-from engine.compare.layerwise import LayerwiseRun, _classifier_output, _frame
+from engine.compare.layerwise import LayerwiseRun, _frame, update_final_outputs
 from engine.compare.reference_cache import ReferenceCache
 from engine.compare.task_metrics import TaskAccumulator
 from engine.compare.tensor_stats import TensorAccumulator
@@ -74,14 +74,7 @@ def run_layerwise_on_device(view: GraphView, reference: onnx.ModelProto, candida
             del ref, cand
             tick("metrics", t0)
             t0 = time.perf_counter()
-            plain = plain_r.infer(inputs)
-            for o, a in final.items():
-                if o in ref_out and o in plain and ref_out[o].shape == plain[o].shape:
-                    a.update(ref_out[o], plain[o])
-            if task is None:
-                task = TaskAccumulator(_classifier_output(view, ref_out), labels)
-            if task.output is not None:
-                task.update(ref_out[task.output], plain[task.output])
+            task = update_final_outputs(final, task, view, ref_out, plain_r.infer(inputs), labels)
             tick("final_outputs", t0)
             if cache is not None:
                 cache.append(inputs, {})
