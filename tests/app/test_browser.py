@@ -44,11 +44,15 @@ def _require_browser() -> None:
 
 
 def start_server(runs: Path) -> tuple[subprocess.Popen, str]:
+    """The server logs to runs/../server-<port>.log: a pipe nobody reads would block it once full."""
     port = _free_port()
     env = {**os.environ, "QUANTSCOPE_RUNS_ROOT": str(runs)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true",
-         "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    log = runs.parent / f"server-{port}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true",
+             "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc.log = log
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while time.time() < deadline:
@@ -58,7 +62,7 @@ def start_server(runs: Path) -> tuple[subprocess.Popen, str]:
         except OSError:
             time.sleep(0.5)
     proc.kill()
-    pytest.fail("streamlit did not start within 60 s: " + proc.stdout.read().decode()[-2000:])
+    pytest.fail("streamlit did not start within 60 s: " + log.read_text(errors="replace")[-2000:])
 
 
 def launch(p):
@@ -76,9 +80,14 @@ def open_app(browser, url: str):
 
 
 def run_comparison(page) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     nav(page, "Compare")
     page.get_by_role("button", name="Run comparison").click()
-    page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+    try:
+        page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
+    except PlaywrightTimeout:
+        pytest.fail("no comparison result after 180 s; the page shows: " + page.inner_text("body")[-1500:])
 
 
 @pytest.fixture(scope="module")
