@@ -240,7 +240,7 @@ def _summary(lw: LayerwiseRun, view, config: QuantConfig, emitted, choice, batch
         fallback=tuple(sorted(config.fallback)), fallback_precision=config.fallback_precision.value,
         fp16_nodes=emitted.fp16_nodes, quantized_nodes=len(view.quantized_nodes), config=config.to_dict(),
         timings=timings, not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
-        recalibrated=recalibrated,
+        recalibrated=recalibrated, extra={"unmodified_candidate_batches": lw.unmodified_batches},
     )
 
 
@@ -269,5 +269,6 @@ def summary_from_dict(d: dict) -> Summary:
         fallback=tuple(d["fallback"]), fallback_precision=d["fallback_precision"], fp16_nodes=tuple(d.get("fp16_nodes", ())),
         quantized_nodes=d["quantized_nodes"], config=d["config"], timings=d["timings"],
         not_observable=tuple(d.get("not_observable", ())), warnings=tuple(d.get("warnings", ())), recalibrated=d.get("recalibrated", True),
+        extra={k: d[k] for k in ("unmodified_candidate_batches", "engine") if k in d},
     )
 

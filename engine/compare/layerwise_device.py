@@ -93,4 +93,4 @@ def run_layerwise_on_device(view: GraphView, reference: onnx.ModelProto, candida
     return LayerwiseRun(layers=_frame(view, stats), outputs={o: a.result() for o, a in final.items() if a.batches},
                         marked_outputs={o: stats[o] for o in view.outputs if o in stats},
                         task=(task or TaskAccumulator(None, None)).result(), batches=done, samples=samples,
-                        timings=timings, shape_mismatches=tuple(sorted(mismatched)))
+                        timings=timings, shape_mismatches=tuple(sorted(mismatched)), unmodified_batches=done)
