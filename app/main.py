@@ -39,7 +39,9 @@ workspace.attach()
 if notice := st.session_state.pop(state.NOTICE, None):
     st.warning(notice)
 
-PAGES = Path(__file__).resolve().parent / "pages"
+# Never name this folder pages/: Streamlit then runs its scripts directly (skipping this file, so the password gate
+# and the workspace) for any page address requested before st.navigation has run once in the process.
+PAGES = Path(__file__).resolve().parent / "views"
 nav = st.navigation([
     st.Page(PAGES / "load.py", title="Load", icon=":material/upload_file:", default=True),
     st.Page(PAGES / "compare.py", title="Compare", icon=":material/compare_arrows:"),

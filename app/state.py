@@ -8,7 +8,7 @@ WORKSPACE = "qs_workspace"  # the workspace id: names its folder under the runs 
 WORKSPACE_TOKEN = "qs_workspace_token"  # opens the workspace; kept in the address bar as ?ws=
 LOAD_SOURCE = "qs_load_source"  # "Bundled sample" | "Upload": the Load page's choice, kept across pages
 NOTICE = "qs_notice"  # a sentence shown once at the top of the next page (unknown link, refused ?run=)
-INPUTS = "qs_inputs"  # dict: the model/data the next comparison uses (see pages/load.py)
+INPUTS = "qs_inputs"  # dict: the model/data the next comparison uses (see views/load.py)
 RESULT = "qs_result"  # engine.ComparisonResult of the latest compare or rebuild
 BEFORE = "qs_before"  # the result a rebuild started from (before/after view)
 FALLBACK = "qs_fallback"  # set[str]: nodes ticked for FP16 fallback; survives reruns and pages

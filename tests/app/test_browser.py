@@ -43,7 +43,7 @@ def _require_browser() -> None:
         _skip_or_fail("playwright is not installed (pip install .[dev])")
 
 
-def start_server(runs: Path) -> tuple[subprocess.Popen, str]:
+def start_server(runs: Path, *extra: str) -> tuple[subprocess.Popen, str]:
     """The server logs to runs/../server-<port>.log: a pipe nobody reads would block it once full."""
     port = _free_port()
     env = {**os.environ, "QUANTSCOPE_RUNS_ROOT": str(runs)}
@@ -51,7 +51,7 @@ def start_server(runs: Path) -> tuple[subprocess.Popen, str]:
     with open(log, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app/main.py", "--server.port", str(port), "--server.headless", "true",
-             "--server.address", "127.0.0.1"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--server.address", "127.0.0.1", *extra], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     proc.log = log
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
@@ -217,6 +217,35 @@ def test_server_killed_mid_run_then_restarted_keeps_the_workspace(tmp_path):
             browser.close()
         assert [r.status for r in RunIndex(runs).runs()] == [RunStatus.DONE, RunStatus.INCOMPLETE]
         assert {f.name: f.read_bytes() for f in first.run_dir.iterdir() if f.is_file()} == snapshot  # untouched
+    finally:
+        proc.kill()
+        proc.wait(timeout=20)
+
+
+def test_a_page_address_as_the_first_request_still_goes_through_the_password_gate(tmp_path):
+    """Streamlit runs scripts of a folder named pages/ next to the main script directly until st.navigation has run
+    once in the process: a first visit to /compare then skipped main.py (the gate, the workspace). No such folder here."""
+    from playwright.sync_api import sync_playwright
+
+    _require_browser()
+    secrets = tmp_path / "secrets.toml"
+    secrets.write_text('password = "s3cret"\n')
+    proc, url = start_server(tmp_path / "runs", "--secrets.files", str(secrets))
+    try:
+        with sync_playwright() as p:
+            browser = launch(p)
+            page = browser.new_page()
+            page.goto(f"{url}/compare")  # the first request this server process gets
+            page.get_by_label("Password", exact=True).wait_for(timeout=60_000)
+            settle(page)
+            assert page.get_by_text("Compare FP32 with INT8").count() == 0
+            page.get_by_label("Password", exact=True).fill("s3cret")
+            page.get_by_label("Password", exact=True).press("Enter")
+            page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)  # in, through main.py's router
+            settle(page)
+            nav(page, "Compare")
+            page.get_by_text("Compare FP32 with INT8").wait_for(timeout=60_000)
+            browser.close()
     finally:
         proc.kill()
         proc.wait(timeout=20)

@@ -26,7 +26,7 @@ def test_eight_sessions_at_once_are_correct_and_isolated(runs_root):
     for _ in range(SESSIONS):
         at = AppTest.from_file(APP, default_timeout=120)
         at.run()
-        at.switch_page("pages/compare.py").run()
+        at.switch_page("views/compare.py").run()
         at.selectbox(key="cmp_provider").set_value("cpu").run()
         next(b for b in at.button if b.label == "Run comparison").click().run()  # queues and returns at once
         apps.append(at)

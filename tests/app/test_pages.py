@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 from app import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-PAGES = ["pages/load.py", "pages/compare.py", "pages/layers.py", "pages/rebuild.py", "pages/sensitivity.py", "pages/latency.py",
-         "pages/history.py"]
+PAGES = ["views/load.py", "views/compare.py", "views/layers.py", "views/rebuild.py", "views/sensitivity.py", "views/latency.py",
+         "views/history.py"]
 CATALOG = json.loads((Path(APP).parents[1] / "sample_models" / "catalog.json").read_text())
 
 
@@ -31,6 +31,12 @@ def test_page_smoke(page):
     assert not at.error
 
 
+def test_no_pages_folder_next_to_the_main_script():
+    """A pages/ folder makes Streamlit run page scripts without main.py (no password gate) until st.navigation has run
+    once; tests/app/test_browser.py shows the bypass against a real server."""
+    assert not (Path(APP).parent / "pages").exists()
+
+
 def test_load_page_defaults_to_the_sample():
     at = fresh()
     assert at.session_state[state.INPUTS]["name"] == "resnet_digits_outlier"
@@ -43,8 +49,8 @@ def test_uploaded_inputs_survive_a_trip_to_another_page():
     custom = {**at.session_state[state.INPUTS], "name": "custom.onnx", "sample": False}
     at.session_state[state.INPUTS] = custom
     at.run()
-    at.switch_page("pages/compare.py").run()
-    at.switch_page("pages/load.py").run()  # Streamlit drops the radio's own state on the way: the choice must stay
+    at.switch_page("views/compare.py").run()
+    at.switch_page("views/load.py").run()  # Streamlit drops the radio's own state on the way: the choice must stay
     assert at.radio(key="load_source").value == "Upload"
     assert at.session_state[state.INPUTS] == custom
 
@@ -73,7 +79,7 @@ def click(at: AppTest, label: str) -> AppTest:
 def test_triage_flow_finds_and_fixes_the_planted_node():
     planted = set(CATALOG["models"]["resnet_digits_outlier"]["outlier"]["consumer_nodes"])
     at = fresh()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     click(at, "Run comparison")
     assert not at.error
     result = at.session_state[state.RESULT]
@@ -81,11 +87,11 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     assert top in planted
     assert at.success[0].value.startswith(f"Error is introduced at node {top}")
 
-    at.switch_page("pages/layers.py").run()
+    at.switch_page("views/layers.py").run()
     click(at, "Tick the top-k culprits")  # k = 1 by default
     assert at.session_state[state.FALLBACK] == {top}
 
-    at.switch_page("pages/rebuild.py").run()
+    at.switch_page("views/rebuild.py").run()
     assert top in at.markdown[0].value
     click(at, "Rebuild with fallback")
     after = at.session_state[state.RESULT]
@@ -98,7 +104,7 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     labels = {d.label for d in at.get("download_button")}
     assert {"Rebuilt Q/DQ model (.onnx)", "layers.csv", "summary.json", "HTML report"} <= labels
 
-    at.switch_page("pages/history.py").run()
+    at.switch_page("views/history.py").run()
     assert not at.exception
     rows = at.dataframe[0].value
     assert list(rows["kind"]) == ["compare", "rebuild"] and list(rows["status"]) == ["done", "done"]
@@ -107,7 +113,7 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
 
 def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp_path):
     at = fresh()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     click(at, "Run comparison")
     good = at.session_state[state.RESULT]
     bad = tmp_path / "bad.npz"
@@ -125,9 +131,9 @@ def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp
 def test_sensitivity_page_suggests_and_applies_the_planted_node():
     planted = set(CATALOG["models"]["resnet_digits_outlier"]["outlier"]["consumer_nodes"])
     at = fresh()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     click(at, "Run comparison")
-    at.switch_page("pages/sensitivity.py").run()
+    at.switch_page("views/sensitivity.py").run()
     click(at, "Run sensitivity")
     assert at.session_state[state.JOB].kind == "sensitivity"  # it went through the shared worker queue
     assert at.session_state[state.SENSITIVITY][1].iloc[0]["node"] in planted
@@ -141,9 +147,9 @@ def test_sensitivity_page_suggests_and_applies_the_planted_node():
 
 def test_latency_page_times_every_build():
     at = fresh()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     click(at, "Run comparison")
-    at.switch_page("pages/latency.py").run()
+    at.switch_page("views/latency.py").run()
     at.number_input(key="lat_runs").set_value(3).run()
     click(at, "Measure latency")
     assert at.session_state[state.JOB].kind == "latency"
@@ -179,7 +185,7 @@ def test_page_renders_while_a_comparison_runs():
     import time
 
     at = fresh()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     t0 = time.perf_counter()
     next(b for b in at.button if b.label == "Run comparison").click().run()
     assert time.perf_counter() - t0 < 5

@@ -32,7 +32,7 @@ def session(**query: str) -> AppTest:
 
 def compared() -> AppTest:
     at = session()
-    at.switch_page("pages/compare.py").run()
+    at.switch_page("views/compare.py").run()
     at.selectbox(key="cmp_provider").set_value("cpu").run()
     return click(at, "Run comparison")
 
@@ -44,9 +44,9 @@ def restart_server() -> None:
 
 def test_the_link_reopens_the_workspace_after_a_restart_with_its_last_result(runs_root):
     a = compared()
-    a.switch_page("pages/layers.py").run()
+    a.switch_page("views/layers.py").run()
     click(a, "Tick the top-k culprits")
-    a.switch_page("pages/rebuild.py").run()
+    a.switch_page("views/rebuild.py").run()
     click(a, "Rebuild with fallback")
     token, ws, last = a.session_state[state.WORKSPACE_TOKEN], a.session_state[state.WORKSPACE], a.session_state[state.RESULT]
     assert a.query_params["ws"] == token and token != ws  # the address bar carries the token, not the folder name
@@ -59,7 +59,7 @@ def test_the_link_reopens_the_workspace_after_a_restart_with_its_last_result(run
     np.testing.assert_array_equal(resumed.layers["snr_db"], last.layers["snr_db"])
     assert back.session_state[state.FALLBACK] == set(last.summary.fallback)
 
-    back.switch_page("pages/history.py").run()
+    back.switch_page("views/history.py").run()
     rows = back.dataframe[0].value
     assert list(rows["run"]) == [1, 2] and list(rows["kind"]) == ["compare", "rebuild"]
     # reopening the first run gives its own results, now archived in history/1, while rebuilds still start from the folder
@@ -69,7 +69,7 @@ def test_the_link_reopens_the_workspace_after_a_restart_with_its_last_result(run
     assert first.summary.fallback == () and first.run_dir == last.run_dir and first.files == last.run_dir / "history" / "1"
     assert (first.files / "candidate.onnx").read_bytes() != (last.files / "candidate.onnx").read_bytes()  # its own model
     assert back.session_state[state.FALLBACK] == set()
-    back.switch_page("pages/rebuild.py").run()
+    back.switch_page("views/rebuild.py").run()
     assert not back.exception and not back.error
 
 
@@ -84,7 +84,7 @@ def test_a_run_killed_mid_way_shows_as_incomplete_and_earlier_runs_stay(runs_roo
 
     restart_server()
     back = session(ws=a.session_state[state.WORKSPACE_TOKEN])
-    back.switch_page("pages/history.py").run()
+    back.switch_page("views/history.py").run()
     rows = back.dataframe[0].value
     assert list(rows["status"]) == ["done", "incomplete"]
     assert rows["message"].iloc[1].startswith("Its process stopped before the run finished")
@@ -102,7 +102,7 @@ def test_crafted_links_never_open_another_workspace_or_its_runs(runs_root):
         assert b.session_state[state.WORKSPACE] != ws_a
         assert [w.value for w in b.warning] == [UNKNOWN_LINK]
         assert state.RESULT not in b.session_state
-        b.switch_page("pages/history.py").run()
+        b.switch_page("views/history.py").run()
         assert [i.value for i in b.info] == ["No runs yet."]
 
     b = session()
@@ -130,7 +130,7 @@ def test_a_reopened_workspace_starts_on_the_uploads_its_last_comparison_used(run
     a.session_state[state.LOAD_SOURCE] = "Upload"
     a.session_state[state.INPUTS] = {"name": "my model.onnx", "model": str(model), "calib": str(calib), "data": None,
                                      "labels": None, "images": None, "sample": False}
-    a.switch_page("pages/compare.py").run()
+    a.switch_page("views/compare.py").run()
     click(a, "Run comparison")
     assert a.session_state[state.RESULT].summary.model == "my model.onnx"
 
@@ -138,7 +138,7 @@ def test_a_reopened_workspace_starts_on_the_uploads_its_last_comparison_used(run
     back = session(ws=a.session_state[state.WORKSPACE_TOKEN])
     assert back.session_state[state.INPUTS] == a.session_state[state.INPUTS]
     assert back.radio(key="load_source").value == "Upload" and back.subheader[0].value == "Model: my model.onnx"
-    back.switch_page("pages/compare.py").run()
+    back.switch_page("views/compare.py").run()
     assert back.caption[0].value == "Model: **my model.onnx**"  # the next comparison runs on the uploads, not the sample
 
 

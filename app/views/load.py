@@ -97,7 +97,7 @@ if inputs:
         st.dataframe(pd.DataFrame(info.to_dict()["inputs"]), hide_index=True)
         hist = pd.DataFrame({"op type": list(info.op_histogram), "count": list(info.op_histogram.values())})
         st.bar_chart(hist, x="op type", y="count", horizontal=True, height=220)
-        st.page_link("pages/compare.py", label="Next: run the comparison", icon=":material/arrow_forward:")
+        st.page_link("views/compare.py", label="Next: run the comparison", icon=":material/arrow_forward:")
 
 with st.expander("Environment (the same as `quantscope doctor`)"):
     st.code("\n".join(engine.doctor_lines()), language="text")

@@ -12,7 +12,7 @@ st.title("Per-layer error")
 result = st.session_state.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
-    st.page_link("pages/compare.py", label="Go to Compare", icon=":material/arrow_forward:")
+    st.page_link("views/compare.py", label="Go to Compare", icon=":material/arrow_forward:")
     st.stop()
 
 ticks = state.fallback()
@@ -58,4 +58,4 @@ for node, on in zip(edited["node"], edited["FP16 fallback"]):
     else:
         ticks.discard(node)
 st.caption(f"{len(ticks)} node(s) ticked for FP16 fallback: {', '.join(sorted(ticks)) or 'none'}")
-st.page_link("pages/rebuild.py", label="Next: rebuild with these nodes in FP16", icon=":material/arrow_forward:")
+st.page_link("views/rebuild.py", label="Next: rebuild with these nodes in FP16", icon=":material/arrow_forward:")

@@ -49,4 +49,4 @@ if result is not None:
     st.caption(f"{s.samples} samples in {s.batches} batches on {s.backend}; {s.quantized_nodes} nodes in INT8.")
     for w in s.warnings:
         st.warning(w)
-    st.page_link("pages/layers.py", label="Next: inspect the layers", icon=":material/arrow_forward:")
+    st.page_link("views/layers.py", label="Next: inspect the layers", icon=":material/arrow_forward:")
