@@ -18,7 +18,8 @@ import engine
 from app import state
 from engine.run_index import RunIndex, RunRecord, RunStatus, default_runs_root
 
-__all__ = ["runs_root", "run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs"]
+__all__ = ["runs_root", "run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
+           "delete_run_folder"]
 
 UPLOAD_SUFFIXES = {".onnx", ".npz", ".npy", ".json", ".zip"}
 UNKNOWN_LINK = ("This workspace link is not known on this server (mistyped, or from another QuantScope), so a new, empty "
@@ -131,6 +132,18 @@ def open_run(record: RunRecord) -> engine.ComparisonResult:
     ss = st.session_state
     ss[state.RESULT], ss[state.BEFORE], ss[state.FALLBACK] = result, None, set(result.summary.fallback)
     return result
+
+
+def delete_run_folder(record: RunRecord) -> tuple[int, ...]:
+    """Deletes one of this workspace's run folders; if it held the current result, that result is dropped too."""
+    ss = st.session_state
+    deleted = run_index().delete_folder(ss[state.WORKSPACE], record.id)
+    current = ss.get(state.RESULT)
+    if current is not None and current.run_dir == record.run_dir:
+        for key in (state.RESULT, state.BEFORE, state.SENSITIVITY, state.AUTOFALLBACK):
+            ss.pop(key, None)
+        ss[state.FALLBACK] = set()
+    return deleted
 
 
 def workspace_runs() -> list[RunRecord]:

@@ -16,6 +16,7 @@ import hashlib
 import math
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import time
@@ -273,6 +274,31 @@ class RunIndex:
             else:
                 rows = db.execute("SELECT * FROM runs WHERE workspace = ? ORDER BY id", (workspace,)).fetchall()
         return [_record(r) for r in rows]
+
+    def delete_folder(self, workspace: str, run_id: int | str) -> tuple[int, ...]:
+        """Deletes a dashboard run's folder and every run recorded in it (its compare and rebuilds); returns their ids.
+        Only a workspace's own runs, never while one of them runs, never a folder outside the workspace."""
+        record = self.get(workspace, run_id)
+        folder = record.run_dir
+        if not folder.resolve().is_relative_to(self.workspace_dir(workspace).resolve()):
+            raise RunFolderError(f"Run {record.id}'s folder is outside this workspace, so QuantScope does not delete it.")
+        self.recover()
+        trash = folder.with_name(f".deleting-{folder.name}")
+        with self._connect() as db:
+            rows = db.execute("SELECT id, status FROM runs WHERE workspace = ? AND run_dir = ?", (workspace, str(folder))).fetchall()
+            if any(r["status"] == RunStatus.RUNNING.value for r in rows):
+                raise RunFolderError(f"A run in {folder.name} is still running; wait for it to finish, then delete it.")
+            moved = folder.exists()
+            if moved:
+                os.replace(folder, trash)  # one rename: the folder is either all there or gone
+            try:
+                db.execute("DELETE FROM runs WHERE workspace = ? AND run_dir = ?", (workspace, str(folder)))
+            except BaseException:
+                if moved:
+                    os.replace(trash, folder)
+                raise
+        shutil.rmtree(trash, ignore_errors=True)
+        return tuple(r["id"] for r in rows)
 
     def get(self, workspace: str, run_id: int | str) -> RunRecord:
         """A run of this workspace; any other id (another workspace's, unknown, not a number) is refused the same way."""

@@ -6,8 +6,10 @@ import pandas as pd
 import streamlit as st
 
 import engine
+from app import state
+from app.actions import busy
 from app.plots import before_after_figure
-from app.workspace import open_run, workspace_runs
+from app.workspace import delete_run_folder, open_run, workspace_runs
 from engine.run_index import RunStatus
 
 st.title("Runs in this workspace")
@@ -26,6 +28,23 @@ incomplete = [r for r in records if r.status is RunStatus.INCOMPLETE]
 if incomplete:
     st.warning(f"{len(incomplete)} run(s) did not finish (the server stopped mid-way); earlier runs are intact. "
                "Run them again from Compare or Rebuild.")
+
+with st.expander("Delete a run folder (frees its disk space: models, batch cache, every rebuild in it)"):
+    folders: dict[str, list] = {}
+    for r in records:
+        folders.setdefault(r.run_dir.name, []).append(r)
+    name = st.selectbox("Run folder", list(folders), key="hist_delete_folder",
+                        format_func=lambda f: f"{f}: runs {', '.join(str(r.id) for r in folders[f])} ({folders[f][0].model})")
+    sure = st.checkbox(f"Yes, delete {name} and runs {', '.join(str(r.id) for r in folders[name])} for good", key="hist_delete_sure")
+    if st.button("Delete", disabled=not sure or busy(), key="hist_delete_btn"):
+        try:
+            deleted = delete_run_folder(folders[name][0])
+        except engine.QuantScopeError as err:
+            st.error(str(err))
+        else:
+            st.session_state.pop("hist_delete_sure", None)
+            st.session_state[state.NOTICE] = f"Deleted {name} (runs {', '.join(map(str, deleted))})."
+            st.rerun()
 
 finished = {r.id: r for r in records if r.status is RunStatus.DONE}
 if not finished:

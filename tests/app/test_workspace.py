@@ -151,3 +151,28 @@ def test_an_unreadable_run_index_is_one_sentence_in_the_app(runs_root):
         f"The run index {runs_root / 'index.sqlite3'} is unreadable (file is not a database); move it aside and QuantScope "
         "will start a new one (run folders are not touched)."]
     assert len(at.title) == 0  # nothing runs without a workspace
+
+
+def test_deleting_a_run_folder_from_history(runs_root):
+    a = compared()
+    first = a.session_state[state.RESULT]
+    a.switch_page("views/compare.py").run()
+    click(a, "Run comparison")
+    second = a.session_state[state.RESULT]
+    assert first.run_dir != second.run_dir
+
+    a.switch_page("views/history.py").run()
+    a.selectbox(key="hist_delete_folder").set_value(first.run_dir.name).run()
+    assert next(b for b in a.button if b.label == "Delete").disabled  # not before the confirmation is ticked
+    a.checkbox(key="hist_delete_sure").check().run()
+    next(b for b in a.button if b.label == "Delete").click().run()
+    assert not first.run_dir.exists() and second.run_dir.is_dir()
+    assert [r.run_dir for r in RunIndex(runs_root).runs(a.session_state[state.WORKSPACE])] == [second.run_dir]
+    assert a.warning[0].value == f"Deleted {first.run_dir.name} (runs 1)."
+    assert a.session_state[state.RESULT] is second  # the current result lives elsewhere: kept
+
+    a.selectbox(key="hist_delete_folder").set_value(second.run_dir.name).run()
+    a.checkbox(key="hist_delete_sure").check().run()
+    next(b for b in a.button if b.label == "Delete").click().run()
+    assert not second.run_dir.exists() and state.RESULT not in a.session_state  # its folder is gone, so is it
+    assert [i.value for i in a.info] == ["No runs yet."]

@@ -173,3 +173,28 @@ def test_eight_processes_writing_at_once_lose_nothing(tmp_path):
         assert [r.model for r in mine] == [f"m{i}" for i in range(25)]
         assert [r.message for r in mine if r.status is RunStatus.FAILED] == [f"{ws} {i}" for i in range(1, 25, 2)]
     assert not any(r.status is RunStatus.RUNNING for r in rows)
+
+
+def test_deleting_a_run_folder_takes_only_that_folder_and_only_for_its_workspace(tmp_path):
+    index = RunIndex(tmp_path)
+    ws_a, _ = index.new_workspace()
+    ws_b, _ = index.new_workspace()
+    first, folder1 = index.start(ws_a, "compare", "m.onnx")
+    rebuild_of_first, _ = index.start(ws_a, "rebuild", "m.onnx", folder1)
+    second, folder2 = index.start(ws_a, "compare", "m.onnx")
+    for folder in (folder1, folder2):
+        (folder / "cache").mkdir(parents=True)
+        (folder / "cache" / "batch_0.npy").write_bytes(b"x" * 1000)
+    with pytest.raises(engine.RunFolderError, match=f"^There is no run {first} in this workspace"):
+        index.delete_folder(ws_b, first)  # another workspace's run: as if it did not exist
+    with pytest.raises(engine.RunFolderError, match="is still running; wait for it to finish"):
+        index.delete_folder(ws_a, first)
+    assert folder1.is_dir()
+    index.fail(first, "x")
+    index.fail(rebuild_of_first, "y")
+    assert index.delete_folder(ws_a, first) == (first, rebuild_of_first)
+    assert not folder1.exists() and not list(tmp_path.glob(f"{ws_a}/.deleting-*"))
+    assert [r.id for r in index.runs(ws_a)] == [second] and (folder2 / "cache" / "batch_0.npy").is_file()
+    cli_run, _ = index.start(CLI_WORKSPACE, "compare", "m.onnx", tmp_path / "elsewhere")
+    with pytest.raises(engine.RunFolderError, match="'cli' is not a dashboard workspace"):
+        index.delete_folder(CLI_WORKSPACE, cli_run)  # the CLI's folders are the user's: never deleted by QuantScope
