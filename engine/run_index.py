@@ -175,17 +175,22 @@ class RunIndex:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        """One short-lived connection per operation: safe from any thread or process; WAL lets readers and a writer overlap."""
-        with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
-            db.execute("PRAGMA busy_timeout=30000")
-            db.row_factory = sqlite3.Row
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                yield db
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-            db.execute("COMMIT")
+        """One short-lived connection per operation: safe from any thread or process; WAL lets readers and a writer overlap.
+        A database error (the file deleted or damaged under a running server) becomes one sentence."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30, isolation_level=None)) as db:
+                db.execute("PRAGMA busy_timeout=30000")
+                db.row_factory = sqlite3.Row
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except sqlite3.Error as err:
+            raise RunFolderError(f"The run index {self.path} cannot be used ({err}); restart QuantScope, or move the file "
+                                 "aside to start a new index (run folders are not touched).") from None
 
     # ------------------------------------------------------------------ workspaces
     def new_workspace(self) -> tuple[str, str]:

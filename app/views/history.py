@@ -15,7 +15,11 @@ from engine.run_index import RunStatus
 st.title("Runs in this workspace")
 st.caption("The address in your browser's bar (it carries `?ws=…`) reopens this workspace, with these runs, after the "
            "server restarts. Anyone with that address can see these runs: share it only with people who should.")
-records = workspace_runs()
+try:
+    records = workspace_runs()
+except engine.QuantScopeError as err:
+    st.error(str(err))
+    st.stop()
 if not records:
     st.info("No runs yet.")
     st.stop()

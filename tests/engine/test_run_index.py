@@ -198,3 +198,12 @@ def test_deleting_a_run_folder_takes_only_that_folder_and_only_for_its_workspace
     cli_run, _ = index.start(CLI_WORKSPACE, "compare", "m.onnx", tmp_path / "elsewhere")
     with pytest.raises(engine.RunFolderError, match="'cli' is not a dashboard workspace"):
         index.delete_folder(CLI_WORKSPACE, cli_run)  # the CLI's folders are the user's: never deleted by QuantScope
+
+
+def test_an_index_deleted_under_a_running_server_is_one_sentence(tmp_path):
+    index = RunIndex(tmp_path)
+    ws, _ = index.new_workspace()
+    for f in tmp_path.glob("index.sqlite3*"):
+        f.unlink()
+    with pytest.raises(engine.RunFolderError, match=r"^The run index .* cannot be used \(no such table: runs\); restart QuantScope"):
+        index.runs(ws)
