@@ -10,6 +10,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import secrets
+import shutil
 from pathlib import Path
 
 import streamlit as st
@@ -19,7 +21,7 @@ from app import state
 from engine.run_index import RunIndex, RunRecord, RunStatus, default_runs_root
 
 __all__ = ["runs_root", "run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
-           "delete_run_folder"]
+           "delete_run_folder", "new_upload_set", "discard_upload_sets"]
 
 UPLOAD_SUFFIXES = {".onnx", ".npz", ".npy", ".json", ".zip"}
 UNKNOWN_LINK = ("This workspace link is not known on this server (mistyped, or from another QuantScope), so a new, empty "
@@ -77,7 +79,7 @@ INPUTS_FILE = "inputs.json"
 def remember_inputs(workspace: str, inputs: dict) -> None:
     """Keeps what the last comparison ran on (a sample's name, or the upload roles) so a reopened workspace starts there."""
     images = inputs.get("images")
-    record = {"name": inputs["name"], "sample": bool(inputs.get("sample")),
+    record = {"name": inputs["name"], "sample": bool(inputs.get("sample")), "set": Path(inputs["model"]).parent.name,
               "files": {k: Path(inputs[k]).name for k in ("model", "calib", "data", "labels") if inputs.get(k)},
               "images": dataclasses.asdict(images) if images is not None else None}
     target = session_dir(workspace) / INPUTS_FILE
@@ -96,7 +98,9 @@ def _restore_inputs(ws: str) -> None:
             if record["name"] in sample_catalog()["models"]:
                 st.session_state[state.INPUTS] = sample_inputs(record["name"])
             return
-        uploads = session_dir(ws) / "uploads"
+        if not str(record["set"]).isalnum():
+            return
+        uploads = session_dir(ws) / "uploads" / record["set"]
         files = {role: uploads / Path(name).name for role, name in record["files"].items()}
         if not all(p.is_file() for p in files.values()) or "model" not in files or "calib" not in files:
             return
@@ -158,13 +162,31 @@ def session_dir(workspace: str) -> Path:
     return d
 
 
-def save_upload(workspace: str, role: str, original_name: str, data: bytes) -> Path:
-    """Writes an upload as uploads/<role><suffix>; only the suffix of the user's name is kept, and only if known."""
+def new_upload_set(workspace: str) -> Path:
+    """A fresh folder uploads/<random>/ for one "Use these files": a bad upload never overwrites the files in use."""
+    folder = session_dir(workspace) / "uploads" / secrets.token_hex(4)
+    folder.mkdir(parents=True)
+    return folder
+
+
+def discard_upload_sets(workspace: str, keep: Path | None) -> None:
+    """Removes this workspace's upload sets except `keep` (runs keep their own copy of the model they compared)."""
+    uploads = session_dir(workspace) / "uploads"
+    for entry in uploads.iterdir() if uploads.is_dir() else ():
+        if keep is not None and entry.resolve() == keep.resolve():
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+
+
+def save_upload(folder: Path, role: str, original_name: str, data: bytes) -> Path:
+    """Writes an upload as <folder>/<role><suffix>; only the suffix of the user's name is kept, and only if known."""
     suffix = Path(original_name).suffix.lower()
     if suffix not in UPLOAD_SUFFIXES:
         suffix = ".bin"
-    target = session_dir(workspace) / "uploads" / f"{role}{suffix}"
-    target.parent.mkdir(exist_ok=True)
+    target = folder / f"{role}{suffix}"
     tmp = target.with_name(target.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, target)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import streamlit as st
 
 import engine
 from app import state
-from app.actions import sample_catalog, sample_inputs
-from app.workspace import save_upload
+from app.actions import busy, sample_catalog, sample_inputs
+from app.workspace import discard_upload_sets, new_upload_set, save_upload
 
 st.title("Load a model and calibration data")
 MAX_MB = st.get_option("server.maxUploadSize")
@@ -52,25 +54,30 @@ else:
         except ValueError:
             st.error("Mean and std must be comma-separated numbers, e.g. 0.485,0.456,0.406.")
             st.stop()
+        upload_set = new_upload_set(sid)
         try:
-            model_bytes = model_file.getvalue()
-            proto = engine.load_model_bytes(model_bytes, name=f"'{model_file.name}'")
-            info = engine.model_info(proto)
-            model_path = save_upload(sid, "model", model_file.name, model_bytes)
-            calib_path = save_upload(sid, "calib", calib_file.name, calib_file.getvalue())
-            calib = engine.load_data(calib_path, info, images=images, what=f"'{calib_file.name}'")
-            eval_path = None
-            n = calib.num_samples
-            if eval_file is not None:
-                eval_path = save_upload(sid, "eval", eval_file.name, eval_file.getvalue())
-                n = engine.load_data(eval_path, info, images=images, what=f"'{eval_file.name}'").num_samples
-            labels_path = None
-            if labels_file is not None:
-                labels_path = save_upload(sid, "labels", labels_file.name, labels_file.getvalue())
-                engine.load_labels(labels_path, n)
+            with st.spinner("Checking the model and data (nothing uploaded is executed)..."):
+                model_bytes = model_file.getvalue()
+                proto = engine.load_model_bytes(model_bytes, name=f"'{model_file.name}'")
+                info = engine.model_info(proto)
+                model_path = save_upload(upload_set, "model", model_file.name, model_bytes)
+                calib_path = save_upload(upload_set, "calib", calib_file.name, calib_file.getvalue())
+                calib = engine.load_data(calib_path, info, images=images, what=f"'{calib_file.name}'")
+                eval_path = None
+                n = calib.num_samples
+                if eval_file is not None:
+                    eval_path = save_upload(upload_set, "eval", eval_file.name, eval_file.getvalue())
+                    n = engine.load_data(eval_path, info, images=images, what=f"'{eval_file.name}'").num_samples
+                labels_path = None
+                if labels_file is not None:
+                    labels_path = save_upload(upload_set, "labels", labels_file.name, labels_file.getvalue())
+                    engine.load_labels(labels_path, n)
         except engine.QuantScopeError as err:
-            st.error(str(err))  # the previous selection stays in place
+            shutil.rmtree(upload_set, ignore_errors=True)
+            st.error(str(err))  # the previous selection, and its files, stay in place
         else:
+            if not busy():  # a queued or running comparison may still read the previous files
+                discard_upload_sets(sid, keep=upload_set)
             st.session_state[state.INPUTS] = {
                 "name": model_file.name, "model": str(model_path), "calib": str(calib_path),
                 "data": str(eval_path) if eval_path else None, "labels": str(labels_path) if labels_path else None,

@@ -169,7 +169,7 @@ def test_upload_flow_in_a_real_browser(server):
         page.get_by_role("button", name="Run comparison").click()
         page.get_by_text("Error is introduced at node", exact=False).first.wait_for(timeout=180_000)
         browser.close()
-    uploads = [p for p in runs.rglob("uploads/*") if p.is_file()]
+    uploads = [p for p in runs.rglob("uploads/*/*") if p.is_file()]
     assert sorted(p.name for p in uploads) == ["calib.npz", "model.onnx"]  # generated names, never the user's
 
 

@@ -120,13 +120,14 @@ def test_crafted_links_never_open_another_workspace_or_its_runs(runs_root):
 
 
 def test_a_reopened_workspace_starts_on_the_uploads_its_last_comparison_used(runs_root):
-    from app.workspace import save_upload
+    from app.workspace import new_upload_set, save_upload
 
     a = session()
     ws = a.session_state[state.WORKSPACE]
     samples = ROOT / "sample_models"
-    model = save_upload(ws, "model", "my model.onnx", (samples / "resnet_digits.onnx").read_bytes())
-    calib = save_upload(ws, "calib", "calib.npz", (samples / "digits_calib.npz").read_bytes())
+    upload_set = new_upload_set(ws)
+    model = save_upload(upload_set, "model", "my model.onnx", (samples / "resnet_digits.onnx").read_bytes())
+    calib = save_upload(upload_set, "calib", "calib.npz", (samples / "digits_calib.npz").read_bytes())
     a.session_state[state.LOAD_SOURCE] = "Upload"
     a.session_state[state.INPUTS] = {"name": "my model.onnx", "model": str(model), "calib": str(calib), "data": None,
                                      "labels": None, "images": None, "sample": False}
@@ -176,3 +177,30 @@ def test_deleting_a_run_folder_from_history(runs_root):
     next(b for b in a.button if b.label == "Delete").click().run()
     assert not second.run_dir.exists() and state.RESULT not in a.session_state  # its folder is gone, so is it
     assert [i.value for i in a.info] == ["No runs yet."]
+
+
+def test_a_bad_upload_keeps_the_files_already_in_use(runs_root):
+    samples = ROOT / "sample_models"
+    good_model = (samples / "resnet_digits.onnx").read_bytes()
+    a = session()
+    a.radio(key="load_source").set_value("Upload").run()
+
+    def use(model: tuple[str, bytes], calib: tuple[str, bytes]) -> None:
+        a.file_uploader(key="up_model").set_value((*model, "application/octet-stream"))
+        a.file_uploader(key="up_calib").set_value((*calib, "application/octet-stream"))
+        a.run()
+        next(b for b in a.button if b.label == "Use these files").click().run()
+
+    use(("mine.onnx", good_model), ("calib.npz", (samples / "digits_calib.npz").read_bytes()))
+    assert a.success[0].value == "Loaded mine.onnx with 128 calibration samples."
+    good = a.session_state[state.INPUTS]
+    use(("broken.onnx", good_model[: len(good_model) // 2]), ("calib.npz", (samples / "digits_calib.npz").read_bytes()))
+    assert a.error[0].value == ("'broken.onnx' is not a valid ONNX model (the file could not be parsed: DecodeError); "
+                                  "check that it is a complete .onnx file, exported again if needed.")
+    assert a.session_state[state.INPUTS] == good  # still the earlier files, and they are unchanged on disk
+    assert Path(good["model"]).read_bytes() == good_model
+    uploads = runs_root / a.session_state[state.WORKSPACE] / "uploads"
+    assert [p.name for p in uploads.iterdir()] == [Path(good["model"]).parent.name]  # the failed set is gone
+    a.switch_page("views/compare.py").run()
+    click(a, "Run comparison")
+    assert a.session_state[state.RESULT].summary.model == "mine.onnx"
