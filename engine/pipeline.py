@@ -105,35 +105,36 @@ def compare(
             raise DataError(f"There are {len(label_arr)} labels but the evaluation data has {eval_src.num_samples} samples; give one label per sample.")
     run = RunFolder(out_dir)
     run.create()
-    run.archive_results()  # a new comparison in an old folder keeps the old results in history/
-    timings["load"] = time.perf_counter() - t0
+    with run.lock():  # one writer per run folder
+        run.archive_results()  # a new comparison in an old folder keeps the old results in history/
+        timings["load"] = time.perf_counter() - t0
 
-    progress(ProgressEvent(Stage.PREPROCESS, 0, 1, "pre-processing the model"))
-    t0 = time.perf_counter()
-    reference = preprocess(proto)
-    run.write_model(run.reference, reference)
-    timings["preprocess"] = time.perf_counter() - t0
-    progress(ProgressEvent(Stage.PREPROCESS, 1, 1, "pre-processed"))
+        progress(ProgressEvent(Stage.PREPROCESS, 0, 1, "pre-processing the model"))
+        t0 = time.perf_counter()
+        reference = preprocess(proto)
+        run.write_model(run.reference, reference)
+        timings["preprocess"] = time.perf_counter() - t0
+        progress(ProgressEvent(Stage.PREPROCESS, 1, 1, "pre-processed"))
 
-    t0 = time.perf_counter()
-    cache_tmp = run.calibration_cache.with_name("calibration_cache.json.tmp")
-    cache_tmp.unlink(missing_ok=True)
-    calibrate(run.reference, calib_src, config, cache_tmp, batch, progress)
-    os.replace(cache_tmp, run.calibration_cache)
-    timings["calibrate"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        cache_tmp = run.calibration_cache.with_name("calibration_cache.json.tmp")
+        cache_tmp.unlink(missing_ok=True)
+        calibrate(run.reference, calib_src, config, cache_tmp, batch, progress)
+        os.replace(cache_tmp, run.calibration_cache)
+        timings["calibrate"] = time.perf_counter() - t0
 
-    if label_arr is not None:
-        np.save(run.labels, label_arr, allow_pickle=False)
-    else:
-        run.labels.unlink(missing_ok=True)
-    run.write_json(run.config, {
-        "version": 1, "model": name, "batch_size": batch, "provider": provider, "quant": config.to_dict(),
-        "samples": eval_src.num_samples, "calibration_samples": calib_src.num_samples,
-        "cache_bytes": cache_bytes, "has_labels": label_arr is not None,
-    })
-    warnings = (batch_note,) if batch_note else ()
-    return _emit_and_compare(run, reference, config, choice, batch, label_arr, progress, timings, name,
-                             fresh_source=eval_src, recalibrated=True, warnings=warnings, cache_bytes=cache_bytes)
+        if label_arr is not None:
+            np.save(run.labels, label_arr, allow_pickle=False)
+        else:
+            run.labels.unlink(missing_ok=True)
+        run.write_json(run.config, {
+            "version": 1, "model": name, "batch_size": batch, "provider": provider, "quant": config.to_dict(),
+            "samples": eval_src.num_samples, "calibration_samples": calib_src.num_samples,
+            "cache_bytes": cache_bytes, "has_labels": label_arr is not None,
+        })
+        warnings = (batch_note,) if batch_note else ()
+        return _emit_and_compare(run, reference, config, choice, batch, label_arr, progress, timings, name,
+                                 fresh_source=eval_src, recalibrated=True, warnings=warnings, cache_bytes=cache_bytes)
 
 
 def rebuild(
@@ -149,21 +150,22 @@ def rebuild(
     candidate against the cached reference. Earlier results move to history/N."""
     run = RunFolder(run_dir)
     run.require()
-    cfg = run.read_json(run.config)
-    config = QuantConfig.from_dict(cfg["quant"])
-    precision = FallbackPrecision.parse(fallback_precision) if isinstance(fallback_precision, str) else fallback_precision
-    config = config.with_fallback(fallback, precision)
-    if ranges is not None:
-        config = replace(config, ranges=tuple(ranges))
-    reference = onnx.load(run.reference)
-    choice = resolve_backend(provider or cfg["provider"])
-    label_arr = np.load(run.labels, allow_pickle=False) if run.labels.is_file() else None
-    cache = ReferenceCache(run.cache_dir)
-    if not cache.complete:
-        raise RunFolderError(f"The batch cache in {run.path} is incomplete (the comparison was interrupted); run `quantscope compare` again.")
-    run.archive_results()
-    return _emit_and_compare(run, reference, config, choice, cfg["batch_size"], label_arr, progress, {}, cfg["model"],
-                             fresh_source=None, recalibrated=False, warnings=(), cache_bytes=cfg.get("cache_bytes", DEFAULT_CACHE_BYTES))
+    with run.lock():  # one writer per run folder
+        cfg = run.read_json(run.config)
+        config = QuantConfig.from_dict(cfg["quant"])
+        precision = FallbackPrecision.parse(fallback_precision) if isinstance(fallback_precision, str) else fallback_precision
+        config = config.with_fallback(fallback, precision)
+        if ranges is not None:
+            config = replace(config, ranges=tuple(ranges))
+        reference = onnx.load(run.reference)
+        choice = resolve_backend(provider or cfg["provider"])
+        label_arr = np.load(run.labels, allow_pickle=False) if run.labels.is_file() else None
+        cache = ReferenceCache(run.cache_dir)
+        if not cache.complete:
+            raise RunFolderError(f"The batch cache in {run.path} is incomplete (the comparison was interrupted); run `quantscope compare` again.")
+        run.archive_results()
+        return _emit_and_compare(run, reference, config, choice, cfg["batch_size"], label_arr, progress, {}, cfg["model"],
+                                 fresh_source=None, recalibrated=False, warnings=(), cache_bytes=cfg.get("cache_bytes", DEFAULT_CACHE_BYTES))
 
 
 def _emit_and_compare(run: RunFolder, reference: onnx.ModelProto, config: QuantConfig, choice, batch: int, labels,

@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnx
@@ -44,6 +46,26 @@ class RunFolder:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise RunFolderError(f"Cannot create the run folder {self.path} ({err.strerror}); choose a writable --out folder.") from None
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Only one compare or rebuild writes a run folder at a time (another process, or another dashboard session
+        with the same workspace link). The OS drops the lock when its process dies, so a crash never leaves it held."""
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        with open(self.path / ".lock", "a") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise RunFolderError(f"Another comparison or rebuild is writing {self.path} right now; wait for it to finish, "
+                                     "then run this again.") from None
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
     def require(self) -> None:
         missing = [p.name for p in (self.config, self.reference, self.calibration_cache) if not p.is_file()]

@@ -207,3 +207,26 @@ def test_an_index_deleted_under_a_running_server_is_one_sentence(tmp_path):
         f.unlink()
     with pytest.raises(engine.RunFolderError, match=r"^The run index .* cannot be used \(no such table: runs\); restart QuantScope"):
         index.runs(ws)
+
+
+def test_a_second_writer_on_the_same_run_folder_is_refused_in_one_sentence(tmp_path):
+    out = tmp_path / "run"
+    engine.compare(MODEL, CALIB, out_dir=out, batch_size=64, provider="cpu")
+    before = _digest(out)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from engine.runs import RunFolder\n"
+                               "with RunFolder(sys.argv[1]).lock():\n    print('held', flush=True); time.sleep(60)", str(out)],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"  # another process is writing the folder
+        sentence = (f"Another comparison or rebuild is writing {out} right now; wait for it to finish, then run this again.")
+        with pytest.raises(engine.RunFolderError) as err:
+            engine.rebuild(out, fallback=["block3_2_conv"])
+        assert str(err.value) == sentence
+        with pytest.raises(engine.RunFolderError) as err:
+            engine.compare(MODEL, CALIB, out_dir=out, batch_size=64, provider="cpu")
+        assert str(err.value) == sentence
+        assert _digest(out) == before and not (out / "history").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert engine.rebuild(out, fallback=["block3_2_conv"]).summary.fallback == ("block3_2_conv",)  # the OS dropped the lock
