@@ -138,8 +138,9 @@ def run_layerwise(
                 plain = {o: cand[o] for o in view.outputs}
             else:
                 plain, unmodified = cand_plain.infer(inputs), unmodified + 1
-                identical.setdefault(shapes, all(o in cand and o in plain and cand[o].shape == plain[o].shape and
-                                                 np.array_equal(cand[o], plain[o]) for o in view.outputs))
+                if shapes not in identical:  # checked once per shape, not on every batch that already differed
+                    identical[shapes] = all(o in cand and o in plain and cand[o].shape == plain[o].shape and
+                                            np.array_equal(cand[o], plain[o]) for o in view.outputs)
             task = update_final_outputs(final, task, view, ref, plain, labels)
             tick("final_outputs", t0)
             batches += 1
