@@ -50,12 +50,10 @@ def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provide
     remember_inputs(ws, inputs)
 
     def work(progress):
-        with index.track(ws, "compare", inputs["name"]) as (run_id, out):
-            result = engine.compare(inputs["model"], inputs["calib"], data=inputs.get("data"), labels=inputs.get("labels"),
-                                    config=config, batch_size=batch, provider=provider, images=inputs.get("images"),
-                                    model_name=inputs["name"], out_dir=out, progress=progress)
-            index.finish(run_id, result)
-        return result
+        return index.record(ws, "compare", inputs["name"], lambda out: engine.compare(
+            inputs["model"], inputs["calib"], data=inputs.get("data"), labels=inputs.get("labels"), config=config,
+            batch_size=batch, provider=provider, images=inputs.get("images"), model_name=inputs["name"], out_dir=out,
+            progress=progress))
 
     def on_done(result: engine.ComparisonResult) -> None:
         st.session_state[state.RESULT], st.session_state[state.BEFORE] = result, None
@@ -71,10 +69,9 @@ def run_rebuild(fallback: set[str]) -> Job:
     ws, index = st.session_state[state.WORKSPACE], run_index()
 
     def work(progress):
-        with index.track(ws, "rebuild", current.summary.model, current.run_dir) as (run_id, _):
-            result = engine.rebuild(current.run_dir, fallback=nodes, progress=progress)
-            index.finish(run_id, result)
-        return before, result
+        return before, index.record(ws, "rebuild", current.summary.model,
+                                    lambda _folder: engine.rebuild(current.run_dir, fallback=nodes, progress=progress),
+                                    current.run_dir)
 
     def on_done(pair) -> None:
         st.session_state[state.BEFORE], st.session_state[state.RESULT] = pair

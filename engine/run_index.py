@@ -20,7 +20,7 @@ import shutil
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from enum import Enum
@@ -258,6 +258,14 @@ class RunIndex:
         except BaseException:
             self.fail(run_id, "Interrupted before it finished; earlier results are untouched.", RunStatus.INCOMPLETE)
             raise
+
+    def record(self, workspace: str, kind: str, model: str, work: Callable[[Path], ComparisonResult],
+               run_dir: str | os.PathLike | None = None) -> ComparisonResult:
+        """Runs `work(folder)` as a recorded run: running before it starts, then done with its result or failed."""
+        with self.track(workspace, kind, model, run_dir) as (run_id, folder):
+            result = work(folder)
+            self.finish(run_id, result)
+        return result
 
     def recover(self) -> int:
         """Marks `running` rows of this host whose process is gone as incomplete; returns how many."""

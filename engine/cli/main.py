@@ -105,15 +105,12 @@ def _open_index(args):
         return None
 
 
-def _tracked(index, kind: str, model: str, run_dir: str | None, work):
+def _tracked(index, kind: str, model: str, run_dir: str, work):
     if index is None:
         return work()
     from engine.run_index import CLI_WORKSPACE
 
-    with index.track(CLI_WORKSPACE, kind, model, run_dir) as (run_id, _):
-        result = work()
-        index.finish(run_id, result)
-    return result
+    return index.record(CLI_WORKSPACE, kind, model, lambda _folder: work(), run_dir)
 
 
 def _model_of(run_dir: str) -> str:
