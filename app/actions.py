@@ -13,13 +13,9 @@ from app import state
 from app.jobs import Job, job_queue
 from app.workspace import remember_inputs, run_index
 
-__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "submit", "busy", "job_panel", "error_sentence"]
+__all__ = ["sample_catalog", "sample_inputs", "run_comparison", "run_rebuild", "submit", "busy", "job_panel"]
 
 SAMPLES = Path(__file__).resolve().parents[1] / "sample_models"
-
-
-def error_sentence(err: Exception) -> str:
-    return str(err) if isinstance(err, engine.QuantScopeError) else engine.unexpected_error_sentence(err)
 
 
 def sample_catalog() -> dict:
@@ -30,17 +26,6 @@ def sample_inputs(name: str) -> dict:
     entry = sample_catalog()["models"][name]
     return {"name": name, "model": str(SAMPLES / entry["file"]), "calib": str(SAMPLES / entry["calibration"]),
             "data": str(SAMPLES / entry["evaluation"]), "labels": str(SAMPLES / entry["labels"]), "images": None, "sample": True}
-
-
-def progress_bar():
-    """A progress callback drawing one bar with the stage, counts and the engine's estimate."""
-    bar = st.progress(0.0, text="starting")
-    started = time.perf_counter()
-
-    def callback(ev: engine.ProgressEvent) -> None:
-        bar.progress(ev.fraction, text=f"{ev.stage}: {ev.message} ({time.perf_counter() - started:.0f} s)")
-
-    return bar, callback
 
 
 def run_comparison(inputs: dict, config: engine.QuantConfig, batch: int, provider: str) -> Job:
@@ -96,11 +81,7 @@ def busy() -> bool:
 def _apply(job: Job) -> None:
     """Runs in the script thread: the only place a job's result touches session state."""
     job.applied = True
-    if job.state == "failed":
-        st.session_state[state.LAST_ERROR] = job.error
-        return
-    st.session_state[state.LAST_ERROR] = None
-    if job.on_done is not None:
+    if job.state == "done" and job.on_done is not None:
         job.on_done(job.result)
 
 

@@ -12,7 +12,6 @@ INPUTS = "qs_inputs"  # dict: the model/data the next comparison uses (see views
 RESULT = "qs_result"  # engine.ComparisonResult of the latest compare or rebuild
 BEFORE = "qs_before"  # the result a rebuild started from (before/after view)
 FALLBACK = "qs_fallback"  # set[str]: nodes ticked for FP16 fallback; survives reruns and pages
-LAST_ERROR = "qs_last_error"
 
 
 def init() -> None:

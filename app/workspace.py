@@ -20,16 +20,12 @@ import engine
 from app import state
 from engine.run_index import RunIndex, RunRecord, RunStatus, default_runs_root
 
-__all__ = ["runs_root", "run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
+__all__ = ["run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
            "delete_run_folder", "new_upload_set", "discard_upload_sets"]
 
 UPLOAD_SUFFIXES = {".onnx", ".npz", ".npy", ".json", ".zip"}
 UNKNOWN_LINK = ("This workspace link is not known on this server (mistyped, or from another QuantScope), so a new, empty "
                 "workspace was started; use the exact link you were given to reopen yours.")
-
-
-def runs_root() -> Path:
-    return default_runs_root()
 
 
 @st.cache_resource(show_spinner=False)
@@ -38,7 +34,7 @@ def _open_index(root: str) -> RunIndex:
 
 
 def run_index() -> RunIndex:
-    return _open_index(str(runs_root()))
+    return _open_index(str(default_runs_root()))
 
 
 def attach() -> None:
