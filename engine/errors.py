@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 __all__ = [
     "QuantScopeError",
     "ModelError",
@@ -39,6 +41,10 @@ class RunFolderError(QuantScopeError):
 
 def unexpected_error_sentence(err: BaseException) -> str:
     """For a failure no check anticipated: still one sentence, with the cause's last line and what to do."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ("The disk holding the run folders is full; free space (delete old runs on the History page, or their "
+                "folders under QUANTSCOPE_RUNS_ROOT) or point QUANTSCOPE_RUNS_ROOT at a larger disk, then run again "
+                "(earlier results are untouched).")
     lines = str(err).strip().splitlines()
     cause = f"{type(err).__name__}: {lines[-1][:240]}" if lines else type(err).__name__
     return (f"QuantScope failed unexpectedly ({cause}); earlier results are untouched, and a bug report "

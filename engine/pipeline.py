@@ -16,7 +16,7 @@ from engine.backends.select import resolve_backend
 from engine.compare.graph import observe
 from engine.compare.layerwise import LayerwiseRun, cached_stream, reference_stream, run_layerwise
 from engine.compare.ranking import culprit_sentence, rank_culprits
-from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, ReferenceCache
+from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, ReferenceCache, configured_cache_bytes
 from engine.compare.tensor_stats import METRIC_COLUMNS
 from engine.data.images import ImagePreprocess
 from engine.data.loading import load_data, load_labels
@@ -80,11 +80,13 @@ def compare(
     images: ImagePreprocess | None = None,
     model_name: str | None = None,
     progress: ProgressCallback = no_progress,
-    cache_bytes: int = DEFAULT_CACHE_BYTES,
+    cache_bytes: int | None = None,
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
 ) -> ComparisonResult:
-    """Quantizes `model` with `calib`, compares FP32 vs INT8 layer by layer on `data` (default: `calib`)."""
+    """Quantizes `model` with `calib`, compares FP32 vs INT8 layer by layer on `data` (default: `calib`).
+    cache_bytes: reference tensors kept for rebuilds (default QUANTSCOPE_CACHE_MB, see reference_cache)."""
     timings: dict[str, float] = {}
+    cache_bytes = configured_cache_bytes() if cache_bytes is None else cache_bytes
     t0 = time.perf_counter()
     choice = resolve_backend(provider)
     proto = load_model(model, max_bytes=max_model_bytes) if not isinstance(model, onnx.ModelProto) else model
@@ -202,6 +204,10 @@ def _emit_and_compare(run: RunFolder, reference: onnx.ModelProto, config: QuantC
             pairs = reference_stream(reference, view, backend, (inp for inp, _ in cache.batches()), None, timings)
         lw = run_layerwise(view, emitted.model, backend, pairs, total, labels, progress, timings)
     timings["compare"] = time.perf_counter() - t0
+    if fresh_source is not None and cache.complete and not cache.has_reference and not getattr(backend, "keeps_outputs_on_device", False):
+        warnings += (f"The batch cache kept only the inputs: the reference tensors outgrew its budget of "
+                     f"{cache.meta['budget_bytes'] // 2**20} MB (QUANTSCOPE_CACHE_MB, at most half the free disk space), "
+                     "so each rebuild runs the FP32 model again.",)
     summary = _summary(lw, view, config, emitted, choice, batch, name, timings, recalibrated, warnings)
     if hasattr(backend, "save_artifacts"):  # TensorRT: serialized engine + layer information
         summary = replace(summary, extra={**summary.extra, "engine": backend.save_artifacts(run.path)})

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +9,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLES = ROOT / "sample_models"
+
+
+def pytest_configure(config):
+    # Dozens of comparisons of the sample: keep their batch caches small (inputs only past 64 MB) so the suite fits
+    # a small disk; subprocesses (CLI, Streamlit servers) inherit it. test_reference_cache sets budgets explicitly.
+    os.environ.setdefault("QUANTSCOPE_CACHE_MB", "64")
 
 
 @pytest.fixture(autouse=True)

@@ -48,7 +48,7 @@ def reference_stream(reference: onnx.ModelProto, view: GraphView, backend: Backe
     """Runs the reference with every observed tensor marked; optionally writes each batch to the cache."""
     samples = 0
     if cache is not None:
-        cache.reset()
+        cache.reset(budget=cache_bytes)
     with backend.runner(reference, observe=view.names) as runner:
         for inputs in batches:
             t0 = time.perf_counter()
@@ -56,7 +56,7 @@ def reference_stream(reference: onnx.ModelProto, view: GraphView, backend: Backe
             timings["reference"] = timings.get("reference", 0.0) + time.perf_counter() - t0
             if cache is not None:
                 t0 = time.perf_counter()
-                cache.append(inputs, {k: ref[k] for k in view.names if k in ref}, cache_bytes)
+                cache.append(inputs, {k: ref[k] for k in view.names if k in ref})
                 timings["cache_write"] = timings.get("cache_write", 0.0) + time.perf_counter() - t0
             samples += len(next(iter(inputs.values())))
             yield inputs, ref

@@ -2,7 +2,9 @@
 
 One raw file per batch plus a JSON index of (tensor -> offset, shape, dtype); reading memory-maps it, so a
 rebuild touches one batch at a time. Inputs are always kept; reference tensors only while the cache
-stays under its byte budget (past it, a rebuild recomputes the reference)."""
+stays under its byte budget (past it, a rebuild recomputes the reference). The budget is QUANTSCOPE_CACHE_MB
+(default 4096), never more than half of what the disk has free beyond a 1 GiB reserve: a cache must not fill a
+shared machine's disk."""
 
 from __future__ import annotations
 
@@ -16,9 +18,30 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["ReferenceCache", "DEFAULT_CACHE_BYTES"]
+from engine.errors import ConfigError
 
-DEFAULT_CACHE_BYTES = 4 * 1024**3
+__all__ = ["ReferenceCache", "DEFAULT_CACHE_BYTES", "configured_cache_bytes", "disk_budget"]
+
+MB = 1024**2
+DEFAULT_CACHE_BYTES = 4096 * MB
+DISK_RESERVE_BYTES = 1024 * MB
+
+
+def configured_cache_bytes() -> int:
+    """The cache budget from QUANTSCOPE_CACHE_MB (megabytes; 0 keeps only the inputs)."""
+    raw = os.environ.get("QUANTSCOPE_CACHE_MB", "").strip()
+    if not raw:
+        return DEFAULT_CACHE_BYTES
+    if not raw.isdigit():
+        raise ConfigError(f"QUANTSCOPE_CACHE_MB is {raw[:40]!r}, not a whole number of megabytes; set it to e.g. 4096, "
+                          "or 0 to cache only the inputs.")
+    return int(raw) * MB
+
+
+def disk_budget(folder: Path, requested: int) -> int:
+    """`requested`, lowered to half of the disk's free space beyond DISK_RESERVE_BYTES."""
+    free = shutil.disk_usage(folder).free
+    return max(0, min(requested, (free - DISK_RESERVE_BYTES) // 2))
 
 
 class ReferenceCache:
@@ -26,12 +49,14 @@ class ReferenceCache:
         self.folder = folder
 
     # ---------------------------------------------------------------- writing
-    def reset(self, inputs_only: bool = False) -> None:
-        """inputs_only: keep just the inputs (device backends recompute the reference faster than disk reads it)."""
+    def reset(self, inputs_only: bool = False, budget: int = DEFAULT_CACHE_BYTES) -> None:
+        """inputs_only: keep just the inputs (device backends recompute the reference faster than disk reads it).
+        budget: bytes of reference tensors to keep at most (lowered further by disk_budget)."""
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self._batches = 0
         self._bytes = 0
+        self._budget = disk_budget(self.folder, budget)
         self._with_reference = not inputs_only
         # Writes overlap with inference: a writer thread drains a short queue (bounded memory).
         self._queue: queue.Queue = queue.Queue(maxsize=2)
@@ -51,11 +76,11 @@ class ReferenceCache:
         self._queue.put(None)
         self._writer.join()
         if self._error is not None:
-            raise OSError(f"writing the batch cache failed: {self._error}")
+            raise self._error  # as raised (a full disk keeps its errno, so the user is told what to free)
 
-    def append(self, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], budget: int = DEFAULT_CACHE_BYTES) -> None:
+    def append(self, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
         ref_bytes = sum(a.nbytes for a in reference.values())
-        if self._with_reference and self._bytes + ref_bytes > budget:
+        if self._with_reference and self._bytes + ref_bytes > self._budget:
             self._with_reference = False
             for k in range(self._batches):  # keep the cache consistent: all batches or none
                 self._queue.put(lambda k=k: self._rewrite_inputs_only(k))
@@ -68,7 +93,8 @@ class ReferenceCache:
 
     def finish(self, sample_count: int) -> None:
         self._join()
-        meta = {"batches": self._batches, "with_reference": self._with_reference, "samples": sample_count}
+        meta = {"batches": self._batches, "with_reference": self._with_reference, "samples": sample_count,
+                "budget_bytes": self._budget}
         tmp = self.folder / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, self.folder / "meta.json")

@@ -1,0 +1,98 @@
+"""The batch cache keeps reference tensors for rebuilds only within its budget (QUANTSCOPE_CACHE_MB, at most half
+the free disk beyond a reserve); a rebuild gives the same numbers either way, and a full disk is one sentence."""
+
+from __future__ import annotations
+
+import errno
+from collections import namedtuple
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine import ConfigError, compare, rebuild
+from engine.cli.main import main as cli
+from engine.compare import reference_cache
+from engine.compare.reference_cache import MB, ReferenceCache, configured_cache_bytes, disk_budget
+from engine.errors import unexpected_error_sentence
+from engine.runs import RunFolder
+
+Usage = namedtuple("Usage", "total used free")
+
+
+def _compare(tiny, out, **kw):
+    return compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=out, batch_size=4, **kw)
+
+
+def _numbers(result) -> pd.DataFrame:
+    return result.layers.select_dtypes("number").reset_index(drop=True)
+
+
+def test_rebuild_from_cached_reference_equals_rebuild_that_reruns_it(tiny, tmp_path):
+    cached, uncached = tmp_path / "cached", tmp_path / "uncached"
+    first = _compare(tiny, cached, cache_bytes=64 * MB)
+    second = _compare(tiny, uncached, cache_bytes=0)
+    assert ReferenceCache(RunFolder(cached).cache_dir).has_reference
+    assert not ReferenceCache(RunFolder(uncached).cache_dir).has_reference
+    assert not any("batch cache" in w for w in first.summary.warnings)
+    assert any("kept only the inputs" in w and "budget of 0 MB" in w for w in second.summary.warnings)
+    pd.testing.assert_frame_equal(_numbers(first), _numbers(second))
+
+    a, b = rebuild(cached, fallback=["conv2"]), rebuild(uncached, fallback=["conv2"])
+    assert "conv2" in a.summary.fallback
+    pd.testing.assert_frame_equal(_numbers(a), _numbers(b))
+    assert not a.layers.set_index("node").loc["conv2", "quantized"]
+
+
+def test_budget_never_takes_more_than_half_the_free_disk_beyond_the_reserve(tmp_path, monkeypatch):
+    free = {"bytes": 0}
+    monkeypatch.setattr(reference_cache.shutil, "disk_usage", lambda _p: Usage(10**12, 0, free["bytes"]))
+    free["bytes"] = 1024 * MB + 2 * 300 * MB
+    assert disk_budget(tmp_path, 4096 * MB) == 300 * MB
+    assert disk_budget(tmp_path, 100 * MB) == 100 * MB
+    free["bytes"] = 512 * MB  # below the reserve: inputs only
+    assert disk_budget(tmp_path, 4096 * MB) == 0
+
+
+def test_a_nearly_full_disk_keeps_only_inputs_and_says_so(tiny, tmp_path, monkeypatch):
+    monkeypatch.setattr(reference_cache.shutil, "disk_usage", lambda _p: Usage(10**12, 0, 900 * MB))
+    result = _compare(tiny, tmp_path / "run", cache_bytes=4096 * MB)
+    assert not ReferenceCache(RunFolder(tmp_path / "run").cache_dir).has_reference
+    assert any("budget of 0 MB" in w for w in result.summary.warnings)
+
+
+@pytest.mark.parametrize("raw, expected", [(None, 4096 * MB), ("0", 0), (" 128 ", 128 * MB)])
+def test_cache_size_comes_from_the_environment(monkeypatch, raw, expected):
+    if raw is None:
+        monkeypatch.delenv("QUANTSCOPE_CACHE_MB", raising=False)
+    else:
+        monkeypatch.setenv("QUANTSCOPE_CACHE_MB", raw)
+    assert configured_cache_bytes() == expected
+
+
+def test_a_bad_cache_size_is_one_sentence(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("QUANTSCOPE_CACHE_MB", "lots")
+    with pytest.raises(ConfigError, match=r"^QUANTSCOPE_CACHE_MB is 'lots', not a whole number of megabytes"):
+        configured_cache_bytes()
+    assert cli(["compare", str(tiny / "tiny.onnx"), "--calib", str(tiny / "data.npz"), "--out", str(tmp_path / "r"), "--no-index"]) == 2
+    err = capsys.readouterr().err
+    assert "QUANTSCOPE_CACHE_MB is 'lots'" in err and "Traceback" not in err
+
+
+def test_a_full_disk_mid_comparison_is_one_sentence_and_keeps_the_earlier_results(tiny, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "run"
+    first = _compare(tiny, out, cache_bytes=64 * MB)
+    before = (out / "layers.csv").read_bytes()
+
+    def full(self, k, arrays):
+        raise OSError(errno.ENOSPC, "No space left on device", str(self.folder / f"batch_{k:05d}.bin.tmp"))
+
+    monkeypatch.setattr(ReferenceCache, "_write", full)
+    code = cli(["compare", str(tiny / "tiny.onnx"), "--calib", str(tiny / "data.npz"), "--out", str(out), "--batch", "4", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 3 and "Traceback" not in err
+    assert err.strip() == "error: " + unexpected_error_sentence(OSError(errno.ENOSPC, "No space left on device"))
+    assert "disk holding the run folders is full" in err
+    archived = sorted((out / "history").iterdir())
+    assert (archived[-1] / "layers.csv").read_bytes() == before  # the earlier comparison moved to history/, intact
+    assert np.isfinite(first.summary.outputs["y"].snr_db)
