@@ -54,8 +54,9 @@ else:
         except ValueError:
             st.error("Mean and std must be comma-separated numbers, e.g. 0.485,0.456,0.406.")
             st.stop()
-        upload_set = new_upload_set(sid)
+        upload_set = None
         try:
+            upload_set = new_upload_set(sid)
             with st.spinner("Checking the model and data (nothing uploaded is executed)..."):
                 model_bytes = model_file.getvalue()
                 proto = engine.load_model_bytes(model_bytes, name=f"'{model_file.name}'")
@@ -72,9 +73,11 @@ else:
                 if labels_file is not None:
                     labels_path = save_upload(upload_set, "labels", labels_file.name, labels_file.getvalue())
                     engine.load_labels(labels_path, n)
-        except engine.QuantScopeError as err:
-            shutil.rmtree(upload_set, ignore_errors=True)
-            st.error(str(err))  # the previous selection, and its files, stay in place
+        except (engine.QuantScopeError, OSError) as err:  # OSError: the disk is full or the runs root unwritable
+            if upload_set is not None:
+                shutil.rmtree(upload_set, ignore_errors=True)
+            st.error(str(err) if isinstance(err, engine.QuantScopeError) else engine.unexpected_error_sentence(err))
+            # the previous selection, and its files, stay in place
         else:
             if not busy():  # a queued or running comparison may still read the previous files
                 discard_upload_sets(sid, keep=upload_set)

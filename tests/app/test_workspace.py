@@ -204,3 +204,38 @@ def test_a_bad_upload_keeps_the_files_already_in_use(runs_root):
     a.switch_page("views/compare.py").run()
     click(a, "Run comparison")
     assert a.session_state[state.RESULT].summary.model == "mine.onnx"
+
+
+def test_a_full_disk_while_saving_uploads_is_one_sentence_and_keeps_the_files_in_use(runs_root, monkeypatch):
+    import errno
+
+    import app.workspace
+    import engine
+
+    samples = ROOT / "sample_models"
+    a = session()
+    a.radio(key="load_source").set_value("Upload").run()
+
+    def use() -> None:
+        a.file_uploader(key="up_model").set_value(("mine.onnx", (samples / "resnet_digits.onnx").read_bytes(), "application/octet-stream"))
+        a.file_uploader(key="up_calib").set_value(("calib.npz", (samples / "digits_calib.npz").read_bytes(), "application/octet-stream"))
+        a.run()
+        next(b for b in a.button if b.label == "Use these files").click().run()
+
+    use()
+    good = a.session_state[state.INPUTS]
+    real_save = app.workspace.save_upload
+
+    def full_on_calib(folder, role, name, data):
+        if role == "calib":
+            raise OSError(errno.ENOSPC, "No space left on device", str(folder / "calib.npz.tmp"))
+        return real_save(folder, role, name, data)
+
+    monkeypatch.setattr(app.workspace, "save_upload", full_on_calib)
+    use()
+    assert not a.exception
+    assert [e.value for e in a.error] == [engine.unexpected_error_sentence(OSError(errno.ENOSPC, "No space left on device"))]
+    assert "disk holding the run folders is full" in a.error[0].value
+    assert a.session_state[state.INPUTS] == good and Path(good["model"]).is_file()
+    uploads = runs_root / a.session_state[state.WORKSPACE] / "uploads"
+    assert [p.name for p in uploads.iterdir()] == [Path(good["model"]).parent.name]  # the half-written set is gone
