@@ -16,7 +16,7 @@ from engine.backends.select import resolve_backend
 from engine.compare.graph import observe
 from engine.compare.layerwise import LayerwiseRun, cached_stream, reference_stream, run_layerwise
 from engine.compare.ranking import culprit_sentence, rank_culprits
-from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, ReferenceCache, configured_cache_bytes
+from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, MB, ReferenceCache, configured_cache_bytes
 from engine.compare.tensor_stats import METRIC_COLUMNS
 from engine.data.images import ImagePreprocess
 from engine.data.loading import load_data, load_labels
@@ -203,11 +203,11 @@ def _emit_and_compare(run: RunFolder, reference: onnx.ModelProto, config: QuantC
             total = cache.meta["batches"]
             pairs = reference_stream(reference, view, backend, (inp for inp, _ in cache.batches()), None, timings)
         lw = run_layerwise(view, emitted.model, backend, pairs, total, labels, progress, timings)
+        if fresh_source is not None and not (meta := cache.meta)["with_reference"]:  # this run just wrote the cache
+            warnings += (f"The batch cache kept only the inputs: the reference tensors outgrew its budget of "
+                         f"{meta['budget_bytes'] // MB} MB (QUANTSCOPE_CACHE_MB, at most half the free disk space), "
+                         "so each rebuild runs the FP32 model again.",)
     timings["compare"] = time.perf_counter() - t0
-    if fresh_source is not None and cache.complete and not cache.has_reference and not getattr(backend, "keeps_outputs_on_device", False):
-        warnings += (f"The batch cache kept only the inputs: the reference tensors outgrew its budget of "
-                     f"{cache.meta['budget_bytes'] // 2**20} MB (QUANTSCOPE_CACHE_MB, at most half the free disk space), "
-                     "so each rebuild runs the FP32 model again.",)
     summary = _summary(lw, view, config, emitted, choice, batch, name, timings, recalibrated, warnings)
     if hasattr(backend, "save_artifacts"):  # TensorRT: serialized engine + layer information
         summary = replace(summary, extra={**summary.extra, "engine": backend.save_artifacts(run.path)})

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.errors import ConfigError
 
-__all__ = ["ReferenceCache", "DEFAULT_CACHE_BYTES", "configured_cache_bytes", "disk_budget"]
+__all__ = ["ReferenceCache", "DEFAULT_CACHE_BYTES", "MB", "configured_cache_bytes", "disk_budget"]
 
 MB = 1024**2
 DEFAULT_CACHE_BYTES = 4096 * MB
