@@ -3,11 +3,15 @@
 UI-free (never imports streamlit). The dashboard and the CLI call only what `__all__` lists."""
 
 from engine.backends import PROVIDERS, available_providers, resolve_backend
+from engine.compare.metrics import METRICS, Metric, format_metric
 from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, load_labels
-from engine.diagnose import AutoFallbackResult, Target, UnitMode, autofallback, sensitivity
+from engine.diagnose import AutoFallbackResult, Target, UnitMode, search_fallback, sensitivity
+from engine.diagnose.autofallback import STRATEGIES
+from engine.diagnose.targets import METRICS as TARGET_METRICS
 from engine.doctor import doctor, doctor_lines
 from engine.errors import (
                            BackendError,
+                           Cancelled,
                            ConfigError,
                            DataError,
                            ModelError,
@@ -15,22 +19,32 @@ from engine.errors import (
                            RunFolderError,
                            unexpected_error_sentence,
 )
+from engine.fallback import autofallback
 from engine.latency import BuildLatency, measure_latency
 from engine.model import ModelInfo, TensorSpec, load_model, load_model_bytes, model_info
+from engine.node_view import Neighbourhood, TensorView, neighbourhood, tensor_view
 from engine.pipeline import compare, effective_batch_size, load_result, rebuild
 from engine.progress import ProgressCallback, ProgressEvent, Stage
-from engine.quantize import TRT_INT8_OP_TYPES, CalibrationMethod, FallbackPrecision, QuantConfig, RangeOverride
-from engine.results import ComparisonResult, Culprit, OutputMetrics, Summary
+from engine.quantize import TRT_INT8_OP_TYPES, CalibrationMethod, FallbackPrecision, Precision, QuantConfig, RangeOverride
+from engine.report_data import QuantizedReader, quantized_readers, run_neighbourhood
+from engine.results import Amplifier, ComparisonResult, Culprit, OutputMetrics, RankingInfo, Summary
+from engine.run_config import RunConfig
+from engine.run_index import RunIndex, RunRecord, RunStatus
 from engine.runs import RunFolder
+from engine.settings import Settings
+from engine.sweep import SELECT_METRICS, SweepResult, SweepRow, load_sweep, sweep
 
 __all__ = [
     "compare", "rebuild", "load_result", "effective_batch_size",
-    "doctor", "doctor_lines", "sensitivity", "autofallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
-    "QuantConfig", "CalibrationMethod", "FallbackPrecision", "RangeOverride", "TRT_INT8_OP_TYPES",
-    "ComparisonResult", "Summary", "OutputMetrics", "Culprit", "RunFolder",
+    "doctor", "doctor_lines", "sensitivity", "autofallback", "search_fallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
+    "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS",
+    "QuantConfig", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
+    "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",
+    "ComparisonResult", "Summary", "OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "RunFolder", "RunConfig", "Settings",
+    "METRICS", "Metric", "format_metric", "neighbourhood", "Neighbourhood", "tensor_view", "TensorView",
     "load_model", "load_model_bytes", "model_info", "ModelInfo", "TensorSpec",
     "load_data", "load_labels", "ArraySource", "BatchSource", "ImagePreprocess",
     "PROVIDERS", "available_providers", "resolve_backend",
     "ProgressEvent", "ProgressCallback", "Stage",
-    "QuantScopeError", "unexpected_error_sentence", "ModelError", "DataError", "ConfigError", "BackendError", "RunFolderError",
+    "QuantScopeError", "Cancelled", "unexpected_error_sentence", "ModelError", "DataError", "ConfigError", "BackendError", "RunFolderError",
 ]

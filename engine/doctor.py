@@ -9,7 +9,7 @@ import shutil
 import sys
 
 from engine.backends.select import available_providers
-from engine.compare.device_stats import device_library
+from engine.compare.reducers import device_library
 
 __all__ = ["doctor", "doctor_lines"]
 

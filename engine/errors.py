@@ -11,12 +11,18 @@ __all__ = [
     "ConfigError",
     "BackendError",
     "RunFolderError",
+    "Cancelled",
     "unexpected_error_sentence",
 ]
 
 
 class QuantScopeError(Exception):
-    """Base class. `str(err)` is shown to the user as is (CLI stderr, st.error)."""
+    """Base class. `str(err)` is shown to the user as is (CLI stderr, st.error). `option` names the setting the error
+    concerns (e.g. "fallback", "calib_method"), so the CLI can name its flag and the dashboard its control."""
+
+    def __init__(self, message: str, option: str | None = None) -> None:
+        super().__init__(message)
+        self.option = option
 
 
 class ModelError(QuantScopeError):
@@ -37,6 +43,13 @@ class BackendError(QuantScopeError):
 
 class RunFolderError(QuantScopeError):
     """A run folder is missing, incomplete or not a QuantScope run."""
+
+
+class Cancelled(QuantScopeError):
+    """The user cancelled a job; raised from a progress callback, it stops the engine where it is."""
+
+    def __init__(self, message: str = "Cancelled; the earlier results are untouched.") -> None:
+        super().__init__(message)
 
 
 def unexpected_error_sentence(err: BaseException) -> str:

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from engine.backends.onnxrt import OnnxRuntimeBackend
+from engine.backends.base import Backend
 from engine.backends.select import resolve_backend
-from engine.diagnose.probes import OutputProbe
+from engine.diagnose.probes import measure_model
+from engine.diagnose.run_probe import cached_probe_data
 from engine.errors import ConfigError
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
-from engine.quantize.config import FallbackPrecision, QuantConfig
+from engine.quantize.emit import emit_candidate
 from engine.quantize.fallback_fp16 import convert_nodes_to_fp16
 from engine.runs import RunFolder
 
@@ -46,8 +47,9 @@ class BuildLatency:
         return d
 
 
-def _time(backend, model: onnx.ModelProto, feed: dict[str, np.ndarray], runs: int, warmup: int) -> tuple[float, float, int | None]:
-    with backend.runner(model) as r:
+def _time(backend: Backend, model: onnx.ModelProto, feed: dict[str, np.ndarray], runs: int, warmup: int,
+          fallback: frozenset[str]) -> tuple[float, float, int | None]:
+    with backend.runner(model, optimized=True, fallback=fallback) as r:
         for _ in range(warmup):
             r.infer(feed)
         samples = []
@@ -55,47 +57,47 @@ def _time(backend, model: onnx.ModelProto, feed: dict[str, np.ndarray], runs: in
             t0 = time.perf_counter()
             r.infer(feed)
             samples.append((time.perf_counter() - t0) * 1000)
-    reformats = backend.engine_summary()["reformat_layers"] if hasattr(backend, "engine_summary") else None
-    return float(np.median(samples)), float(np.percentile(samples, 90)), reformats
+        engine = r.artifacts().get("engine") or {}
+    return float(np.median(samples)), float(np.percentile(samples, 90)), engine.get("reformat_layers")
 
 
 def measure_latency(run_dir: str | os.PathLike, *, provider: str | None = None, runs: int = 50, warmup: int = 10,
                     progress: ProgressCallback = no_progress) -> list[BuildLatency]:
+    """Times the run's builds: FP32 (its reference), FP16, full INT8, and the exact candidate.onnx the run compared
+    (when it has a fallback set); each build's SNR is measured on the run's cached data with the same backend."""
     if runs < 1 or warmup < 0:
-        raise ConfigError(f"--runs {runs} / --warmup {warmup} are not valid; use at least one timed run.")
+        raise ConfigError(f"--runs {runs} / --warmup {warmup} are not valid; use at least one timed run.", option="runs")
     run = RunFolder(run_dir)
     run.require()
-    cfg = run.read_json(run.config)
-    choice = resolve_backend(provider or cfg["provider"])
-    backend = choice.backend
-    if isinstance(backend, OnnxRuntimeBackend):
-        backend = OnnxRuntimeBackend(backend.device, optimization="all")
-    probe = OutputProbe(run, QuantConfig.from_dict(cfg["quant"]).with_fallback(()), choice.backend)
-    feed = probe.batches[0]
+    cfg = run.read_config()
+    backend = resolve_backend(provider or cfg.provider).backend
+    reference = onnx.load(run.reference)
+    data = cached_probe_data(run, reference, backend, whole_batches=True)  # timed at the run's batch size
+    feed = data.batches[0]
     batch = len(next(iter(feed.values())))
-    reference = probe.reference
-    current = run.read_json(run.summary)["fallback"] if run.summary.is_file() else []
-    builds: list[tuple[str, onnx.ModelProto | None, int, str]] = [("fp32", reference, 0, "")]
-    if getattr(backend, "device", "gpu") == "cpu":
-        builds.append(("fp16", None, 0, "not measured: ONNX Runtime CPU has no FP16 kernels for these ops"))
+    current = cfg.quant.fallback
+    builds: list[tuple[str, onnx.ModelProto | None, int, str, frozenset[str]]] = [("fp32", reference, 0, "", frozenset())]
+    if not backend.capabilities.fp16_kernels:
+        builds.append(("fp16", None, 0, f"not measured: {backend.name} has no FP16 kernels for these ops", frozenset()))
     else:
         half = onnx.ModelProto()
         half.CopyFrom(reference)
         convert_nodes_to_fp16(half, frozenset(n.name for n in half.graph.node))
-        builds.append(("fp16", half, len(half.graph.node), ""))
-    builds.append(("int8", probe.emit(frozenset()), 0, ""))
-    if current:
-        builds.append((f"mixed ({len(current)} in {probe.config.fallback_precision.value})",
-                       probe.emit(frozenset(current), FallbackPrecision.parse(cfg["quant"].get("fallback_precision", "fp16"))),
-                       len(current), ""))
+        builds.append(("fp16", half, len(half.graph.node), "", frozenset()))
+    builds.append(("int8", emit_candidate(reference, run.reference, run.calibration_cache, cfg.quant.with_fallback(()),
+                                          base_cache=run.int8_base).model,
+                   0, "", frozenset()))
+    if current and run.candidate.is_file():  # the exact model the run compared, not a re-emission
+        builds.append((f"mixed ({len(current)} in {cfg.quant.fallback_precision.value})", onnx.load(run.candidate), len(current),
+                       "", current))
     results = []
-    for i, (name, model, nodes, note) in enumerate(builds):
-        progress(ProgressEvent(Stage.LATENCY, i, len(builds), f"timing {name}"))
+    for i, (name, model, nodes, note, fallback) in enumerate(builds):
+        progress(ProgressEvent(Stage.LATENCY, i, len(builds), f"timing {name} ({i + 1}/{len(builds)})"))
         if model is None:
             results.append(BuildLatency(name, None, None, 0, batch, None, nodes, None, note))
             continue
-        median, p90, reformats = _time(backend, model, feed, runs, warmup)
-        snr = math.inf if name == "fp32" else probe.measure_model(model).snr_db
+        median, p90, reformats = _time(backend, model, feed, runs, warmup, fallback)
+        snr = math.inf if name == "fp32" else measure_model(backend, model, data).snr_db
         results.append(BuildLatency(name, median, p90, runs, batch, snr, nodes, reformats, note))
     progress(ProgressEvent(Stage.LATENCY, len(builds), len(builds), "done"))
     run.write_json(run.path / "latency.json", {"backend": backend.name, "batch": batch, "runs": runs, "warmup": warmup,

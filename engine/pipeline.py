@@ -1,55 +1,56 @@
-"""The public workflow: compare (pre-process, calibrate, emit, compare) and rebuild (re-emit, re-compare)."""
+"""The public workflow: compare (pre-process, calibrate, emit, compare, rank) and rebuild (re-emit, re-compare).
+
+Settings from the environment are read here, once, when a caller does not pass them (the CLI and the dashboard do)."""
 
 from __future__ import annotations
 
-import math
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pandas as pd
 
-from engine.backends.select import resolve_backend
+from engine.backends.select import BackendChoice, change_note, probe_backend, resolve_backend
 from engine.compare.graph import observe
-from engine.compare.layerwise import LayerwiseRun, cached_stream, reference_stream, run_layerwise
-from engine.compare.ranking import culprit_sentence, rank_culprits
-from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, MB, ReferenceCache, configured_cache_bytes
-from engine.compare.tensor_stats import METRIC_COLUMNS
+from engine.compare.layerwise import run_layerwise
+from engine.compare.reducers import device_reducer
+from engine.compare.reference_cache import ReferenceCache
 from engine.data.images import ImagePreprocess
 from engine.data.loading import load_data, load_labels
 from engine.data.source import BatchSource
+from engine.diagnose.probes import PoolFactory, local_pool
+from engine.diagnose.rank_run import rank_run
 from engine.errors import ConfigError, DataError, RunFolderError
 from engine.model.info import ModelInfo, model_info
 from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, load_model
+from engine.model.provenance import Origin, origin_text, resolve_node
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import calibrate
-from engine.quantize.config import FallbackPrecision, QuantConfig, RangeOverride
+from engine.quantize.config import FallbackPrecision, Precision, QuantConfig, RangeOverride
 from engine.quantize.emit import emit_candidate
-from engine.quantize.preprocess import preprocess
-from engine.results import ComparisonResult, Culprit, OutputMetrics, Summary
+from engine.quantize.fp8 import fp8_reference
+from engine.quantize.preprocess import model_digest, preprocess
+from engine.results import ComparisonResult, Summary
+from engine.run_config import DEFAULT_SCREEN_SAMPLES, RunConfig
 from engine.runs import RunFolder
+from engine.settings import MB, Settings
+from engine.summarize import ranked_layers, summarize
 
-__all__ = ["compare", "rebuild", "load_result", "effective_batch_size"]
+__all__ = ["compare", "rebuild", "load_result", "effective_batch_size", "check_fixed_batch", "check_fallback", "resolve_fallback"]
 
 DataArg = str | os.PathLike | BatchSource
+PREPROCESS_CACHE = "preprocess-cache"  # under the runs root
 
 
 def effective_batch_size(info: ModelInfo, requested: int) -> tuple[int, str | None]:
     if requested < 1:
         raise ConfigError(f"The batch size {requested} is not positive; use 1 or more.")
-    b = _fixed_batch_dim(info)
-    if b is not None:
-        if b != requested:
-            return b, f"The model's batch dimension is fixed at {b}, so batches of {b} were used instead of {requested}."
+    b = info.fixed_batch
+    if b is not None and b != requested:
+        return b, f"The model's batch dimension is fixed at {b}, so batches of {b} were used instead of {requested}."
     return requested, None
-
-
-def _fixed_batch_dim(info: ModelInfo) -> int | None:
-    """The batch size a model's inputs fix on axis 0, or None when axis 0 is dynamic."""
-    return next((t.shape[0] for t in info.inputs if t.shape and isinstance(t.shape[0], int)), None)
 
 
 def _source(arg: DataArg, info: ModelInfo, images: ImagePreprocess | None, what: str) -> BatchSource:
@@ -61,8 +62,8 @@ def _source(arg: DataArg, info: ModelInfo, images: ImagePreprocess | None, what:
     return arg
 
 
-def _check_fixed_batch(source: BatchSource, info: ModelInfo, batch: int, what: str) -> None:
-    if _fixed_batch_dim(info) is not None and source.num_samples % batch:
+def check_fixed_batch(source: BatchSource, info: ModelInfo, batch: int, what: str) -> None:
+    if info.fixed_batch is not None and source.num_samples % batch:
         raise DataError(f"The model's batch dimension is fixed at {batch} but {what} has {source.num_samples} samples; "
                         f"provide a multiple of {batch} samples.")
 
@@ -82,11 +83,19 @@ def compare(
     progress: ProgressCallback = no_progress,
     cache_bytes: int | None = None,
     max_model_bytes: int = DEFAULT_MAX_MODEL_BYTES,
+    screen_samples: int = DEFAULT_SCREEN_SAMPLES,
+    settings: Settings | None = None,
+    pools: PoolFactory = local_pool,
 ) -> ComparisonResult:
-    """Quantizes `model` with `calib`, compares FP32 vs INT8 layer by layer on `data` (default: `calib`).
-    cache_bytes: reference tensors kept for rebuilds (default QUANTSCOPE_CACHE_MB, see reference_cache)."""
+    """Quantizes `model` with `calib`, compares FP32 vs INT8 layer by layer on `data` (default: `calib`), and ranks the
+    fallback candidates by their measured harm on the first `screen_samples` samples (0: skip those probes).
+    cache_bytes: reference tensors kept for rebuilds (default: settings.cache_bytes).
+    pools: where the ranking's probes run (default: here; an engine.scale executor's probe_pool spreads them)."""
+    settings = settings or Settings.from_env()
     timings: dict[str, float] = {}
-    cache_bytes = configured_cache_bytes() if cache_bytes is None else cache_bytes
+    cache_bytes = settings.cache_bytes if cache_bytes is None else cache_bytes
+    if screen_samples < 0:
+        raise ConfigError(f"The screening subset of {screen_samples} samples is negative; use 0 (no ranking probes) or more.")
     t0 = time.perf_counter()
     choice = resolve_backend(provider)
     proto = load_model(model, max_bytes=max_model_bytes) if not isinstance(model, onnx.ModelProto) else model
@@ -98,8 +107,8 @@ def compare(
     batch, batch_note = effective_batch_size(info, batch_size)
     calib_src = _source(calib, info, images, "the calibration data")
     eval_src = calib_src if data is None else _source(data, info, images, "the evaluation data")
-    _check_fixed_batch(eval_src, info, batch, "the evaluation data" if data is not None else "the calibration data")
-    _check_fixed_batch(calib_src, info, batch, "the calibration data")
+    check_fixed_batch(eval_src, info, batch, "the evaluation data" if data is not None else "the calibration data")
+    check_fixed_batch(calib_src, info, batch, "the calibration data")
     label_arr = None
     if labels is not None:
         label_arr = labels if isinstance(labels, np.ndarray) else load_labels(labels, eval_src.num_samples)
@@ -109,14 +118,17 @@ def compare(
     run.create()
     with run.lock():  # one writer per run folder
         run.archive_results()  # a new comparison in an old folder keeps the old results in history/
+        run.config.unlink(missing_ok=True)  # until this comparison finishes, the folder is not a run to rebuild
         timings["load"] = time.perf_counter() - t0
 
         progress(ProgressEvent(Stage.PREPROCESS, 0, 1, "pre-processing the model"))
         t0 = time.perf_counter()
-        reference = preprocess(proto)
+        prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE)
+        reference = fp8_reference(prepared.model) if config.precision is Precision.FP8 else prepared.model
         run.write_model(run.reference, reference)
+        run.write_provenance(prepared.provenance)
         timings["preprocess"] = time.perf_counter() - t0
-        progress(ProgressEvent(Stage.PREPROCESS, 1, 1, "pre-processed"))
+        progress(ProgressEvent(Stage.PREPROCESS, 1, 1, "pre-processed (cached)" if prepared.cached else "pre-processed"))
 
         t0 = time.perf_counter()
         cache_tmp = run.calibration_cache.with_name("calibration_cache.json.tmp")
@@ -129,127 +141,138 @@ def compare(
             np.save(run.labels, label_arr, allow_pickle=False)
         else:
             run.labels.unlink(missing_ok=True)
-        run.write_json(run.config, {
-            "version": 1, "model": name, "batch_size": batch, "provider": provider, "quant": config.to_dict(),
-            "samples": eval_src.num_samples, "calibration_samples": calib_src.num_samples,
-            "cache_bytes": cache_bytes, "has_labels": label_arr is not None,
-        })
+        run.ranking.unlink(missing_ok=True)  # a new calibration: the old ranking and all-INT8 graph do not apply
+        run.int8_base.unlink(missing_ok=True)
+        cfg = RunConfig(model=name, batch_size=batch, requested_provider=provider.lower(), provider=choice.provider,
+                        backend=choice.backend.name, quant=config, samples=eval_src.num_samples,
+                        calibration_samples=calib_src.num_samples, has_labels=label_arr is not None, cache_bytes=cache_bytes,
+                        memory_bytes=settings.memory_bytes, screen_samples=screen_samples, images=images,
+                        model_sha256=model_digest(proto))
+        cfg = cfg.updated(fallback=resolve_fallback(config.fallback, reference, prepared.provenance, config.op_types))
+        check_fallback(cfg, reference)
         warnings = (batch_note,) if batch_note else ()
-        return _emit_and_compare(run, reference, config, choice, batch, label_arr, progress, timings, name,
-                                 fresh_source=eval_src, recalibrated=True, warnings=warnings, cache_bytes=cache_bytes)
+        return _emit_and_compare(run, cfg, reference, choice, label_arr, progress, timings, settings,
+                                 fresh_source=eval_src, recalibrated=True, warnings=warnings, pools=pools)
 
 
 def rebuild(
     run_dir: str | os.PathLike,
     *,
-    fallback,
+    fallback=None,
     ranges: tuple[RangeOverride, ...] | None = None,
     fallback_precision: FallbackPrecision | str | None = None,
     provider: str | None = None,
     progress: ProgressCallback = no_progress,
+    settings: Settings | None = None,
+    pools: PoolFactory = local_pool,
 ) -> ComparisonResult:
-    """Re-emits the candidate with a new fallback set from the calibration cache and re-compares only the
-    candidate against the cached reference. Earlier results move to history/N."""
+    """Re-emits the candidate from the calibration cache and re-compares it against the cached reference. Every argument
+    left as None keeps the run's current value (RunConfig.updated). Earlier results move to history/N."""
+    settings = settings or Settings.from_env()
     run = RunFolder(run_dir)
     run.require()
     with run.lock():  # one writer per run folder
-        cfg = run.read_json(run.config)
-        config = QuantConfig.from_dict(cfg["quant"])
+        cfg = run.read_config()
         precision = FallbackPrecision.parse(fallback_precision) if isinstance(fallback_precision, str) else fallback_precision
-        config = config.with_fallback(fallback, precision)
-        if ranges is not None:
-            config = replace(config, ranges=tuple(ranges))
+        choice = resolve_backend(provider or cfg.provider)
+        warnings = tuple(n for n in [change_note(choice, cfg.backend)] if n)
         reference = onnx.load(run.reference)
-        choice = resolve_backend(provider or cfg["provider"])
+        if fallback is not None:
+            fallback = resolve_fallback(fallback, reference, run.read_provenance(), cfg.quant.op_types)
+        new = cfg.updated(fallback=fallback, ranges=ranges, fallback_precision=precision, provider=choice.provider,
+                          backend=choice.backend.name)
+        check_fallback(new, reference)
         label_arr = np.load(run.labels, allow_pickle=False) if run.labels.is_file() else None
         cache = ReferenceCache(run.cache_dir)
         if not cache.complete:
             raise RunFolderError(f"The batch cache in {run.path} is incomplete (the comparison was interrupted); run `quantscope compare` again.")
-        run.archive_results()
-        return _emit_and_compare(run, reference, config, choice, cfg["batch_size"], label_arr, progress, {}, cfg["model"],
-                                 fresh_source=None, recalibrated=False, warnings=(), cache_bytes=cfg.get("cache_bytes", DEFAULT_CACHE_BYTES))
+        return _emit_and_compare(run, new, reference, choice, label_arr, progress, {}, settings,
+                                 fresh_source=None, recalibrated=False, warnings=warnings, pools=pools)
 
 
-def _emit_and_compare(run: RunFolder, reference: onnx.ModelProto, config: QuantConfig, choice, batch: int, labels,
-                      progress: ProgressCallback, timings: dict[str, float], name: str, *, fresh_source: BatchSource | None,
-                      recalibrated: bool, warnings: tuple[str, ...], cache_bytes: int) -> ComparisonResult:
+def resolve_fallback(names, reference: onnx.ModelProto, prov: dict[str, tuple[Origin, ...]], op_types) -> frozenset[str]:
+    """Fallback names as the user may give them: nodes of the compared graph, or names (or '#index') of nodes in their
+    own file, which become the quantized node(s) those were prepared into."""
+    ops = {n.name: n.op_type for n in reference.graph.node}
+    quantizable = {n for n, op in ops.items() if op in op_types}
+    out: set[str] = set()
+    for name in names:
+        found = [name] if name in ops else resolve_node(name, prov, quantizable)
+        if not found and (became := resolve_node(name, prov, set(ops))):
+            raise ConfigError(f"The node '{name}' of your file became {'+'.join(became)} "
+                              f"({'+'.join(ops[b] for b in became)}) in the compared graph, which "
+                              f"{'is' if len(became) == 1 else 'are'} not quantized, so falling it back would change nothing; "
+                              f"pick a {'/'.join(op_types)} node from the ranking.", option="fallback")
+        out.update(found or [name])  # an unknown name stays: check_fallback says so in one sentence
+    return frozenset(out)
+
+
+def check_fallback(cfg: RunConfig, reference: onnx.ModelProto) -> None:
+    """Fallback names must be nodes of the compared graph whose op type is quantized; anything else would change nothing."""
+    ops = {n.name: n.op_type for n in reference.graph.node}
+    for node in sorted(cfg.quant.fallback):
+        if node not in ops:
+            raise ConfigError(f"The fallback node '{node}' is not in the compared graph; use a node name from layers.csv.",
+                              option="fallback")
+        if ops[node] not in cfg.quant.op_types:
+            raise ConfigError(f"The node '{node}' ({ops[node]}) is not quantized, so falling it back would change nothing; "
+                              f"pick a {'/'.join(cfg.quant.op_types)} node from the ranking.", option="fallback")
+
+
+def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, choice: BackendChoice, labels,
+                      progress: ProgressCallback, timings: dict[str, float], settings: Settings, *,
+                      fresh_source: BatchSource | None, recalibrated: bool, warnings: tuple[str, ...],
+                      pools: PoolFactory = local_pool) -> ComparisonResult:
     progress(ProgressEvent(Stage.QUANTIZE, 0, 1, "emitting the Q/DQ model"))
     t0 = time.perf_counter()
-    emitted = emit_candidate(reference, run.reference, run.calibration_cache, config)
+    emitted = emit_candidate(reference, run.reference, run.calibration_cache, cfg.quant, base_cache=run.int8_base)
     timings["quantize"] = time.perf_counter() - t0
     progress(ProgressEvent(Stage.QUANTIZE, 1, 1, "Q/DQ model ready"))
-    view = observe(reference, emitted.model)
-    cache = ReferenceCache(run.cache_dir)
+    view = observe(reference, emitted.model, cfg.quant.op_types)
     backend = choice.backend
-    if hasattr(backend, "fallback_layers"):  # TensorRT's classic path sets these layers' precision at build time
-        backend.fallback_layers = frozenset(config.fallback)
+    reducer = device_reducer(settings.device_library) if backend.capabilities.device_outputs else None
+    cache = ReferenceCache(run.cache_dir, budget=cfg.cache_bytes)
     t0 = time.perf_counter()
-    if getattr(backend, "keeps_outputs_on_device", False):
-        from engine.compare.layerwise_device import run_layerwise_on_device
-
-        if fresh_source is not None:
-            total, inputs, write = -(-fresh_source.num_samples // batch), fresh_source.batches(batch), cache
-        else:
-            total, inputs, write = cache.meta["batches"], (inp for inp, _ in cache.batches()), None
-        lw = run_layerwise_on_device(view, reference, emitted.model, backend, inputs, total, labels, progress, timings, write)
+    if fresh_source is not None:
+        total = -(-fresh_source.num_samples // cfg.batch_size)
+        pairs = ((inputs, None, k) for k, inputs in enumerate(fresh_source.batches(cfg.batch_size)))
+        writer = cache
     else:
-        if fresh_source is not None:
-            total = -(-fresh_source.num_samples // batch)
-            pairs = reference_stream(reference, view, backend, fresh_source.batches(batch), cache, timings, cache_bytes)
-        elif cache.has_reference:
-            total = cache.meta["batches"]
-            pairs = cached_stream(cache)
-        else:  # the cache kept inputs only: recompute the reference from them
-            total = cache.meta["batches"]
-            pairs = reference_stream(reference, view, backend, (inp for inp, _ in cache.batches()), None, timings)
-        lw = run_layerwise(view, emitted.model, backend, pairs, total, labels, progress, timings)
-        if fresh_source is not None and not (meta := cache.meta)["with_reference"]:  # this run just wrote the cache
-            warnings += (f"The batch cache kept only the inputs: the reference tensors outgrew its budget of "
-                         f"{meta['budget_bytes'] // MB} MB (QUANTSCOPE_CACHE_MB, at most half the free disk space), "
-                         "so each rebuild runs the FP32 model again.",)
+        total = cache.meta["batches"]
+        keep_ref = cache.has_reference and reducer is None  # a device reducer recomputes the reference on the device
+        pairs = ((inputs, ref if keep_ref else None, k) for inputs, ref, k in cache.parts())
+        writer = None
+    lw = run_layerwise(view, reference, emitted.model, backend, pairs, total, reducer=reducer, on_device=reducer is not None,
+                       labels=labels, progress=progress, timings=timings, cache=writer, fallback=cfg.quant.fallback,
+                       memory_budget=cfg.memory_bytes, dynamic_batch=model_info(reference).fixed_batch is None)
+    why = (meta := cache.meta).get("inputs_only_because") if writer is not None and not cache.meta["with_reference"] else None
+    if why == "budget":
+        warnings += (f"The batch cache kept only the inputs: the reference tensors outgrew its budget of "
+                     f"{meta['budget_bytes'] // MB} MB (QUANTSCOPE_CACHE_MB, at most half the free disk space), "
+                     "so each rebuild runs the FP32 model again.",)
+    elif why == "passes":
+        warnings += (f"The comparison observed the tensors in {lw.passes} passes to stay within its memory budget "
+                     f"({cfg.memory_bytes // MB} MB, QUANTSCOPE_MEMORY_MB), so the batch cache kept only the inputs and each "
+                     "rebuild runs the FP32 model again.",)
     timings["compare"] = time.perf_counter() - t0
-    summary = _summary(lw, view, config, emitted, choice, batch, name, timings, recalibrated, warnings)
-    if hasattr(backend, "save_artifacts"):  # TensorRT: serialized engine + layer information
-        summary = replace(summary, extra={**summary.extra, "engine": backend.save_artifacts(run.path)})
-    layers = lw.layers
+
+    t0 = time.perf_counter()
+    ranking, reused = rank_run(run, cfg, reference, probe_backend(backend), progress, pools)
+    timings["rank"] = time.perf_counter() - t0
+    summary = summarize(lw, view, cfg, fp16_nodes=emitted.fp16_nodes, backend_note=choice.note, ranking=ranking,
+                        ranking_reused=reused, timings=timings, recalibrated=recalibrated, warnings=warnings)
+    prov = run.read_provenance()
+    layers = ranked_layers(lw.layers, summary.culprits)
+    layers["original"] = layers["node"].map(lambda n: origin_text(prov.get(n, ())))
+    if not recalibrated:  # a rebuild replaces the results only now: cancelled or failed before here, the run is as it was
+        run.archive_results()
+    for filename, content in lw.artifacts.get("files", {}).items():  # TensorRT: the serialized engine, its layers
+        run.write_bytes(run.path / filename, content)
     run.write_model(run.candidate, emitted.model)
     run.write_frame(run.layers, layers)
+    run.write_config(cfg)  # with the results it produced: a rebuild killed before here leaves the run as it was
     run.write_json(run.summary, summary.to_dict())
     return ComparisonResult(run.path, layers, summary)
-
-
-def _summary(lw: LayerwiseRun, view, config: QuantConfig, emitted, choice, batch: int, name: str,
-             timings: dict[str, float], recalibrated: bool, warnings: tuple[str, ...]) -> Summary:
-    ranked = rank_culprits(lw.layers)
-    culprits = tuple(
-        Culprit(r.node, r.op_type, float(r.introduced_db), float(r.snr_db), float(r.input_snr_db), float(r.cosine), bool(r.quantized))
-        for r in ranked.head(20).itertuples()
-    )
-    outputs = {
-        o: OutputMetrics.from_stats(o, s, lw.marked_outputs[o].snr_db if o in lw.marked_outputs else math.nan)
-        for o, s in lw.outputs.items()
-    }
-    notes = list(warnings)
-    for o, m in outputs.items():
-        if m.fusion_disagrees:
-            notes.append(f"Output '{o}' has SNR {m.snr_db:.1f} dB in the unmodified candidate but {m.marked_run_snr_db:.1f} dB "
-                         "with every tensor marked: marking outputs changed fusion, so trust the unmodified figure.")
-    if lw.shape_mismatches:
-        notes.append(f"{len(lw.shape_mismatches)} tensor(s) differ in shape between reference and candidate and were not compared.")
-    if lw.unobservable:
-        notes.append(f"{len(lw.unobservable)} tensor(s) were fused away by {choice.backend.name} and are not observable; "
-                     "they are listed in not_observable, never paired with another tensor.")
-    if view.missing_in_candidate:
-        notes.append(f"{len(view.missing_in_candidate)} reference tensor(s) have no same-named tensor in the candidate (not observable).")
-    headline = culprit_sentence(ranked.iloc[0]) if len(ranked) else "No node adds measurable error: the candidate matches the reference."
-    return Summary(
-        model=name, backend=choice.backend.name, backend_note=choice.note, samples=lw.samples, batches=lw.batches,
-        batch_size=batch, outputs=outputs, task=lw.task.to_dict(), culprits=culprits, headline=headline,
-        fallback=tuple(sorted(config.fallback)), fallback_precision=config.fallback_precision.value,
-        fp16_nodes=emitted.fp16_nodes, quantized_nodes=len(view.quantized_nodes), config=config.to_dict(),
-        timings=timings, not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
-        recalibrated=recalibrated, extra={"unmodified_candidate_batches": lw.unmodified_batches},
-    )
 
 
 def load_result(run_dir: str | os.PathLike) -> ComparisonResult:
@@ -258,25 +281,8 @@ def load_result(run_dir: str | os.PathLike) -> ComparisonResult:
     if not run.has_results():
         raise RunFolderError(f"{run.path} has no results yet; run `quantscope compare ... --out {run.path}` first.")
     layers = pd.read_csv(run.layers)
-    d = run.read_json(run.summary)
-    return ComparisonResult(run.path, layers, summary_from_dict(d))
-
-
-def _f(x) -> float:
-    return float(x) if x is not None else math.nan
-
-
-def summary_from_dict(d: dict) -> Summary:
-    outputs = {k: OutputMetrics(**{c: _f(v[c]) for c in METRIC_COLUMNS}, elements=int(v.get("elements", 0)), name=k,
-                                marked_run_snr_db=_f(v["marked_run_snr_db"])) for k, v in d["outputs"].items()}
-    culprits = tuple(Culprit(c["node"], c["op_type"], _f(c["introduced_db"]), _f(c["snr_db"]), _f(c["input_snr_db"]),
-                             _f(c["cosine"]), bool(c["quantized"])) for c in d["culprit_details"])
-    return Summary(
-        model=d["model"], backend=d["backend"], backend_note=d.get("backend_note", ""), samples=d["samples"], batches=d["batches"],
-        batch_size=d["batch_size"], outputs=outputs, task=d["task"], culprits=culprits, headline=d["headline"],
-        fallback=tuple(d["fallback"]), fallback_precision=d["fallback_precision"], fp16_nodes=tuple(d.get("fp16_nodes", ())),
-        quantized_nodes=d["quantized_nodes"], config=d["config"], timings=d["timings"],
-        not_observable=tuple(d.get("not_observable", ())), warnings=tuple(d.get("warnings", ())), recalibrated=d.get("recalibrated", True),
-        extra={k: d[k] for k in ("unmodified_candidate_batches", "engine") if k in d},
-    )
-
+    try:
+        summary = Summary.from_dict(run.read_json(run.summary))
+    except (KeyError, TypeError, ValueError):
+        raise RunFolderError(f"{run.summary} is not a QuantScope summary; run `quantscope compare` again for this folder.") from None
+    return ComparisonResult(run.path, layers, summary)

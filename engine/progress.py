@@ -14,8 +14,11 @@ class Stage:
     QUANTIZE = "quantize"
     COMPARE = "compare"
     FINAL_OUTPUTS = "final outputs"
+    RANK = "rank"
     SENSITIVITY = "sensitivity"
+    AUTOFALLBACK = "fallback search"
     LATENCY = "latency"
+    SWEEP = "sweep"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Typed, frozen results; `to_dict()` is exactly what summary.json holds."""
+"""Typed, frozen results; `to_dict()` is exactly what summary.json holds and `from_dict()` reads it back."""
 
 from __future__ import annotations
 
@@ -8,14 +8,17 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.compare.tensor_stats import TensorStats
+from engine.compare.metrics import METRIC_COLUMNS, TensorStats
+from engine.compare.task_metrics import TaskMetrics
+from engine.quantize.config import FallbackPrecision, QuantConfig
 
-__all__ = ["OutputMetrics", "Culprit", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB"]
+__all__ = ["OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB",
+           "json_number", "read_number"]
 
 FUSION_DISAGREEMENT_DB = 1.0
 
 
-def _num(x: float | None):
+def json_number(x: float | None):
     """JSON has no inf/nan: write them as strings a reader can parse back with float()."""
     if x is None:
         return None
@@ -24,17 +27,29 @@ def _num(x: float | None):
     return x
 
 
+def read_number(x) -> float:
+    return float(x) if x is not None else math.nan
+
+
 @dataclass(frozen=True)
-class OutputMetrics(TensorStats):
+class OutputMetrics:
     """A final output's statistics from the unmodified candidate run, plus the same output's SNR in the
     run with every tensor marked (the two differ when marking outputs changed fusion)."""
 
-    name: str = ""
+    name: str
+    stats: TensorStats
     marked_run_snr_db: float = math.nan
 
-    @classmethod
-    def from_stats(cls, name: str, stats: TensorStats, marked_run_snr_db: float) -> OutputMetrics:
-        return cls(**stats.to_dict(), name=name, marked_run_snr_db=marked_run_snr_db)
+    @property
+    def snr_db(self) -> float:
+        return self.stats.snr_db
+
+    @property
+    def cosine(self) -> float:
+        return self.stats.cosine
+
+    def __getitem__(self, column: str) -> float:
+        return self.stats[column]
 
     @property
     def fusion_disagrees(self) -> bool:
@@ -44,24 +59,86 @@ class OutputMetrics(TensorStats):
         return not (abs(a - b) <= FUSION_DISAGREEMENT_DB)
 
     def to_dict(self) -> dict:
-        d = {k: _num(v) for k, v in super().to_dict().items()}
-        d["marked_run_snr_db"] = _num(self.marked_run_snr_db)
-        d["fusion_disagrees"] = self.fusion_disagrees
-        return d
+        return {**{k: json_number(v) for k, v in self.stats.to_dict().items()},
+                "marked_run_snr_db": json_number(self.marked_run_snr_db), "fusion_disagrees": self.fusion_disagrees}
+
+    @classmethod
+    def from_dict(cls, name: str, d: dict) -> OutputMetrics:
+        stats = TensorStats({c: read_number(d.get(c)) for c in METRIC_COLUMNS}, int(d.get("elements", 0)))
+        return cls(name, stats, read_number(d.get("marked_run_snr_db")))
 
 
 @dataclass(frozen=True)
 class Culprit:
-    node: str
+    """A fallback unit (a quantized node, or a group of them), ranked by its measured harm to the final outputs."""
+
+    rank: int
+    node: str  # the unit's name: its node, or its nodes joined by '+'
+    nodes: tuple[str, ...]
     op_type: str
-    introduced_db: float
-    snr_db: float
+    alone_snr_db: float  # final outputs' SNR with only this unit in INT8 (nan where the ranking was not measured)
+    gain_db: float  # how much falling back only this unit raises the final outputs' SNR (nan where not measured)
+    snr_db: float  # layerwise view: SNR of its output tensor in the all-INT8 run
     input_snr_db: float
-    cosine: float
-    quantized: bool
+    introduced_db: float
 
     def to_dict(self) -> dict:
-        return {k: _num(v) if isinstance(v, float) else v for k, v in self.__dict__.items()}
+        return {"rank": self.rank, "node": self.node, "nodes": list(self.nodes), "op_type": self.op_type,
+                "alone_snr_db": json_number(self.alone_snr_db), "gain_db": json_number(self.gain_db), "snr_db": json_number(self.snr_db),
+                "input_snr_db": json_number(self.input_snr_db), "introduced_db": json_number(self.introduced_db)}
+
+    @classmethod
+    def from_dict(cls, d: dict, rank: int) -> Culprit:
+        return cls(int(d.get("rank", rank)), d["node"], tuple(d.get("nodes", (d["node"],))), d["op_type"],
+                   read_number(d.get("alone_snr_db")), read_number(d.get("gain_db")), read_number(d.get("snr_db")),
+                   read_number(d.get("input_snr_db")),
+                   read_number(d.get("introduced_db")))
+
+
+@dataclass(frozen=True)
+class Amplifier:
+    """A node that is not quantized but makes the noise it receives larger relative to the signal (a Mul of two
+    noisy branches, an attention MatMul): ticking it would change nothing, so it is shown beside the ranking."""
+
+    node: str
+    op_type: str
+    source: str  # the node that produced its noisiest input
+    amplification_db: float  # input SNR minus output SNR
+
+    @property
+    def sentence(self) -> str:
+        return (f"{self.node} ({self.op_type}) is not quantized but amplifies the noise from {self.source} "
+                f"by {self.amplification_db:.1f} dB")
+
+    def to_dict(self) -> dict:
+        return {"node": self.node, "op_type": self.op_type, "source": self.source, "amplification_db": json_number(self.amplification_db)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Amplifier:
+        return cls(d["node"], d["op_type"], d["source"], read_number(d["amplification_db"]))
+
+
+@dataclass(frozen=True)
+class RankingInfo:
+    method: str  # "measured harm" or "introduced noise" (when probes were skipped or impossible)
+    samples: int  # the screening subset the probes ran on
+    probes: int
+    all_int8_snr_db: float  # the final outputs on that subset with every unit in INT8
+    reused: bool = False  # taken from the run's earlier ranking (same quantization but for the fallback set)
+    view: str = ""  # "alone" or "gain": which isolated view orders the list (its top three recovered more)
+    top_set_gain_db: dict[str, float] = field(default_factory=dict)  # per view: its top three fallen back together
+
+    def to_dict(self) -> dict:
+        return {"method": self.method, "samples": self.samples, "probes": self.probes,
+                "all_int8_snr_db": json_number(self.all_int8_snr_db), "reused": self.reused, "view": self.view,
+                "top_set_gain_db": {k: json_number(v) for k, v in self.top_set_gain_db.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> RankingInfo:
+        d = d or {}
+        return cls(d.get("method", "introduced noise"), int(d.get("samples", 0)), int(d.get("probes", 0)),
+                   read_number(d.get("all_int8_snr_db")), bool(d.get("reused", False)), d.get("view", ""),
+                   {k: read_number(v) for k, v in (d.get("top_set_gain_db") or {}).items()})
 
 
 @dataclass(frozen=True)
@@ -73,44 +150,61 @@ class Summary:
     batches: int
     batch_size: int
     outputs: dict[str, OutputMetrics]
-    task: dict
-    culprits: tuple[Culprit, ...]
+    task: TaskMetrics
+    culprits: tuple[Culprit, ...]  # every fallback candidate, most harmful first
     headline: str
     fallback: tuple[str, ...]
-    fallback_precision: str
+    fallback_precision: FallbackPrecision
     fp16_nodes: tuple[str, ...]
     quantized_nodes: int
-    config: dict
+    config: QuantConfig
     timings: dict[str, float]
+    ranking: RankingInfo = field(default_factory=lambda: RankingInfo("introduced noise", 0, 0, math.nan))
+    amplifiers: tuple[Amplifier, ...] = ()
     not_observable: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     recalibrated: bool = True
-    extra: dict = field(default_factory=dict)
+    unmodified_candidate_batches: int = 0
+    passes: int = 1  # candidate/reference passes per batch (tensors observed in groups when one pass would not fit memory)
+    engine: dict | None = None  # TensorRT: the engine's layers, Reformat count and precisions
 
     def to_dict(self) -> dict:
-        return {
-            "model": self.model,
-            "backend": self.backend,
-            "backend_note": self.backend_note,
-            "samples": self.samples,
-            "batches": self.batches,
-            "batch_size": self.batch_size,
+        d = {
+            "model": self.model, "backend": self.backend, "backend_note": self.backend_note, "samples": self.samples,
+            "batches": self.batches, "batch_size": self.batch_size,
             "outputs": {k: v.to_dict() for k, v in self.outputs.items()},
-            "task": self.task,
+            "task": self.task.to_dict(),
             "culprits": [c.node for c in self.culprits],
             "culprit_details": [c.to_dict() for c in self.culprits],
-            "headline": self.headline,
-            "fallback": list(self.fallback),
-            "fallback_precision": self.fallback_precision,
-            "fp16_nodes": list(self.fp16_nodes),
-            "quantized_nodes": self.quantized_nodes,
-            "config": self.config,
-            "timings": {k: round(v, 4) for k, v in self.timings.items()},
-            "not_observable": list(self.not_observable),
-            "warnings": list(self.warnings),
-            "recalibrated": self.recalibrated,
-            **self.extra,
+            "ranking": self.ranking.to_dict(),
+            "amplifiers": [a.to_dict() for a in self.amplifiers],
+            "headline": self.headline, "fallback": list(self.fallback), "fallback_precision": self.fallback_precision.value,
+            "fp16_nodes": list(self.fp16_nodes), "quantized_nodes": self.quantized_nodes, "config": self.config.to_dict(),
+            "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
+            "not_observable": list(self.not_observable), "warnings": list(self.warnings), "recalibrated": self.recalibrated,
+            "unmodified_candidate_batches": self.unmodified_candidate_batches, "passes": self.passes,
         }
+        if self.engine is not None:
+            d["engine"] = self.engine
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Summary:
+        return cls(
+            model=d["model"], backend=d["backend"], backend_note=d.get("backend_note", ""), samples=int(d["samples"]),
+            batches=int(d["batches"]), batch_size=int(d["batch_size"]),
+            outputs={k: OutputMetrics.from_dict(k, v) for k, v in d["outputs"].items()},
+            task=TaskMetrics.from_dict(d.get("task") or {}),
+            culprits=tuple(Culprit.from_dict(c, i + 1) for i, c in enumerate(d.get("culprit_details", ()))),
+            headline=d["headline"], fallback=tuple(d["fallback"]),
+            fallback_precision=FallbackPrecision.parse(d.get("fallback_precision", "fp16")),
+            fp16_nodes=tuple(d.get("fp16_nodes", ())), quantized_nodes=int(d["quantized_nodes"]),
+            config=QuantConfig.from_dict(d["config"]), timings={k: float(v) for k, v in d.get("timings", {}).items()},
+            ranking=RankingInfo.from_dict(d.get("ranking")), amplifiers=tuple(Amplifier.from_dict(a) for a in d.get("amplifiers", ())),
+            not_observable=tuple(d.get("not_observable", ())), warnings=tuple(d.get("warnings", ())),
+            recalibrated=bool(d.get("recalibrated", True)), unmodified_candidate_batches=int(d.get("unmodified_candidate_batches", 0)),
+            passes=int(d.get("passes", 1)), engine=d.get("engine"),
+        )
 
 
 @dataclass(frozen=True)

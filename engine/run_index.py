@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
-from engine.errors import QuantScopeError, RunFolderError, unexpected_error_sentence
+from engine.errors import Cancelled, QuantScopeError, RunFolderError, unexpected_error_sentence
 from engine.results import ComparisonResult
 from engine.runs import RunFolder
 
-__all__ = ["RunIndex", "RunRecord", "RunStatus", "CLI_WORKSPACE", "default_runs_root", "INDEX_FILE"]
+__all__ = ["RunIndex", "RunRecord", "RunStatus", "CLI_WORKSPACE", "INDEX_FILE"]
 
 INDEX_FILE = "index.sqlite3"
 CLI_WORKSPACE = "cli"  # runs started by `quantscope compare/rebuild` (their folders live wherever --out says)
@@ -70,6 +70,7 @@ class RunStatus(str, Enum):
     DONE = "done"
     FAILED = "failed"
     INCOMPLETE = "incomplete"  # its process died (SIGKILL, power loss) before it could say done or failed
+    CANCELLED = "cancelled"  # the user cancelled it; earlier results are untouched
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ class RunRecord:
         """This run's results, wherever they are now; `run_dir` stays the run folder so a rebuild can start from it."""
         files = self.result_dir()
         if files is None:
-            why = {RunStatus.RUNNING: "is still running", RunStatus.FAILED: "failed", RunStatus.INCOMPLETE: "did not finish"}
+            why = {RunStatus.RUNNING: "is still running", RunStatus.FAILED: "failed", RunStatus.INCOMPLETE: "did not finish",
+                   RunStatus.CANCELLED: "was cancelled"}
             if self.status is RunStatus.DONE:
                 raise RunFolderError(f"Run {self.id}'s files are gone from {self.run_dir}; pick another run.")
             raise RunFolderError(f"Run {self.id} {why[self.status]}, so it has no results to open; pick a finished run.")
@@ -118,10 +120,6 @@ class RunRecord:
                 "snr_db": self.snr_db, "cosine": self.cosine, "top1_agreement": self.top1_agreement,
                 "top_culprit": self.top_culprit or "", "fallback": ", ".join(self.fallback) or "-",
                 "message": self.message, "folder": str(self.run_dir)}
-
-
-def default_runs_root() -> Path:
-    return Path(os.environ.get("QUANTSCOPE_RUNS_ROOT") or Path.home() / ".quantscope" / "runs")
 
 
 def _process_identity(pid: int) -> str | None:
@@ -151,8 +149,9 @@ def _hash(token: str) -> str:
 class RunIndex:
     """Opening an index creates it if needed and marks the runs of dead processes `incomplete`."""
 
-    def __init__(self, root: str | os.PathLike | None = None) -> None:
-        self.root = Path(root) if root is not None else default_runs_root()
+    def __init__(self, root: str | os.PathLike) -> None:
+        """root: the runs root (Settings.runs_root)."""
+        self.root = Path(root)
         self.path = self.root / INDEX_FILE
         try:
             self.root.mkdir(parents=True, exist_ok=True)
@@ -235,7 +234,7 @@ class RunIndex:
             db.execute(
                 "UPDATE runs SET status=?, finished=?, seq=?, snr_db=?, cosine=?, top1_agreement=?, top_culprit=?, fallback=?, "
                 "model=? WHERE id=?",
-                (RunStatus.DONE.value, time.time(), seq, _finite(out.snr_db), _finite(out.cosine), s.task.get("top1_agreement"),
+                (RunStatus.DONE.value, time.time(), seq, _finite(out.snr_db), _finite(out.cosine), s.task.top1_agreement,
                  s.culprits[0].node if s.culprits else None, "\n".join(s.fallback), s.model, run_id))
 
     def fail(self, run_id: int, sentence: str, status: RunStatus = RunStatus.FAILED) -> None:
@@ -245,10 +244,13 @@ class RunIndex:
     @contextmanager
     def track(self, workspace: str, kind: str, model: str, run_dir: str | os.PathLike | None = None) -> Iterator[tuple[int, Path]]:
         """`with index.track(...) as (run_id, folder): result = ...; index.finish(run_id, result)`. An error marks the
-        run failed with its sentence; Ctrl-C marks it incomplete; SIGKILL leaves it running until the next open."""
+        run failed with its sentence, a cancel marks it cancelled; Ctrl-C marks it incomplete; SIGKILL leaves it running until the next open."""
         run_id, folder = self.start(workspace, kind, model, run_dir)
         try:
             yield run_id, folder
+        except Cancelled as err:
+            self.fail(run_id, str(err), RunStatus.CANCELLED)
+            raise
         except QuantScopeError as err:
             self.fail(run_id, str(err))
             raise

@@ -1,10 +1,13 @@
 """A run folder: everything one comparison wrote, and the history of its rebuilds.
 
-    DIR/config.json            what was asked (model, data, quantization config, batch size, provider)
+    DIR/config.json            the run's settings (RunConfig): written by compare and by every rebuild
     DIR/reference.onnx         the FP32 graph compared (after pre-processing, named nodes)
     DIR/calibration_cache.json ORT's calibration cache: rebuilds re-emit from it, never recalibrate
     DIR/candidate.onnx         the exact Q/DQ model compared, without extra outputs
     DIR/layers.csv, DIR/summary.json
+    DIR/ranking.json           the culprit ranking's probes (reused by rebuilds that change only the fallback set)
+    DIR/provenance.json        for every node of reference.onnx, the node(s) of the user's file it came from
+    DIR/candidate_int8.onnx    the all-INT8 graph of the run's quantization: fallback sets are applied to it by surgery
     DIR/cache/                 inputs and reference tensors per batch (see reference_cache.py)
     DIR/labels.npy             optional
     DIR/history/N/             earlier candidate.onnx, layers.csv, summary.json
@@ -23,6 +26,8 @@ import onnx
 import pandas as pd
 
 from engine.errors import RunFolderError
+from engine.model.provenance import Origin
+from engine.run_config import RunConfig
 
 __all__ = ["RunFolder", "RESULT_FILES"]
 
@@ -36,7 +41,8 @@ class RunFolder:
     def __getattr__(self, item: str) -> Path:  # run.reference -> DIR/reference.onnx etc.
         names = {"config": "config.json", "reference": "reference.onnx", "calibration_cache": "calibration_cache.json",
                  "candidate": "candidate.onnx", "layers": "layers.csv", "summary": "summary.json",
-                 "cache_dir": "cache", "labels": "labels.npy", "history": "history"}
+                 "cache_dir": "cache", "labels": "labels.npy", "history": "history", "ranking": "ranking.json",
+                 "provenance": "provenance.json", "int8_base": "candidate_int8.onnx"}
         if item in names:
             return self.path / names[item]
         raise AttributeError(item)
@@ -101,6 +107,11 @@ class RunFolder:
         tmp.write_text(text)
         os.replace(tmp, target)
 
+    def write_bytes(self, target: Path, data: bytes) -> None:
+        tmp = target.with_name(target.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, target)
+
     def write_json(self, target: Path, obj) -> None:
         self.write_text(target, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
@@ -113,6 +124,21 @@ class RunFolder:
         tmp = target.with_name(target.name + ".tmp")
         frame.to_csv(tmp, index=False)
         os.replace(tmp, target)
+
+    def read_config(self) -> RunConfig:
+        return RunConfig.from_dict(self.read_json(self.config), self.config)
+
+    def write_config(self, config: RunConfig) -> None:
+        self.write_json(self.config, config.to_dict())
+
+    def read_provenance(self) -> dict[str, tuple[Origin, ...]]:
+        """Empty for a run folder written before provenance existed."""
+        if not self.provenance.is_file():
+            return {}
+        return {k: tuple(Origin.from_dict(o) for o in v) for k, v in self.read_json(self.provenance).items()}
+
+    def write_provenance(self, prov: dict[str, tuple[Origin, ...]]) -> None:
+        self.write_json(self.provenance, {k: [o.to_dict() for o in v] for k, v in prov.items()})
 
     def read_json(self, target: Path) -> dict:
         try:

@@ -1,26 +1,54 @@
-"""The one backend protocol. The rest of the engine never knows which backend ran."""
+"""The one backend protocol. The rest of the engine never knows which backend ran: it reads `capabilities`."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 import onnx
 
-__all__ = ["Runner", "Backend"]
+__all__ = ["Runner", "Backend", "Capabilities"]
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, declared once, so nothing outside backends/ asks which backend it has."""
+
+    name: str  # what summary.json reports, e.g. "onnxruntime-cpu"
+    device: str  # "cpu" or "cuda"
+    runtime_gates: bool  # runs a Q/DQ graph whose Q/DQ is switched by runtime inputs exactly as emitted (one session for all probes)
+    fp16_kernels: bool  # an FP16 build runs in FP16 (latency of it means something)
+    observes_fused: bool  # observed tensors are read without changing fusion (TensorRT debug tensors)
+    device_outputs: bool  # runners can leave outputs in device memory for a device reducer (`on_device=True`)
+    branchless: bool = False  # control flow (If) costs more than computing both sides: switch Q/DQ with Where instead
 
 
 class Runner(Protocol):
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
 
+    def artifacts(self) -> dict:
+        """What this runner built and the run folder should keep: {"files": {name: bytes}, "engine": {...}}, or {}."""
+        ...
+
 
 class Backend(Protocol):
-    name: str  # what summary.json reports, e.g. "onnxruntime-cpu"
+    name: str
+    capabilities: Capabilities
 
-    def runner(self, model: onnx.ModelProto, observe: Sequence[str] = ()) -> AbstractContextManager[Runner]:
-        """A started runner for `model`. `infer` returns its graph outputs plus those of the `observe` tensors
+    def with_threads(self, threads: int) -> Backend:
+        """The same backend with at most `threads` CPU threads per session (workers that share a machine)."""
+        ...
+
+    def runner(self, model: onnx.ModelProto, observe: Sequence[str] = (), *, on_device: bool = False,
+               optimized: bool = False, fallback: frozenset[str] = frozenset()) -> AbstractContextManager[Runner]:
+        """A started runner for `model`, holding no state beyond its own life. on_device: outputs stay in device memory
+        (only where `capabilities.device_outputs`). optimized: the runtime's deployment optimizations (latency), not
+        the as-written Q/DQ arithmetic (accuracy). fallback: the nodes the model keeps out of INT8, for backends that
+        must be told at build time. `infer` returns its graph outputs plus those of the `observe` tensors
+        the backend can see. `infer` returns its graph outputs plus those of the `observe` tensors
         the backend can see. How it observes them is the backend's business: ONNX Runtime marks them as
         outputs; TensorRT reads debug tensors so fusion is kept, and tensors fused away are simply absent
         (the caller reports them as not observable, never pairs anything else)."""

@@ -1,9 +1,9 @@
-"""ONNX Runtime (CPU or CUDA) through Polygraphy's SessionFromOnnx loader and OnnxrtRunner.
+"""ONNX Runtime (CPU or CUDA) through Polygraphy's OnnxrtRunner, with a session loader of our own.
 
-Graph optimization stays at BASIC: it folds constants but does not fuse Q/DQ into ORT's own int8 kernels.
-The Q/DQ graph then computes exactly what an int32-accumulating engine (TensorRT) computes, while ORT
-CPU's fused u8s8 kernels saturate on CPUs without VNNI (measured on the sample: 33.8 dB at BASIC,
--4.0 dB at ENABLE_ALL for the same model)."""
+Graph optimization stays at BASIC for accuracy: it folds constants but does not fuse Q/DQ into ORT's own int8
+kernels. The Q/DQ graph then computes exactly what an int32-accumulating engine (TensorRT) computes, while ORT
+CPU's fused u8s8 kernels saturate on CPUs without VNNI (measured on the sample: 33.8 dB at BASIC, -4.0 dB at
+ENABLE_ALL for the same model). Latency uses ENABLE_ALL (`optimized=True`): what ONNX Runtime deploys."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from contextlib import contextmanager
 import numpy as np
 import onnx
 
-from engine.compare.graph import with_outputs
+from engine.backends.base import Capabilities
 from engine.errors import BackendError, ModelError
+from engine.model.outputs import with_outputs
 
 __all__ = ["OnnxRuntimeBackend", "cuda_available"]
 
@@ -27,7 +28,37 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-class _PolygraphyRunner:
+class _SessionLoader:
+    """A Polygraphy-style loader (cheap until called) that builds the ONNX Runtime session itself, because the
+    accuracy path must disable ORT's WeightBiasQuantization: at the BASIC level it rewrites a Conv/Gemm whose input
+    and weight are dequantized to use an int32-quantized bias, which TensorRT never does (it takes the float bias).
+    On the outlier sample that rewrite moved the logits by up to 0.38."""
+
+    ACCURACY_DISABLED = ("WeightBiasQuantization",)
+
+    def __init__(self, model_bytes: bytes, providers: list, optimized: bool, threads: int | None = None) -> None:
+        self.model_bytes, self.providers, self.optimized, self.threads = model_bytes, providers, optimized, threads
+
+    def __call__(self):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        if self.optimized:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            disabled: tuple[str, ...] = ()
+        else:
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            disabled = self.ACCURACY_DISABLED
+        return ort.InferenceSession(self.model_bytes, options, providers=self.providers, disabled_optimizers=list(disabled))
+
+
+class _HostRunner:
+    """Polygraphy's OnnxrtRunner: numpy in, numpy out."""
+
     def __init__(self, runner) -> None:
         self._runner = runner
 
@@ -37,78 +68,99 @@ class _PolygraphyRunner:
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelError(f"ONNX Runtime failed while running the model ({_first_line(err)}); check the input data's shapes.") from None
 
+    def artifacts(self) -> dict:
+        return {}
 
-class _DeviceBoundRunner:
-    """Outputs stay in GPU memory (IOBinding); the caller wraps them with DLPack."""
+
+class _DeviceRunner:
+    """Outputs stay in device memory (IOBinding) as OrtValues; a device reducer reads them there. After the first run
+    of each input shape the outputs are bound to the buffers that run allocated, so later runs of that shape write into
+    the same memory: no allocation and no per-output binding a batch, and pointers a reducer can keep."""
+
+    MAX_SHAPES = 4  # input shapes whose buffers are kept (a data set has one or two: full batches and the last)
 
     def __init__(self, sess, device: str) -> None:
         self._sess, self._device = sess, device
         self._outputs = [o.name for o in sess.get_outputs()]
+        self._bound: dict[tuple, tuple] = {}
 
-    def infer_on_device(self, feed: dict[str, np.ndarray]) -> dict:
-        binding = self._sess.io_binding()
+    def infer(self, feed: dict[str, np.ndarray]) -> dict:
+        key = tuple((k, v.shape, v.dtype.str) for k, v in feed.items())
+        known = self._bound.get(key)
+        binding = known[0] if known is not None else self._sess.io_binding()
         for name, arr in feed.items():
             binding.bind_cpu_input(name, np.ascontiguousarray(arr))
-        for name in self._outputs:
-            binding.bind_output(name, self._device)
+        if known is None:
+            for name in self._outputs:
+                binding.bind_output(name, self._device)
         try:
             self._sess.run_with_iobinding(binding)
             binding.synchronize_outputs()  # the arrays are read by other CUDA streams next
         except Exception as err:  # noqa: BLE001
             raise ModelError(f"ONNX Runtime failed while running the model ({_first_line(err)}); check the input data's shapes.") from None
-        return dict(zip(self._outputs, binding.get_outputs()))
+        if known is not None:
+            return known[1]
+        values = dict(zip(self._outputs, binding.get_outputs()))
+        if len(self._bound) < self.MAX_SHAPES:
+            for name, value in values.items():
+                binding.bind_ortvalue_output(name, value)
+            self._bound[key] = (binding, values)
+        return values
+
+    def artifacts(self) -> dict:
+        return {}
 
 
 class OnnxRuntimeBackend:
-    def __init__(self, device: str = "cpu", optimization: str = "basic") -> None:
-        """optimization: "basic" for accuracy (Q/DQ computed as written), "all" for latency (ORT's fused kernels)."""
+    def __init__(self, device: str = "cpu", threads: int | None = None) -> None:
+        """threads: CPU threads per session (None: ONNX Runtime's default, every core)."""
         if device not in ("cpu", "cuda"):
             raise BackendError(f"Unknown ONNX Runtime device '{device}'; use cpu or cuda.")
         if device == "cuda" and not cuda_available():
             raise BackendError("ONNX Runtime's CUDA provider is not available here; install onnxruntime-gpu (pip install .[gpu]) or use --provider cpu.")
         self.device = device
-        self.optimization = optimization
+        self.threads = threads
         self.name = f"onnxruntime-{device}"
+        self.capabilities = Capabilities(self.name, device, runtime_gates=True, fp16_kernels=device == "cuda",
+                                         observes_fused=False, device_outputs=device == "cuda", branchless=device == "cuda")
 
-    @property
-    def keeps_outputs_on_device(self) -> bool:
-        """True when metrics can be computed where the tensors are (CUDA + cupy or torch)."""
-        from engine.compare.device_stats import device_library
+    def with_threads(self, threads: int) -> OnnxRuntimeBackend:
+        return OnnxRuntimeBackend(self.device, threads)
 
-        return self.device == "cuda" and device_library() is not None
-
-    def _loader(self, model: onnx.ModelProto):
+    def _loader(self, model: onnx.ModelProto, optimized: bool) -> _SessionLoader:
         import onnxruntime as ort
-        from polygraphy.backend.onnxrt import SessionFromOnnx
 
-        ort.set_default_logger_severity(3)
+        ort.set_default_logger_severity(4)  # errors ORT recovers from itself (cuDNN plans it falls back from) are not ours
         _quiet_polygraphy()
-        # TF32 off: FP32 convolutions on the GPU then agree with the CPU's, so differences are quantization's.
-        providers = [("cuda", {"use_tf32": "0"}), "cpu"] if self.device == "cuda" else ["cpu"]
-        level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL if self.optimization == "all" else ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        return SessionFromOnnx(model.SerializeToString(), providers=providers, graph_optimization_level=level)
+        # TF32 off: FP32 convolutions on the GPU then agree with the CPU's, so differences are quantization's. cuDNN picks
+        # its convolution algorithms by heuristic within a fixed workspace, not by timing them or by the memory free at
+        # the time: every session, in any process, picks the same and computes the same bits.
+        cuda = {"use_tf32": "0", "cudnn_conv_algo_search": "HEURISTIC", "cudnn_conv_use_max_workspace": "0"}
+        providers = [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"] if self.device == "cuda" else ["CPUExecutionProvider"]
+        return _SessionLoader(model.SerializeToString(), providers, optimized, self.threads)
 
     @contextmanager
-    def device_runner(self, model: onnx.ModelProto, observe: Sequence[str] = ()) -> Iterator[_DeviceBoundRunner]:
-        try:
-            sess = self._loader(with_outputs(model, list(observe)))()
-        except Exception as err:  # noqa: BLE001
-            raise ModelError(_session_error(err)) from None
-        yield _DeviceBoundRunner(sess, self.device)
-
-    @contextmanager
-    def runner(self, model: onnx.ModelProto, observe: Sequence[str] = ()) -> Iterator[_PolygraphyRunner]:
-        """Observed tensors become graph outputs (ONNX Runtime has no other way to expose them)."""
+    def runner(self, model: onnx.ModelProto, observe: Sequence[str] = (), *, on_device: bool = False,
+               optimized: bool = False, fallback: frozenset[str] = frozenset()) -> Iterator[_HostRunner | _DeviceRunner]:
+        """Observed tensors become graph outputs (ONNX Runtime has no other way to expose them). on_device: outputs
+        stay in the session's device memory (CUDA). fallback: nothing to do here, the Q/DQ graph says it all."""
+        loader = self._loader(with_outputs(model, list(observe)), optimized)
+        if on_device:
+            try:
+                sess = loader()
+            except Exception as err:  # noqa: BLE001
+                raise ModelError(_session_error(err)) from None
+            yield _DeviceRunner(sess, self.device)
+            return
         from polygraphy.backend.onnxrt import OnnxrtRunner
 
-        loader = self._loader(with_outputs(model, list(observe)))
         try:
             runner = OnnxrtRunner(loader)
             runner.activate()
         except Exception as err:  # noqa: BLE001
             raise ModelError(_session_error(err)) from None
         try:
-            yield _PolygraphyRunner(runner)
+            yield _HostRunner(runner)
         finally:
             runner.deactivate()
 

@@ -9,7 +9,7 @@ from engine.backends.base import Backend
 from engine.backends.onnxrt import OnnxRuntimeBackend, cuda_available
 from engine.errors import BackendError
 
-__all__ = ["PROVIDERS", "BackendChoice", "available_providers", "resolve_backend", "tensorrt_importable"]
+__all__ = ["PROVIDERS", "BackendChoice", "available_providers", "resolve_backend", "tensorrt_importable", "probe_backend", "change_note"]
 
 PROVIDERS = ("auto", "cpu", "cuda", "tensorrt")
 
@@ -22,6 +22,7 @@ def tensorrt_importable() -> bool:
 class BackendChoice:
     backend: Backend
     note: str  # one line a user reads: what was picked and why
+    provider: str  # what it resolved to: cpu | cuda | tensorrt (stored in the run's config, never resolved again)
 
 
 def available_providers() -> dict[str, bool]:
@@ -39,10 +40,26 @@ def resolve_backend(provider: str = "auto") -> BackendChoice:
         from engine.backends.tensorrt import TensorRTBackend
 
         backend = TensorRTBackend()
-        return BackendChoice(backend, f"Using TensorRT {backend.caps['version']} ({backend.path} network).")
+        return BackendChoice(backend, f"Using TensorRT {backend.caps['version']} ({backend.path} network).", "tensorrt")
     if provider == "cuda" or (provider == "auto" and have["cuda"]):
         note = "Using ONNX Runtime CUDA." + ("" if provider == "cuda" else " TensorRT not installed.")
-        return BackendChoice(OnnxRuntimeBackend("cuda"), note)
+        return BackendChoice(OnnxRuntimeBackend("cuda"), note, "cuda")
     missing = [] if provider == "cpu" else [n for n in ("TensorRT", "CUDA") if not have[n.lower()]]
     note = "Using ONNX Runtime CPU." + (f" {' and '.join(missing)} not available." if missing else "")
-    return BackendChoice(OnnxRuntimeBackend("cpu"), note)
+    return BackendChoice(OnnxRuntimeBackend("cpu"), note, "cpu")
+
+
+def probe_backend(backend: Backend) -> Backend:
+    """The backend for many quick probes: `backend` itself where it switches Q/DQ at run time, else ONNX Runtime on the
+    same device (TensorRT would build an engine per probe; ranking which nodes hurt does not need its kernels)."""
+    if backend.capabilities.runtime_gates:
+        return backend
+    return OnnxRuntimeBackend("cuda" if backend.capabilities.device == "cuda" and cuda_available() else "cpu")
+
+
+def change_note(choice: BackendChoice, previous: str) -> str | None:
+    """A sentence when `choice` is not the backend an earlier result came from (named `previous` in its config)."""
+    if choice.backend.name == previous:
+        return None
+    return (f"This rebuild ran on {choice.backend.name} while the results before it came from {previous}; "
+            "compare before and after with that in mind.")

@@ -7,22 +7,25 @@ Paths:
                   precision constraints "obey". TensorRT 11 removed these flags.
 Observation: tensors are read as debug tensors (`mark_unfused_tensors_as_debug_tensors`, TensorRT 10.x+),
 so fusion is what deployment gets; tensors fused away are absent and reported as not observable. Where
-debug tensors do not exist, tensors are marked as outputs with a warning that fusion is disturbed.
-Nothing here is imported unless TensorRT is importable."""
+debug tensors do not exist, tensors are marked as outputs, with a note that fusion is disturbed.
+Runners are stateless: each builds its own engine and hands it back with `artifacts()`; the backend object keeps
+nothing between runs. Nothing here is imported unless TensorRT is importable."""
 
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
 import onnx
 
+from engine.backends.base import Capabilities
 from engine.errors import BackendError, ModelError
 
-__all__ = ["TensorRTBackend", "trt_capabilities"]
+__all__ = ["TensorRTBackend", "trt_capabilities", "engine_summary"]
+
+DEBUG_NOTE = "observed tensors were marked as outputs (no debug tensors in this TensorRT): fusion disturbed"
 
 
 def trt_capabilities() -> dict:
@@ -37,12 +40,30 @@ def trt_capabilities() -> dict:
     }
 
 
-class _LazyTrtRunner:
-    """Builds the engine on the first batch, with an optimization profile for that batch's shapes."""
+def engine_summary(layer_info: dict | None, caps: dict, path: str, notes: Sequence[str]) -> dict:
+    """Layer count, Reformat layers and output precisions from the engine inspector's JSON."""
+    layers = (layer_info or {}).get("Layers", [])
+    layers = [lay if isinstance(lay, dict) else {"Name": lay} for lay in layers]
+    reformats = [lay.get("Name", "") for lay in layers if lay.get("LayerType") == "Reformat" or "reformat" in str(lay.get("Name", "")).lower()]
+    precisions: dict[str, int] = {}
+    for lay in layers:
+        for out in lay.get("Outputs", []) or []:
+            fmt = str(out.get("Format/Datatype", "")) if isinstance(out, dict) else ""
+            key = next((p for p in ("Int8", "Half", "Float", "FP8", "BF16") if p.lower() in fmt.lower()), "other")
+            precisions[key] = precisions.get(key, 0) + 1
+    return {"tensorrt": caps["version"], "path": path, "layers": len(layers), "reformat_layers": len(reformats),
+            "output_precisions": precisions, "notes": sorted(set(notes))}
 
-    def __init__(self, backend: TensorRTBackend, model: onnx.ModelProto, observe: Sequence[str]) -> None:
-        self.backend, self.model, self.observe = backend, model, list(observe)
+
+class _TrtRunner:
+    """Builds its engine on the first batch, with an optimization profile for that batch's shapes."""
+
+    def __init__(self, caps: dict, path: str, model: onnx.ModelProto, observe: Sequence[str], fallback: frozenset[str]) -> None:
+        self.caps, self.path, self.model, self.observe, self.fallback = caps, path, model, list(observe), fallback
         self.runner = None
+        self.engine_bytes: bytes | None = None
+        self.layer_info: dict | None = None
+        self.notes: list[str] = []
 
     def _build(self, feed: dict[str, np.ndarray]):
         import tensorrt as trt
@@ -56,19 +77,15 @@ class _LazyTrtRunner:
             TrtRunner,
         )
 
-        caps = self.backend.caps
-        typed = self.backend.path == "strongly-typed"
-        debug = bool(self.observe) and caps["debug_tensors"]
+        typed = self.path == "strongly-typed"
+        debug = bool(self.observe) and self.caps["debug_tensors"]
         network = NetworkFromOnnxBytes(self.model.SerializeToString(), strongly_typed=typed,
                                        mark_unfused_tensors_as_debug_tensors=debug)
         if self.observe and not debug:
-            warnings.warn("This TensorRT has no debug tensors: observed tensors are marked as outputs, which disturbs "
-                          "fusion, so the engine measured is not the one deployed.", stacklevel=2)
-            self.backend.notes.add("observed tensors were marked as outputs (no debug tensors in this TensorRT): fusion disturbed")
+            self.notes.append(DEBUG_NOTE)
             network = ModifyNetworkOutputs(network, outputs=self.observe + [o.name for o in self.model.graph.output])
-        fallback = self.backend.fallback_layers
-        if not typed and fallback:
-            network = SetLayerPrecisions(network, {name: trt.float16 for name in fallback})
+        if not typed and self.fallback:
+            network = SetLayerPrecisions(network, {name: trt.float16 for name in self.fallback})
         profile = Profile()
         for name, arr in feed.items():
             shape = tuple(arr.shape)
@@ -77,7 +94,9 @@ class _LazyTrtRunner:
         if not typed:
             kwargs.update(fp16=True, int8=True, precision_constraints="obey")
         engine = EngineFromNetwork(network, CreateConfig(**kwargs))()
-        self.backend.record_engine(engine)
+        self.engine_bytes = bytes(engine.serialize())
+        inspector = engine.create_engine_inspector()
+        self.layer_info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
         self.runner = TrtRunner(engine)
         self.runner.activate()
 
@@ -92,9 +111,17 @@ class _LazyTrtRunner:
                              "try --provider cuda, or check the model with `polygraphy run model.onnx --trt`.") from None
         return {k: np.asarray(v) for k, v in out.items()}
 
+    def artifacts(self) -> dict:
+        """The serialized engine and its layer information (precisions, Reformat count), once built."""
+        if self.engine_bytes is None:
+            return {}
+        return {"files": {"candidate.engine": self.engine_bytes, "trt_layers.json": json.dumps(self.layer_info, indent=1).encode()},
+                "engine": engine_summary(self.layer_info, self.caps, self.path, self.notes)}
+
     def close(self) -> None:
         if self.runner is not None:
             self.runner.deactivate()
+            self.runner = None
 
 
 class TensorRTBackend:
@@ -111,44 +138,19 @@ class TensorRTBackend:
             raise BackendError(f"TensorRT {self.caps['version']} cannot build strongly typed networks; use the classic path.")
         self.path = path
         self.name = f"tensorrt-{path}"
-        self.fallback_layers: frozenset[str] = frozenset()
-        self.notes: set[str] = set()
-        self.engine_bytes: bytes | None = None
-        self.layer_info: dict | None = None
+        # Q/DQ switched by Where would keep TensorRT from fusing it into INT8 kernels: each probe builds its own engine.
+        self.capabilities = Capabilities(self.name, "cuda", runtime_gates=False, fp16_kernels=True,
+                                         observes_fused=self.caps["debug_tensors"], device_outputs=False)
 
-    def record_engine(self, engine) -> None:
-        """Keeps the last engine built (in a comparison: the unmodified candidate, built after the reference and
-        the marked candidate) for download, with its layer information (precisions, Reformat count)."""
-        import tensorrt as trt
-
-        self.engine_bytes = bytes(engine.serialize())
-        inspector = engine.create_engine_inspector()
-        self.layer_info = json.loads(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-
-    def engine_summary(self) -> dict:
-        layers = (self.layer_info or {}).get("Layers", [])
-        layers = [lay if isinstance(lay, dict) else {"Name": lay} for lay in layers]
-        reformats = [lay.get("Name", "") for lay in layers if lay.get("LayerType") == "Reformat" or "reformat" in str(lay.get("Name", "")).lower()]
-        precisions: dict[str, int] = {}
-        for lay in layers:
-            for out in lay.get("Outputs", []) or []:
-                fmt = str(out.get("Format/Datatype", "")) if isinstance(out, dict) else ""
-                key = next((p for p in ("Int8", "Half", "Float", "FP8", "BF16") if p.lower() in fmt.lower()), "other")
-                precisions[key] = precisions.get(key, 0) + 1
-        return {"tensorrt": self.caps["version"], "path": self.path, "layers": len(layers), "reformat_layers": len(reformats),
-                "output_precisions": precisions, "notes": sorted(self.notes)}
-
-    def save_artifacts(self, run_dir) -> dict:
-        from pathlib import Path
-
-        if self.engine_bytes is not None:
-            (Path(run_dir) / "candidate.engine").write_bytes(self.engine_bytes)
-            (Path(run_dir) / "trt_layers.json").write_text(json.dumps(self.layer_info, indent=1))
-        return self.engine_summary()
+    def with_threads(self, threads: int) -> TensorRTBackend:
+        return self  # TensorRT's engines run on the GPU; host threads are not its setting
 
     @contextmanager
-    def runner(self, model: onnx.ModelProto, observe: Sequence[str] = ()) -> Iterator[_LazyTrtRunner]:
-        r = _LazyTrtRunner(self, model, observe)
+    def runner(self, model: onnx.ModelProto, observe: Sequence[str] = (), *, on_device: bool = False,
+               optimized: bool = False, fallback: frozenset[str] = frozenset()) -> Iterator[_TrtRunner]:
+        """fallback: on the classic path these layers are set to FP16 at build time (the strongly typed path reads
+        the types from the model). on_device/optimized: TensorRT engines are always optimized; outputs come to the host."""
+        r = _TrtRunner(self.caps, self.path, model, observe, frozenset(fallback))
         try:
             yield r
         finally:

@@ -32,7 +32,8 @@ class StderrProgress:
         self._last_print = now
         filled = int(self.width * ev.fraction)
         bar = "#" * filled + "-" * (self.width - filled)
-        line = f"{ev.stage:>13} [{bar}] {ev.done}/{ev.total} {ev.message} ({now - self._started:.1f} s)"
+        count = f"{ev.done}/{ev.total}" if ev.total > 0 else f"{ev.done}"  # an open-ended step has no total to show
+        line = f"{ev.stage:>15} [{bar}] {count} {ev.message} ({now - self._started:.1f} s)"
         if self.tty:
             self.stream.write("\r" + line[:160].ljust(100))
             if finished:

@@ -43,6 +43,11 @@ class ModelInfo:
     def input(self, name: str) -> TensorSpec:
         return next(i for i in self.inputs if i.name == name)
 
+    @property
+    def fixed_batch(self) -> int | None:
+        """The batch size the inputs fix on axis 0, or None when axis 0 is dynamic."""
+        return next((t.shape[0] for t in self.inputs if t.shape and isinstance(t.shape[0], int)), None)
+
     def to_dict(self) -> dict:
         return {
             "inputs": [{"name": t.name, "shape": t.shape_text(), "dtype": t.dtype} for t in self.inputs],
@@ -68,8 +73,10 @@ def _spec(vi: onnx.ValueInfoProto) -> TensorSpec:
     if tt.HasField("shape"):
         dims: list[Dim] = []
         for d in tt.shape.dim:
-            if d.HasField("dim_value"):
+            if d.HasField("dim_value") and d.dim_value > 0:
                 dims.append(int(d.dim_value))
+            elif d.HasField("dim_value"):  # some exporters (PaddlePaddle) write a dynamic dimension as -1
+                dims.append(None)
             elif d.HasField("dim_param"):
                 dims.append(d.dim_param)
             else:

@@ -57,3 +57,21 @@ def clean_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("clean") / "run"
     return compare(SAMPLES / "resnet_digits.onnx", SAMPLES / "digits_calib.npz", data=SAMPLES / "digits_eval.npz",
                    labels=SAMPLES / "digits_eval_labels.npy", out_dir=out, batch_size=25)
+
+
+@pytest.fixture()
+def no_calibration(monkeypatch):
+    """Every way QuantScope or ONNX Runtime could calibrate raises: the pipeline's calibrate() and ORT's calibrator
+    factory, in both modules that call it. test_the_no_calibration_fixture_catches_a_calibration proves it can fail."""
+    import sys
+
+    import onnxruntime.quantization.calibrate as ort_calibrate
+
+    import engine.pipeline as pipeline
+
+    def forbidden(*a, **k):
+        raise AssertionError("this must not recalibrate")
+
+    monkeypatch.setattr(pipeline, "calibrate", forbidden)
+    monkeypatch.setattr(ort_calibrate, "create_calibrator", forbidden)
+    monkeypatch.setattr(sys.modules["onnxruntime.quantization.quantize"], "create_calibrator", forbidden)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from onnx import TensorProto, helper
 
 from engine.compare.graph import observe
+from engine.quantize import TRT_INT8_OP_TYPES
+from tests.engine.fakes import FakeBackend
 
 
 def _model(names):
@@ -20,7 +22,7 @@ def _model(names):
 def test_renamed_or_substring_tensors_are_not_paired():
     ref = _model(["conv1", "b", "out"])
     cand = _model(["conv10", "b_renamed", "out"])  # same positions, similar names
-    view = observe(ref, cand)
+    view = observe(ref, cand, TRT_INT8_OP_TYPES)
     assert view.names == ["out"]
     assert view.missing_in_candidate == ("conv1", "b")
 
@@ -28,7 +30,7 @@ def test_renamed_or_substring_tensors_are_not_paired():
 def test_same_names_in_other_order_pair_by_name():
     ref = _model(["a", "b", "c"])
     cand = _model(["b", "a", "c"])
-    view = observe(ref, cand)
+    view = observe(ref, cand, TRT_INT8_OP_TYPES)
     assert view.names == ["a", "b", "c"]
     assert [t.node for t in view.tensors] == ["relu0", "relu1", "relu2"]  # the reference's nodes
 
@@ -40,24 +42,15 @@ def test_tensors_a_backend_does_not_return_are_not_observable_never_paired():
     from engine.compare.layerwise import run_layerwise
 
     ref, cand = _model(["a", "b", "out"]), _model(["a", "b", "out"])
-    view = observe(ref, cand)
+    view = observe(ref, cand, TRT_INT8_OP_TYPES)
 
-    class FusingBackend:
-        name = "fusing"
-
-        def runner(self, model, observe=()):
-            import contextlib
-
-            class R:
-                def infer(self, feed):
-                    x = np.maximum(feed["x"], 0)
-                    return {"a": x, "out": x + (0.01 if model is cand else 0.0)}  # "b" fused away
-
-            return contextlib.nullcontext(R())
+    def fusing(feed, observing, model):
+        x = np.maximum(feed["x"], 0)
+        return {"a": x, "out": x + (0.01 if model is cand else 0.0)}  # "b" fused away
 
     x = np.ones((1, 4), np.float32)
     pairs = iter([({"x": x}, {"a": x, "b": x, "out": x})])
-    lw = run_layerwise(view, cand, FusingBackend(), pairs, 1)
+    lw = run_layerwise(view, ref, cand, FakeBackend(fusing), pairs, 1)
     assert lw.unobservable == ("b",)
     row = lw.layers.set_index("tensor").loc["b"]
     assert np.isnan(row["snr_db"]) and np.isnan(row["cosine"])

@@ -16,6 +16,7 @@ import pytest
 
 import engine
 from engine.run_index import CLI_WORKSPACE, RunIndex, RunStatus
+from engine.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLES = ROOT / "sample_models"
@@ -43,7 +44,7 @@ def _kill_when(proc: subprocess.Popen, ready, what: str, timeout: float = 120) -
 
 
 def _statuses() -> dict[tuple[str, str], RunStatus]:
-    return {(r.kind, r.run_dir.name): r.status for r in RunIndex().runs()}
+    return {(r.kind, r.run_dir.name): r.status for r in RunIndex(Settings.from_env().runs_root).runs()}
 
 
 def test_sigkill_mid_run_is_incomplete_on_next_start_and_earlier_runs_are_intact(tmp_path):
@@ -55,20 +56,26 @@ def test_sigkill_mid_run_is_incomplete_on_next_start_and_earlier_runs_are_intact
     # 1. killed mid-comparison (calibrated, comparing batch by batch) in a new folder
     proc = _cli("compare", str(MODEL), "--calib", str(CALIB), "--out", str(killed), "--batch", "1", "--provider", "cpu", "--quiet")
     _kill_when(proc, lambda: (killed / "calibration_cache.json").is_file(), "mid-comparison")
-    # 2. killed mid-rebuild of the earlier run, after it archived the earlier results and before it wrote new ones
+    # 2. killed mid-rebuild of the earlier run, as soon as the index shows it running (it replaces the results only at
+    # its end; a rebuild of the sample takes well under a second, so waiting longer would race its end)
     proc = _cli("rebuild", str(earlier), "--fallback", "block3_2_conv", "--provider", "cpu", "--quiet")
-    _kill_when(proc, lambda: (earlier / "history" / "1").is_dir(), "mid-rebuild")
 
-    index = RunIndex()  # the next start; the rebuild process, opening the index, had already marked the first one
+    def rebuilding() -> bool:
+        return any(r.kind == "rebuild" and r.status is RunStatus.RUNNING for r in RunIndex(Settings.from_env().runs_root).runs())
+
+    _kill_when(proc, rebuilding, "mid-rebuild")
+
+    index = RunIndex(Settings.from_env().runs_root)  # the next start; the rebuild process, opening the index, had already marked the first one
     assert index.recovered == 1
     assert _statuses() == {("compare", "earlier"): RunStatus.DONE, ("compare", "killed"): RunStatus.INCOMPLETE,
                            ("rebuild", "earlier"): RunStatus.INCOMPLETE}
-    assert RunIndex().recovered == 0  # recovery happens once
+    assert RunIndex(Settings.from_env().runs_root).recovered == 0  # recovery happens once
 
     # the earlier run is intact: same files, and the index still finds its results
     assert _digest(earlier) == snapshot
     first = next(r for r in index.runs() if r.kind == "compare" and r.run_dir.name == "earlier")
-    assert _digest(first.result_dir()) == {k: v for k, v in snapshot.items() if k in ("candidate.onnx", "layers.csv", "summary.json")}
+    results = ("candidate.onnx", "layers.csv", "summary.json")
+    assert {k: v for k, v in _digest(first.result_dir()).items() if k in results} == {k: v for k, v in snapshot.items() if k in results}
     assert engine.load_result(earlier).summary.fallback == ()
     with pytest.raises(engine.RunFolderError):  # the killed run has no results, and says so in a sentence
         engine.load_result(killed)
@@ -86,7 +93,7 @@ def test_sigkill_mid_run_is_incomplete_on_next_start_and_earlier_runs_are_intact
     assert again.wait() == 0, again.communicate()[1]
     redo = _cli("compare", str(MODEL), "--calib", str(CALIB), "--out", str(killed), "--batch", "16", "--provider", "cpu", "--quiet")
     assert redo.wait() == 0, redo.communicate()[1]
-    records = RunIndex().runs()
+    records = RunIndex(Settings.from_env().runs_root).runs()
     assert [r.status for r in records][-2:] == [RunStatus.DONE, RunStatus.DONE]
     # each finished row still points at its own results: the first compare's are now history/<seq>
     assert records[0].result_dir() == earlier / "history" / str(records[0].seq)
@@ -103,8 +110,8 @@ def test_cli_runs_are_listed_with_their_numbers_and_failures(tmp_path, capsys):
     assert main(["compare", str(MODEL), "--calib", str(CALIB), "--out", str(out), "--batch", "32", "--provider", "cpu", "--quiet"]) == 0
     assert main(["rebuild", str(out), "--fallback", "no_such_node", "--provider", "cpu", "--quiet"]) == 2
     assert main(["compare", str(MODEL), "--calib", str(CALIB), "--out", str(tmp_path / "x"), "--quiet", "--no-index"]) == 0
-    err = capsys.readouterr().err.strip().removeprefix("error: ")
-    first, failed = RunIndex().runs()  # --no-index left no row
+    err = capsys.readouterr().err.strip().removeprefix("error: --fallback: ")  # the CLI names the flag
+    first, failed = RunIndex(Settings.from_env().runs_root).runs()  # --no-index left no row
     result = engine.load_result(out)
     assert (first.status, first.workspace, first.model, first.seq) == (RunStatus.DONE, CLI_WORKSPACE, MODEL.name, 1)
     assert first.snr_db == pytest.approx(result.final_output().snr_db) and first.top_culprit == result.summary.culprits[0].node
@@ -230,3 +237,20 @@ def test_a_second_writer_on_the_same_run_folder_is_refused_in_one_sentence(tmp_p
         holder.kill()
         holder.wait()
     assert engine.rebuild(out, fallback=["block3_2_conv"]).summary.fallback == ("block3_2_conv",)  # the OS dropped the lock
+
+
+def test_a_cancelled_run_is_recorded_as_cancelled_not_failed(tmp_path):
+    index = RunIndex(tmp_path / "root")
+
+    def cancelled_compare(folder):
+        def progress(ev):
+            if ev.stage == engine.Stage.COMPARE:
+                raise engine.Cancelled()
+        return engine.compare(MODEL, CALIB, out_dir=folder, batch_size=50, provider="cpu", progress=progress)
+
+    with pytest.raises(engine.Cancelled):
+        index.record("ws", "compare", MODEL.name, cancelled_compare)
+    (run,) = index.runs("ws")
+    assert (run.status, run.message) == (RunStatus.CANCELLED, "Cancelled; the earlier results are untouched.")
+    with pytest.raises(engine.RunFolderError, match="was cancelled, so it has no results to open"):
+        run.load()

@@ -12,6 +12,7 @@ import pytest
 import engine
 from engine.cli.main import main
 from engine.run_index import RunIndex, RunStatus
+from engine.settings import Settings
 from tests.hostile.build_corpus import GOOD_MODEL, build
 
 SAMPLES = GOOD_MODEL.parent
@@ -90,6 +91,6 @@ def test_hostile_input(corpus, earlier_run, index, tmp_path, capsys):
     for name in ("summary.json", "layers.csv", "candidate.onnx", "reference.onnx", "calibration_cache.json"):
         assert after[name] == before_run[name], f"{case['name']} changed the earlier {name}"
     assert _digest(root) == before_corpus, "nothing is written outside the run folder"
-    (record,) = RunIndex().runs()  # the CLI's attempt is in the run index, failed with the same sentence
+    (record,) = RunIndex(Settings.from_env().runs_root).runs()  # the CLI's attempt is in the run index, failed with the same sentence
     assert record.status is RunStatus.FAILED and record.run_dir == run.resolve()
     _check(record.message, case)

@@ -1,0 +1,134 @@
+"""From a layerwise run and a culprit ranking to the typed Summary, its headline and layers.csv's ranking columns."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from engine.compare.graph import GraphView
+from engine.compare.layerwise import LayerwiseRun
+from engine.compare.ranking import FLOOR_DB, rank_culprits
+from engine.diagnose.harm_ranking import HarmRanking
+from engine.results import Amplifier, Culprit, OutputMetrics, RankingInfo, Summary
+from engine.run_config import RunConfig
+
+__all__ = ["summarize", "ranked_layers", "AMPLIFICATION_DB", "MAX_AMPLIFIERS"]
+
+AMPLIFICATION_DB = 3.0  # a node that is not quantized but loses this much SNR from input to output is an amplifier
+MAX_AMPLIFIERS = 8
+
+
+def _db(x: float) -> str:
+    return "exact (inf dB)" if not np.isfinite(x) else f"{x:.1f} dB"
+
+
+def _node_rows(layers: pd.DataFrame) -> dict[str, pd.Series]:
+    """Each node's worst output tensor (lowest SNR)."""
+    ordered = layers.sort_values("snr_db", na_position="last").drop_duplicates("node")
+    return {r["node"]: r for _, r in ordered.iterrows()}
+
+
+def _culprits(layers: pd.DataFrame, ranking: HarmRanking | None, view: GraphView, fallback: frozenset[str]) -> tuple[Culprit, ...]:
+    rows = _node_rows(layers)
+
+    def layer(node: str, col: str) -> float:
+        r = rows.get(node)
+        return float(r[col]) if r is not None and r[col] == r[col] else math.nan
+
+    out = []
+    if ranking is not None:
+        for u in ranking.units:
+            if set(u.nodes) <= fallback:
+                continue  # already in fallback: no longer a candidate
+            main = next((n for n in u.nodes if n in view.quantized_nodes), u.nodes[0])
+            out.append(Culprit(len(out) + 1, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db,
+                               layer(main, "snr_db"), layer(main, "input_snr_db"), layer(main, "introduced_db")))
+        return tuple(out)
+    quantized = layers[layers["node"].isin(view.quantized_nodes) & ~layers["node"].isin(fallback)]
+    for _, r in rank_culprits(quantized).iterrows():
+        out.append(Culprit(len(out) + 1, r["node"], (r["node"],), r["op_type"], math.nan, math.nan, float(r["snr_db"]),
+                           float(r["input_snr_db"]), float(r["introduced_db"])))
+    return tuple(out)
+
+
+def _amplifiers(layers: pd.DataFrame, view: GraphView) -> tuple[Amplifier, ...]:
+    producer = {t.tensor: t.node for t in view.tensors}
+    snr = dict(zip(layers["tensor"], layers["snr_db"]))
+    found = []
+    for t in view.tensors:
+        if t.node in view.quantized_nodes or t.tensor not in snr or not np.isfinite(snr[t.tensor]):
+            continue
+        inputs = [(snr[i], i) for i in t.node_inputs if i in snr and np.isfinite(snr[i])]
+        if not inputs:
+            continue
+        worst_in, source = min(inputs)
+        loss = worst_in - snr[t.tensor]
+        if loss >= AMPLIFICATION_DB:
+            found.append(Amplifier(t.node, t.op_type, producer.get(source, source), loss))
+    best: dict[str, Amplifier] = {}
+    for a in sorted(found, key=lambda a: -a.amplification_db):
+        best.setdefault(a.node, a)
+    return tuple(list(best.values())[:MAX_AMPLIFIERS])
+
+
+def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame) -> str:
+    if not culprits:
+        return "No node is left in INT8 to rank: every quantizable node is in fallback or none was quantized."
+    top = culprits[0]
+    curve = (f"on the layerwise curve its SNR falls from {_db(top.input_snr_db)} at its input to {_db(top.snr_db)} "
+             f"at its output")
+    if ranking is not None and ranking.view == "gain":
+        return (f"Falling back {top.node} ({top.op_type}) recovers the most: alone in fallback it raises the final outputs "
+                f"by {top.gain_db:+.1f} dB from {_db(ranking.all_int8_snr_db)} SNR (on {ranking.samples} samples; with these "
+                f"outputs any one node's noise alone costs nearly all of it, so the list is ordered by this gain); {curve}.")
+    if ranking is not None:
+        return (f"Quantizing {top.node} ({top.op_type}) hurts the final outputs most: alone in INT8 it brings them to "
+                f"{_db(top.alone_snr_db)} SNR (every node in INT8: {_db(ranking.all_int8_snr_db)}, on {ranking.samples} "
+                f"samples); {curve}.")
+    if not top.introduced_db > FLOOR_DB:
+        return "No quantized node adds measurable error: the candidate matches the reference."
+    return (f"Error is introduced at node {top.node} ({top.op_type}): SNR falls from {_db(top.input_snr_db)} at its input "
+            f"to {_db(top.snr_db)} at its output (it adds noise at {top.introduced_db:.1f} dB of the signal power; "
+            "ranking by measured harm was skipped).")
+
+
+def ranked_layers(layers: pd.DataFrame, culprits: tuple[Culprit, ...]) -> pd.DataFrame:
+    """layers.csv with each candidate node's place in the ranking and its alone-in-INT8 SNR."""
+    rank = {n: c.rank for c in culprits for n in c.nodes}
+    alone = {n: c.alone_snr_db for c in culprits for n in c.nodes}
+    gain = {n: c.gain_db for c in culprits for n in c.nodes}
+    out = layers.copy()
+    out["rank"] = out["node"].map(rank).astype("Int64")
+    out["alone_snr_db"] = out["node"].map(alone).astype(float)
+    out["gain_db"] = out["node"].map(gain).astype(float)
+    return out
+
+
+def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: tuple[str, ...], backend_note: str,
+              ranking: HarmRanking | None, ranking_reused: bool, timings: dict[str, float], recalibrated: bool,
+              warnings: tuple[str, ...]) -> Summary:
+    culprits = _culprits(lw.layers, ranking, view, cfg.quant.fallback)
+    outputs = {o: OutputMetrics(o, s, lw.marked_outputs[o].snr_db if o in lw.marked_outputs else math.nan)
+               for o, s in lw.outputs.items()}
+    notes = list(warnings)
+    for o, m in outputs.items():
+        if m.fusion_disagrees:
+            notes.append(f"Output '{o}' has SNR {m.snr_db:.1f} dB in the unmodified candidate but {m.marked_run_snr_db:.1f} dB "
+                         "with every tensor marked: marking outputs changed fusion, so trust the unmodified figure.")
+    if lw.shape_mismatches:
+        notes.append(f"{len(lw.shape_mismatches)} tensor(s) differ in shape between reference and candidate and were not compared.")
+    info = (RankingInfo("measured harm", ranking.samples, ranking.probes, ranking.all_int8_snr_db, ranking_reused, ranking.view,
+                        dict(ranking.top_set_gain_db or {}))
+            if ranking is not None else RankingInfo("introduced noise", 0, 0, math.nan))
+    return Summary(
+        model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
+        batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(culprits, ranking, lw.layers),
+        fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
+        quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
+        amplifiers=_amplifiers(lw.layers, view),
+        not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
+        recalibrated=recalibrated, unmodified_candidate_batches=lw.unmodified_batches, passes=lw.passes,
+        engine=lw.artifacts.get("engine"),
+    )
