@@ -1,12 +1,15 @@
-"""The streaming comparison: per batch, the reference tensors (fresh or cached), the candidate with every
-observed tensor marked, and the unmodified candidate for the final outputs. Nothing but per-tensor
-accumulators outlives a batch."""
+"""The streaming comparison, one loop for every backend: per batch, the reference tensors (cached, or from a run of
+the reference with every observed tensor marked), the candidate with every observed tensor marked, and the unmodified
+candidate for the final outputs. A reducer turns each pair of tensors into sufficient statistics where the tensors
+are (host numpy, or GPU kernels for outputs kept in device memory); nothing but per-tensor accumulators outlives a
+batch."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,18 +18,21 @@ import pandas as pd
 
 from engine.backends.base import Backend
 from engine.compare.graph import GraphView
+from engine.compare.memory_plan import MemoryPlan, parts, plan_memory, static_bytes_per_sample
+from engine.compare.metrics import METRIC_COLUMNS, Accumulator, TensorStats
 from engine.compare.ranking import input_snr, introduced_db
-from engine.compare.reference_cache import DEFAULT_CACHE_BYTES, ReferenceCache
+from engine.compare.reducers import HostReducer, Reducer
+from engine.compare.reference_cache import ReferenceCache
 from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, is_classifier_shaped
-from engine.compare.tensor_stats import METRIC_COLUMNS, TensorAccumulator, TensorStats
 from engine.data.source import Batch
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 
-__all__ = ["LayerwiseRun", "reference_stream", "cached_stream", "run_layerwise", "LAYER_COLUMNS"]
+__all__ = ["LayerwiseRun", "run_layerwise", "LAYER_COLUMNS", "layer_frame"]
 
 LAYER_COLUMNS = ("tensor", "node", "op_type", "quantized", *METRIC_COLUMNS[:3], "introduced_db", *METRIC_COLUMNS[3:])
 
-Pair = tuple[Batch, dict[str, np.ndarray]]
+Pair = tuple[Batch, "dict[str, np.ndarray] | None"]  # inputs, and the reference tensors when already known
+Part = tuple[Batch, "dict[str, np.ndarray] | None", int]  # the same, for a part of batch number k
 
 
 @dataclass
@@ -41,144 +47,238 @@ class LayerwiseRun:
     shape_mismatches: tuple[str, ...] = ()
     unobservable: tuple[str, ...] = ()  # tensors the backend fused away (e.g. TensorRT): reported, never paired
     unmodified_batches: int = 0  # batches on which the unmodified candidate ran (see run_layerwise)
+    artifacts: dict = field(default_factory=dict)  # what the unmodified candidate's runner handed back (TensorRT engine)
+    passes: int = 1  # marked passes per batch (see memory_plan)
+    micro_batch: int | None = None  # samples per marked pass, where batches were split (see memory_plan)
 
 
-def reference_stream(reference: onnx.ModelProto, view: GraphView, backend: Backend, batches: Iterator[Batch],
-                     cache: ReferenceCache | None, timings: dict[str, float], cache_bytes: int = DEFAULT_CACHE_BYTES) -> Iterator[Pair]:
-    """Runs the reference with every observed tensor marked; optionally writes each batch to the cache."""
-    samples = 0
-    if cache is not None:
-        cache.reset(budget=cache_bytes)
-    with backend.runner(reference, observe=view.names) as runner:
-        for inputs in batches:
-            t0 = time.perf_counter()
-            ref = runner.infer(inputs)
-            timings["reference"] = timings.get("reference", 0.0) + time.perf_counter() - t0
-            if cache is not None:
-                t0 = time.perf_counter()
-                cache.append(inputs, {k: ref[k] for k in view.names if k in ref})
-                timings["cache_write"] = timings.get("cache_write", 0.0) + time.perf_counter() - t0
-            samples += len(next(iter(inputs.values())))
-            yield inputs, ref
-    if cache is not None:
-        cache.finish(samples)
+class _Clock:
+    def __init__(self, timings: dict[str, float]) -> None:
+        self.timings = timings
 
-
-def cached_stream(cache: ReferenceCache) -> Iterator[Pair]:
-    yield from cache.batches()
-
-
-def _classifier_output(view: GraphView, first_ref: dict[str, np.ndarray]) -> str | None:
-    return next((o for o in view.outputs if o in first_ref and is_classifier_shaped(first_ref[o])), None)
-
-
-def update_final_outputs(final: dict[str, TensorAccumulator], task: TaskAccumulator | None, view: GraphView,
-                         ref: dict[str, np.ndarray], plain: dict[str, np.ndarray], labels: np.ndarray | None) -> TaskAccumulator:
-    """Final-output metrics and task metrics from the unmodified candidate's outputs `plain`; returns the task
-    accumulator (created on the first batch, when the classifier-shaped output is known)."""
-    for o, a in final.items():
-        if o in ref and o in plain and ref[o].shape == plain[o].shape:
-            a.update(ref[o], plain[o])
-    if task is None:
-        task = TaskAccumulator(_classifier_output(view, ref), labels)
-    if task.output is not None:
-        task.update(ref[task.output], plain[task.output])
-    return task
+    def add(self, key: str, t0: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
 
 def run_layerwise(
     view: GraphView,
+    reference: onnx.ModelProto,
     candidate: onnx.ModelProto,
     backend: Backend,
-    pairs: Iterator[Pair],
+    pairs: Iterator[Pair] | Iterator[Part],
     total_batches: int,
+    *,
+    reducer: Reducer | None = None,
+    on_device: bool = False,
     labels: np.ndarray | None = None,
     progress: ProgressCallback = no_progress,
     timings: dict[str, float] | None = None,
+    cache: ReferenceCache | None = None,
+    fallback: frozenset[str] = frozenset(),
+    memory_budget: int | None = None,
+    dynamic_batch: bool = True,
 ) -> LayerwiseRun:
-    timings = timings if timings is not None else {}
-    acc = {t: TensorAccumulator() for t in view.names}
-    final = {o: TensorAccumulator() for o in view.outputs}
+    """pairs: (inputs, reference tensors or None[, batch number]): a batch, or a part of one (the cache's entries).
+    Where the reference is None it runs here, marked, on the backend.
+    on_device: marked runs keep their outputs in device memory and `reducer` reads them there.
+    cache: written with every part's inputs (and, for host tensors, the reference tensors) for later rebuilds.
+    memory_budget: bytes the observed tensors of a pass may take (see memory_plan); None: no limit."""
+    reducer = reducer or HostReducer()
+    clock = _Clock(timings if timings is not None else {})
+    names = view.names
+    cached = list(dict.fromkeys([*names, *view.outputs]))  # integer outputs (an ArgMax label) too: a rebuild reports them
+    acc = {t: Accumulator() for t in names}
+    final = {o: Accumulator() for o in view.outputs}
+    final_reducer = HostReducer()
     mismatched: set[str] = set()
     missing: set[str] = set()
     task: TaskAccumulator | None = None
-    batches = samples = 0
-    started = time.perf_counter()
-
-    def tick(key: str, t0: float) -> None:
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
-
+    entries = samples = 0
+    batch_ids: set[int] = set()
+    started = first_done = time.perf_counter()
     # The final outputs must be those of the unmodified candidate (marking tensors can change fusion). For each
     # input shape its first batch runs both; when the unmodified outputs equal the marked run's bit for bit, fusion
     # did not change them, and later batches of that shape reuse the marked run's outputs instead of running again.
     # A difference (or a non-deterministic backend) keeps the unmodified run on every batch.
     identical: dict[tuple, bool] = {}
     unmodified = 0
+    plan: MemoryPlan | None = None
+    current: int | None = None
+
+    def close_batch() -> None:
+        for a in acc.values():
+            a.close_batch()
+        for a in final.values():
+            a.close_batch()
+
     progress(ProgressEvent(Stage.COMPARE, 0, total_batches, "starting sessions"))
-    with backend.runner(candidate, observe=view.names) as cand_marked, backend.runner(candidate) as cand_plain:
-        for inputs, ref in pairs:
-            t0 = time.perf_counter()
-            cand = cand_marked.infer(inputs)
-            tick("candidate", t0)
-            t0 = time.perf_counter()
-            for name, a in acc.items():
-                if name in mismatched or name in missing:
-                    continue
-                if name not in ref or name not in cand:  # fused away by the backend: not observable
-                    missing.add(name)
-                    continue
-                if ref[name].shape != cand[name].shape:
-                    mismatched.add(name)
-                    continue
-                a.update(ref[name], cand[name])
-            tick("metrics", t0)
-            t0 = time.perf_counter()
-            shapes = tuple(sorted((k, v.shape) for k, v in inputs.items()))
-            if identical.get(shapes):
-                plain = {o: cand[o] for o in view.outputs}
-            else:
-                plain, unmodified = cand_plain.infer(inputs), unmodified + 1
-                if shapes not in identical:  # checked once per shape, not on every batch that already differed
-                    identical[shapes] = all(o in cand and o in plain and cand[o].shape == plain[o].shape and
-                                            np.array_equal(cand[o], plain[o]) for o in view.outputs)
-            task = update_final_outputs(final, task, view, ref, plain, labels)
-            tick("final_outputs", t0)
-            batches += 1
-            samples += len(next(iter(inputs.values())))
-            elapsed = time.perf_counter() - started
-            eta = elapsed / batches * (total_batches - batches)
-            progress(ProgressEvent(Stage.COMPARE, batches, total_batches, f"batch {batches}/{total_batches}, about {eta:.0f} s left"))
-    stats = {t: a.result() for t, a in acc.items() if t not in mismatched and t not in missing and a.batches}
-    layers = _frame(view, stats)
+    with ExitStack() as stack:
+        ref_runners: dict[int, object] = {}
+        cand_runners: dict[int, object] = {}
+        t0 = time.perf_counter()
+        cand_plain = stack.enter_context(backend.runner(candidate, fallback=fallback))
+        clock.add("sessions", t0)
+
+        def runner(store: dict, g: int, model: onnx.ModelProto, group: tuple[str, ...], **kw):
+            if g not in store:
+                t0 = time.perf_counter()
+                store[g] = stack.enter_context(backend.runner(model, observe=group, on_device=on_device, **kw))
+                clock.add("sessions", t0)
+            return store[g]
+
+        for item in pairs:
+            inputs, ref = item[0], item[1]
+            batch_id = item[2] if len(item) > 2 else entries
+            if current is not None and batch_id != current:
+                close_batch()
+            current = batch_id
+            batch_ids.add(batch_id)
+            n = len(next(iter(inputs.values())))
+            if plan is None:
+                t0 = time.perf_counter()
+                plan = _plan(view, reference, backend, inputs, ref, memory_budget, dynamic_batch, on_device)
+                clock.add("plan", t0)
+                if cache is not None:
+                    cache.reset(inputs_only=on_device or plan.passes > 1, why="device" if on_device else "passes")
+                    stack.callback(cache.stop_writer)  # a cancel or an error on the way out leaves no writer thread behind
+            for sl in parts(n, plan.micro):
+                sub = {k: v[sl] for k, v in inputs.items()} if sl.stop - sl.start < n else inputs
+                given = None if ref is None else ({k: v[sl] for k, v in ref.items()} if sub is not inputs else ref)
+                ref_out: dict[str, np.ndarray] = {}
+                cand_out: dict[str, np.ndarray] = {}
+                fresh: dict = {}
+                for g, group in enumerate(plan.groups):
+                    if given is None:
+                        t0 = time.perf_counter()
+                        r = runner(ref_runners, g, reference, group).infer(sub)
+                        clock.add("reference", t0)
+                        if plan.passes == 1:
+                            fresh = r
+                    else:
+                        r = given
+                    t0 = time.perf_counter()
+                    c = runner(cand_runners, g, candidate, group, fallback=fallback).infer(sub)
+                    clock.add("candidate", t0)
+                    t0 = time.perf_counter()
+                    used = []
+                    for t in group:
+                        if t in mismatched or t in missing:
+                            continue
+                        if t not in r or t not in c:  # fused away by the backend: not observable
+                            missing.add(t)
+                        elif reducer.shape(r[t]) != reducer.shape(c[t]):
+                            mismatched.add(t)
+                        else:
+                            used.append(t)
+                    stats, counts, sizes = reducer.reduce([(r[t], c[t]) for t in used], used)
+                    for k, t in enumerate(used):
+                        acc[t].add_part(stats[k], int(sizes[k]), None if counts is None else counts[k])
+                    if g == 0:
+                        ref_out = {o: reducer.to_host(r[o]) for o in view.outputs if o in r}
+                        cand_out = {o: reducer.to_host(c[o]) for o in view.outputs if o in c}
+                    del r, c
+                    clock.add("metrics", t0)
+                if cache is not None and given is None:
+                    t0 = time.perf_counter()
+                    cache.append(sub, {k: fresh[k] for k in cached if k in fresh} if plan.passes == 1 and not on_device else {},
+                                 batch_id)
+                    clock.add("cache_write", t0)
+                del fresh
+
+                t0 = time.perf_counter()
+                shapes = tuple(sorted((k, v.shape) for k, v in sub.items()))
+                if identical.get(shapes):
+                    plain = cand_out
+                else:
+                    plain, unmodified = cand_plain.infer(sub), unmodified + 1
+                    if shapes not in identical:  # checked once per shape, not on every batch that already differed
+                        identical[shapes] = all(o in cand_out and o in plain and cand_out[o].shape == plain[o].shape and
+                                                np.array_equal(cand_out[o], plain[o]) for o in view.outputs)
+                task = _update_final_outputs(final, final_reducer, task, view, ref_out, plain, labels)
+                clock.add("final_outputs", t0)
+            entries += 1
+            samples += n
+            if entries == 1:
+                first_done = time.perf_counter()  # the first batch carries each session's warm-up
+            eta = (time.perf_counter() - started) / entries * (total_batches - entries)
+            progress(ProgressEvent(Stage.COMPARE, entries, total_batches, f"batch {entries}/{total_batches}, about {eta:.0f} s left"))
+        close_batch()
+        for t, counts in reducer.take_counts().items():  # histograms a device reducer kept on the device
+            acc[t].hist.counts += counts
+        artifacts = cand_plain.artifacts()
+    if entries > 1:
+        clock.timings["steady_batches"] = entries - 1
+        clock.timings["steady_loop"] = time.perf_counter() - first_done
+    if cache is not None:
+        if plan is None:
+            cache.reset(inputs_only=on_device)
+        cache.finish(samples)
+    stats_by_tensor = {t: a.result() for t, a in acc.items() if t not in mismatched and t not in missing and a.batches}
     return LayerwiseRun(
-        layers=layers,
+        layers=layer_frame(view, stats_by_tensor),
         outputs={o: a.result() for o, a in final.items() if a.batches},
-        marked_outputs={o: stats[o] for o in view.outputs if o in stats},
+        marked_outputs={o: stats_by_tensor[o] for o in view.outputs if o in stats_by_tensor},
         task=(task or TaskAccumulator(None, None)).result(),
-        batches=batches,
+        batches=len(batch_ids),
         samples=samples,
-        timings=timings,
+        timings=clock.timings,
         shape_mismatches=tuple(sorted(mismatched)),
         unobservable=tuple(sorted(missing)),
         unmodified_batches=unmodified,
+        artifacts=artifacts,
+        passes=plan.passes if plan is not None else 1,
+        micro_batch=plan.micro if plan is not None else None,
     )
 
 
-def _frame(view: GraphView, stats: dict[str, TensorStats]) -> pd.DataFrame:
+def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs: Batch, ref: dict | None,
+          budget: int | None, dynamic_batch: bool, on_device: bool) -> MemoryPlan:
+    """The memory plan from the first batch: bytes per sample of every observed tensor, from the cached reference, from
+    shape inference, or (last resort) measured on one sample (the whole batch where it is fixed)."""
+    names = view.names
+    n = len(next(iter(inputs.values())))
+    if budget is None or on_device:  # device memory is the runtime's business; the host holds only statistics
+        return MemoryPlan(None, (tuple(names),))
+    if ref is not None:
+        per_sample = {t: ref[t].nbytes // max(n, 1) for t in names if t in ref}
+    else:
+        per_sample = static_bytes_per_sample(reference, names, {k: v.shape for k, v in inputs.items()})
+        if per_sample is None:
+            probe = {k: v[:1] for k, v in inputs.items()} if dynamic_batch else inputs
+            with backend.runner(reference, observe=names) as r:
+                out = r.infer(probe)
+            per_sample = {t: out[t].nbytes // len(next(iter(probe.values()))) for t in names if t in out}
+            del out
+    return plan_memory(per_sample, names, n, dynamic_batch, budget)
+
+
+def _update_final_outputs(final: dict[str, Accumulator], reducer: HostReducer, task: TaskAccumulator | None, view: GraphView,
+                          ref: dict[str, np.ndarray], plain: dict[str, np.ndarray], labels: np.ndarray | None) -> TaskAccumulator:
+    """Final-output metrics and task metrics from the unmodified candidate's outputs `plain`; returns the task
+    accumulator (created on the first batch, when the classifier-shaped output is known)."""
+    pairs = [(o, ref[o], plain[o]) for o in final if o in ref and o in plain and ref[o].shape == plain[o].shape]
+    stats, counts, sizes = reducer.reduce([(r, c) for _, r, c in pairs])
+    for k, (o, _, _) in enumerate(pairs):
+        final[o].add_part(stats[k], int(sizes[k]), counts[k])
+    if task is None:
+        task = TaskAccumulator(next((o for o in view.outputs if o in ref and is_classifier_shaped(ref[o])), None), labels)
+    if task.output is not None:
+        task.update(ref[task.output], plain[task.output])
+    return task
+
+
+def layer_frame(view: GraphView, stats: dict[str, TensorStats]) -> pd.DataFrame:
+    stats = {**stats, **{t.tensor: stats[view.source_of(t.tensor)] for t in view.tensors
+                         if t.tensor not in stats and view.source_of(t.tensor) in stats}}
     snr = {t: s.snr_db for t, s in stats.items()}
     intro = introduced_db(tuple(t for t in view.tensors if t.tensor in stats), snr)
     rows = []
     for order, t in enumerate(view.tensors):
         s = stats.get(t.tensor)
         row = {"tensor": t.tensor, "node": t.node, "op_type": t.op_type, "quantized": t.node in view.quantized_nodes}
-        if s is None:
-            row.update({k: math.nan for k in METRIC_COLUMNS})
-            row["introduced_db"] = math.nan
-        else:
-            row.update({k: getattr(s, k) for k in METRIC_COLUMNS})
-            row["introduced_db"] = intro[t.tensor]
+        row.update({k: (s[k] if s is not None else math.nan) for k in METRIC_COLUMNS})
+        row["introduced_db"] = intro[t.tensor] if s is not None else math.nan
         row["input_snr_db"] = input_snr(t, snr)
         row["order"] = order
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*LAYER_COLUMNS, "input_snr_db", "order"])
-    return frame
+    return pd.DataFrame(rows, columns=[*LAYER_COLUMNS, "input_snr_db", "order"])

@@ -2,8 +2,8 @@
 
 One raw file per batch plus a JSON index of (tensor -> offset, shape, dtype); reading memory-maps it, so a
 rebuild touches one batch at a time. Inputs are always kept; reference tensors only while the cache
-stays under its byte budget (past it, a rebuild recomputes the reference). The budget is QUANTSCOPE_CACHE_MB
-(default 4096), never more than half of what the disk has free beyond a 1 GiB reserve: a cache must not fill a
+stays under its byte budget (past it, a rebuild recomputes the reference). The budget is Settings.cache_bytes
+(QUANTSCOPE_CACHE_MB, default 4096 MB), never more than half of what the disk has free beyond a 1 GiB reserve: a cache must not fill a
 shared machine's disk."""
 
 from __future__ import annotations
@@ -18,24 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.errors import ConfigError
+from engine.settings import DEFAULT_CACHE_MB, MB
 
-__all__ = ["ReferenceCache", "DEFAULT_CACHE_BYTES", "MB", "configured_cache_bytes", "disk_budget"]
+__all__ = ["ReferenceCache", "disk_budget"]
 
-MB = 1024**2
-DEFAULT_CACHE_BYTES = 4096 * MB
 DISK_RESERVE_BYTES = 1024 * MB
-
-
-def configured_cache_bytes() -> int:
-    """The cache budget from QUANTSCOPE_CACHE_MB (megabytes; 0 keeps only the inputs)."""
-    raw = os.environ.get("QUANTSCOPE_CACHE_MB", "").strip()
-    if not raw:
-        return DEFAULT_CACHE_BYTES
-    if not raw.isdigit():
-        raise ConfigError(f"QUANTSCOPE_CACHE_MB is {raw[:40]!r}, not a whole number of megabytes; set it to e.g. 4096, "
-                          "or 0 to cache only the inputs.")
-    return int(raw) * MB
 
 
 def disk_budget(folder: Path, requested: int) -> int:
@@ -45,19 +32,23 @@ def disk_budget(folder: Path, requested: int) -> int:
 
 
 class ReferenceCache:
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, budget: int = DEFAULT_CACHE_MB * MB) -> None:
+        """budget: bytes of reference tensors a new cache keeps at most (lowered further by disk_budget)."""
         self.folder = folder
+        self.budget = budget
 
     # ---------------------------------------------------------------- writing
-    def reset(self, inputs_only: bool = False, budget: int = DEFAULT_CACHE_BYTES) -> None:
-        """inputs_only: keep just the inputs (device backends recompute the reference faster than disk reads it).
-        budget: bytes of reference tensors to keep at most (lowered further by disk_budget)."""
+    def reset(self, inputs_only: bool = False, why: str | None = None) -> None:
+        """inputs_only: keep just the inputs (device backends recompute the reference faster than disk reads it; a
+        comparison in several passes never holds every tensor of a batch at once); `why` says which, for the summary."""
         shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(parents=True)
         self._batches = 0
+        self._batch_of: list[int] = []
         self._bytes = 0
-        self._budget = disk_budget(self.folder, budget)
+        self._budget = disk_budget(self.folder, self.budget)
         self._with_reference = not inputs_only
+        self._why = why if inputs_only else None
         # Writes overlap with inference: a writer thread drains a short queue (bounded memory).
         self._queue: queue.Queue = queue.Queue(maxsize=2)
         self._error: BaseException | None = None
@@ -71,17 +62,27 @@ class ReferenceCache:
                     item()
             except BaseException as err:  # noqa: BLE001 - re-raised in finish()
                 self._error = err
+            del item  # the batch's arrays go now, not when the next one arrives
 
     def _join(self) -> None:
-        self._queue.put(None)
-        self._writer.join()
+        self.stop_writer()
         if self._error is not None:
             raise self._error  # as raised (a full disk keeps its errno, so the user is told what to free)
 
-    def append(self, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray]) -> None:
+    def stop_writer(self) -> None:
+        """Waits for the queued writes and ends the writer thread; safe to call again (a cancelled comparison calls it
+        on its way out, so no thread is left waiting with a batch's tensors)."""
+        writer = getattr(self, "_writer", None)
+        if writer is not None and writer.is_alive():
+            self._queue.put(None)
+            writer.join()
+
+    def append(self, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], batch: int | None = None) -> None:
+        """One entry: a batch, or a part of one (a micro-batch); `batch` numbers the batch it belongs to."""
+        self._batch_of.append(self._batches if batch is None else batch)
         ref_bytes = sum(a.nbytes for a in reference.values())
         if self._with_reference and self._bytes + ref_bytes > self._budget:
-            self._with_reference = False
+            self._with_reference, self._why = False, "budget"
             for k in range(self._batches):  # keep the cache consistent: all batches or none
                 self._queue.put(lambda k=k: self._rewrite_inputs_only(k))
         arrays = {f"in:{k}": v for k, v in inputs.items()}
@@ -94,7 +95,8 @@ class ReferenceCache:
     def finish(self, sample_count: int) -> None:
         self._join()
         meta = {"batches": self._batches, "with_reference": self._with_reference, "samples": sample_count,
-                "budget_bytes": self._budget}
+                "budget_bytes": self._budget, "batch_of": self._batch_of,
+                "inputs_only_because": self._why}
         tmp = self.folder / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, self.folder / "meta.json")
@@ -144,10 +146,16 @@ class ReferenceCache:
         return out
 
     def batches(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]]:
-        """Yields (inputs, reference tensors) per batch; reference is empty when not cached."""
+        """Yields (inputs, reference tensors) per entry; reference is empty when not cached."""
+        for inputs, ref, _ in self.parts():
+            yield inputs, ref
+
+    def parts(self) -> Iterator[tuple[dict[str, np.ndarray], dict[str, np.ndarray], int]]:
+        """Yields (inputs, reference tensors, batch number) per entry: an entry is a batch or a part of one."""
         meta = self.meta
         assert meta is not None, "cache is incomplete"
+        batch_of = meta.get("batch_of") or list(range(meta["batches"]))
         for k in range(meta["batches"]):
             arrays = self._read(k)
             yield ({n[3:]: a for n, a in arrays.items() if n.startswith("in:")},
-                   {n[4:]: a for n, a in arrays.items() if n.startswith("ref:")})
+                   {n[4:]: a for n, a in arrays.items() if n.startswith("ref:")}, batch_of[k])

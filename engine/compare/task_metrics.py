@@ -31,6 +31,13 @@ class TaskMetrics:
         return {"output": self.output, "top1_agreement": self.top1_agreement, "reference_accuracy": self.reference_accuracy,
                 "candidate_accuracy": self.candidate_accuracy, "accuracy_drop": self.accuracy_drop, "samples": self.samples}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> TaskMetrics:
+        def num(key: str) -> float | None:
+            return None if d.get(key) is None else float(d[key])
+
+        return cls(d.get("output"), num("top1_agreement"), num("reference_accuracy"), num("candidate_accuracy"), int(d.get("samples", 0)))
+
 
 class TaskAccumulator:
     def __init__(self, output: str | None, labels: np.ndarray | None) -> None:

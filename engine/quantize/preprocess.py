@@ -2,56 +2,162 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import subprocess
+import sys
 import tempfile
+import threading
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 
 from engine.errors import ModelError
+from engine.model.provenance import Origin, provenance
 
-__all__ = ["preprocess", "name_nodes", "initializers_are_not_inputs", "upgrade_opset", "pin_ir_version", "MAX_IR_VERSION"]
+__all__ = ["preprocess", "Prepared", "model_digest", "onnx_inference_complete", "PREPROCESS_VERSION", "name_nodes", "initializers_are_not_inputs", "upgrade_opset", "pin_ir_version", "MAX_IR_VERSION"]
 
 # onnx 1.23 writes IR 14, onnxruntime-gpu 1.31 reads at most 13: never write a newer IR than the input had.
 MAX_IR_VERSION = 10
 # per-channel QuantizeLinear/DequantizeLinear (the `axis` attribute) needs opset 13
 MIN_OPSET = 13
+PREPROCESS_VERSION = "pp3"  # part of the cache key: bump when what preprocess() produces changes
 
 
-def preprocess(model: onnx.ModelProto) -> onnx.ModelProto:
-    """ORT's quantization pre-processing (symbolic shape inference + basic graph optimizations, which fold
-    BatchNormalization into Conv and fold constants), then readable names for every node."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+@dataclass(frozen=True)
+class Prepared:
+    model: onnx.ModelProto
+    cached: bool  # taken from the pre-processing cache (same model bytes, same QuantScope pre-processing)
+    shape_inference: str  # "onnx" (ONNX's own inference was complete), "symbolic" (ORT's), or "none"
+    provenance: dict[str, tuple[Origin, ...]]  # prepared node -> the node(s) of the user's file it came from
 
+
+def model_digest(model: onnx.ModelProto) -> str:
+    return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
+
+
+def preprocess(model: onnx.ModelProto, cache_dir: Path | None = None) -> Prepared:
+    """ORT's quantization pre-processing (shape inference + basic graph optimizations, which fold BatchNormalization
+    into Conv and fold constants), then readable names for every node. With `cache_dir`, the result is kept under
+    the model's content hash, so a second comparison of the same model skips it."""
+    digest = model_digest(model)
+    cached_path = cache_dir / f"{PREPROCESS_VERSION}-{digest}.onnx" if cache_dir is not None else None
+    if cached_path is not None and cached_path.is_file():
+        try:
+            meta = json.loads(cached_path.with_suffix(".json").read_text())
+            prov = {k: tuple(Origin.from_dict(o) for o in v) for k, v in meta["provenance"].items()}
+            return Prepared(onnx.load(cached_path), True, meta["shape_inference"], prov)
+        except (OSError, ValueError, KeyError, TypeError, DecodeError):
+            pass  # a damaged entry is rebuilt below
+    prepared = _preprocess(model)
+    if cached_path is not None:
+        _store(cached_path, prepared)
+    return prepared
+
+
+def _store(path: Path, prepared: Prepared) -> None:
+    """Atomically, and never fatal: a cache that cannot be written only costs the next comparison time."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        onnx.save(prepared.model, tmp)
+        os.replace(tmp, path)
+        meta = path.with_suffix(".json")
+        tmp_meta = meta.with_name(f".{meta.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp_meta.write_text(json.dumps({"shape_inference": prepared.shape_inference,
+                                        "provenance": {k: [o.to_dict() for o in v] for k, v in prepared.provenance.items()}}))
+        os.replace(tmp_meta, meta)
+    except OSError as err:
+        logging.getLogger(__name__).warning("pre-processing cache not written: %s", err)
+
+
+def onnx_inference_complete(model: onnx.ModelProto) -> bool:
+    """Whether ONNX's own shape inference gives every node output a type and a rank. Then ORT's symbolic inference
+    (seconds on a real detector, and it writes scratch files into the working directory when it gives up) adds
+    nothing the quantizer needs."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - onnx raises many kinds here
+        return False
+    g = inferred.graph
+    known = {v.name: v.type for v in list(g.value_info) + list(g.output) + list(g.input)}
+    known.update({i.name: None for i in g.initializer})
+    for node in g.node:
+        for out in node.output:
+            if not out:
+                continue
+            t = known.get(out, False)
+            if t is False or (t is not None and (not t.HasField("tensor_type") or t.tensor_type.elem_type == 0
+                                                  or not t.tensor_type.HasField("shape"))):
+                return False
+    return True
+
+
+def _preprocess(model: onnx.ModelProto) -> Prepared:
     source_ir = max(model.ir_version, 4)
     named = onnx.ModelProto()
     named.CopyFrom(model)
     initializers_are_not_inputs(named)
     name_nodes(named)
+    labelled = named  # the user's node order with every node named: what provenance matches against
     named = upgrade_opset(named)
     name_nodes(named)  # before optimization too, so fused nodes keep user-visible names
+    attempts = ("onnx", "none") if onnx_inference_complete(named) else ("symbolic", "none")
     with tempfile.TemporaryDirectory(prefix="quantscope-pre-") as tmp:
         src, dst = Path(tmp) / "in.onnx", Path(tmp) / "out.onnx"
         onnx.save(named, src)
-        last_err: Exception | None = None
-        for symbolic in (True, False):  # symbolic shape inference fails on some exotic graphs
+        last_err = ""
+        for how in attempts:  # symbolic shape inference fails on some exotic graphs
             try:
-                quant_pre_process(str(src), str(dst), skip_symbolic_shape=not symbolic)
+                _run_pre_process(src, dst, symbolic=how == "symbolic", workdir=Path(tmp))
                 break
-            except Exception as err:  # noqa: BLE001 - ORT raises bare Exceptions of many kinds here
-                logging.getLogger(__name__).info("pre-processing (symbolic=%s) failed: %s", symbolic, err)
-                last_err = err
+            except _PreprocessFailed as err:
+                logging.getLogger(__name__).info("pre-processing (%s) failed: %s", how, err)
+                last_err = str(err)
         else:
-            first = str(last_err).strip().splitlines()[0][:200] if str(last_err).strip() else type(last_err).__name__
             raise ModelError(
-                f"ONNX Runtime could not pre-process the model ({first}); check that it runs in ONNX Runtime, "
-                "e.g. with `polygraphy run model.onnx --onnxrt`."
+                f"ONNX Runtime could not pre-process the model ({last_err[:200] or 'no reason given'}); check that it runs in "
+                "ONNX Runtime, e.g. with `polygraphy run model.onnx --onnxrt`."
             ) from None
         out = onnx.load(dst)
     name_nodes(out)
     pin_ir_version(out, source_ir)
-    return out
+    return Prepared(out, False, how, provenance(model, labelled, out))
+
+
+class _PreprocessFailed(Exception):
+    pass
+
+
+def _run_pre_process(src: Path, dst: Path, *, symbolic: bool, workdir: Path) -> None:
+    """quant_pre_process, in-process when it writes only its own temporary files; ORT's symbolic shape inference
+    writes sym_shape_infer_temp.onnx and <uuid>.data into the working directory when it gives up, so it runs in a
+    child process whose working directory is `workdir` (the process-wide cwd cannot be changed under other threads)."""
+    if not symbolic:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        try:
+            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+        except Exception as err:  # noqa: BLE001 - ORT raises bare Exceptions of many kinds here
+            raise _PreprocessFailed(_first_line(err)) from None
+        return
+    code = ("import sys\nfrom onnxruntime.quantization.shape_inference import quant_pre_process\n"
+            "quant_pre_process(sys.argv[1], sys.argv[2], skip_symbolic_shape=False)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst)], cwd=workdir, capture_output=True, text=True,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONSTARTUP"})
+    if proc.returncode != 0 or not dst.is_file():
+        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+        raise _PreprocessFailed(lines[-1] if lines else f"exit status {proc.returncode}")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:200] if text else type(err).__name__
 
 
 def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:

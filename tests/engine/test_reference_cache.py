@@ -13,9 +13,10 @@ import pytest
 from engine import ConfigError, compare, rebuild
 from engine.cli.main import main as cli
 from engine.compare import reference_cache
-from engine.compare.reference_cache import MB, ReferenceCache, configured_cache_bytes, disk_budget
+from engine.compare.reference_cache import ReferenceCache, disk_budget
 from engine.errors import unexpected_error_sentence
 from engine.runs import RunFolder
+from engine.settings import MB, Settings
 
 Usage = namedtuple("Usage", "total used free")
 
@@ -68,13 +69,13 @@ def test_cache_size_comes_from_the_environment(monkeypatch, raw, expected):
         monkeypatch.delenv("QUANTSCOPE_CACHE_MB", raising=False)
     else:
         monkeypatch.setenv("QUANTSCOPE_CACHE_MB", raw)
-    assert configured_cache_bytes() == expected
+    assert Settings.from_env().cache_bytes == expected
 
 
 def test_a_bad_cache_size_is_one_sentence(tiny, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("QUANTSCOPE_CACHE_MB", "lots")
     with pytest.raises(ConfigError, match=r"^QUANTSCOPE_CACHE_MB is 'lots', not a whole number of megabytes"):
-        configured_cache_bytes()
+        Settings.from_env()
     assert cli(["compare", str(tiny / "tiny.onnx"), "--calib", str(tiny / "data.npz"), "--out", str(tmp_path / "r"), "--no-index"]) == 2
     err = capsys.readouterr().err
     assert "QUANTSCOPE_CACHE_MB is 'lots'" in err and "Traceback" not in err
@@ -98,3 +99,19 @@ def test_a_full_disk_mid_comparison_is_one_sentence_and_keeps_the_earlier_result
     archived = sorted((out / "history").iterdir())
     assert (archived[-1] / "layers.csv").read_bytes() == before  # the earlier comparison moved to history/, intact
     assert np.isfinite(first.summary.outputs["y"].snr_db)
+
+
+def test_a_cancelled_comparison_leaves_no_cache_writer_thread(tmp_path):
+    import threading
+
+    from engine import Cancelled, Stage
+    from tests.engine.conftest import SAMPLES
+
+    def cancel_at_batch_3(ev):
+        if ev.stage == Stage.COMPARE and ev.done == 3:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / "run", batch_size=16,
+                provider="cpu", screen_samples=0, progress=cancel_at_batch_3)
+    assert not [t for t in threading.enumerate() if t.name == "quantscope-cache-writer"]

@@ -6,14 +6,17 @@ ONNX Runtime's CUDA provider and run on the GPU host."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 
 import pytest
 
+import engine.pipeline as pipeline
 from engine import compare
-from engine.backends.onnxrt import OnnxRuntimeBackend, cuda_available
-from engine.compare.device_stats import device_library
+from engine.backends.onnxrt import cuda_available
+from engine.backends.select import resolve_backend
+from engine.compare.reducers import device_library
 from tests.engine.conftest import SAMPLES
 
 pytestmark = pytest.mark.skipif(device_library() is None, reason="neither cupy nor torch is importable")
@@ -38,7 +41,13 @@ def test_device_loop_matches_host_loop(tmp_path, monkeypatch):
                    batch_size=32, provider="cpu")
     pytest.importorskip("torch", reason="the CPU-bound device loop is reduced with torch (cupy refuses CPU memory)")
     monkeypatch.setenv("QUANTSCOPE_DEVICE_LIBRARY", "torch")
-    monkeypatch.setattr(OnnxRuntimeBackend, "keeps_outputs_on_device", property(lambda self: True))
+
+    def cpu_with_device_outputs(provider):
+        choice = resolve_backend(provider)
+        choice.backend.capabilities = dataclasses.replace(choice.backend.capabilities, device_outputs=True)
+        return choice
+
+    monkeypatch.setattr(pipeline, "resolve_backend", cpu_with_device_outputs)
     dev = compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / "d",
                   batch_size=32, provider="cpu")
     _agree(host, dev, cos_tol=1e-5, snr_tol=1e-3)

@@ -1,0 +1,92 @@
+"""How the layerwise comparison keeps its peak memory under a budget, whatever batch size the user picks.
+
+With every observed tensor marked, one pass holds the reference's tensors while the candidate's are produced, and
+ONNX Runtime hands back a copy of each: about PEAK_FACTOR times the bytes of one pass's observed tensors. Where
+the model's batch dimension is dynamic, a batch is split into micro-batches of `micro` samples; where it is fixed, the
+observed tensors are split into groups, one pass each (the reference and candidate run once per group). The metrics
+stay per batch (an accumulator closes a batch after its last part), so the plan changes memory and time, not results
+(only the relative-error histogram samples its elements per part)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+__all__ = ["MemoryPlan", "plan_memory", "static_bytes_per_sample", "parts", "PEAK_FACTOR"]
+
+PEAK_FACTOR = 3.0
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    micro: int | None  # samples per marked pass; None: the whole batch
+    groups: tuple[tuple[str, ...], ...]  # observed tensors per pass (one group: every tensor in one pass)
+
+    @property
+    def passes(self) -> int:
+        return len(self.groups)
+
+
+def static_bytes_per_sample(model: onnx.ModelProto, names: Sequence[str], batch_inputs: dict[str, tuple]) -> dict[str, int] | None:
+    """Bytes of each observed tensor for one sample, from ONNX shape inference with the inputs' shapes (batch 1), or
+    None when some shape stays unknown (then the first pass is measured instead)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for inp in m.graph.input:
+        if inp.name in batch_inputs:
+            shape = (1, *batch_inputs[inp.name][1:])
+            inp.type.tensor_type.ClearField("shape")
+            for d in shape:
+                inp.type.tensor_type.shape.dim.add().dim_value = int(d)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
+    except Exception:  # noqa: BLE001 - onnx raises many kinds here
+        return None
+    known = {v.name: v.type.tensor_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    out = {}
+    for n in names:
+        t = known.get(n)
+        if t is None or not t.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in t.shape.dim):
+            return None
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type or TensorProto.FLOAT)).itemsize
+        out[n] = int(np.prod([d.dim_value for d in t.shape.dim])) * itemsize
+    return out
+
+
+def plan_memory(bytes_per_sample: dict[str, int], names: Sequence[str], batch: int, dynamic_batch: bool, budget: int) -> MemoryPlan:
+    """The fewest passes that keep PEAK_FACTOR x (one pass's observed tensors) under `budget`."""
+    per_sample = sum(bytes_per_sample.get(n, 0) for n in names)
+    if per_sample == 0 or per_sample * batch * PEAK_FACTOR <= budget:
+        return MemoryPlan(None, (tuple(names),))
+    if dynamic_batch:
+        micro = int(budget // (PEAK_FACTOR * per_sample))
+        if micro >= 1:
+            return MemoryPlan(micro, (tuple(names),))
+        return MemoryPlan(1, _groups(bytes_per_sample, names, 1, budget))  # not even one sample fits: groups too
+    return MemoryPlan(None, _groups(bytes_per_sample, names, batch, budget))
+
+
+def _groups(bytes_per_sample: dict[str, int], names: Sequence[str], samples: int, budget: int) -> tuple[tuple[str, ...], ...]:
+    """Observed tensors in topological order, cut into consecutive groups that each fit the budget."""
+    cap = max(1.0, budget / (PEAK_FACTOR * samples))
+    groups: list[list[str]] = [[]]
+    size = 0
+    for n in names:
+        b = bytes_per_sample.get(n, 0)
+        if groups[-1] and size + b > cap:
+            groups.append([])
+            size = 0
+        groups[-1].append(n)
+        size += b
+    return tuple(tuple(g) for g in groups if g) or ((),)
+
+
+def parts(n: int, micro: int | None) -> list[slice]:
+    """Slices of a batch of `n` samples, `micro` at a time."""
+    if micro is None or micro >= n:
+        return [slice(0, n)]
+    return [slice(i, min(n, i + micro)) for i in range(0, n, micro)]

@@ -1,0 +1,83 @@
+"""Peak memory is bounded by a budget, not the batch size: batches split into micro-batches (dynamic batch) or tensors
+observed in groups over several passes (fixed batch), with the same results."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from engine import compare, rebuild
+from engine.backends import resolve_backend
+from engine.compare.memory_plan import PEAK_FACTOR, plan_memory
+from engine.diagnose.run_probe import cached_probe_data
+from engine.runs import RunFolder
+from engine.settings import Settings
+from tests.engine.conftest import SAMPLES, tiny_model
+
+EXACT = ["cosine", "cosine_min", "snr_db", "mse", "max_abs_err", "mean_abs_err", "introduced_db"]
+
+
+def _settings(memory_bytes: int) -> Settings:
+    return dataclasses.replace(Settings.from_env(), memory_bytes=memory_bytes)
+
+
+def test_the_plan_has_known_answers():
+    sizes = {"a": 100, "b": 300, "c": 100}  # bytes per sample
+    assert plan_memory(sizes, list(sizes), 10, True, 10 * 500 * PEAK_FACTOR).micro is None  # fits
+    assert plan_memory(sizes, list(sizes), 10, True, 4 * 500 * PEAK_FACTOR).micro == 4
+    fixed = plan_memory(sizes, list(sizes), 10, False, 10 * 400 * PEAK_FACTOR)
+    assert fixed.micro is None and fixed.groups == (("a", "b"), ("c",))
+    tiny = plan_memory(sizes, list(sizes), 10, True, 200 * PEAK_FACTOR)  # not one sample fits: one at a time, in groups
+    assert tiny.micro == 1 and tiny.groups == (("a",), ("b",), ("c",))
+
+
+def _numbers(result):
+    return result.layers.set_index("tensor")[EXACT]
+
+
+def test_micro_batches_give_the_same_metrics(tmp_path):
+    kw = {"data": SAMPLES / "digits_eval.npz", "batch_size": 50, "provider": "cpu", "screen_samples": 0}
+    whole = compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / "a",
+                    settings=_settings(4096 * 2**20), **kw)
+    small = compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / "b",
+                    settings=_settings(8 * 2**20), **kw)  # ~300 KB a sample observed: a few samples a pass
+    assert whole.summary.batches == small.summary.batches == 10  # still ten batches of 50 for the metrics
+    np.testing.assert_allclose(_numbers(small).to_numpy(), _numbers(whole).to_numpy(), rtol=1e-5, atol=1e-7)  # float32 sums over other chunks
+    assert small.final_output().snr_db == pytest.approx(whole.final_output().snr_db, rel=1e-6)
+    ratio = small.layers["rel_err_median"] / whole.layers["rel_err_median"]
+    assert ratio.dropna().between(0.9, 1.1).all()  # a histogram of sampled elements: sampled per part now
+    # a rebuild reads the parts the cache kept and gets what a rebuild of the unsplit run gets
+    a, b = rebuild(tmp_path / "a", fallback=["block3_2_conv"]), rebuild(tmp_path / "b", fallback=["block3_2_conv"])
+    np.testing.assert_allclose(_numbers(b).to_numpy(), _numbers(a).to_numpy(), rtol=1e-5, atol=1e-7)  # float32 sums over other chunks
+    # latency is timed on whole batches: the parts of one batch are joined again, equal to the unsplit run's batches
+    backend = resolve_backend("cpu").backend
+    reference = onnx.load(RunFolder(tmp_path / "a").reference)
+    joined = cached_probe_data(RunFolder(tmp_path / "b"), reference, backend, whole_batches=True)
+    plain = cached_probe_data(RunFolder(tmp_path / "a"), reference, backend, whole_batches=True)
+    assert [len(b["input"]) for b in joined.batches] == [50] * 10
+    for (jb, jr), (pb, pr) in zip(zip(joined.batches, joined.reference_outputs), zip(plain.batches, plain.reference_outputs)):
+        np.testing.assert_array_equal(jb["input"], pb["input"])
+        assert jr.keys() == pr.keys()
+        for k in jr:
+            np.testing.assert_allclose(jr[k], pr[k], rtol=1e-5, atol=1e-6)  # the FP32 model ran on parts in one run
+
+
+def test_a_fixed_batch_is_observed_in_groups(tmp_path):
+    m = tiny_model()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # batch fixed at 4
+    onnx.save(m, tmp_path / "fixed.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((8, 2, 8, 8)).astype(np.float32))
+    kw = {"batch_size": 4, "provider": "cpu", "screen_samples": 0}
+    whole = compare(tmp_path / "fixed.onnx", tmp_path / "d.npz", out_dir=tmp_path / "a", settings=_settings(2**30), **kw)
+    grouped = compare(tmp_path / "fixed.onnx", tmp_path / "d.npz", out_dir=tmp_path / "b", settings=_settings(4000), **kw)
+    assert whole.summary.passes == 1 and grouped.summary.passes > 1
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["passes"] == grouped.summary.passes
+    cache_notes = [w for w in grouped.summary.warnings if "batch cache" in w]
+    assert cache_notes == [f"The comparison observed the tensors in {grouped.summary.passes} passes to stay within its memory "
+                           "budget (0 MB, QUANTSCOPE_MEMORY_MB), so the batch cache kept only the inputs and each rebuild runs "
+                           "the FP32 model again."]  # not "outgrew its budget": the cache's own budget was never reached
+    np.testing.assert_allclose(_numbers(grouped).to_numpy(), _numbers(whole).to_numpy(), rtol=1e-5, atol=1e-7)  # float32 sums over other chunks
