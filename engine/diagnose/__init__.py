@@ -1,10 +1,12 @@
-"""Diagnosis beyond the layerwise curve: isolated per-node sensitivity and automatic fallback search."""
+"""Diagnosis beyond the layerwise curve: the culprit ranking by measured harm, isolated per-node sensitivity and
+automatic fallback search, all on one gated candidate session."""
 
-from engine.diagnose.autofallback import AutoFallbackResult, Step, autofallback
-from engine.diagnose.probes import OutputProbe, ProbeMetrics
+from engine.diagnose.autofallback import AutoFallbackResult, Step, search_fallback
+from engine.diagnose.harm_ranking import HarmRanking, UnitHarm, rank_units
+from engine.diagnose.probes import OutputProbe, ProbeData, ProbeMetrics
 from engine.diagnose.sensitivity import sensitivity
 from engine.diagnose.targets import Target
 from engine.diagnose.units import UnitMode, fallback_units
 
-__all__ = ["sensitivity", "autofallback", "AutoFallbackResult", "Step", "Target", "OutputProbe", "ProbeMetrics",
-           "UnitMode", "fallback_units"]
+__all__ = ["sensitivity", "search_fallback", "AutoFallbackResult", "Step", "Target", "OutputProbe", "ProbeData", "ProbeMetrics",
+           "UnitMode", "fallback_units", "HarmRanking", "UnitHarm", "rank_units"]

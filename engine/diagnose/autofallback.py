@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+import time
 from dataclasses import dataclass, field
 
-from engine.diagnose.probes import OutputProbe, ProbeMetrics
-from engine.diagnose.sensitivity import open_probe
+from engine.diagnose.probes import PoolFactory, ProbeMetrics, ProbePool, ProbeRequest, local_pool
+from engine.diagnose.run_probe import open_probe
+from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
 from engine.diagnose.targets import Target
-from engine.diagnose.units import UnitMode, fallback_units
+from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 
-__all__ = ["Step", "StrategyResult", "AutoFallbackResult", "autofallback", "STRATEGIES"]
+__all__ = ["Step", "StrategyResult", "AutoFallbackResult", "search_fallback", "STRATEGIES", "json_safe"]
 
 STRATEGIES = ("greedy", "bisect", "both")
 GREEDY_ROUND_WIDTH = 16  # after the first round, re-measure only the best units of the previous round
@@ -70,6 +71,10 @@ class AutoFallbackResult:
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """JSON-safe: inf and nan are written as strings."""
+        return json_safe(self._dict())
+
+    def _dict(self) -> dict:
         a = self.achieved
         return {"fallback": list(self.fallback), "met": self.met, "target": str(self.target),
                 "achieved": str(a) if isinstance(a, float) and math.isinf(a) else a, "strategy": self.strategy,
@@ -77,24 +82,59 @@ class AutoFallbackResult:
                 "steps": [s.to_dict() for s in self.steps], **self.extra}
 
 
+def json_safe(obj):
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 class _Search:
-    def __init__(self, probe: OutputProbe, target: Target, progress: ProgressCallback) -> None:
-        self.probe, self.target, self.progress = probe, target, progress
+    def __init__(self, pool: ProbePool, target: Target, progress: ProgressCallback) -> None:
+        self.pool, self.target, self.progress = pool, target, progress
         self.memo: dict[frozenset[str], ProbeMetrics] = {}
         self.steps: list[Step] = []
         self.strategy = ""
         self.count = 0
+        self.budget = 0  # an upper bound on the probes still to come, for progress totals
+        self.quantized: frozenset[str] | None = None  # the units' nodes a rebuild can fall back
+        self.started = time.perf_counter()
+
+    def measure_many(self, sets: list[list[Unit]], phase: str) -> list[ProbeMetrics]:
+        """Every set's probe, the ones not measured before in one go (in parallel where the pool has workers)."""
+        keys = [frozenset(n for u in units for n in u) for units in sets]
+        todo = [k for k in dict.fromkeys(keys) if k not in self.memo]
+        base = self.count
+
+        def on_result(done: int, total: int) -> None:
+            overall = max(self.budget, base + total)
+            step = phase if phase.startswith(self.strategy) else f"{self.strategy} search, {phase}"
+            self.progress(ProgressEvent(Stage.AUTOFALLBACK, base + done, overall,
+                                        f"{step}: probe {done}/{total} of this step{self._eta(base + done, overall)}"))
+
+        for k, m in zip(todo, self.pool.measure_many([ProbeRequest(fallback=k) for k in todo], on_result)):
+            self.memo[k] = m
+        self.count += len(todo)
+        out = []
+        for k in keys:
+            m = self.memo[k]
+            value = m.get(self.target.metric)
+            self.steps.append(Step(self.strategy, phase, tuple(sorted(k)), value, self.target.met(value), m.seconds))
+            out.append(m)
+        return out
+
+    def _eta(self, done: int, overall: int) -> str:
+        """The budget is an upper bound (a search usually stops earlier), so the estimate is one too."""
+        if done <= 0:
+            return ""
+        left = (time.perf_counter() - self.started) / done * max(0, overall - done)
+        return f", at most about {left:.0f} s left"
 
     def measure(self, units: list[Unit] | tuple[Unit, ...], phase: str) -> ProbeMetrics:
-        nodes = frozenset(n for u in units for n in u)
-        if nodes not in self.memo:
-            self.memo[nodes] = self.probe.measure(nodes)
-            self.count += 1
-            self.progress(ProgressEvent(Stage.SENSITIVITY, self.count, 0, f"{self.strategy} {phase}: {len(nodes)} node(s) in fallback"))
-        m = self.memo[nodes]
-        value = m.get(self.target.metric)
-        self.steps.append(Step(self.strategy, phase, tuple(sorted(nodes)), value, self.target.met(value), m.seconds))
-        return m
+        return self.measure_many([list(units)], phase)[0]
 
     def value(self, m: ProbeMetrics) -> float | None:
         return m.get(self.target.metric)
@@ -108,8 +148,18 @@ class _Search:
         return chosen
 
 
-def _nodes(units) -> tuple[str, ...]:
-    return tuple(n for u in units for n in u)
+def probe_budget(units: int, strategy: str) -> int:
+    """Most probes a search can take: start (2), greedy (rounds of at most GREEDY_ROUND_WIDTH after a first full one,
+    then pruning and the result), bisect (log2 steps, pruning, result)."""
+    greedy = units + GREEDY_ROUND_WIDTH * max(0, units - 1) + units + 2
+    bisect = math.ceil(math.log2(max(units, 1))) + units + 1
+    return 2 + {"greedy": greedy, "bisect": bisect, "both": greedy + bisect}[strategy]
+
+
+def _nodes(units, quantized: frozenset[str] | None = None) -> tuple[str, ...]:
+    """The nodes a fallback set of `units` names: the quantized ones (a residual unit's Add or an activation unit's
+    Relu travels with its unit in the probes, but falling it back means nothing to a rebuild)."""
+    return tuple(n for u in units for n in u if quantized is None or n in quantized)
 
 
 def _greedy(s: _Search, units: list[Unit], max_nodes: int | None) -> tuple[list[Unit], list[Unit]]:
@@ -117,13 +167,11 @@ def _greedy(s: _Search, units: list[Unit], max_nodes: int | None) -> tuple[list[
     remaining = list(units)
     ranking = remaining
     while remaining:
-        if max_nodes is not None and len(_nodes(chosen)) >= max_nodes:
+        if max_nodes is not None and len(_nodes(chosen, s.quantized)) >= max_nodes:
             break
-        scored = []
-        for u in ranking:
-            if max_nodes is not None and len(_nodes(chosen)) + len(u) > max_nodes:
-                continue
-            scored.append((s.target.score(s.value(s.measure([*chosen, u], "greedy"))), u))
+        fits = [u for u in ranking if max_nodes is None or len(_nodes(chosen, s.quantized)) + len(_nodes([u], s.quantized)) <= max_nodes]
+        measured = s.measure_many([[*chosen, u] for u in fits], f"greedy round {len(chosen) + 1}")
+        scored = [(s.target.score(s.value(m)), u) for m, u in zip(measured, fits)]
         if not scored:
             break
         scored.sort(key=lambda x: -x[0])
@@ -151,7 +199,7 @@ def _bisect(s: _Search, units: list[Unit]) -> tuple[list[Unit], list[Unit]]:
     return before, s.prune(list(before))
 
 
-def autofallback(
+def search_fallback(
     run_dir: str | os.PathLike,
     target: Target | str,
     *,
@@ -160,61 +208,56 @@ def autofallback(
     units: UnitMode | str = UnitMode.NODE,
     provider: str | None = None,
     progress: ProgressCallback = no_progress,
-    apply: bool = True,
-    rebuild_fn: Callable | None = None,
+    samples: int | None = DEFAULT_SENSITIVITY_SAMPLES,
+    pools: PoolFactory = local_pool,
 ) -> AutoFallbackResult:
-    """Finds a small fallback set meeting `target`; with `apply`, rebuilds the run with it (history kept)
-    and writes DIR/autofallback.json."""
+    """Finds a small fallback set meeting `target` with probes on the run's first `samples` cached samples; changes
+    nothing in the run folder (engine.fallback.autofallback rebuilds with what it found)."""
     target = Target.parse(target) if isinstance(target, str) else target
     mode = UnitMode.parse(units) if isinstance(units, str) else units
     if strategy not in STRATEGIES:
         raise ConfigError(f"Unknown strategy '{strategy}'; use greedy, bisect or both.")
     if max_nodes is not None and max_nodes < 1:
         raise ConfigError(f"--max-nodes {max_nodes} is not positive; use 1 or more.")
-    probe = open_probe(run_dir, provider)
-    unit_list = fallback_units(probe.reference, probe.quantizable, mode)
-    s = _Search(probe, target, progress)
-    s.strategy = "start"
-    base = s.value(s.measure([], "all INT8"))
-    everything = s.value(s.measure(unit_list, "all fallback"))
-    results: dict[str, StrategyResult] = {}
-    if target.met(base):
-        chosen, met, achieved, message = (), True, base, f"The full INT8 model already meets {target} ({base:.4g})."
-        results["none"] = StrategyResult("none", (), (), True, base, s.count)
-    elif not target.met(everything):
-        chosen, met, achieved = _nodes(unit_list), False, everything
-        message = (f"{target} cannot be met even with every quantizable node in {probe.config.fallback_precision.value}: "
-                   f"the best reached is {target.metric}={everything:.4g}.")
-        results["all"] = StrategyResult("all", chosen, chosen, False, everything, s.count)
-    else:
-        for name in ("greedy", "bisect") if strategy == "both" else (strategy,):
-            s.strategy, start = name, s.count
-            before, after = _greedy(s, unit_list, max_nodes) if name == "greedy" else _bisect(s, unit_list)
-            value = s.value(s.measure(after, "result"))
-            results[name] = StrategyResult(name, _nodes(after), _nodes(before), target.met(value), value, s.count - start)
-        meeting = [r for r in results.values() if r.met and (max_nodes is None or len(r.fallback) <= max_nodes)]
-        best = min(meeting, key=lambda r: (len(r.fallback), -target.score(r.achieved))) if meeting else \
-            max(results.values(), key=lambda r: target.score(r.achieved))
-        chosen, met, achieved = best.fallback, best.met, best.achieved
-        message = (f"Falling back {len(chosen)} node(s) ({', '.join(chosen)}) reaches {target.metric}={achieved:.4g} "
-                   f"({'meets' if met else 'misses'} {target}); found by {best.strategy}.")
+    _, cfg, probe = open_probe(run_dir, provider, mode, samples)
+    op_of = {n.name: n.op_type for n in probe.reference.graph.node}
+    with pools(probe) as pool:
+        unit_list = list(probe.units)
+        s = _Search(pool, target, progress)
+        s.quantized = frozenset(n for n in probe.nodes if op_of.get(n) in cfg.quant.op_types)
+        s.budget = probe_budget(len(unit_list), strategy)
+        s.strategy = "start"
+        base = s.value(s.measure([], "all INT8"))
+        if base is None:
+            why = ("the run has no labels (give --labels to compare)" if target.metric == "accuracy_drop"
+                   else "no output of the model is classifier-shaped (N x classes)")
+            raise ConfigError(f"The target {target} cannot be measured on this run: {why}; target snr_db or cosine instead.",
+                              option="target")
+        everything = s.value(s.measure(unit_list, "all fallback"))
+        results: dict[str, StrategyResult] = {}
+        if target.met(base):
+            chosen, met, achieved, message = (), True, base, f"The full INT8 model already meets {target} ({base:.4g})."
+            results["none"] = StrategyResult("none", (), (), True, base, s.count)
+        elif not target.met(everything):
+            chosen, met, achieved = _nodes(unit_list, s.quantized), False, everything
+            message = (f"{target} cannot be met even with every quantizable node in fallback: "
+                       f"the best reached is {target.metric}={everything:.4g}.")
+            results["all"] = StrategyResult("all", chosen, chosen, False, everything, s.count)
+        else:
+            for name in ("greedy", "bisect") if strategy == "both" else (strategy,):
+                s.strategy, start = name, s.count
+                before, after = _greedy(s, unit_list, max_nodes) if name == "greedy" else _bisect(s, unit_list)
+                value = s.value(s.measure(after, "result"))
+                results[name] = StrategyResult(name, _nodes(after, s.quantized), _nodes(before, s.quantized), target.met(value), value,
+                                               s.count - start)
+            meeting = [r for r in results.values() if r.met and (max_nodes is None or len(r.fallback) <= max_nodes)]
+            best = min(meeting, key=lambda r: (len(r.fallback), -target.score(r.achieved))) if meeting else \
+                max(results.values(), key=lambda r: target.score(r.achieved))
+            chosen, met, achieved = best.fallback, best.met, best.achieved
+            message = (f"Falling back {len(chosen)} node(s) ({', '.join(chosen)}) reaches {target.metric}={achieved:.4g} "
+                       f"({'meets' if met else 'misses'} {target}); found by {best.strategy}.")
     picked = next((k for k, r in results.items() if r.fallback == chosen), "none")
     result = AutoFallbackResult(tuple(chosen), met, target, achieved, picked, results, tuple(s.steps), message,
-                                {"probes": s.count, "units": mode.value, "max_nodes": max_nodes,
+                                {"probes": s.count, "units": mode.value, "max_nodes": max_nodes, "samples": probe.data.samples,
                                  "baseline": base, "all_fallback": everything})
-    if apply:
-        from engine.pipeline import rebuild
-
-        (rebuild_fn or rebuild)(run_dir, fallback=list(chosen), provider=provider)
-        probe.run.write_json(probe.run.path / "autofallback.json", _json_safe(result.to_dict()))
     return result
-
-
-def _json_safe(obj):
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return str(obj)
-    if isinstance(obj, dict):
-        return {k: _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    return obj

@@ -1,34 +1,45 @@
-"""One probe = emit a candidate from the cached calibration, run it output-only on the cached inputs,
-measure the final outputs against the cached reference outputs. No tensors marked, no recalibration."""
+"""Probes: the final outputs of a candidate with some fallback set, measured against the reference's final outputs
+on a fixed set of batches. No tensors are marked and nothing is recalibrated.
+
+Where the backend can switch Q/DQ at run time (`Capabilities.runtime_gates`), every probe runs in one session of
+the gated candidate (see gated.py): a probe is one pass over the probe data. Elsewhere (TensorRT builds an engine
+per graph) each probe emits its candidate from the calibration cache and runs it."""
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import onnx
 
 from engine.backends.base import Backend
-from engine.compare.reference_cache import ReferenceCache
+from engine.compare.reducers import CHUNK, host_stats
 from engine.compare.task_metrics import TaskAccumulator, is_classifier_shaped
-from engine.compare.tensor_stats import TensorAccumulator
-from engine.errors import RunFolderError
-from engine.quantize.config import FallbackPrecision, QuantConfig
-from engine.quantize.emit import emit_candidate
-from engine.runs import RunFolder
+from engine.data.source import Batch
+from engine.diagnose.gated import GatedModel, gate_model
+from engine.diagnose.gated_where import gate_model_where
 
-__all__ = ["ProbeMetrics", "OutputProbe"]
+__all__ = ["ProbeMetrics", "ProbeData", "OutputProbe", "ProbeRequest", "ProbePool", "LocalProbePool", "PoolFactory",
+           "local_pool", "serial_pool", "outputs_snr_db", "measure_model"]
+
+Unit = tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ProbeMetrics:
-    cosine: float
-    snr_db: float
+    cosine: float  # first float output
+    snr_db: float  # first float output (what targets and the summary's final-output figures use)
+    outputs_snr_db: float  # every float output, each relative to its own signal power (what rankings use)
     top1_agreement: float | None
     accuracy: float | None
     accuracy_drop: float | None
     seconds: float
+    unpaired: int = 0  # output batches whose shape differed from the reference's (an in-graph NMS keeping other boxes)
 
     def get(self, metric: str) -> float | None:
         return getattr(self, metric)
@@ -37,58 +48,224 @@ class ProbeMetrics:
         return dict(self.__dict__)
 
 
+@dataclass(frozen=True)
+class ProbeData:
+    """The batches probes run on, with the reference's final outputs for them (and labels, if any)."""
+
+    batches: tuple[Batch, ...]
+    reference_outputs: tuple[dict[str, np.ndarray], ...]
+    labels: np.ndarray | None = None
+    whole_batches: bool = False  # the model's batch size is fixed: never cut a batch
+
+    @property
+    def samples(self) -> int:
+        return sum(len(next(iter(b.values()))) for b in self.batches)
+
+    def head(self, samples: int) -> ProbeData:
+        """The first `samples` samples (whole batches where the batch is fixed: at least one batch)."""
+        batches, refs, n = [], [], 0
+        for b, r in zip(self.batches, self.reference_outputs):
+            if n >= samples:
+                break
+            size = len(next(iter(b.values())))
+            take = size if self.whole_batches else min(size, samples - n)
+            cut = take < size and any(v.shape[:1] != (size,) for v in r.values())
+            if cut:  # an output whose axis 0 is not the batch cannot be cut: keep the batch whole
+                take = size
+            batches.append({k: v[:take] for k, v in b.items()} if take < size else b)
+            refs.append({k: v[:take] for k, v in r.items()} if take < size else r)
+            n += take
+        labels = self.labels[:n] if self.labels is not None else None
+        return ProbeData(tuple(batches), tuple(refs), labels, self.whole_batches)
+
+
+def outputs_snr_db(noise_ratios: Sequence[float]) -> float:
+    """SNR of several outputs together: the mean of their noise-to-signal power ratios, in dB. Each output counts
+    for its own relative error, so a box output in pixels does not drown a score output in [0, 1]."""
+    finite = [r for r in noise_ratios if not math.isnan(r)]
+    if not finite:
+        return math.nan
+    mean = sum(finite) / len(finite)
+    if mean == 0.0:
+        return math.inf
+    return -10.0 * math.log10(mean) if math.isfinite(mean) else -math.inf
+
+
+class _Score:
+    """Sums for the final outputs of one probe."""
+
+    def __init__(self, outputs: Sequence[str], task_output: str | None, labels: np.ndarray | None) -> None:
+        self.outputs = list(outputs)
+        self.sums = {o: np.zeros(4) for o in outputs}  # r.r, c.c, r.c, d.d
+        self.paired = dict.fromkeys(outputs, 0)
+        self.unpaired = 0
+        self._scratch = np.empty(CHUNK, np.float32)
+        self.task = TaskAccumulator(task_output, labels)
+
+    def add(self, ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
+        for o in self.outputs:  # the chunked host reduction: a detector's outputs are megabytes a probe
+            if np.shape(ref[o]) != np.shape(out[o]):  # nothing to pair element by element
+                self.unpaired += 1
+                continue
+            stats, _, _ = host_stats(ref[o], out[o], self._scratch, histogram=False)
+            self.sums[o] += stats[:4]
+            self.paired[o] += 1
+        if self.task.output is not None and np.shape(ref[self.task.output]) == np.shape(out[self.task.output]):
+            self.task.update(ref[self.task.output], out[self.task.output])
+
+    def result(self, seconds: float) -> ProbeMetrics:
+        ratios = []
+        for o, (rr, _, _, dd) in self.sums.items():
+            ratios.append(math.nan if not self.paired[o] else 0.0 if dd == 0 else math.inf if rr == 0 else dd / rr)
+        cosine = snr = math.nan
+        if self.outputs and self.paired[self.outputs[0]]:
+            rr, cc, rc, dd = self.sums[self.outputs[0]]
+            cosine = 1.0 if rr == cc == 0 else 0.0 if rr == 0 or cc == 0 else max(-1.0, min(1.0, rc / math.sqrt(rr * cc)))
+            snr = math.inf if dd == 0 else -math.inf if rr == 0 else 10 * math.log10(rr / dd)
+        t = self.task.result()
+        return ProbeMetrics(cosine, snr, outputs_snr_db(ratios), t.top1_agreement, t.candidate_accuracy, t.accuracy_drop, seconds,
+                            self.unpaired)
+
+
+def float_outputs(outputs: Sequence[str], reference_outputs: dict[str, np.ndarray]) -> list[str]:
+    """The outputs whose values carry quantization noise as a number: floats (an ArgMax label or a box count is not)."""
+    return [o for o in outputs if np.issubdtype(np.asarray(reference_outputs[o]).dtype, np.floating)]
+
+
+def _score(data: ProbeData, infer: Callable[[Batch], dict[str, np.ndarray]], outputs: Sequence[str], t0: float) -> ProbeMetrics:
+    first = data.reference_outputs[0]
+    outputs = float_outputs(outputs, first)
+    score = _Score(outputs, next((o for o in outputs if is_classifier_shaped(first[o])), None), data.labels)
+    for batch, ref in zip(data.batches, data.reference_outputs):
+        score.add(ref, infer(batch))
+    return score.result(time.perf_counter() - t0)
+
+
+def measure_model(backend: Backend, model: onnx.ModelProto, data: ProbeData, outputs: Sequence[str] | None = None) -> ProbeMetrics:
+    """Any model with the reference's inputs and outputs (an FP16 build, say), in its own session, against `data`."""
+    t0 = time.perf_counter()
+    outputs = list(outputs or data.reference_outputs[0])
+    with backend.runner(model) as runner:
+        return _score(data, runner.infer, outputs, t0)
+
+
 class OutputProbe:
-    """Holds the inputs and reference final outputs of a run in memory (outputs are small), and measures
-    any fallback set against them."""
+    """Measures fallback sets on `data`. Use as a context manager: the gated session stays open for every probe.
 
-    def __init__(self, run: RunFolder, config: QuantConfig, backend: Backend) -> None:
-        self.run, self.config, self.backend = run, config, backend
-        self.reference = onnx.load(run.reference)
-        self.outputs = [o.name for o in self.reference.graph.output]
-        cache = ReferenceCache(run.cache_dir)
-        if not cache.complete:
-            raise RunFolderError(f"The batch cache in {run.path} is incomplete; run `quantscope compare` again.")
-        self.batches: list[dict[str, np.ndarray]] = []
-        self.ref_outputs: list[dict[str, np.ndarray]] = []
-        for inputs, ref in cache.batches():
-            self.batches.append({k: np.array(v) for k, v in inputs.items()})
-            self.ref_outputs.append({o: np.array(ref[o]) for o in self.outputs if o in ref})
-        if any(len(r) < len(self.outputs) for r in self.ref_outputs):  # cache kept inputs only
-            with backend.runner(self.reference) as runner:
-                self.ref_outputs = [{o: runner.infer(b)[o] for o in self.outputs} for b in self.batches]
-        self.labels = np.load(run.labels, allow_pickle=False) if run.labels.is_file() else None
-        first = self.ref_outputs[0]
-        self.task_output = next((o for o in self.outputs if is_classifier_shaped(first[o])), None)
+    emit(fallback) -> the Q/DQ model of a fallback set; used where the backend cannot switch Q/DQ at run time.
+    fp16: units in fallback compute on FP16-rounded values (the run's fallback precision), else in FP32."""
+
+    def __init__(self, backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Unit],
+                 data: ProbeData, emit: Callable[[frozenset[str]], onnx.ModelProto], fp16: bool = False) -> None:
+        self.backend, self.reference, self.candidate = backend, reference, candidate
+        self.units = tuple(tuple(u) for u in units)
+        self.data, self.emit, self.fp16 = data, emit, fp16
+        self.outputs = [o.name for o in reference.graph.output if o.name in data.reference_outputs[0]]
         self.probes = 0
-        self.quantizable = tuple(n.name for n in self.reference.graph.node if n.op_type in config.op_types)
+        self._stack: ExitStack | None = None
+        self._gated: GatedModel | None = None
+        self._runner = None
 
-    def emit(self, fallback: frozenset[str], precision: FallbackPrecision | None = None) -> onnx.ModelProto:
-        return emit_candidate(self.reference, self.run.reference, self.run.calibration_cache,
-                              self.config.with_fallback(fallback, precision)).model
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(n for u in self.units for n in u)
 
-    def measure(self, fallback, precision: FallbackPrecision | None = None) -> ProbeMetrics:
-        t0 = time.perf_counter()
-        model = self.emit(frozenset(fallback), precision)
+    def __enter__(self) -> OutputProbe:
+        self._stack = ExitStack()
+        if self.backend.capabilities.runtime_gates:
+            build = gate_model_where if self.backend.capabilities.branchless else gate_model
+            self._gated = build(self.reference, self.candidate, self.units, fp16=self.fp16)
+            self._runner = self._stack.enter_context(self.backend.runner(self._gated.model))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._stack is not None:
+            self._stack.close()
+        self._stack, self._runner, self._gated = None, None, None
+
+    def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None) -> ProbeMetrics:
         self.probes += 1
-        return self._measure_model(model, t0)
+        return _score(data or self.data, infer, self.outputs, t0)
 
-    def measure_reference(self) -> ProbeMetrics:
-        return self.measure_model(self.reference)
+    def measure(self, fallback: Iterable[str], data: ProbeData | None = None) -> ProbeMetrics:
+        """Final outputs with the units holding any of `fallback` in fallback precision and every other unit in INT8,
+        on `data` (default: the probe's data)."""
+        t0 = time.perf_counter()
+        fallback = frozenset(fallback)
+        if self._runner is not None:
+            gates = self._gated.feed(fallback)
+            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data)
+        with self.backend.runner(self.emit(fallback)) as runner:
+            return self._run(runner.infer, t0, data)
 
-    def measure_model(self, model: onnx.ModelProto) -> ProbeMetrics:
-        """Any model with the reference's inputs and outputs (an FP16 build, say) against the cached reference."""
-        return self._measure_model(model, time.perf_counter())
+    def measure_only(self, unit: Unit | None, data: ProbeData | None = None) -> ProbeMetrics:
+        """Only `unit` in INT8 (None: nothing quantized), on `data` (default: the probe's data)."""
+        t0 = time.perf_counter()
+        if self._runner is not None:
+            gates = self._gated.feed_only(None if unit is None else self.units.index(tuple(unit)))
+            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data)
+        keep = set(unit or ())
+        with self.backend.runner(self.emit(frozenset(n for n in self.nodes if n not in keep))) as runner:
+            return self._run(runner.infer, t0, data)
 
-    def _measure_model(self, model: onnx.ModelProto, t0: float) -> ProbeMetrics:
-        acc = TensorAccumulator()
-        task = TaskAccumulator(self.task_output, self.labels)
-        first = self.outputs[0]
+    def measure_model(self, model: onnx.ModelProto, t0: float | None = None) -> ProbeMetrics:
+        """Any model with the reference's inputs and outputs in its own session (a probe where Q/DQ cannot be gated)."""
+        t0 = time.perf_counter() if t0 is None else t0
         with self.backend.runner(model) as runner:
-            for inputs, ref in zip(self.batches, self.ref_outputs):
-                out = runner.infer(inputs)
-                acc.update(ref[first], out[first])
-                if self.task_output is not None:
-                    task.update(ref[self.task_output], out[self.task_output])
-        s, t = acc.result(), task.result()
-        return ProbeMetrics(s.cosine, s.snr_db, t.top1_agreement, t.candidate_accuracy, t.accuracy_drop,
-                            time.perf_counter() - t0)
+            return self._run(runner.infer, t0)
+
+
+@dataclass(frozen=True)
+class ProbeRequest:
+    """One probe, as data (so a pool of workers can run it): `only` set: just that unit in INT8; else the units holding
+    any node of `fallback` in fallback. `samples`: on the first N samples of the probe data (None: all of it)."""
+
+    fallback: frozenset[str] = frozenset()
+    only: tuple[str, ...] | None = None
+    samples: int | None = None
+
+    def run(self, probe: OutputProbe) -> ProbeMetrics:
+        data = probe.data.head(self.samples) if self.samples is not None else None
+        return probe.measure_only(self.only, data) if self.only is not None else probe.measure(self.fallback, data)
+
+
+OnResult = Callable[[int, int], None]  # (results so far, requests in all)
+
+
+class ProbePool(Protocol):
+    """Runs many probes of one OutputProbe setup: in this process (LocalProbePool) or on workers (engine.scale). Results
+    come back in request order and are the same wherever they ran."""
+
+    probe: OutputProbe
+
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]: ...
+
+
+class LocalProbePool:
+    """Probes one after another in this process, in an entered probe's session."""
+
+    def __init__(self, probe: OutputProbe) -> None:
+        self.probe = probe
+
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
+        out = []
+        for r in requests:
+            out.append(r.run(self.probe))
+            if on_result is not None:
+                on_result(len(out), len(requests))
+        return out
+
+
+PoolFactory = Callable[[OutputProbe], "AbstractContextManager[ProbePool]"]  # e.g. an engine.scale executor's probe_pool
+
+
+@contextmanager
+def serial_pool(probe: OutputProbe) -> Iterator[LocalProbePool]:
+    """This process, one probe after another."""
+    with probe:
+        yield LocalProbePool(probe)
+
+
+def local_pool(probe: OutputProbe) -> AbstractContextManager[ProbePool]:
+    """The default pool: this process, one probe after another."""
+    return serial_pool(probe)

@@ -1,7 +1,9 @@
-"""Isolated sensitivity of every quantizable node, two views, measured on the final outputs:
-  only_this_quantized_*  this node in INT8, every other quantizable node in FP32 (its own harm);
-  all_but_this_*         every node in INT8 except this one (what falling it back gains).
-Each probe is one output-only candidate pass from the run's calibration cache."""
+"""Isolated sensitivity of every fallback unit, two views, measured on the final outputs:
+  only_this_quantized_*  this unit in INT8, every other unit in fallback (its own harm);
+  all_but_this_*         every unit in INT8 except this one, in fallback (what falling it back gains).
+Fallback is the run's fallback precision (FP16 unless the run says FP32). all_but_this_gain_db is on every float
+output together (outputs_snr_db), as the culprit ranking measures it. All probes run in one session of the gated
+candidate (see gated.py) on the first `samples` cached samples."""
 
 from __future__ import annotations
 
@@ -9,50 +11,61 @@ import math
 import os
 import time
 
-import onnx
 import pandas as pd
 
-from engine.backends.select import resolve_backend
-from engine.diagnose.probes import OutputProbe, ProbeMetrics
+from engine.diagnose.probes import PoolFactory, ProbeMetrics, ProbePool, ProbeRequest, local_pool
+from engine.diagnose.run_probe import open_probe
+from engine.diagnose.units import UnitMode
+from engine.errors import ConfigError
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
-from engine.quantize.config import FallbackPrecision, QuantConfig
-from engine.runs import RunFolder
 
-__all__ = ["sensitivity", "open_probe"]
+__all__ = ["sensitivity", "sensitivity_frame", "VIEW_METRICS", "DEFAULT_SENSITIVITY_SAMPLES"]
 
-VIEW_METRICS = ("cosine", "snr_db", "top1_agreement", "accuracy")
-
-
-def open_probe(run_dir: str | os.PathLike, provider: str | None = None) -> OutputProbe:
-    run = RunFolder(run_dir)
-    run.require()
-    cfg = run.read_json(run.config)
-    return OutputProbe(run, QuantConfig.from_dict(cfg["quant"]).with_fallback(()), resolve_backend(provider or cfg["provider"]).backend)
+VIEW_METRICS = ("cosine", "snr_db", "outputs_snr_db", "top1_agreement", "accuracy")
+DEFAULT_SENSITIVITY_SAMPLES = 64
 
 
 def _cols(prefix: str, m: ProbeMetrics) -> dict:
     return {f"{prefix}_{k}": m.get(k) for k in VIEW_METRICS}
 
 
-def sensitivity(run_dir: str | os.PathLike, *, provider: str | None = None, progress: ProgressCallback = no_progress) -> pd.DataFrame:
-    probe = open_probe(run_dir, provider)
-    ops = {n.name: n.op_type for n in onnx.load(probe.run.reference).graph.node}
-    nodes = probe.quantizable
-    total = 2 * len(nodes) + 1
+def sensitivity_frame(pool: ProbePool, op_types: dict[str, str], progress: ProgressCallback = no_progress) -> pd.DataFrame:
+    """Both views for every unit of the pool's probe, most harmful alone first."""
+    units = pool.probe.units
+    requests = [ProbeRequest()]
+    for unit in units:
+        requests += [ProbeRequest(only=unit), ProbeRequest(fallback=frozenset(unit))]
     started = time.perf_counter()
-    full = probe.measure(frozenset())
-    rows = []
-    for i, node in enumerate(nodes):
-        t0 = time.perf_counter()
-        only = probe.measure(frozenset(nodes) - {node}, FallbackPrecision.FP32)
-        but = probe.measure(frozenset({node}))
-        row = {"node": node, "op_type": ops[node], **_cols("only_this_quantized", only), **_cols("all_but_this", but)}
-        row["all_but_this_gain_db"] = but.snr_db - full.snr_db if math.isfinite(full.snr_db) else math.nan
-        row["probe_seconds"] = time.perf_counter() - t0
-        rows.append(row)
-        done = 2 * (i + 1) + 1
+
+    def on_result(done: int, total: int) -> None:
         eta = (time.perf_counter() - started) / done * (total - done)
-        progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"{node}: about {eta:.0f} s left"))
-    frame = pd.DataFrame(rows).sort_values("only_this_quantized_snr_db").reset_index(drop=True)
-    probe.run.write_frame(probe.run.path / "sensitivity.csv", frame)
+        progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}, about {eta:.0f} s left"))
+
+    results = pool.measure_many(requests, on_result)
+    full = results[0]
+    rows = []
+    for i, unit in enumerate(units):
+        only, but = results[1 + 2 * i], results[2 + 2 * i]
+        row = {"node": "+".join(unit), "op_type": "+".join(op_types.get(n, "?") for n in unit),
+               **_cols("only_this_quantized", only), **_cols("all_but_this", but)}
+        row["all_but_this_gain_db"] = but.outputs_snr_db - full.outputs_snr_db if math.isfinite(full.outputs_snr_db) else math.nan
+        row["probe_seconds"] = only.seconds + but.seconds
+        rows.append(row)
+    return pd.DataFrame(rows).sort_values("only_this_quantized_outputs_snr_db", kind="stable").reset_index(drop=True)
+
+
+def sensitivity(run_dir: str | os.PathLike, *, provider: str | None = None, samples: int | None = DEFAULT_SENSITIVITY_SAMPLES,
+                units: UnitMode | str = UnitMode.NODE, progress: ProgressCallback = no_progress,
+                pools: PoolFactory = local_pool) -> pd.DataFrame:
+    """Writes DIR/sensitivity.csv. samples: the first N cached samples (None: all). pools: where the probes run
+    (default: here, one after another; an engine.scale executor's probe_pool spreads them over workers)."""
+    if samples is not None and samples < 1:
+        raise ConfigError(f"--samples {samples} is not positive; use 1 or more, or leave it out.", option="samples")
+    mode = UnitMode.parse(units) if isinstance(units, str) else units
+    run, _, probe = open_probe(run_dir, provider, mode, samples)
+    ops = {n.name: n.op_type for n in probe.reference.graph.node}
+    with pools(probe) as pool:
+        frame = sensitivity_frame(pool, ops, progress)
+    frame.attrs["samples"] = probe.data.samples
+    run.write_frame(run.path / "sensitivity.csv", frame)
     return frame

@@ -9,8 +9,7 @@ import shutil
 import pandas as pd
 import pytest
 
-import engine.quantize.calibration as calibration
-from engine import autofallback, sensitivity
+from engine import ConfigError, autofallback, compare, load_result, sensitivity
 from engine.cli.main import main
 
 
@@ -26,11 +25,15 @@ def planted(catalog):
     return set(info["producer_nodes"]) | set(info["consumer_nodes"])
 
 
-def test_sensitivity_both_views(run_copy, catalog, outlier_run, monkeypatch):
-    monkeypatch.setattr(calibration, "calibrate", lambda *a, **k: pytest.fail("sensitivity must not recalibrate"))
-    frame = sensitivity(run_copy)
+def test_the_no_calibration_fixture_catches_a_calibration(no_calibration, tiny, tmp_path):
+    with pytest.raises(AssertionError, match="must not recalibrate"):
+        compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=tmp_path / "run", batch_size=4, provider="cpu")
+
+
+def test_sensitivity_both_views(run_copy, catalog, outlier_run, no_calibration):
+    frame = sensitivity(run_copy, samples=None)
     assert (run_copy / "sensitivity.csv").is_file()
-    ops = set(outlier_run.summary.config["op_types"])
+    ops = set(outlier_run.summary.config.op_types)
     assert set(frame["node"]) == set(outlier_run.layers.loc[outlier_run.layers["op_type"].isin(ops), "node"])
     worst_alone = frame.sort_values("only_this_quantized_snr_db").iloc[0]["node"]
     best_gain = frame.sort_values("all_but_this_snr_db", ascending=False).iloc[0]["node"]
@@ -41,7 +44,7 @@ def test_sensitivity_both_views(run_copy, catalog, outlier_run, monkeypatch):
     assert list(pd.read_csv(run_copy / "sensitivity.csv").columns[:2]) == ["node", "op_type"]
 
 
-def test_autofallback_finds_the_planted_node(run_copy, clean_run, catalog):
+def test_autofallback_finds_the_planted_node(run_copy, clean_run, catalog, no_calibration):
     target = f"snr_db={clean_run.final_output().snr_db - 1:.4f}"
     rc = main(["autofallback", str(run_copy), "--target", target, "--quiet"])
     assert rc == 0
@@ -56,19 +59,30 @@ def test_autofallback_finds_the_planted_node(run_copy, clean_run, catalog):
     assert summary["fallback"] == sorted(doc["fallback"]) and (run_copy / "history" / "1" / "summary.json").is_file()
 
 
-def test_residual_units_keep_the_add_with_its_feeders(run_copy, clean_run):
-    res = autofallback(run_copy, f"snr_db={clean_run.final_output().snr_db - 1}", units="residual", apply=False)
-    assert res.met and "block3_add" in res.fallback and "block3_2_conv" in res.fallback
+def test_residual_units_are_probed_with_their_add_and_applied_as_their_quantized_nodes(run_copy, clean_run):
+    res = autofallback(run_copy, f"snr_db={clean_run.final_output().snr_db - 1}", units="residual")
+    assert res.met and "block3_2_conv" in res.fallback and "block3_add" not in res.fallback  # an Add has no Q/DQ to drop
+    assert any("block3_add" in step.fallback for step in res.steps)  # it travelled with its feeders in the probes
+    assert load_result(run_copy).summary.fallback == tuple(sorted(res.fallback))  # and the rebuild took the set
 
 
 def test_unreachable_target_reports_the_best_reached(run_copy):
     res = autofallback(run_copy, "snr_db=500", apply=False)
     assert res.met is False
     assert math.isfinite(res.achieved) and res.achieved > 40
-    assert res.message.startswith("snr_db=500 cannot be met even with every quantizable node in fp16: the best reached is snr_db=")
+    assert res.message.startswith("snr_db=500 cannot be met even with every quantizable node in fallback: the best reached is snr_db=")
 
 
 def test_bad_target_is_one_sentence(run_copy, capsys):
     assert main(["autofallback", str(run_copy), "--target", "speed=3", "--quiet"]) == 2
     assert capsys.readouterr().err == ("error: The target 'speed=3' is not METRIC=VALUE with METRIC one of cosine, snr_db, "
                                        "top1_agreement, accuracy_drop, e.g. snr_db=30.\n")
+
+
+def test_a_target_the_run_cannot_measure_is_one_sentence(tiny, tmp_path):
+    run = tmp_path / "run"  # the tiny model's output is N x 3 but the run has no labels
+    compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=run, batch_size=4, provider="cpu", screen_samples=0)
+    with pytest.raises(ConfigError) as err:
+        autofallback(run, "accuracy_drop=0.01", apply=False)
+    assert str(err.value) == ("The target accuracy_drop=0.01 cannot be measured on this run: the run has no labels (give --labels "
+                              "to compare); target snr_db or cosine instead.")

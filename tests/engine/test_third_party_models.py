@@ -46,6 +46,7 @@ def test_compare_and_rebuild_contract_on_a_model_zoo_graph(name, tmp_path):
     assert [o.name for o in sess.get_outputs()] == [o.name for o in original.graph.output]
     sess.run(None, {info.inputs[0].name: x[:1]})
 
-    quantized_culprit = next(c.node for c in result.summary.culprits if c.quantized)
+    quantized_culprit = result.summary.culprits[0].node  # every culprit is a fallback candidate now
+    assert result.layers.loc[result.layers["node"] == quantized_culprit, "quantized"].all()
     fixed = rebuild(out, fallback=[quantized_culprit])
     assert fixed.summary.recalibrated is False and fixed.summary.fp16_nodes == (quantized_culprit,)

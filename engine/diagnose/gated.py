@@ -1,0 +1,218 @@
+"""One candidate graph for every probe: each fallback unit's quantization is switched by a runtime input.
+
+Every quantized node N becomes If(gate_N): the then-branch is N on its Q/DQ inputs (activation Q/DQ as emitted,
+weights pre-dequantized as constants), the else-branch is N on the float inputs in its fallback precision (FP32, or
+FP16 as a runtime without FP16 kernels runs it: inputs and output rounded to FP16, arithmetic in FP32). A tensor's
+other readers (an Add on a quantized skip branch) read it through If(any gate of its quantized readers): quantized
+while one of them is, as the quantizer emits it. Only the taken branch runs, so a unit that is off costs what its
+FP32 node costs, and the float graph around the branches is optimized by the runtime as usual.
+
+With every gate on the graph computes the all-INT8 candidate; with a unit's gate off it computes what a rebuild
+with that unit in fallback emits (bit for bit for FP32 at ORT's accuracy settings; see tests). So every isolated
+probe (ranking, sensitivity, automatic fallback) runs in one session, with no re-emission."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from engine.model.graph_reads import drop_unread_qdq
+
+__all__ = ["GatedModel", "gate_model", "GATE_PREFIX"]
+
+GATE_PREFIX = "quantscope_gate_"
+
+
+@dataclass(frozen=True)
+class GatedModel:
+    model: onnx.ModelProto
+    units: tuple[tuple[str, ...], ...]  # fallback units in topological order; unit k is switched by gates[k]
+    gates: tuple[str, ...]  # graph input names (bool scalars): True = quantized
+
+    def feed(self, fallback: Iterable[str]) -> dict[str, np.ndarray]:
+        """Gate values for a fallback set of node names: a unit is off when any of its nodes is in the set."""
+        off = set(fallback)
+        return {g: np.array(not (off & set(u)), dtype=np.bool_) for g, u in zip(self.gates, self.units)}
+
+    def feed_only(self, k: int | None) -> dict[str, np.ndarray]:
+        """Only unit k quantized (None: nothing quantized)."""
+        return {g: np.array(i == k, dtype=np.bool_) for i, g in enumerate(self.gates)}
+
+
+def _dequantized(q: onnx.TensorProto, scale: onnx.TensorProto, zero: onnx.TensorProto | None, axis: int) -> np.ndarray:
+    """DequantizeLinear of a constant, computed as ONNX Runtime computes it: (q - zero_point) * scale in float32."""
+    qa = numpy_helper.to_array(q).astype(np.float32)
+    s = numpy_helper.to_array(scale).astype(np.float32)
+    z = numpy_helper.to_array(zero).astype(np.float32) if zero is not None else np.zeros_like(s)
+    if s.ndim == 1 and s.size > 1:
+        shape = [1] * qa.ndim
+        shape[axis if axis >= 0 else qa.ndim + axis] = s.size
+        s, z = s.reshape(shape), z.reshape(shape)
+    return ((qa - z) * s).astype(np.float32)
+
+
+class _Builder:
+    def __init__(self, reference: onnx.ModelProto, candidate: onnx.ModelProto, fp16: bool) -> None:
+        self.fp16 = fp16
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(candidate)
+        g = self.model.graph
+        self.ref_inits = {i.name: i for i in reference.graph.initializer}
+        self.ref_nodes = {n.name: n for n in reference.graph.node}
+        self.inits = {i.name: i for i in g.initializer}
+        self.q_of = {n.output[0]: n for n in g.node if n.op_type == "QuantizeLinear"}
+        self.dq_of = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+        self.counter = 0
+
+    def name(self, base: str) -> str:
+        self.counter += 1
+        return f"{base}__qs{self.counter}"
+
+    def activation_source(self, dq_out: str) -> str | None:
+        """The float tensor a dequantized activation came from (the Q's input), or None for a constant."""
+        dq = self.dq_of[dq_out]
+        q = self.q_of.get(dq.input[0])
+        return q.input[0] if q is not None else None
+
+    def qdq_nodes(self, dq_out: str, out: str) -> list[onnx.NodeProto]:
+        """The Q and DQ that produce `dq_out` from its float source, writing `out` (inside a branch)."""
+        dq = self.dq_of[dq_out]
+        q = self.q_of[dq.input[0]]
+        q_out = self.name(f"{q.output[0]}")
+        qn = helper.make_node("QuantizeLinear", [q.input[0], *q.input[1:]], [q_out], name=self.name(q.name))
+        qn.attribute.extend(q.attribute)
+        dn = helper.make_node("DequantizeLinear", [q_out, *dq.input[1:]], [out], name=self.name(dq.name))
+        dn.attribute.extend(dq.attribute)
+        return [qn, dn]
+
+    def constant_dequantized(self, dq_out: str) -> np.ndarray:
+        dq = self.dq_of[dq_out]
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        zero = self.inits.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+        return _dequantized(self.inits[dq.input[0]], self.inits[dq.input[1]], zero, axis)
+
+    def rounded(self, nodes: list, inits: list, tensor: str) -> str:
+        """`tensor` rounded to FP16 and back, inside a branch."""
+        if tensor in self.ref_inits or tensor in self.inits:
+            src = self.ref_inits.get(tensor) or self.inits[tensor]
+            arr = numpy_helper.to_array(src)
+            if arr.dtype != np.float32:
+                return tensor
+            name = self.name(f"{tensor}_fp16")
+            inits.append(numpy_helper.from_array(arr.astype(np.float16).astype(np.float32), name))
+            return name
+        half, back = self.name(f"{tensor}_half"), self.name(f"{tensor}_fp16")
+        nodes.append(helper.make_node("Cast", [tensor], [half], name=self.name("to16"), to=TensorProto.FLOAT16))
+        nodes.append(helper.make_node("Cast", [half], [back], name=self.name("to32"), to=TensorProto.FLOAT))
+        return back
+
+    def branch_pair(self, node: onnx.NodeProto) -> tuple[onnx.GraphProto, onnx.GraphProto]:
+        """then: `node` on its quantized inputs; else: `node` on float inputs (rounded to FP16 where asked)."""
+        then_nodes, then_inits, else_nodes, else_inits = [], [], [], []
+        then_in, else_in = [], []
+        ref = self.ref_nodes.get(node.name)
+        for pos, name in enumerate(node.input):
+            if name in self.dq_of:
+                source = self.activation_source(name)
+                if source is not None:
+                    qdq = self.name(name)
+                    then_nodes.extend(self.qdq_nodes(name, qdq))
+                    then_in.append(qdq)
+                    float_in = source
+                else:  # a constant: the weight, dequantized once here
+                    deq = self.name(f"{name}_const")
+                    then_inits.append(numpy_helper.from_array(self.constant_dequantized(name), deq))
+                    then_in.append(deq)
+                    float_in = ref.input[pos] if ref is not None and pos < len(ref.input) else name
+                    if float_in in self.ref_inits and float_in not in self.inits:
+                        else_inits.append(self.ref_inits[float_in])
+                else_in.append(self.rounded(else_nodes, else_inits, float_in) if self.fp16 else float_in)
+            else:
+                then_in.append(name)
+                else_in.append(self.rounded(else_nodes, else_inits, name) if self.fp16 and name else name)
+        outputs = []
+        for branch, inputs, nodes, inits in (("then", then_in, then_nodes, then_inits), ("else", else_in, else_nodes, else_inits)):
+            out = self.name(f"{node.output[0]}_{branch}")
+            copy = helper.make_node(node.op_type, inputs, [out], name=self.name(node.name), domain=node.domain)
+            copy.attribute.extend(node.attribute)
+            nodes.append(copy)
+            if branch == "else" and self.fp16:
+                out = self.rounded(nodes, inits, out)
+            outputs.append(helper.make_graph(nodes, self.name(f"{node.name}_{branch}"), [],
+                                             [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits))
+        return outputs[0], outputs[1]
+
+
+def gate_model(reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Sequence[str]],
+               fp16: bool = False) -> GatedModel:
+    """`candidate`: the run's Q/DQ model emitted with no fallback; `units`: groups of quantized node names;
+    fp16: a unit gated off computes on FP16-rounded values (else in FP32)."""
+    b = _Builder(reference, candidate, fp16)
+    g = b.model.graph
+    gate_of: dict[str, str] = {}
+    gates = []
+    for k, unit in enumerate(units):
+        gate = f"{GATE_PREFIX}{k}"
+        gates.append(gate)
+        g.input.append(helper.make_tensor_value_info(gate, TensorProto.BOOL, []))
+        for n in unit:
+            gate_of[n] = gate
+    # which gates quantize each dequantized activation, for its other readers
+    readers_gates: dict[str, set[str]] = {}
+    for node in g.node:
+        if node.name in gate_of:
+            for i in node.input:
+                if i in b.dq_of and b.activation_source(i) is not None:
+                    readers_gates.setdefault(i, set()).add(gate_of[node.name])
+    new_nodes: list[onnx.NodeProto] = []
+    combined: dict[frozenset[str], str] = {}
+    shared: dict[str, str] = {}
+
+    def any_gate(names: set[str]) -> str:
+        key = frozenset(names)
+        if len(key) == 1:
+            return next(iter(key))
+        if key not in combined:
+            ordered = sorted(key)
+            acc = ordered[0]
+            for other in ordered[1:]:
+                out = b.name(f"{GATE_PREFIX}any")
+                new_nodes.append(helper.make_node("Or", [acc, other], [out], name=b.name("or")))
+                acc = out
+            combined[key] = acc
+        return combined[key]
+
+    for node in g.node:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            new_nodes.append(node)
+            continue
+        if node.name in gate_of and len(node.output) == 1:
+            then_g, else_g = b.branch_pair(node)
+            new_nodes.append(helper.make_node("If", [gate_of[node.name]], [node.output[0]], name=b.name(f"{node.name}_if"),
+                                              then_branch=then_g, else_branch=else_g))
+            continue
+        for pos, name in enumerate(node.input):  # another reader of a dequantized activation
+            if name in readers_gates:
+                if name not in shared:
+                    qdq = b.name(name)
+                    then_g = helper.make_graph(b.qdq_nodes(name, qdq), b.name("reader_then"), [],
+                                               [helper.make_tensor_value_info(qdq, TensorProto.FLOAT, None)])
+                    source = b.activation_source(name)
+                    out = b.name(f"{source}_ident")
+                    else_g = helper.make_graph([helper.make_node("Identity", [source], [out], name=b.name("ident"))],
+                                               b.name("reader_else"), [], [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)])
+                    shared[name] = b.name(f"{name}_gated")
+                    new_nodes.append(helper.make_node("If", [any_gate(readers_gates[name])], [shared[name]], name=b.name("reader_if"),
+                                                      then_branch=then_g, else_branch=else_g))
+                node.input[pos] = shared[name]
+        new_nodes.append(node)
+    del g.node[:]
+    g.node.extend(new_nodes)
+    drop_unread_qdq(b.model)  # the branches carry their own Q/DQ
+    return GatedModel(b.model, tuple(tuple(u) for u in units), tuple(gates))
+
+

@@ -1,0 +1,51 @@
+"""The ranking stage of compare and rebuild: probes on the run's first `screen_samples` cached samples.
+
+A unit's alone-in-INT8 harm does not depend on the fallback set (everything else is in fallback in that probe), so a
+rebuild that changes only the fallback set reuses the stored ranking (ranking.json) and drops the units now in
+fallback; a change of calibration, op types, ranges or screening subset measures it again."""
+
+from __future__ import annotations
+
+import json
+
+import onnx
+
+from engine.backends.base import Backend
+from engine.diagnose.harm_ranking import HarmRanking, rank_units
+from engine.diagnose.probes import PoolFactory, local_pool
+from engine.diagnose.run_probe import probe_for_run
+from engine.diagnose.units import UnitMode
+from engine.progress import ProgressCallback, no_progress
+from engine.run_config import RunConfig
+from engine.runs import RunFolder
+
+__all__ = ["rank_run", "ranking_key"]
+
+
+def ranking_key(cfg: RunConfig, backend: Backend) -> dict:
+    quant = cfg.quant.with_fallback(()).to_dict()
+    return {"quant": quant, "screen_samples": cfg.screen_samples, "backend": backend.name, "samples": cfg.samples}
+
+
+def rank_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend: Backend,
+             progress: ProgressCallback = no_progress, pools: PoolFactory = local_pool) -> tuple[HarmRanking | None, bool]:
+    """(ranking, reused). None when ranking is switched off (screen_samples 0) or nothing is quantized.
+    `backend` must switch Q/DQ at run time (see select.probe_backend)."""
+    if cfg.screen_samples <= 0:
+        return None, False
+    key = ranking_key(cfg, backend)
+    if run.ranking.is_file():
+        try:
+            stored = json.loads(run.ranking.read_text())
+            if stored.get("key") == key:
+                return HarmRanking.from_dict(stored["ranking"]), True
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # unreadable: measure again
+    probe = probe_for_run(run, cfg, reference, backend, UnitMode.NODE, cfg.screen_samples)
+    if probe is None:
+        return None, False
+    ops = {n.name: n.op_type for n in reference.graph.node}
+    with pools(probe) as pool:
+        ranking = rank_units(pool, ops, progress)
+    run.write_json(run.ranking, {"key": key, "ranking": ranking.to_dict()})
+    return ranking, False

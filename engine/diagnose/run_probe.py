@@ -1,0 +1,148 @@
+"""A probe over a run folder: its reference, its calibration cache and its cached batches."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from engine.backends.base import Backend
+from engine.backends.select import probe_backend, resolve_backend
+from engine.compare.graph import fallback_candidates
+from engine.compare.reference_cache import ReferenceCache
+from engine.diagnose.probes import OutputProbe, ProbeData
+from engine.diagnose.units import UnitMode, fallback_units
+from engine.errors import ConfigError, RunFolderError
+from engine.model.info import model_info
+from engine.quantize.config import FallbackPrecision, QuantConfig
+from engine.quantize.emit import emit_candidate
+from engine.run_config import RunConfig
+from engine.runs import RunFolder
+
+__all__ = ["open_probe", "probe_for_run", "cached_probe_data"]
+
+
+MERGED_BATCH = 32  # probes run on batches of up to this many samples: one run a probe on a GPU, where runs cost launches
+
+
+def _merged(batches: list[dict], refs: list[dict], limit: int) -> tuple[list[dict], list[dict]]:
+    """Consecutive batches joined into batches of at most `limit` samples, where every array's axis 0 is the batch."""
+    out_b, out_r, pend_b, pend_r = [], [], [], []
+
+    def flush() -> None:
+        if pend_b:
+            out_b.append({k: np.concatenate([b[k] for b in pend_b]) for k in pend_b[0]})
+            out_r.append({k: np.concatenate([r[k] for r in pend_r]) for k in pend_r[0]})
+            pend_b.clear()
+            pend_r.clear()
+
+    for b, r in zip(batches, refs):
+        size = len(next(iter(b.values())))
+        if any(v.shape[:1] != (size,) for v in (*b.values(), *r.values())):
+            return batches, refs  # something is not batch-major: keep the batches as they are
+        if pend_b and sum(len(next(iter(x.values()))) for x in pend_b) + size > limit:
+            flush()
+        pend_b.append(b)
+        pend_r.append(r)
+    flush()
+    return out_b, out_r
+
+
+def _whole(parts, outputs: list[str]):
+    """(inputs, final outputs) per batch: consecutive parts with one batch number concatenated on axis 0."""
+    group: list[tuple[dict, dict]] = []
+    current = None
+
+    def joined():
+        if len(group) == 1:
+            return group[0]
+        return ({k: np.concatenate([g[0][k] for g in group]) for k in group[0][0]},
+                {k: np.concatenate([g[1][k] for g in group]) for k in group[0][1] if all(k in g[1] for g in group)})
+
+    for inputs, ref, batch in parts:
+        if group and batch != current:
+            yield joined()
+            group = []
+        current = batch
+        group.append((inputs, {o: ref[o] for o in outputs if o in ref}))
+    if group:
+        yield joined()
+
+
+def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backend, samples: int | None = None,
+                      whole_batches: bool = False) -> ProbeData:
+    """The run's first `samples` cached samples (all if None) with the reference's final outputs, from the cache or,
+    where it kept only inputs, recomputed. whole_batches: never split or join batches (a model whose batch size is fixed);
+    otherwise batches are joined up to MERGED_BATCH samples."""
+    cache = ReferenceCache(run.cache_dir)
+    if not cache.complete:
+        raise RunFolderError(f"The batch cache in {run.path} is incomplete; run `quantscope compare` again.")
+    outputs = [o.name for o in reference.graph.output]
+    batches, refs, n = [], [], 0
+    entries = ((inputs, ref) for inputs, ref, _ in cache.parts())
+    if whole_batches:  # micro-batches (parts) of one batch are joined again: timings and fixed shapes see the batch
+        entries = _whole(cache.parts(), outputs)
+    for inputs, ref in entries:
+        size = len(next(iter(inputs.values())))
+        if samples is not None and n >= samples or (whole_batches and samples is not None and n + size > samples and n):
+            break
+        take = size if samples is None or whole_batches else min(size, samples - n)
+        batches.append({k: np.array(v[:take]) for k, v in inputs.items()})
+        # an output whose axis 0 is not the batch cannot be cut: it is recomputed below
+        refs.append({o: np.array(ref[o][:take]) for o in outputs if o in ref and (take == size or ref[o].shape[:1] == (size,))})
+        n += take
+    if any(len(r) < len(outputs) for r in refs):  # the cache kept inputs only
+        with backend.runner(reference) as runner:
+            refs = [{o: out[o] for o in outputs} for out in map(runner.infer, batches)]  # one run a batch
+    if not whole_batches:
+        batches, refs = _merged(batches, refs, MERGED_BATCH)
+    labels = np.load(run.labels, allow_pickle=False)[:n] if run.labels.is_file() else None
+    return ProbeData(tuple(batches), tuple(refs), labels, whole_batches)
+
+
+@dataclass(frozen=True)
+class RunEmitter:
+    """emit(fallback) for a run folder: picklable, so a probe can travel to a worker process on this machine."""
+
+    reference_path: Path
+    calibration_cache: Path
+    base_cache: Path
+    config: QuantConfig
+
+    def __call__(self, fallback: frozenset[str]) -> onnx.ModelProto:
+        reference = onnx.load(self.reference_path)
+        return emit_candidate(reference, self.reference_path, self.calibration_cache, self.config.with_fallback(fallback),
+                              base_cache=self.base_cache).model
+
+
+def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend: Backend, units: UnitMode,
+                  samples: int | None) -> OutputProbe | None:
+    """A probe (not yet entered) over the run's first `samples` cached samples, every fallback candidate of the run's
+    quantization in a unit; None when nothing is quantized. A unit in fallback takes the run's fallback precision."""
+    config = cfg.quant.with_fallback(())
+    emit = RunEmitter(run.reference, run.calibration_cache, run.int8_base, config)
+    candidate = emit_candidate(reference, run.reference, run.calibration_cache, config, base_cache=run.int8_base).model
+    nodes = fallback_candidates(candidate, config.op_types)
+    if not nodes:
+        return None
+    data = cached_probe_data(run, reference, backend, samples, whole_batches=model_info(reference).fixed_batch is not None)
+    return OutputProbe(backend, reference, candidate, fallback_units(reference, nodes, units), data, emit,
+                       fp16=config.fallback_precision is FallbackPrecision.FP16)
+
+
+def open_probe(run_dir: str | os.PathLike, provider: str | None = None, units: UnitMode = UnitMode.NODE,
+               samples: int | None = None) -> tuple[RunFolder, RunConfig, OutputProbe]:
+    """The run folder, its settings and a probe over it, on the run's resolved backend (or on ONNX Runtime where that
+    backend cannot switch Q/DQ at run time)."""
+    run = RunFolder(run_dir)
+    run.require()
+    cfg = run.read_config()
+    backend = probe_backend(resolve_backend(provider or cfg.provider).backend)
+    probe = probe_for_run(run, cfg, onnx.load(run.reference), backend, units, samples)
+    if probe is None:
+        raise ConfigError(f"Nothing in {run.path} is quantized ({', '.join(cfg.quant.op_types)}), so there is nothing to probe; "
+                          "compare again with other --op-types.", option="op_types")
+    return run, cfg, probe

@@ -1,0 +1,76 @@
+"""The culprit ranking ranks by measured harm to the final outputs: known answers on a model built to fool the old
+introduced-noise ranking (tests/engine/amplified_model.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+
+from engine import compare, rebuild
+from engine.cli.main import main
+from tests.engine.amplified_model import amplified_data, amplified_model
+
+QUANTIZED = {"early_conv", "branch1_conv", "branch2_conv", "mid_conv", "fc", "late_conv", "late_fc"}
+
+
+@pytest.fixture(scope="module")
+def amplified(tmp_path_factory):
+    d = tmp_path_factory.mktemp("amplified")
+    onnx.save(amplified_model(), d / "m.onnx")
+    np.savez(d / "x.npz", x=amplified_data())
+    return d
+
+
+@pytest.fixture()
+def run(amplified, tmp_path):
+    return compare(amplified / "m.onnx", amplified / "x.npz", out_dir=tmp_path / "run", batch_size=16, provider="cpu")
+
+
+def test_the_old_introduced_noise_ranking_is_fooled(run):
+    """What the previous headline and 'Tick the top-k' used: a node that is not quantized, then a harmless late conv."""
+    old = run.layers.sort_values("introduced_db", ascending=False).drop_duplicates("node")
+    assert old.iloc[0]["node"] == "late_spike" and not old.iloc[0]["quantized"]
+    assert old[old["quantized"]].iloc[0]["node"] == "mid_conv"
+
+
+def test_the_ranking_puts_the_amplified_early_node_first(run):
+    s = run.summary
+    assert [c.node for c in s.culprits][0] == "early_conv"
+    assert {c.node for c in s.culprits} == QUANTIZED  # every fallback candidate, and nothing else
+    assert s.headline.startswith("Quantizing early_conv (Conv) hurts the final outputs most: alone in INT8 it brings them to")
+    # one stage for 7 units: both views of each (14), the all-INT8 baseline, and each view's top three together
+    assert s.ranking.method == "measured harm" and s.ranking.samples == 32 and s.ranking.probes == 17
+    assert s.ranking.view == "alone" and s.ranking.top_set_gain_db["alone"] > 3
+    assert s.timings["rank"] > 0
+    # the Mul that amplifies noise is shown as that, beside the ranking, never in it
+    spike = next(a for a in s.amplifiers if a.node == "late_spike")
+    assert spike.source == "residual_add" and spike.amplification_db > 3
+    assert spike.sentence.startswith("late_spike (Mul) is not quantized but amplifies the noise from residual_add by ")
+    ranked = run.layers.drop_duplicates("node").set_index("node")
+    assert ranked.loc["early_conv", "rank"] == 1 and ranked["rank"].isna().loc["late_spike"]
+
+
+def test_falling_back_the_headline_gains_what_the_old_headline_did_not(run):
+    before = run.final_output().snr_db
+    ours = rebuild(run.run_dir, fallback=["early_conv"]).final_output().snr_db - before
+    old = rebuild(run.run_dir, fallback=["mid_conv"]).final_output().snr_db - before
+    assert ours > 2.0 and old < 1.0
+
+
+def test_a_rebuild_reuses_the_ranking_and_drops_the_fallback_units(run):
+    again = rebuild(run.run_dir, fallback=["early_conv"])
+    assert again.summary.ranking.reused and again.summary.ranking.probes == run.summary.ranking.probes
+    assert [c.node for c in again.summary.culprits] == [c.node for c in run.summary.culprits][1:]
+
+
+def test_a_node_that_is_not_quantized_cannot_be_fallen_back(run, capsys):
+    assert main(["rebuild", str(run.run_dir), "--fallback", "late_spike", "--quiet", "--no-index"]) == 2
+    assert capsys.readouterr().err == ("error: --fallback: The node 'late_spike' (Mul) is not quantized, so falling it back "
+                                       "would change nothing; pick a Conv/ConvTranspose/Gemm/MatMul node from the ranking.\n")
+
+
+def test_ranking_can_be_skipped(amplified, tmp_path):
+    r = compare(amplified / "m.onnx", amplified / "x.npz", out_dir=tmp_path / "r", batch_size=16, provider="cpu", screen_samples=0)
+    assert r.summary.ranking.method == "introduced noise" and r.summary.culprits[0].node == "mid_conv"
+    assert r.summary.headline.startswith("Error is introduced at node mid_conv (Conv)")
