@@ -10,14 +10,17 @@ import contextlib
 import io
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from engine.data.source import Batch, BatchSource
 from engine.errors import DataError
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.config import CalibrationMethod, QuantConfig
 
-__all__ = ["calibrate", "ORT_METHODS"]
+__all__ = ["calibrate", "calibrate_many", "CalibrationSpec", "ORT_METHODS"]
 
 BATCHES_PER_CHUNK = 4
 
@@ -109,3 +112,84 @@ def calibrate(
         ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache_path)
+
+
+@dataclass(frozen=True)
+class CalibrationSpec:
+    """One calibration of a sweep: a method, and for percentile its percentile."""
+
+    method: CalibrationMethod
+    percentile: float = 99.999
+
+    @property
+    def label(self) -> str:
+        return f"percentile {self.percentile:g}" if self.method is CalibrationMethod.PERCENTILE else self.method.value
+
+
+def _chunks(batches: Iterator[Batch]) -> Iterator[list[Batch]]:
+    """Consecutive batches of one shape, at most BATCHES_PER_CHUNK: the groups calibrate() hands ORT's calibrator,
+    so histograms grow through the same steps and give the same ranges."""
+    chunk: list[Batch] = []
+    for b in batches:
+        if chunk and (len(chunk) == BATCHES_PER_CHUNK or _shapes(b) != _shapes(chunk[0])):
+            yield chunk
+            chunk = []
+        chunk.append(b)
+    if chunk:
+        yield chunk
+
+
+def calibrate_many(reference_path: Path, source: BatchSource, op_types, specs, batch_size: int,
+                   progress: ProgressCallback = no_progress) -> dict[CalibrationSpec, object]:
+    """The ranges of every calibration in `specs` from ONE pass over the data: the activations of the calibrated
+    tensors are collected once and fed to a min/max reduction and to ORT's own histogram collectors (entropy over
+    values, percentile over |values|, as its calibrators do), in the chunks calibrate() uses, so each result equals
+    what calibrate() gives for that method alone. Returns ORT TensorsData per spec (save with save_tensors_data)."""
+    from onnxruntime.quantization.calibrate import HistogramCollector, TensorsData, create_calibrator
+
+    specs = list(dict.fromkeys(specs))
+    methods = {s.method for s in specs}
+    total = -(-source.num_samples // batch_size)
+    progress(ProgressEvent(Stage.CALIBRATE, 0, total, "preparing the shared calibration pass"))
+    with tempfile.TemporaryDirectory(prefix="quantscope-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
+        calibrator = create_calibrator(Path(reference_path), list(op_types), augmented_model_path=str(Path(tmp) / "augmented.onnx"),
+                                       calibrate_method=ORT_METHODS()[CalibrationMethod.PERCENTILE],
+                                       providers=["CPUExecutionProvider"], extra_options={"symmetric": True})
+        session = calibrator.infer_session
+        names = [o.name for o in session.get_outputs()]
+        wanted = set(calibrator.tensors_to_calibrate)
+        lows: dict[str, np.ndarray] = {}
+        highs: dict[str, np.ndarray] = {}
+        entropy = HistogramCollector("entropy", True, 128, 128, 99.999, "same") if CalibrationMethod.ENTROPY in methods else None
+        percent = HistogramCollector("percentile", True, 2048, 2048, 99.999, "same") if CalibrationMethod.PERCENTILE in methods else None
+        seen = 0
+        for chunk in _chunks(iter(source.batches(batch_size))):
+            merged: dict[str, list[np.ndarray]] = {}
+            for batch in chunk:
+                for name, value in zip(names, session.run(None, batch)):
+                    if name in wanted:
+                        merged.setdefault(name, []).append(value)
+                seen += 1
+                progress(ProgressEvent(Stage.CALIBRATE, seen, total, f"calibration batch {seen}/{total} (shared by {len(specs)} calibrations)"))
+            if CalibrationMethod.MINMAX in methods:
+                for name, arrays in merged.items():
+                    lo = np.nanmin([np.array([a.min()]) for a in arrays], axis=0)
+                    hi = np.nanmax([np.array([a.max()]) for a in arrays], axis=0)
+                    lows[name] = lo if name not in lows else min(lows[name], lo)
+                    highs[name] = hi if name not in highs else max(highs[name], hi)
+            for collector in (entropy, percent):
+                if collector is not None:
+                    collector.collect(merged)
+        if seen == 0:
+            raise DataError("The calibration data produced no batches; provide at least one sample.")
+        out = {}
+        for spec in specs:
+            if spec.method is CalibrationMethod.MINMAX:
+                out[spec] = TensorsData(ORT_METHODS()[spec.method], {n: (lows[n], highs[n]) for n in lows})
+            elif spec.method is CalibrationMethod.ENTROPY:
+                out[spec] = TensorsData(ORT_METHODS()[spec.method], entropy.compute_collection_result())
+            else:
+                percent.percentile = spec.percentile
+                out[spec] = TensorsData(ORT_METHODS()[spec.method], percent.compute_collection_result())
+        del calibrator, session
+    return out

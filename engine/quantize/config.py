@@ -8,7 +8,7 @@ from enum import Enum
 
 from engine.errors import ConfigError
 
-__all__ = ["CalibrationMethod", "FallbackPrecision", "RangeOverride", "QuantConfig", "TRT_INT8_OP_TYPES"]
+__all__ = ["CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "QuantConfig", "TRT_INT8_OP_TYPES"]
 
 # The op types TensorRT runs in INT8 when their inputs carry Q/DQ.
 TRT_INT8_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -37,6 +37,20 @@ class FallbackPrecision(str, Enum):
             return cls(text.lower())
         except ValueError:
             raise ConfigError(f"Unknown fallback precision '{text}'; use fp16 or fp32.") from None
+
+
+class Precision(str, Enum):
+    """What quantized nodes compute in: INT8, or FP8 E4M3 (explicit float8 Q/DQ; TensorRT runs it on Hopper and later)."""
+
+    INT8 = "int8"
+    FP8 = "fp8"
+
+    @classmethod
+    def parse(cls, text: str) -> Precision:
+        try:
+            return cls(text.lower())
+        except ValueError:
+            raise ConfigError(f"Unknown precision '{text}'; use int8 or fp8.", option="precision") from None
 
 
 @dataclass(frozen=True)
@@ -72,6 +86,7 @@ class QuantConfig:
     fallback_precision: FallbackPrecision = FallbackPrecision.FP16
     ranges: tuple[RangeOverride, ...] = ()
     percentile: float = 99.999
+    precision: Precision = Precision.INT8
 
     def __post_init__(self) -> None:
         if not self.op_types:
@@ -90,6 +105,7 @@ class QuantConfig:
             "fallback_precision": self.fallback_precision.value,
             "ranges": [str(r) for r in self.ranges],
             "percentile": self.percentile,
+            "precision": self.precision.value,
         }
 
     @classmethod
@@ -101,4 +117,5 @@ class QuantConfig:
             fallback_precision=FallbackPrecision.parse(d.get("fallback_precision", "fp16")),
             ranges=tuple(RangeOverride.parse(r) for r in d.get("ranges", ())),
             percentile=float(d.get("percentile", 99.999)),
+            precision=Precision.parse(d.get("precision", "int8")),
         )

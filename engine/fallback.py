@@ -1,0 +1,43 @@
+"""Automatic fallback as a workflow step: search for a fallback set (diagnose.autofallback), then rebuild the run with
+it and keep what the search found in DIR/autofallback.json."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from engine.diagnose.autofallback import AutoFallbackResult, search_fallback
+from engine.diagnose.probes import PoolFactory, local_pool
+from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
+from engine.diagnose.targets import Target
+from engine.diagnose.units import UnitMode
+from engine.pipeline import rebuild
+from engine.progress import ProgressCallback, no_progress
+from engine.runs import RunFolder
+
+__all__ = ["autofallback"]
+
+
+def autofallback(
+    run_dir: str | os.PathLike,
+    target: Target | str,
+    *,
+    max_nodes: int | None = None,
+    strategy: str = "both",
+    units: UnitMode | str = UnitMode.NODE,
+    provider: str | None = None,
+    progress: ProgressCallback = no_progress,
+    samples: int | None = DEFAULT_SENSITIVITY_SAMPLES,
+    apply: bool = True,
+    rebuild_fn: Callable | None = None,
+    pools: PoolFactory = local_pool,
+) -> AutoFallbackResult:
+    """Finds a small fallback set meeting `target`; with `apply`, rebuilds the run with it (history kept) and writes
+    DIR/autofallback.json. rebuild_fn: the rebuild to call (the CLI records it in the run index)."""
+    result = search_fallback(run_dir, target, max_nodes=max_nodes, strategy=strategy, units=units, provider=provider,
+                             progress=progress, samples=samples, pools=pools)
+    if apply:
+        (rebuild_fn or rebuild)(run_dir, fallback=list(result.fallback), provider=provider)
+        run = RunFolder(run_dir)
+        run.write_json(run.path / "autofallback.json", result.to_dict())
+    return result

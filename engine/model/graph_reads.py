@@ -1,0 +1,49 @@
+"""Which tensor names a graph reads, subgraphs (If / Loop / Scan bodies) included, and pruning what nothing reads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import onnx
+
+__all__ = ["subgraphs", "names_read", "drop_unread_qdq"]
+
+QDQ = ("QuantizeLinear", "DequantizeLinear")
+
+
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            yield a.g
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            yield from a.graphs
+
+
+def names_read(graph: onnx.GraphProto) -> set[str]:
+    """Every name a node of `graph` or of any subgraph in it reads, and the graph's outputs (a subgraph may read a
+    tensor or initializer of the enclosing graph by name)."""
+    read = {o.name for o in graph.output}
+    stack = [graph]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            read.update(n.input)
+            stack.extend(subgraphs(n))
+        read.update(o.name for o in g.output)
+    return read
+
+
+def drop_unread_qdq(model: onnx.ModelProto) -> None:
+    """Q/DQ nodes of the main graph whose outputs nothing reads, then initializers nothing reads, removed."""
+    g = model.graph
+    while True:
+        read = names_read(g)
+        dead = [n for n in g.node if n.op_type in QDQ and not any(o in read for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    read = names_read(g)
+    keep = [i for i in g.initializer if i.name in read]
+    del g.initializer[:]
+    g.initializer.extend(keep)
