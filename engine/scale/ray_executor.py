@@ -1,0 +1,140 @@
+"""Probes and tasks on Ray: a local runtime on this machine's cores and GPUs, or an existing cluster.
+
+A probe pool is a set of actors, each holding one session of the gated candidate: on the CPU one actor per core (one
+thread each), on a GPU ACTORS_PER_GPU actors sharing it and the cores (a probe's kernels leave the GPU mostly idle). The probe, with its inputs and reference outputs, goes into Ray's object store once and
+every actor reads it from there. Requests are handed out as actors come free; results come back in request order.
+ONNX Runtime computes the same on every worker (MLAS splits no reduction across threads; cuDNN algorithms are chosen
+by heuristic within a fixed workspace, not by timing or free memory), so the results equal a serial run's."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import ray
+
+from engine.diagnose.probes import OnResult, OutputProbe, ProbeMetrics, ProbeRequest
+
+__all__ = ["RayExecutor", "ACTORS_PER_GPU"]
+
+ACTORS_PER_GPU = 4
+
+
+@ray.remote
+class _ProbeWorker:
+    def __init__(self, probe: OutputProbe, threads: int | None) -> None:
+        if threads:
+            probe.backend = probe.backend.with_threads(threads)
+        self.probe = probe.__enter__()
+
+    def run(self, request: ProbeRequest) -> ProbeMetrics:
+        return request.run(self.probe)
+
+
+@ray.remote
+def _task(fn: Callable, item, shared: dict):
+    return fn(item, **shared)
+
+
+def _gather(submit: Callable[[int], ray.ObjectRef], count: int, slots: int, on_result: OnResult | None) -> list:
+    """Runs submit(i) for i < count with at most `slots` in flight; results in order of i."""
+    results: list = [None] * count
+    pending: dict[ray.ObjectRef, int] = {}
+    nxt = done = 0
+    try:
+        while done < count:
+            while nxt < count and len(pending) < slots:
+                pending[submit(nxt)] = nxt
+                nxt += 1
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                results[pending.pop(ref)] = ray.get(ref)
+                done += 1
+                if on_result is not None:
+                    on_result(done, count)  # may raise Cancelled: the finally below drops what is still running
+    finally:
+        for ref in pending:
+            ray.cancel(ref, force=False)
+    return results
+
+
+class _RayProbePool:
+    def __init__(self, probe: OutputProbe, actors: list) -> None:
+        self.probe, self.actors = probe, actors
+
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
+        free = list(self.actors)
+        busy: dict[ray.ObjectRef, object] = {}
+        results: list = [None] * len(requests)
+        order: dict[ray.ObjectRef, int] = {}
+        nxt = done = 0
+        while done < len(requests):
+            while nxt < len(requests) and free:
+                actor = free.pop()
+                ref = actor.run.remote(requests[nxt])
+                busy[ref], order[ref] = actor, nxt
+                nxt += 1
+            ready, _ = ray.wait(list(busy), num_returns=1)
+            for ref in ready:
+                results[order.pop(ref)] = ray.get(ref)
+                free.append(busy.pop(ref))
+                done += 1
+                if on_result is not None:
+                    on_result(done, len(requests))
+        self.probe.probes += len(requests)
+        return results
+
+
+class RayExecutor:
+    def __init__(self, address: str | None, num_cpus: int | None = None) -> None:
+        """address: a cluster to join (None: start a local runtime on this machine, `num_cpus` of its cores)."""
+        self._started = not ray.is_initialized()
+        if self._started:
+            kw = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+            if address:
+                ray.init(address=address, **kw)
+            else:  # Ray's session files go to a private temporary folder, not /tmp/ray
+                self._tmp = tempfile.mkdtemp(prefix="qs-ray-")
+                ray.init(_temp_dir=self._tmp, num_cpus=num_cpus, **kw)
+        res = ray.cluster_resources()
+        self.cpus, self.gpus = int(res.get("CPU", os.cpu_count() or 1)), int(res.get("GPU", 0))
+        self.name = f"ray ({self.cpus} CPUs, {self.gpus} GPUs)"
+        self.concurrent = True  # tasks share the machine: latencies are timed afterwards, one at a time
+
+    def _plan(self, device: str) -> tuple[int, dict, int | None]:
+        """(workers, actor options, threads per session). On GPUs: ACTORS_PER_GPU actors a GPU sharing the cores (a
+        probe's host side, scoring megabytes of outputs, costs as much as its kernels); on CPUs one actor a core."""
+        if device == "cuda" and self.gpus:
+            workers = self.gpus * ACTORS_PER_GPU
+            cores = max(1, self.cpus // workers)
+            return workers, {"num_gpus": 1 / ACTORS_PER_GPU, "num_cpus": cores}, cores
+        return max(1, self.cpus), {"num_cpus": 1}, 1
+
+    @contextmanager
+    def probe_pool(self, probe: OutputProbe) -> Iterator[_RayProbePool]:
+        workers, options, threads = self._plan(probe.backend.capabilities.device)
+        shared = ray.put(probe)
+        actors = [_ProbeWorker.options(**options).remote(shared, threads) for _ in range(workers)]
+        try:
+            yield _RayProbePool(probe, actors)
+        finally:
+            for a in actors:
+                ray.kill(a)
+
+    def map_tasks(self, fn: Callable, items: Sequence, shared: dict, on_result: OnResult | None = None,
+                  device: str = "cpu") -> list:
+        """fn(item, **shared) for every item; `shared` goes into the object store once."""
+        workers, options, _ = self._plan(device)
+        if device == "cuda" and self.gpus:  # two tasks a GPU: one's host work (quantizing) overlaps the other's kernels
+            workers, options = 2 * self.gpus, {"num_gpus": 0.5, "num_cpus": 1}
+        ref = ray.put(shared)
+        return _gather(lambda i: _task.options(**options).remote(fn, items[i], ref), len(items), workers, on_result)
+
+    def close(self) -> None:
+        if self._started:
+            ray.shutdown()
+            if getattr(self, "_tmp", None):
+                shutil.rmtree(self._tmp, ignore_errors=True)

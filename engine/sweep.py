@@ -1,0 +1,321 @@
+"""A calibration sweep: many quantization configurations of one or more models, compared on the final outputs.
+
+Per model, what every configuration shares is done once: pre-processing (cached), the reference's final outputs
+on the evaluation data, and one pass over the calibration data whose activations feed every calibration method
+(calibrate_many). Per configuration (calibration x op types x precision): emit its Q/DQ candidate, run it on the
+evaluation data, find its culprit with a quick screen (every unit alone in INT8 on a few samples) and time it. The
+configurations are independent tasks: an engine.scale executor runs them on Ray workers.
+
+DIR/sweep.json and DIR/sweep.csv hold the table, the best configuration of each model marked; DIR/<model>/ holds
+the shared reference and the calibration caches. `quantscope compare --sweep DIR` starts from the best one."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pandas as pd
+
+from engine.backends.base import Backend
+from engine.backends.select import probe_backend, resolve_backend
+from engine.compare.graph import fallback_candidates
+from engine.data.images import ImagePreprocess
+from engine.data.loading import load_data, load_labels
+from engine.diagnose.probes import OutputProbe, ProbeData, ProbeRequest, measure_model
+from engine.diagnose.units import UnitMode, fallback_units
+from engine.errors import ConfigError, QuantScopeError
+from engine.model.info import model_info
+from engine.model.loading import load_model
+from engine.pipeline import check_fixed_batch, effective_batch_size
+from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.quantize.calibration import CalibrationSpec, calibrate_many
+from engine.quantize.config import TRT_INT8_OP_TYPES, CalibrationMethod, Precision, QuantConfig
+from engine.quantize.emit import quantize_all
+from engine.quantize.fp8 import fp8_reference, to_fp8
+from engine.quantize.preprocess import preprocess
+from engine.results import json_number
+from engine.runs import RunFolder
+from engine.scale import SerialExecutor
+from engine.settings import Settings
+
+__all__ = ["SweepConfig", "SweepRow", "SweepResult", "sweep", "load_sweep", "SELECT_METRICS"]
+
+SELECT_METRICS = ("snr_db", "cosine", "top1_agreement", "accuracy")
+PREPROCESS_CACHE = "preprocess-cache"
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    calibration: CalibrationSpec
+    op_types: tuple[str, ...]
+    precision: Precision
+
+    @property
+    def label(self) -> str:
+        return f"{self.calibration.label} / {'+'.join(self.op_types)} / {self.precision.value}"
+
+    def quant(self) -> QuantConfig:
+        return QuantConfig(calibration=self.calibration.method, op_types=self.op_types, percentile=self.calibration.percentile,
+                           precision=self.precision)
+
+    def to_dict(self) -> dict:
+        percentile = self.calibration.percentile if self.calibration.method is CalibrationMethod.PERCENTILE else None
+        return {"calibration": self.calibration.method.value, "percentile": percentile,
+                "op_types": list(self.op_types), "precision": self.precision.value}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepConfig:
+        method = CalibrationMethod.parse(d["calibration"])
+        spec = CalibrationSpec(method, float(d["percentile"])) if d.get("percentile") is not None else CalibrationSpec(method)
+        return cls(spec, tuple(d["op_types"]),
+                   Precision.parse(d["precision"]))
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    model: str
+    config: SweepConfig
+    snr_db: float = math.nan
+    cosine: float = math.nan
+    outputs_snr_db: float = math.nan
+    top1_agreement: float | None = None
+    accuracy: float | None = None
+    quantized_nodes: int = 0
+    culprit: str | None = None  # the unit that hurts most alone in INT8 (quick screen)
+    culprit_alone_snr_db: float = math.nan
+    latency_ms: float | None = None
+    seconds: float = 0.0
+    note: str = ""  # why a configuration has no numbers (FP8 the backend cannot run, say)
+    best: bool = False
+
+    def to_dict(self) -> dict:
+        return {"model": self.model, "config": self.config.label, **self.config.to_dict(), "snr_db": json_number(self.snr_db),
+                "cosine": json_number(self.cosine), "outputs_snr_db": json_number(self.outputs_snr_db),
+                "top1_agreement": self.top1_agreement, "accuracy": self.accuracy, "quantized_nodes": self.quantized_nodes,
+                "culprit": self.culprit, "culprit_alone_snr_db": json_number(self.culprit_alone_snr_db),
+                "latency_ms": self.latency_ms, "seconds": round(self.seconds, 3), "note": self.note, "best": self.best}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SweepRow:
+        num = lambda x: float(x) if x is not None else math.nan  # noqa: E731
+        return cls(d["model"], SweepConfig.from_dict(d), num(d["snr_db"]), num(d["cosine"]), num(d["outputs_snr_db"]),
+                   d.get("top1_agreement"), d.get("accuracy"), int(d.get("quantized_nodes", 0)), d.get("culprit"),
+                   num(d.get("culprit_alone_snr_db")), d.get("latency_ms"), float(d.get("seconds", 0)), d.get("note", ""),
+                   bool(d.get("best", False)))
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    folder: Path
+    rows: tuple[SweepRow, ...]
+    select: str
+    timings: dict[str, float] = field(default_factory=dict)
+    executor: str = "serial"
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame([r.to_dict() for r in self.rows])
+
+    def best(self, model: str | None = None) -> SweepRow | None:
+        return next((r for r in self.rows if r.best and (model is None or r.model == model)), None)
+
+    def to_dict(self) -> dict:
+        return {"select": self.select, "executor": self.executor, "timings": {k: round(v, 3) for k, v in self.timings.items()},
+                "rows": [r.to_dict() for r in self.rows]}
+
+
+def _configs(methods, percentiles, op_type_sets, precisions) -> list[SweepConfig]:
+    specs = []
+    for m in methods:
+        method = CalibrationMethod.parse(m) if isinstance(m, str) else m
+        if method is CalibrationMethod.PERCENTILE:
+            if not percentiles:
+                raise ConfigError("The sweep has the percentile method but no percentile; give one or more, e.g. 99.99 99.999.",
+                                  option="percentiles")
+            for p in percentiles:
+                if not 0 < float(p) <= 100:
+                    raise ConfigError(f"The percentile {p} is outside (0, 100]; use e.g. 99.99 or 99.999.", option="percentiles")
+            specs += [CalibrationSpec(method, float(p)) for p in percentiles]
+        else:
+            specs.append(CalibrationSpec(method))
+    precs = [Precision.parse(p) if isinstance(p, str) else p for p in precisions]
+    return [SweepConfig(s, tuple(ops), p) for ops in op_type_sets for p in precs for s in specs]
+
+
+def _screen_culprit(backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, op_types, data: ProbeData,
+                    screen: int) -> tuple[str | None, float]:
+    """The unit that hurts the final outputs most alone in INT8, on the first `screen` samples."""
+    nodes = fallback_candidates(candidate, op_types)
+    if not nodes or screen <= 0:
+        return None, math.nan
+    units = fallback_units(reference, nodes, UnitMode.NODE)
+    probe = OutputProbe(backend, reference, candidate, units, data.head(screen), lambda f: candidate)
+    with probe:
+        alone = [ProbeRequest(only=u).run(probe).outputs_snr_db for u in units]
+    k = int(np.nanargmin(alone)) if not all(math.isnan(a) for a in alone) else 0
+    return "+".join(units[k]), alone[k]
+
+
+def _latency(backend: Backend, model: onnx.ModelProto, feed: dict, runs: int) -> float | None:
+    if runs <= 0:
+        return None
+    with backend.runner(model, optimized=True) as r:
+        for _ in range(min(3, runs)):
+            r.infer(feed)
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            r.infer(feed)
+            times.append((time.perf_counter() - t0) * 1000)
+    return float(np.median(times))
+
+
+def _emit(config: SweepConfig, base: Path) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """(reference, candidate) of a configuration, from the shared reference and its calibration cache."""
+    fp8 = config.precision is Precision.FP8
+    ref_path = base / ("reference_fp8.onnx" if fp8 else "reference.onnx")
+    if not ref_path.is_file():
+        raise ConfigError("FP8 needs the model at opset 19, which this model could not be converted to; "
+                          "the INT8 configurations are unaffected.", option="precision")
+    reference = onnx.load(ref_path)
+    cache = base / f"calibration_{config.calibration.label.replace(' ', '_')}.json"
+    candidate = quantize_all(reference, ref_path, cache, config.quant())
+    return reference, to_fp8(candidate, reference) if fp8 else candidate
+
+
+def _timed(config: SweepConfig, folder: Path, provider: str, data: ProbeData, runs: int) -> float | None:
+    """The configuration's latency, its candidate emitted again (from the calibration cache, no calibration)."""
+    backend = probe_backend(resolve_backend(provider).backend)
+    return _latency(backend, _emit(config, folder)[1], data.batches[0], runs)
+
+
+def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, data: ProbeData, screen: int,
+                latency_runs: int) -> SweepRow:
+    """One configuration, start to end: a task (it can run on a Ray worker; everything it reads is in `folder`)."""
+    t0 = time.perf_counter()
+    base = Path(folder)
+    try:
+        backend = probe_backend(resolve_backend(provider).backend)
+        reference, candidate = _emit(config, base)
+        m = measure_model(backend, candidate, data)
+        culprit, alone = _screen_culprit(backend, reference, candidate, config.op_types, data, screen)
+        latency = _latency(backend, candidate, data.batches[0], latency_runs)
+        return SweepRow(model, config, m.snr_db, m.cosine, m.outputs_snr_db, m.top1_agreement, m.accuracy,
+                        len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0)
+    except QuantScopeError as err:
+        return SweepRow(model, config, seconds=time.perf_counter() - t0, note=str(err))
+    except Exception as err:  # noqa: BLE001 - one configuration failing keeps the rest of the sweep
+        text = str(err).strip().splitlines()
+        what = "FP8" if config.precision is Precision.FP8 else "this configuration"
+        note = (f"ONNX Runtime could not run {what} ({text[-1][:200] if text else type(err).__name__}); "
+                "the other configurations are unaffected.")
+        return SweepRow(model, config, seconds=time.perf_counter() - t0, note=note)
+
+
+def _prepare(model_path, calib, data, labels, images, batch_size, provider, configs, folder: Path, settings: Settings,
+             progress: ProgressCallback) -> tuple[str, ProbeData]:
+    """What every configuration of one model shares: the reference (and its opset-19 twin for FP8), every calibration
+    from one pass, and the reference's final outputs on the evaluation data."""
+    proto = load_model(model_path)
+    info = model_info(proto)
+    name = Path(model_path).name
+    batch, _ = effective_batch_size(info, batch_size)
+    calib_src = load_data(calib, info, images=images, what=f"'{Path(calib).name}' (calibration data)")
+    eval_src = calib_src if data is None else load_data(data, info, images=images, what=f"'{Path(data).name}' (evaluation data)")
+    check_fixed_batch(eval_src, info, batch, "the evaluation data" if data is not None else "the calibration data")
+    check_fixed_batch(calib_src, info, batch, "the calibration data")
+    folder.mkdir(parents=True, exist_ok=True)
+    run = RunFolder(folder)
+    prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE)
+    reference = prepared.model
+    run.write_model(folder / "reference.onnx", reference)
+    if any(c.precision is Precision.FP8 for c in configs):
+        try:
+            run.write_model(folder / "reference_fp8.onnx", fp8_reference(reference))
+        except QuantScopeError:
+            (folder / "reference_fp8.onnx").unlink(missing_ok=True)  # FP8 rows say why
+    op_union = tuple(dict.fromkeys(op for c in configs for op in c.op_types))
+    specs = list(dict.fromkeys(c.calibration for c in configs))
+    ranges = calibrate_many(folder / "reference.onnx", calib_src, op_union, specs, batch, progress)
+    from onnxruntime.quantization.calibrate import save_tensors_data
+
+    for spec, r in ranges.items():
+        save_tensors_data(r, folder / f"calibration_{spec.label.replace(' ', '_')}.json")
+    backend = probe_backend(resolve_backend(provider).backend)
+    outputs = [o.name for o in reference.graph.output]
+    batches, refs = [], []
+    with backend.runner(reference) as runner:
+        for b in eval_src.batches(batch):
+            out = runner.infer(b)
+            batches.append(b)
+            refs.append({o: out[o] for o in outputs})
+    label_arr = load_labels(labels, eval_src.num_samples) if labels is not None else None
+    return name, ProbeData(tuple(batches), tuple(refs), label_arr, info.fixed_batch is not None)
+
+
+def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_dir: str | os.PathLike,
+          data: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
+          methods: Sequence = ("minmax", "entropy", "percentile"), percentiles: Sequence[float] = (99.999,),
+          op_type_sets: Sequence[Sequence[str]] = (TRT_INT8_OP_TYPES,), precisions: Sequence = ("int8",), batch_size: int = 8,
+          provider: str = "auto", images: ImagePreprocess | None = None, screen_samples: int = 8, latency_runs: int = 10,
+          select: str = "snr_db", progress: ProgressCallback = no_progress, executor=None,
+          settings: Settings | None = None) -> SweepResult:
+    """Every configuration of every model; see the module's docstring. executor: an engine.scale executor (serial by
+    default). select: the metric that marks the best configuration of each model."""
+    settings = settings or Settings.from_env()
+    executor = executor or SerialExecutor()
+    if select not in SELECT_METRICS:
+        raise ConfigError(f"Unknown metric '{select}' to pick the best configuration; use one of {', '.join(SELECT_METRICS)}.",
+                          option="select")
+    configs = _configs(methods, percentiles, op_type_sets, precisions)
+    if not configs or not models:
+        raise ConfigError("The sweep has nothing to compare; give at least one model and one method.", option="methods")
+    out = Path(out_dir)
+    resolved = resolve_backend(provider)
+    timings: dict[str, float] = {}
+    rows: list[SweepRow] = []
+    for i, model_path in enumerate(models):
+        t0 = time.perf_counter()
+        folder = out / f"{i:02d}_{Path(model_path).stem}"
+        name, probe_data = _prepare(model_path, calib, data, labels, images, batch_size, resolved.provider, configs, folder,
+                                    settings, progress)
+        timings[f"prepare:{name}"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+
+        def on_result(done: int, total: int, name=name) -> None:
+            progress(ProgressEvent(Stage.SWEEP, done, total, f"{name}: configuration {done}/{total} done"))
+
+        # the stage starts now (not at the first configuration's end), so a time left is not based on one too few
+        progress(ProgressEvent(Stage.SWEEP, 0, len(configs), f"{name}: {len(configs)} configuration(s) to run"))
+        shared = {"model": name, "folder": str(folder), "provider": resolved.provider, "data": probe_data,
+                  "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs}
+        model_rows = executor.map_tasks(_run_config, configs, shared, on_result, device=resolved.backend.capabilities.device)
+        if executor.concurrent and latency_runs > 0:  # timed here one at a time: concurrent tasks slow each other down
+            model_rows = [r if r.note else replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
+                          for r in model_rows]
+        timings[f"configurations:{name}"] = time.perf_counter() - t0
+        scored = [r for r in model_rows if not r.note and getattr(r, select) is not None and not math.isnan(getattr(r, select))]
+        best = max(scored, key=lambda r: getattr(r, select), default=None)
+        rows += [replace(r, best=r is best) for r in model_rows]
+    result = SweepResult(out, tuple(rows), select, timings, executor.name)
+    out.mkdir(parents=True, exist_ok=True)
+    RunFolder(out).write_json(out / "sweep.json", result.to_dict())
+    RunFolder(out).write_frame(out / "sweep.csv", result.to_frame())
+    return result
+
+
+def load_sweep(folder: str | os.PathLike) -> SweepResult:
+    path = Path(folder) / "sweep.json"
+    try:
+        d = json.loads(path.read_text())
+        return SweepResult(Path(folder), tuple(SweepRow.from_dict(r) for r in d["rows"]), d["select"], d.get("timings", {}),
+                           d.get("executor", "serial"))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path} is missing or not a QuantScope sweep; run `quantscope sweep ... --out {folder}` first.",
+                          option="sweep") from None

@@ -1,0 +1,78 @@
+"""Probes on a local Ray cluster (2 CPUs) give exactly the serial results."""
+
+from __future__ import annotations
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from engine import autofallback, sensitivity
+from engine.scale import SerialExecutor, open_executor
+
+ray = pytest.importorskip("ray", reason="Ray is the optional extra `scale` (pip install .[scale])")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    from engine.scale.ray_executor import RayExecutor
+
+    ex = RayExecutor(None, num_cpus=2)
+    yield ex
+    ex.close()
+
+
+@pytest.fixture()
+def run_copy(outlier_run, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(outlier_run.run_dir, dst, ignore=shutil.ignore_patterns("history"))
+    return dst
+
+
+def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["probe_seconds"]).set_index("node")
+
+
+def test_sensitivity_on_ray_equals_serial(run_copy, cluster):
+    serial = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
+    on_ray = sensitivity(run_copy, samples=64, pools=cluster.probe_pool)
+    assert cluster.cpus == 2 and len(serial) == 10
+    pd.testing.assert_frame_equal(_numbers(serial), _numbers(on_ray), check_exact=True)
+
+
+def test_autofallback_on_ray_equals_serial(run_copy, cluster, clean_run):
+    target = f"snr_db={clean_run.final_output().snr_db - 1:.4f}"
+    serial = autofallback(run_copy, target, apply=False, samples=64)
+    on_ray = autofallback(run_copy, target, apply=False, samples=64, pools=cluster.probe_pool)
+    assert on_ray.fallback == serial.fallback and on_ray.achieved == serial.achieved
+    assert [(s.fallback, s.value) for s in on_ray.steps] == [(s.fallback, s.value) for s in serial.steps]
+
+
+def test_without_ray_nothing_imports_it(run_copy):
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom engine.cli.main import main\n"
+            f"rc = main(['sensitivity', {str(run_copy)!r}, '--samples', '16', '--quiet'])\n"
+            "print(rc, 'ray' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.stdout.strip().splitlines()[-1] == "0 False", out.stderr[-500:]
+    assert isinstance(open_executor(None), SerialExecutor)
+
+
+def test_sweep_on_ray_equals_serial(cluster, tmp_path):
+    import numpy as np
+
+    from engine.sweep import sweep
+    from tests.engine.conftest import SAMPLES
+
+    np.savez(tmp_path / "eval.npz", input=np.load(SAMPLES / "digits_eval.npz")["input"][:100])
+    kw = {"data": tmp_path / "eval.npz", "methods": ("minmax", "entropy", "percentile"), "batch_size": 50, "provider": "cpu",
+          "latency_runs": 2, "screen_samples": 8}
+    serial = sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", out_dir=tmp_path / "a", **kw)
+    on_ray = sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", out_dir=tmp_path / "b",
+                   executor=cluster, **kw)
+    assert on_ray.executor.startswith("ray") and len(on_ray.rows) == 3
+    keep = ["config", "snr_db", "cosine", "outputs_snr_db", "culprit", "culprit_alone_snr_db", "best"]
+    assert on_ray.to_frame()[keep].equals(serial.to_frame()[keep])
+    assert on_ray.to_frame()["latency_ms"].notna().all()  # timed after the tasks, one at a time

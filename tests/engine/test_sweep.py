@@ -1,0 +1,123 @@
+"""The calibration sweep: every configuration compared, what they share computed once, the best one usable by compare."""
+
+from __future__ import annotations
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+
+from engine import ConfigError, compare
+from engine.cli.main import main
+from engine.quantize.config import CalibrationMethod, QuantConfig
+from engine.sweep import load_sweep, sweep
+from tests.engine.conftest import SAMPLES
+
+sweep_module = importlib.import_module("engine.sweep")  # the module: engine.sweep is also the function engine exports
+
+KW = {"batch_size": 50, "provider": "cpu", "latency_runs": 2, "screen_samples": 8}
+
+
+@pytest.fixture(scope="module")
+def eval_100(tmp_path_factory):
+    d = tmp_path_factory.mktemp("sweep_data")
+    np.savez(d / "eval.npz", input=np.load(SAMPLES / "digits_eval.npz")["input"][:100])
+    np.save(d / "labels.npy", np.load(SAMPLES / "digits_eval_labels.npy")[:100])
+    return d
+
+
+@pytest.fixture(scope="module")
+def swept(eval_100, tmp_path_factory):
+    calls = []
+    real = sweep_module.calibrate_many
+
+    def counting(*a, **k):
+        calls.append(a[3])
+        return real(*a, **k)
+
+    sweep_module.calibrate_many = counting
+    try:
+        out = tmp_path_factory.mktemp("sweep") / "s"
+        result = sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz",
+                       labels=eval_100 / "labels.npy", out_dir=out, methods=("minmax", "entropy"), precisions=("int8", "fp8"), **KW)
+    finally:
+        sweep_module.calibrate_many = real
+    return result, calls
+
+
+def test_every_configuration_once_with_one_calibration_pass(swept):
+    result, calls = swept
+    assert len(calls) == 1 and {s.method for s in calls[0]} == {CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY}
+    labels = [r.config.label for r in result.rows]
+    assert len(labels) == 4 and len(set(labels)) == 4
+    assert sum(r.best for r in result.rows) == 1 and all(not r.note for r in result.rows)
+    best = result.best()
+    assert best.snr_db == max(r.snr_db for r in result.rows)
+    doc = json.loads((result.folder / "sweep.json").read_text())
+    assert [r["config"] for r in doc["rows"]] == labels and (result.folder / "sweep.csv").is_file()
+    assert {r["percentile"] for r in doc["rows"]} == {None}  # meaningless for MinMax and Entropy, so not written
+    assert load_sweep(result.folder).best().config == best.config
+
+
+def test_a_configuration_equals_a_compare_with_those_settings(swept, eval_100, tmp_path):
+    result, _ = swept
+    row = next(r for r in result.rows if r.config.calibration.method is CalibrationMethod.ENTROPY and r.config.precision.value == "int8")
+    ran = compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz",
+                  labels=eval_100 / "labels.npy", out_dir=tmp_path / "c", batch_size=50, provider="cpu", screen_samples=0,
+                  config=QuantConfig(calibration=CalibrationMethod.ENTROPY))
+    assert row.snr_db == pytest.approx(ran.final_output().snr_db, rel=1e-6)  # float64 sums vs float32 chunks
+    assert row.top1_agreement == ran.summary.task.top1_agreement and row.accuracy == ran.summary.task.candidate_accuracy
+    assert row.culprit == "block3_2_conv"  # the planted outlier, found by the quick screen too
+
+
+def test_fp8_spares_the_outlier_layer(swept):
+    result, _ = swept
+    by = {(r.config.calibration.method.value, r.config.precision.value): r for r in result.rows}
+    assert by[("minmax", "fp8")].snr_db > by[("minmax", "int8")].snr_db + 8  # ~24 dB against ~11.7 dB
+    assert by[("minmax", "fp8")].culprit != "block3_2_conv"
+
+
+def test_compare_starts_from_the_best_configuration(swept, tmp_path, capsys):
+    result, _ = swept
+    out = tmp_path / "run"
+    assert main(["compare", str(SAMPLES / "resnet_digits_outlier.onnx"), "--calib", str(SAMPLES / "digits_calib.npz"),
+                 "--sweep", str(result.folder), "--out", str(out), "--batch", "50", "--provider", "cpu", "--screen-samples", "0",
+                 "--quiet", "--no-index"]) == 0
+    cfg = json.loads((out / "config.json").read_text())["quant"]
+    best = result.best().config
+    assert (cfg["calibration"], cfg["precision"]) == (best.calibration.method.value, best.precision.value)
+
+
+def test_a_bad_select_metric_is_one_sentence(capsys, tmp_path):
+    assert main(["sweep", str(SAMPLES / "resnet_digits.onnx"), "--calib", str(SAMPLES / "digits_calib.npz"), "--out",
+                 str(tmp_path / "s"), "--methods", "magic", "--quiet"]) == 2
+    assert capsys.readouterr().err == "error: Unknown calibration method 'magic'; use one of: minmax, entropy, percentile.\n"
+
+
+@pytest.mark.parametrize(("percentiles", "sentence"), [
+    ((), "The sweep has the percentile method but no percentile; give one or more, e.g. 99.99 99.999."),
+    ((99.9, 150), "The percentile 150 is outside (0, 100]; use e.g. 99.99 or 99.999."),
+])
+def test_bad_percentiles_are_one_sentence_before_anything_runs(percentiles, sentence, tmp_path):
+    with pytest.raises(ConfigError) as err:
+        sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", out_dir=tmp_path / "s",
+              methods=("minmax", "percentile"), percentiles=percentiles, **KW)
+    assert str(err.value) == sentence and not (tmp_path / "s").exists()
+
+
+def test_the_sweep_checks_batches_as_compare_does(tmp_path):
+    import onnx
+
+    from engine import DataError
+    from tests.engine.conftest import tiny_model
+
+    with pytest.raises(ConfigError, match=r"^The batch size 0 is not positive; use 1 or more\.$"):
+        sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", out_dir=tmp_path / "a",
+              methods=("minmax",), **{**KW, "batch_size": 0})
+    m = tiny_model()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4  # batch fixed at 4
+    onnx.save(m, tmp_path / "fixed.onnx")
+    np.savez(tmp_path / "six.npz", x=np.zeros((6, 2, 8, 8), np.float32))
+    with pytest.raises(DataError, match=r"fixed at 4 but the calibration data has 6 samples; provide a multiple of 4"):
+        sweep([tmp_path / "fixed.onnx"], tmp_path / "six.npz", out_dir=tmp_path / "b", methods=("minmax",), **KW)
