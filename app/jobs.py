@@ -1,11 +1,14 @@
-"""A bounded worker queue shared by every browser session: heavy engine work (compare, rebuild) runs here, so
-pages keep rendering while it runs, at most QUANTSCOPE_WORKERS jobs run at once (default: CPU cores), and a
-waiting session sees its place in the queue. Worker threads never call Streamlit; the page polls the Job."""
+"""A bounded worker queue shared by every browser session: heavy engine work (compare, rebuild, sensitivity, fallback
+search, latency) runs here, so pages keep rendering while it runs, at most QUANTSCOPE_WORKERS jobs run at once (default:
+CPU cores), and a waiting session sees its place in the queue. Worker threads never call Streamlit; the page polls the Job.
+
+Every job can be cancelled: a queued one leaves the queue at once; a running one stops at the engine's next progress
+event (its callback raises engine.Cancelled), and the engine leaves earlier results as they were."""
 
 from __future__ import annotations
 
 import itertools
-import os
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -16,28 +19,53 @@ import streamlit as st
 
 import engine
 
-__all__ = ["Job", "JobQueue", "job_queue"]
+__all__ = ["Job", "JobQueue", "job_queue", "progress_label"]
+
+UPPER_BOUND_STAGES = {engine.Stage.AUTOFALLBACK}  # their totals are the most probes a search can take
+
+
+def progress_label(ev: engine.ProgressEvent, stage_seconds: float) -> str:
+    """'stage: what it does (done/total), about N s left', without repeating what the engine's message already says."""
+    message = re.sub(r"^(\w+), \1\b", r"\1", ev.message)  # "greedy, greedy round 1" -> "greedy round 1"
+    text = f"{ev.stage}: {message}" if message else ev.stage
+    if ev.total > 0 and not re.search(r"\d+/\d+", message):  # the engine's message may count already
+        text += f" ({ev.done} of {'at most ' if ev.stage in UPPER_BOUND_STAGES else ''}{ev.total})"
+    if ev.total > ev.done > 0 and stage_seconds > 1 and not re.search(r"\bs left\b", message):
+        left = stage_seconds / ev.done * (ev.total - ev.done)
+        text += f", {'at most ' if ev.stage in UPPER_BOUND_STAGES else ''}about {left:.0f} s left"
+    return text
 
 
 @dataclass
 class Job:
     id: int
     kind: str
-    state: str = "queued"  # queued | running | done | failed
+    state: str = "queued"  # queued | running | done | failed | cancelled
     fraction: float = 0.0
     message: str = "waiting for a free worker"
+    stage: str = ""  # the engine stage it was in last (what a cancel interrupted)
     result: object = None
     error: str | None = None
+    error_option: str | None = None  # the setting an engine error concerns (QuantScopeError.option)
     applied: bool = False
     on_done: Callable[[object], None] | None = None  # runs in the session's script thread with the result
     submitted: float = field(default_factory=time.perf_counter)
+    cancel_requested: bool = False
+    _stage_started: float = field(default_factory=time.perf_counter)
 
     @property
     def active(self) -> bool:
         return self.state in ("queued", "running")
 
     def progress(self, ev: engine.ProgressEvent) -> None:
-        self.fraction, self.message = ev.fraction, f"{ev.stage}: {ev.message}"
+        """The engine's progress callback; where a cancel takes effect. The stage is noted first, so a cancel that
+        lands before a running job's first event still says which stage it stopped (not "before it started")."""
+        now = time.perf_counter()
+        if ev.stage != self.stage:
+            self.stage, self._stage_started = ev.stage, now
+        if self.cancel_requested:
+            raise engine.Cancelled()
+        self.fraction, self.message = ev.fraction, progress_label(ev, now - self._stage_started)
 
 
 class JobQueue:
@@ -55,18 +83,32 @@ class JobQueue:
 
         def work() -> None:
             with self._lock:
+                if job.state == "cancelled":  # cancelled while it waited: it never starts
+                    return
                 self._queued.remove(job)
-            job.state, job.message = "running", "starting"
+                job.state, job.message = "running", "starting"
             try:
+                if job.cancel_requested:
+                    raise engine.Cancelled()
                 job.result = fn(job.progress)
                 job.state = "done"
+            except engine.Cancelled:
+                job.state = "cancelled"
             except engine.QuantScopeError as err:
-                job.error, job.state = str(err), "failed"
+                job.error, job.error_option, job.state = str(err), err.option, "failed"
             except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
                 job.error, job.state = engine.unexpected_error_sentence(err), "failed"
 
         self._pool.submit(work)
         return job
+
+    def cancel(self, job: Job) -> None:
+        """A queued job leaves the queue now; a running one stops at its next progress event."""
+        with self._lock:
+            job.cancel_requested = True
+            if job in self._queued:
+                self._queued.remove(job)
+                job.state, job.message = "cancelled", "cancelled before it started"
 
     def position(self, job: Job) -> int:
         """1 = next to start; 0 = running or finished."""
@@ -74,6 +116,7 @@ class JobQueue:
             return self._queued.index(job) + 1 if job in self._queued else 0
 
 
-@st.cache_resource
-def job_queue() -> JobQueue:
-    return JobQueue(int(os.environ.get("QUANTSCOPE_WORKERS", os.cpu_count() or 2)))
+@st.cache_resource(show_spinner=False)
+def job_queue(workers: int) -> JobQueue:
+    """One queue per server process (QUANTSCOPE_WORKERS, read once per session, is the same for every session)."""
+    return JobQueue(workers)

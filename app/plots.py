@@ -1,57 +1,139 @@
-"""Plots are pure functions: a layers DataFrame (engine's layers.csv columns) in, a plotly Figure out."""
+"""Plots are pure functions: a layers DataFrame (engine's layers.csv columns) in, a plotly Figure out.
+
+Hover texts iterate engine.METRICS, so a metric added to the engine shows up here without an edit."""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-__all__ = ["layer_figure", "before_after_figure", "pareto_figure", "sensitivity_figure", "tradeoff_figure", "SNR_DISPLAY_CAP"]
+import engine
 
-SNR_DISPLAY_CAP = 100.0  # exact tensors (inf dB) are drawn at the cap; hover shows "inf"
+__all__ = ["layer_figure", "before_after_figure", "pareto_figure", "sensitivity_figure", "tradeoff_figure", "op_type_figure",
+           "sweep_figure", "hover_texts", "node_ticks", "SNR_DISPLAY_CAP", "NOISE_FLOOR_DB", "COLORS", "MAX_TICK_LABELS"]
 
-_HOVER = ("<b>%{customdata[0]}</b> (%{customdata[1]})<br>tensor %{customdata[2]}<br>cosine %{customdata[3]:.6f}"
-          "<br>SNR %{customdata[4]} dB<br>introduced %{customdata[5]:.1f} dB<br>max |err| %{customdata[6]:.4g}"
-          "<br>%{customdata[7]}<extra></extra>")
+SNR_DISPLAY_CAP = 100.0  # exact tensors (inf dB) are drawn at the cap; hover says "exact"
+NOISE_FLOOR_DB = -120.0  # the engine's introduced_db for "no measurable noise added"
+SVG_POINTS = 2000  # up to this many tensors the curves are SVG (a click selects a point); beyond, WebGL keeps them fast
+MAX_TICK_LABELS = 48  # node names on the x axis; beyond this every k-th is written (hover names every point)
+COLORS = {"int8": "#1f77b4", "ticked": "#d62728", "float": "#9e9e9e", "inspect": "#111111", "harm": "#d62728",
+          "noise": "#ff7f0e", "none": "#c7c7c7", "threshold": "#7f7f7f", "best": "#2ca02c"}
+STATE_NAMES = {"int8": "INT8 (fallback candidate)", "ticked": "ticked for fallback", "float": "not quantized (runs in float)"}
 
 
-def _custom(df: pd.DataFrame, fallback: set[str]) -> np.ndarray:
-    snr = df["snr_db"].map(lambda v: "inf" if np.isinf(v) else f"{v:.2f}")
-    state = [("FP16 fallback" if n in fallback else "INT8" if q else "float") for n, q in zip(df["node"], df["quantized"])]
-    return np.stack([df["node"], df["op_type"], df["tensor"], df["cosine"], snr, df["introduced_db"], df["max_abs_err"], state], axis=1)
+def _state(df: pd.DataFrame, fallback: set[str]) -> list[str]:
+    return ["ticked" if n in fallback else "int8" if q else "float" for n, q in zip(df["node"], df["quantized"].astype(bool))]
 
 
-def _marker(df: pd.DataFrame, fallback: set[str]) -> dict:
-    colors = ["#d62728" if n in fallback else "#1f77b4" if q else "#9e9e9e" for n, q in zip(df["node"], df["quantized"])]
-    symbols = ["diamond" if n in fallback else "circle" if q else "circle-open" for n, q in zip(df["node"], df["quantized"])]
-    return {"color": colors, "symbol": symbols, "size": 7}
+def hover_texts(df: pd.DataFrame, fallback: set[str] | frozenset[str] = frozenset()) -> list[str]:
+    """One hover text per row: the node, where it came from in the user's file, every metric of engine.METRICS."""
+    states = _state(df, set(fallback))
+    out = []
+    for (_, r), st in zip(df.iterrows(), states):
+        lines = [f"<b>{r['node']}</b> ({r['op_type']}): {STATE_NAMES[st]}"]
+        if isinstance(r.get("original"), str) and r["original"] and r["original"] != r["node"]:
+            lines.append(f"from your file: {r['original']}")
+        lines.append(f"tensor {r['tensor']}")
+        rank = r.get("rank")
+        if rank is not None and not pd.isna(rank):
+            lines.append(f"culprit rank {int(rank)}: final outputs {engine.format_metric('snr_db', float(r['alone_snr_db']))} dB "
+                         "SNR with only it in INT8")
+        lines += [f"{m.label}: {engine.format_metric(m.column, float(r[m.column]))}" for m in engine.METRICS if m.column in r]
+        intro = float(r["introduced_db"])
+        lines.append("introduced noise: none measurable" if intro <= NOISE_FLOOR_DB else f"introduced noise: {intro:.1f} dB")
+        out.append("<br>".join(lines))
+    return out
+
+
+def node_ticks(names: list[str]) -> tuple[list[int], list[str]]:
+    """Positions and names for the x axis: every node up to MAX_TICK_LABELS, else every k-th."""
+    step = max(1, math.ceil(len(names) / MAX_TICK_LABELS))
+    pos = list(range(0, len(names), step))
+    return pos, [names[i] for i in pos]
+
+
+def _legend(fig: go.Figure, states: set[str], inspect: bool) -> None:
+    """Marker meanings as legend entries (the curves themselves are named by the panel titles)."""
+    shapes = {"int8": ("circle", COLORS["int8"]), "ticked": ("diamond", COLORS["ticked"]), "float": ("circle", COLORS["float"])}
+    for key in ("int8", "ticked", "float"):
+        if key in states:
+            symbol, color = shapes[key]
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=STATE_NAMES[key], hoverinfo="skip",
+                                     marker={"symbol": symbol, "color": color, "size": 9}), 1, 1)
+    if inspect:
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="inspected node", hoverinfo="skip",
+                                 marker={"symbol": "circle-open", "color": COLORS["inspect"], "size": 14, "line": {"width": 2}}), 1, 1)
 
 
 def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_threshold: float = 20.0,
-                 fallback: set[str] | frozenset[str] = frozenset()) -> go.Figure:
-    """Cosine, SNR and introduced_db per layer in topological order, on one shared x axis."""
+                 fallback: set[str] | frozenset[str] = frozenset(), inspect: str | None = None,
+                 top: str | None = None, full_hover: bool = True) -> go.Figure:
+    """Cosine, SNR and introduced noise per tensor in graph order, on one shared x axis named by node. `top`: the
+    ranking's first culprit, labelled when it harms the outputs beyond the threshold. full_hover=False: the SNR points
+    name the node and their SNR only (a report of a large graph stays small)."""
     fallback = set(fallback)
     df = df.reset_index(drop=True)
     x = np.arange(len(df))
-    custom = _custom(df, fallback)
+    states = _state(df, fallback)
+    text = hover_texts(df, fallback)
+    marker = {"color": [COLORS[s] for s in states], "size": [10 if s == "ticked" else 7 if s == "int8" else 5 for s in states],
+              "symbol": ["diamond" if s == "ticked" else "circle" for s in states]}
     snr = df["snr_db"].clip(upper=SNR_DISPLAY_CAP).replace(-np.inf, np.nan)
-    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.04, row_heights=[0.35, 0.35, 0.3],
-                        subplot_titles=("cosine similarity", "SNR (dB)", "introduced noise (dB), higher is worse"))
-    fig.add_trace(go.Scattergl(x=x, y=df["cosine"], mode="lines+markers", name="cosine", customdata=custom,
-                               hovertemplate=_HOVER, marker=_marker(df, fallback), line={"color": "#1f77b4", "width": 1}), 1, 1)
-    fig.add_trace(go.Scattergl(x=x, y=snr, mode="lines+markers", name="SNR", customdata=custom,
-                               hovertemplate=_HOVER, marker=_marker(df, fallback), line={"color": "#2ca02c", "width": 1}), 2, 1)
-    intro = df["introduced_db"].clip(lower=-120)
-    top = intro.max() if len(intro) else 0
-    colors = ["#d62728" if v == top and v > -120 else "#ff7f0e" for v in intro]
-    fig.add_trace(go.Bar(x=x, y=intro + 120, base=-120, name="introduced", customdata=custom, hovertemplate=_HOVER,
-                         marker={"color": colors}), 3, 1)
-    fig.add_hline(y=cosine_threshold, line={"dash": "dash", "color": "#d62728"}, row=1, col=1)
-    fig.add_hline(y=snr_threshold, line={"dash": "dash", "color": "#d62728"}, row=2, col=1)
-    fig.update_layout(height=720, showlegend=False, margin={"l": 50, "r": 20, "t": 40, "b": 40}, dragmode="select",
-                      hovermode="closest", clickmode="event+select")
-    fig.update_xaxes(title_text="layer (topological order)", row=3, col=1)
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.33, 0.33, 0.34],
+                        subplot_titles=("cosine similarity (higher is better)", "SNR in dB (higher is better; exact drawn at 100)",
+                                        "noise each node adds, dB of its output's signal (higher is worse)"))
+    # the full hover (every metric) on the SNR curve; the cosine points and noise bars name the node and their own value,
+    # which keeps a report of a large graph small
+    original = df["original"].fillna("").astype(str) if "original" in df else pd.Series("", index=df.index)
+    heads = [f"{n} ({op})" + (f"<br>from your file: {o}" if o and o != n else "")
+             for n, op, o in zip(df["node"], df["op_type"], original)]
+    cos_text = [f"{h}<br>cosine: {engine.format_metric('cosine', float(v))}" for h, v in zip(heads, df["cosine"])]
+    scatter = go.Scatter if len(df) <= SVG_POINTS else go.Scattergl
+    fig.add_trace(scatter(x=x, y=df["cosine"], mode="lines+markers", name="cosine", text=cos_text,
+                               hovertemplate="%{text}<extra></extra>", marker=marker, line={"color": "#8fb8de", "width": 1},
+                               showlegend=False), 1, 1)
+    if not full_hover:
+        text = [f"{h}<br>SNR: {engine.format_metric('snr_db', float(v))} dB" for h, v in zip(heads, df["snr_db"])]
+    fig.add_trace(scatter(x=x, y=snr, mode="lines+markers", name="SNR", text=text, hovertemplate="%{text}<extra></extra>",
+                               marker=marker, line={"color": "#98d398", "width": 1}, showlegend=False), 2, 1)
+    intro = df["introduced_db"].astype(float)
+    floor = max(NOISE_FLOOR_DB, math.floor(min(intro[intro > NOISE_FLOOR_DB].min() if (intro > NOISE_FLOOR_DB).any() else -60,
+                                                  -snr_threshold) / 10) * 10 - 10)
+    colors = [COLORS["none"] if v <= NOISE_FLOOR_DB else COLORS["harm"] if v > -snr_threshold else COLORS["noise"] for v in intro]
+    bar_text = [f"{h}<br>{'adds no measurable noise' if v <= NOISE_FLOOR_DB else f'adds noise at {v:.1f} dB'}"
+                for h, v in zip(heads, intro)]
+    fig.add_trace(go.Bar(x=x, y=intro.clip(lower=floor) - floor, base=floor, name="introduced noise", text=bar_text,
+                         textposition="none", hovertemplate="%{text}<extra></extra>", marker={"color": colors}, showlegend=False),
+                  3, 1)
+    fig.add_hline(y=cosine_threshold, line={"dash": "dash", "color": COLORS["threshold"]}, row=1, col=1,
+                  annotation_text=f"cosine threshold {cosine_threshold:g}", annotation_position="bottom left")
+    fig.add_hline(y=snr_threshold, line={"dash": "dash", "color": COLORS["threshold"]}, row=2, col=1,
+                  annotation_text=f"SNR threshold {snr_threshold:g} dB", annotation_position="bottom left")
+    fig.add_hline(y=-snr_threshold, line={"dash": "dash", "color": COLORS["threshold"]}, row=3, col=1,
+                  annotation_text=f"noise at the SNR threshold ({-snr_threshold:g} dB): red bars are above it",
+                  annotation_position="top left")
+    if inspect is not None and (hit := np.flatnonzero(df["node"].to_numpy() == inspect)).size:
+        for row, ys in ((1, df["cosine"]), (2, snr)):
+            fig.add_trace(go.Scatter(x=x[hit], y=ys.iloc[hit], mode="markers", hoverinfo="skip", showlegend=False,
+                                     marker={"symbol": "circle-open", "color": COLORS["inspect"], "size": 15, "line": {"width": 2}}),
+                          row, 1)
+    if top is not None and "alone_snr_db" in df and (hit := np.flatnonzero(df["node"].to_numpy() == top)).size:
+        alone = float(df["alone_snr_db"].iloc[hit[0]])
+        if not alone >= snr_threshold:  # harmless at this threshold: no label
+            fig.add_annotation(x=int(x[hit[0]]), y=float(intro.iloc[hit[0]]), row=3, col=1, text=f"#1 culprit: {top}",
+                               showarrow=True, arrowhead=2, ax=60, ay=25, xanchor="left", bgcolor="rgba(255,255,255,0.8)")
+    _legend(fig, set(states), inspect is not None)
+    pos, names = node_ticks(list(df["node"]))
+    fig.update_xaxes(tickvals=pos, ticktext=names, tickangle=-60, tickfont={"size": 10}, row=3, col=1,
+                     title_text="node, in graph order" + ("" if len(pos) == len(df) else f" (one name every {pos[1] - pos[0]} nodes; hover for all)"))
+    fig.update_yaxes(range=[floor, max(0.0, float(intro.max()) + 5) if len(intro) else 0], row=3, col=1)
+    fig.update_xaxes(zeroline=False)
+    fig.update_layout(height=820, margin={"l": 60, "r": 20, "t": 60, "b": 120}, dragmode="zoom", hovermode="closest",
+                      clickmode="event+select", legend={"orientation": "h", "y": 1.08, "x": 0})
     return fig
 
 
@@ -60,7 +142,8 @@ def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, labels: tuple
     merged = before[["tensor", "node", "cosine", "snr_db", "order"]].merge(
         after[["tensor", "cosine", "snr_db"]], on="tensor", suffixes=("_a", "_b")).sort_values("order")
     x = np.arange(len(merged))
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.06, subplot_titles=("SNR (dB)", "cosine similarity"))
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
+                        subplot_titles=("SNR in dB (higher is better)", "cosine similarity (higher is better)"))
     for suffix, label, color in (("_a", labels[0], "#9e9e9e"), ("_b", labels[1], "#2ca02c")):
         fig.add_trace(go.Scattergl(x=x, y=merged["snr_db" + suffix].clip(upper=SNR_DISPLAY_CAP), mode="lines+markers", name=f"SNR {label}",
                                    text=merged["node"], hovertemplate="%{text}: %{y:.2f} dB<extra>" + label + "</extra>",
@@ -68,39 +151,114 @@ def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, labels: tuple
         fig.add_trace(go.Scattergl(x=x, y=merged["cosine" + suffix], mode="lines+markers", name=f"cosine {label}",
                                    text=merged["node"], hovertemplate="%{text}: %{y:.6f}<extra>" + label + "</extra>",
                                    line={"color": color, "dash": "dot"}), 2, 1)
-    fig.update_layout(height=520, margin={"l": 50, "r": 20, "t": 40, "b": 40}, legend={"orientation": "h"})
+    pos, names = node_ticks(list(merged["node"]))
+    fig.update_xaxes(tickvals=pos, ticktext=names, tickangle=-60, tickfont={"size": 10}, row=2, col=1, title_text="node, in graph order")
+    fig.update_xaxes(zeroline=False)
+    fig.update_layout(height=580, margin={"l": 60, "r": 20, "t": 90, "b": 120}, legend={"orientation": "h", "y": 1.16})
     return fig
 
 
-def pareto_figure(builds: pd.DataFrame, *, x: str = "latency_ms", y: str = "snr_db", label: str = "build") -> go.Figure:
-    """Accuracy vs latency of every build (one point each)."""
-    fig = go.Figure(go.Scatter(x=builds[x], y=builds[y], mode="markers+text", text=builds[label], textposition="top center"))
-    fig.update_layout(xaxis_title=x, yaxis_title=y, height=420)
+def op_type_figure(histogram: dict[str, int]) -> go.Figure:
+    """Nodes per op type, most frequent at the top, every label written in full."""
+    items = sorted(histogram.items(), key=lambda kv: (-kv[1], kv[0]))
+    fig = go.Figure(go.Bar(y=[k for k, _ in items], x=[v for _, v in items], orientation="h", text=[v for _, v in items],
+                           textposition="outside", cliponaxis=False, hovertemplate="%{y}: %{x} node(s)<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", automargin=True, type="category", dtick=1)
+    fig.update_xaxes(title_text="nodes in the file")
+    fig.update_layout(height=80 + 24 * len(items), margin={"l": 10, "r": 30, "t": 10, "b": 40})
+    return fig
+
+
+def pareto_figure(builds: pd.DataFrame, *, x: str = "median_ms", y: str = "snr_db", label: str = "label") -> go.Figure:
+    """Accuracy against latency, one point per build timed."""
+    text = [f"{b}: {lat:.3f} ms, {'exact' if s >= SNR_DISPLAY_CAP else f'{s:.1f} dB'}" for b, lat, s in zip(builds[label], builds[x], builds[y])]
+    fig = go.Figure(go.Scatter(x=builds[x], y=builds[y], mode="markers+text", text=builds[label], textposition="top center",
+                               hovertext=text, hoverinfo="text", marker={"size": 10}))
+    fig.update_layout(xaxis_title="median latency (ms), lower is better",
+                      yaxis_title=f"final-output SNR (dB), higher is better; exact drawn at {SNR_DISPLAY_CAP:g}", height=420,
+                      margin={"l": 60, "r": 20, "t": 30, "b": 50})
     return fig
 
 
 def sensitivity_figure(sens: pd.DataFrame, metric: str = "snr_db") -> go.Figure:
-    """Both isolated views per node, ranked by the harm of the node alone."""
-    df = sens.sort_values(f"only_this_quantized_{metric}")
+    """Both isolated views per node in the engine's order (most harmful alone first), drawn top to bottom."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=(f"only this node INT8: {metric} (lower = more harmful)",
                                         f"all but this node INT8: {metric} (higher = bigger fallback gain)"))
-    fig.add_trace(go.Bar(y=df["node"], x=df[f"only_this_quantized_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
-                         name="only this", marker={"color": "#d62728"}), 1, 1)
-    fig.add_trace(go.Bar(y=df["node"], x=df[f"all_but_this_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
+    fig.add_trace(go.Bar(y=sens["node"], x=sens[f"only_this_quantized_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
+                         name="only this", marker={"color": COLORS["harm"]}), 1, 1)
+    fig.add_trace(go.Bar(y=sens["node"], x=sens[f"all_but_this_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
                          name="all but this", marker={"color": "#2ca02c"}), 1, 2)
-    fig.update_layout(height=max(300, 24 * len(df) + 120), showlegend=False, margin={"l": 160, "r": 20, "t": 50, "b": 30})
+    fig.update_yaxes(autorange="reversed", automargin=True, type="category", dtick=1)
+    fig.update_layout(height=max(300, 24 * len(sens) + 120), showlegend=False, margin={"l": 10, "r": 20, "t": 50, "b": 30})
     return fig
 
 
-def tradeoff_figure(steps: pd.DataFrame, target_value: float | None = None, metric: str = "snr_db") -> go.Figure:
-    """Every probe of an automatic fallback search: metric vs number of nodes in fallback, per strategy."""
+STRATEGY_STYLE = {"start": ("square-open", "#7f7f7f", 16), "greedy": ("circle", "#1f77b4", 10), "bisect": ("diamond", "#ff7f0e", 8)}
+
+
+def tradeoff_figure(steps: pd.DataFrame, target_value: float | None = None, metric: str = "snr_db",
+                    chosen: tuple[tuple[str, ...], float | None] | None = None) -> go.Figure:
+    """Every probe of an automatic fallback search: metric against nodes in fallback, one style per strategy (sizes
+    differ so coinciding probes stay visible), and the set chosen highlighted."""
     fig = go.Figure()
     for strategy, part in steps.groupby("strategy", sort=False):
-        fig.add_trace(go.Scatter(x=part["nodes"], y=part["value"], mode="markers", name=strategy,
-                                 text=part["fallback"].map(lambda f: ", ".join(f) or "(none)"),
-                                 hovertemplate="%{text}<br>%{y}<extra>" + str(strategy) + "</extra>"))
+        symbol, color, size = STRATEGY_STYLE.get(str(strategy), ("x", "#9467bd", 8))
+        fig.add_trace(go.Scatter(x=part["nodes"], y=part["value"], mode="markers", name=str(strategy),
+                                 marker={"symbol": symbol, "color": color, "size": size, "line": {"width": 1.5, "color": color}},
+                                 text=part["phase"] + ": " + part["fallback"].map(lambda f: ", ".join(f) or "(none)"),
+                                 hovertemplate="%{text}<br>%{y:.3f}<extra>" + str(strategy) + "</extra>"))
+    if chosen is not None and chosen[1] is not None:
+        nodes, value = chosen
+        fig.add_trace(go.Scatter(x=[len(nodes)], y=[value], mode="markers+text", name="chosen set",
+                                 text=[f"chosen: {len(nodes)} node(s)"], textposition="middle right",
+                                 marker={"symbol": "star", "size": 20, "color": "#2ca02c", "line": {"width": 1, "color": "#1b5e20"}},
+                                 hovertemplate=", ".join(nodes) + "<br>%{y:.3f}<extra>chosen</extra>"))
     if target_value is not None:
-        fig.add_hline(y=target_value, line={"dash": "dash", "color": "#d62728"})
-    fig.update_layout(xaxis_title="nodes in fallback", yaxis_title=metric, height=380)
+        fig.add_hline(y=target_value, line={"dash": "dash", "color": COLORS["threshold"]}, annotation_text=f"target {target_value:g}")
+    fig.update_layout(xaxis_title="nodes in fallback", yaxis_title=metric, height=400, legend={"orientation": "h", "y": 1.12})
+    return fig
+
+
+SWEEP_AXES = {"snr_db": "final-output SNR (dB), higher is better", "cosine": "final-output cosine, higher is better",
+              "top1_agreement": "top-1 agreement with FP32, higher is better", "accuracy": "accuracy, higher is better"}
+
+
+def sweep_figure(rows: pd.DataFrame, metric: str = "snr_db", *, label: str = "config") -> go.Figure:
+    """A sweep's configurations top to bottom in its order (engine.SweepResult.to_frame() columns): `metric`, the one
+    that picked the best, as bars, and latency beside them where it was timed. The best configuration is green and
+    labelled; one without numbers (its `note` says why) is a grey cross at the axis, its sentence in the hover."""
+    rows = rows.reset_index(drop=True)
+    names = rows[label].astype(str).tolist()
+    values = pd.to_numeric(rows[metric], errors="coerce").astype(float)
+    shown = values.clip(upper=SNR_DISPLAY_CAP) if metric == "snr_db" else values
+    best = rows["best"].fillna(False).astype(bool).tolist()
+    notes = rows["note"].fillna("").astype(str).tolist() if "note" in rows else [""] * len(rows)
+    latency = pd.to_numeric(rows["latency_ms"], errors="coerce").astype(float) if "latency_ms" in rows else pd.Series(math.nan, index=rows.index)
+    timed = bool(latency.notna().any())
+    fig = make_subplots(rows=1, cols=2 if timed else 1, shared_yaxes=True, horizontal_spacing=0.03,
+                        column_widths=[0.7, 0.3] if timed else None,
+                        subplot_titles=(SWEEP_AXES.get(metric, metric),) + (("latency of a batch (ms), lower is better",) if timed else ()))
+    value_text = ["exact" if metric == "snr_db" and v == math.inf else "" if math.isnan(v) else f"{v:.2f} dB" if metric == "snr_db"
+                  else f"{v:.4f}" for v in values]
+    colors = [COLORS["best"] if b else COLORS["int8"] for b in best]
+    fig.add_trace(go.Bar(y=names, x=shown, orientation="h", name=SWEEP_AXES.get(metric, metric), marker={"color": colors},
+                         text=[f"best: {t}" if b else t for t, b in zip(value_text, best)], textposition="auto",
+                         hovertemplate="%{y}: %{text}<extra></extra>", showlegend=False), 1, 1)
+    if timed:
+        fig.add_trace(go.Bar(y=names, x=latency, orientation="h", name="latency", showlegend=False,
+                             marker={"color": [COLORS["best"] if b else COLORS["float"] for b in best]},
+                             hovertemplate="%{y}: %{x:.3f} ms<extra></extra>"), 1, 2)
+    noted = [i for i, n in enumerate(notes) if n]
+    if noted:
+        base = 0.0 if metric == "snr_db" or shown.dropna().empty else float(shown.dropna().min())
+        fig.add_trace(go.Scatter(y=[names[i] for i in noted], x=[base] * len(noted), mode="markers", name="no result",
+                                 marker={"symbol": "x", "size": 12, "color": COLORS["none"]}, text=[notes[i] for i in noted],
+                                 hovertemplate="%{y}: no result. %{text}<extra></extra>"), 1, 1)
+    if metric != "snr_db" and not shown.dropna().empty:  # fractions near 1: start the axis below the lowest, not at 0
+        low = float(shown.dropna().min())
+        fig.update_xaxes(range=[max(0.0, low - max(0.2 * (1 - low), 0.001)), 1.0], row=1, col=1)
+    fig.update_yaxes(autorange="reversed", automargin=True, type="category", dtick=1)
+    fig.update_layout(height=max(260, 30 * len(rows) + 110), margin={"l": 10, "r": 20, "t": 50, "b": 30},
+                      legend={"orientation": "h", "y": -0.1})
     return fig

@@ -1,59 +1,133 @@
-"""A self-contained HTML report (plotly.js inlined, works offline). Pure: results in, a string out."""
+"""The HTML report: one file well under 1 MB. Pure: results in, a string out.
+
+plotly.js (4.8 MB) is not inlined: the page loads it once, first from a `plotly.min.js` beside the report (offline: the
+Rebuild page offers that file, taken from the installed plotly package, as a second download), else from the plotly
+CDN at the version the figures were made with. The tables (outputs, task metrics, culprits, the command) are plain HTML
+and read without any script; only the two plots need plotly.js, and the page says so if it cannot load."""
 
 from __future__ import annotations
 
 import html
 import json
+import math
+from pathlib import Path
 
 import pandas as pd
+import plotly
+from plotly.offline import get_plotlyjs_version
 
+import engine
 from app.plots import before_after_figure, layer_figure
 
-__all__ = ["build_report", "cli_command"]
+__all__ = ["build_report", "plotly_js", "PLOTLY_JS_NAME", "MAX_CULPRITS"]
+
+PLOTLY_JS_NAME = "plotly.min.js"
+MAX_CULPRITS = 15
+FULL_HOVER_ROWS = 300  # beyond this many tensors the report's plot hovers name the node and its values only
 
 
-def cli_command(model: str, calib: str, data: str | None, labels: str | None, config: dict, batch: int, provider: str,
-                fallback: list[str], out: str = "runs/triage") -> str:
-    parts = ["quantscope compare", model, f"--calib {calib}"]
-    if data:
-        parts.append(f"--data {data}")
-    if labels:
-        parts.append(f"--labels {labels}")
-    parts += [f"--batch {batch}", f"--calib-method {config['calibration']}", "--op-types " + " ".join(config["op_types"]),
-              f"--provider {provider}"]
-    if fallback:
-        parts.append("--fallback " + " ".join(fallback))
-        parts.append(f"--fallback-precision {config.get('fallback_precision', 'fp16')}")
-    parts += [f"--range {r}" for r in config.get("ranges", [])]
-    parts.append(f"--out {out}")
-    return " \\\n  ".join(parts)
+def plotly_js() -> bytes:
+    """The plotly.js the figures were made for, from the installed plotly package (for viewing reports offline)."""
+    return (Path(plotly.__file__).parent / "package_data" / PLOTLY_JS_NAME).read_bytes()
 
 
-def _table(summary: dict) -> str:
+def _e(x) -> str:
+    return html.escape(str(x))
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2%}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _outputs(summary: engine.Summary) -> str:
+    cols = [m for m in engine.METRICS]
+    rows = [[f"<code>{_e(name)}</code>"] + [_e(engine.format_metric(m.column, float(o[m.column]))) for m in cols]
+            for name, o in summary.outputs.items()]
+    return _table(["output"] + [m.label for m in cols], rows)
+
+
+def _task(summary: engine.Summary, before: engine.Summary | None) -> str:
+    t = summary.task
+    if t.top1_agreement is None:
+        return "<p>The outputs are not classifier-shaped, so there are no task metrics.</p>"
+    b = before.task if before is not None else None
     rows = []
-    for name, m in summary["outputs"].items():
-        rows.append(f"<tr><td>{html.escape(name)}</td><td>{float(m['cosine']):.6f}</td><td>{m['snr_db']}</td></tr>")
-    return "<table><tr><th>output</th><th>cosine</th><th>SNR (dB)</th></tr>" + "".join(rows) + "</table>"
+    for label, attr in (("FP32 accuracy", "reference_accuracy"), ("accuracy of this build", "candidate_accuracy"),
+                        ("accuracy drop", "accuracy_drop"), ("top-1 agreement with FP32", "top1_agreement")):
+        if getattr(t, attr) is None:
+            continue  # no labels: no accuracy rows
+        rows.append([label] + ([_pct(getattr(b, attr))] if b is not None else []) + [_pct(getattr(t, attr))])
+    header = ["", "before", "after"] if b is not None else ["", "this build"]
+    return _table(header, [[_e(c) for c in r] for r in rows]) + f"<p>On {t.samples} samples.</p>"
 
 
-def build_report(layers: pd.DataFrame, summary: dict, before_layers: pd.DataFrame | None = None,
-                 before_summary: dict | None = None, command: str = "") -> str:
-    fig = layer_figure(layers, fallback=set(summary.get("fallback", [])))
-    parts = [fig.to_html(full_html=False, include_plotlyjs="inline")]
+def _culprits(summary: engine.Summary, layers: pd.DataFrame) -> str:
+    origin = dict(zip(layers["node"], layers["original"])) if "original" in layers else {}
+    rows = []
+    for c in summary.culprits[:MAX_CULPRITS]:
+        rows.append([str(c.rank), f"<code>{_e(c.node)}</code>", _e(", ".join(str(origin.get(n, "")) for n in c.nodes)), _e(c.op_type),
+                     _e(engine.format_metric("snr_db", c.alone_snr_db)), _e(engine.format_metric("snr_db", c.snr_db)),
+                     _e("none" if c.introduced_db <= -120 else f"{c.introduced_db:.1f}")])
+    more = f"<p>{len(summary.culprits) - MAX_CULPRITS} more in summary.json.</p>" if len(summary.culprits) > MAX_CULPRITS else ""
+    how = (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {summary.ranking.samples} samples "
+           "(lower is worse)." if summary.ranking.method == "measured harm" else "Ranked by the noise each node adds.")
+    return (f"<p>{_e(how)}</p>" + _table(["rank", "node", "from your file", "op", "outputs SNR (dB), only it INT8",
+                                          "its output's SNR (dB)", "noise it adds (dB)"], rows) + more)
+
+
+_LOADER = """<script>
+var QS_FIGURES = %s;
+function qsDraw() { QS_FIGURES.forEach(function (f) { Plotly.newPlot(f.id, f.fig.data, f.fig.layout, {responsive: true}); }); }
+function qsNoPlotly() { document.querySelectorAll('.qs-plot').forEach(function (d) { d.innerHTML =
+  '<p class="note">The plots need plotly.js: save %s (from the dashboard) next to this file, or open it online.</p>'; }); }
+(function () {
+  var local = document.createElement('script');
+  local.src = '%s';
+  local.onload = qsDraw;
+  local.onerror = function () {
+    var cdn = document.createElement('script');
+    cdn.src = 'https://cdn.plot.ly/plotly-%s.min.js';
+    cdn.onload = qsDraw; cdn.onerror = qsNoPlotly;
+    document.head.appendChild(cdn);
+  };
+  document.head.appendChild(local);
+})();
+</script>"""
+
+
+def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: pd.DataFrame | None = None,
+                 before_summary: engine.Summary | None = None, command: str = "", notes: tuple[str, ...] = ()) -> str:
+    figures = [("qs-layers", layer_figure(layers, fallback=set(summary.fallback),
+                                          top=summary.culprits[0].node if summary.culprits else None,
+                                          full_hover=len(layers) <= FULL_HOVER_ROWS))]
     if before_layers is not None:
-        parts.append(before_after_figure(before_layers, layers).to_html(full_html=False, include_plotlyjs=False))
-    culprits = "".join(f"<li><code>{html.escape(c['node'])}</code> ({html.escape(c['op_type'])}): introduced {float(c['introduced_db']):.1f} dB</li>"
-                       for c in summary.get("culprit_details", [])[:10])
-    before_html = f"<h2>Before</h2>{_table(before_summary)}" if before_summary else ""
-    return f"""<!doctype html><html><head><meta charset="utf-8"><title>QuantScope report: {html.escape(summary['model'])}</title>
-<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:4px 8px}}</style>
-</head><body><h1>QuantScope report: {html.escape(summary['model'])}</h1>
-<p>{html.escape(summary['headline'])}</p>
-<p>Backend: {html.escape(summary['backend'])}; samples: {summary['samples']}; fallback ({summary['fallback_precision']}):
-{html.escape(', '.join(summary['fallback']) or 'none')}</p>
-<h2>Final outputs</h2>{_table(summary)}{before_html}
-<h2>Task metrics</h2><pre>{html.escape(json.dumps(summary['task'], indent=2))}</pre>
-<h2>Top culprits</h2><ol>{culprits}</ol>
-{''.join(parts)}
-<h2>Reproduce</h2><pre>{html.escape(command)}</pre>
+        figures.append(("qs-before-after", before_after_figure(before_layers, layers)))
+    payload = json.dumps([{"id": fid, "fig": json.loads(fig.to_json())} for fid, fig in figures], separators=(",", ":"))
+    payload = payload.replace("</", "<\\/")  # never close the script element early
+    ranges = ", ".join(str(r) for r in summary.config.ranges) or "none"
+    before_html = f"<h2>Before this rebuild</h2>{_outputs(before_summary)}" if before_summary is not None else ""
+    notes_html = "".join(f"<li>{_e(n)}</li>" for n in notes)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>QuantScope report: {_e(summary.model)}</title>
+<style>body{{font-family:sans-serif;margin:2em;max-width:1200px}} table{{border-collapse:collapse;margin:.5em 0}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .note{{color:#666}} code{{font-size:95%}}</style>
+</head><body><h1>QuantScope report: {_e(summary.model)}</h1>
+<p>{_e(summary.headline)}</p>
+<p>Backend: {_e(summary.backend)}; {summary.samples} samples in {summary.batches} batches of {summary.batch_size};
+calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
+fallback ({_e(summary.fallback_precision.value)}): {_e(', '.join(summary.fallback) or 'none')}; custom ranges: {_e(ranges)}.</p>
+<h2>Final outputs</h2>{_outputs(summary)}{before_html}
+<h2>Task metrics</h2>{_task(summary, before_summary)}
+<h2>Culprits</h2>{_culprits(summary, layers)}
+{f'<ul>{notes_html}</ul>' if notes_html else ''}
+<h2>Per layer</h2><div id="qs-layers" class="qs-plot"></div>
+{'<h2>Before and after</h2><div id="qs-before-after" class="qs-plot"></div>' if before_layers is not None else ''}
+<h2>Reproduce</h2><pre>{_e(command)}</pre>
+<p class="note">Plots load plotly.js {get_plotlyjs_version()} from {PLOTLY_JS_NAME} beside this file, else from cdn.plot.ly.</p>
+{_LOADER % (payload, PLOTLY_JS_NAME, PLOTLY_JS_NAME, get_plotlyjs_version())}
 </body></html>"""

@@ -7,7 +7,6 @@ this workspace is refused. File names are generated, never taken from uploads.""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
@@ -18,7 +17,9 @@ import streamlit as st
 
 import engine
 from app import state
-from engine.run_index import RunIndex, RunRecord, RunStatus, default_runs_root
+from app.inputs import Inputs
+from app.samples import catalog, sample_inputs
+from engine import RunIndex, RunRecord, RunStatus
 
 __all__ = ["run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
            "delete_run_folder", "new_upload_set", "discard_upload_sets"]
@@ -34,7 +35,7 @@ def _open_index(root: str) -> RunIndex:
 
 
 def run_index() -> RunIndex:
-    return _open_index(str(default_runs_root()))
+    return _open_index(str(state.settings().runs_root))
 
 
 def attach() -> None:
@@ -72,43 +73,29 @@ def attach() -> None:
 INPUTS_FILE = "inputs.json"
 
 
-def remember_inputs(workspace: str, inputs: dict) -> None:
+def remember_inputs(workspace: str, inputs: Inputs) -> None:
     """Keeps what the last comparison ran on (a sample's name, or the upload roles) so a reopened workspace starts there."""
-    images = inputs.get("images")
-    record = {"name": inputs["name"], "sample": bool(inputs.get("sample")), "set": Path(inputs["model"]).parent.name,
-              "files": {k: Path(inputs[k]).name for k in ("model", "calib", "data", "labels") if inputs.get(k)},
-              "images": dataclasses.asdict(images) if images is not None else None}
     target = session_dir(workspace) / INPUTS_FILE
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(record))
+    tmp.write_text(json.dumps(inputs.to_record()))
     os.replace(tmp, target)
 
 
 def _restore_inputs(ws: str) -> None:
     """The inputs of the workspace's last comparison, if they are still there; paths only ever point into its uploads/."""
-    from app.actions import sample_catalog, sample_inputs
-
     try:
         record = json.loads((session_dir(ws) / INPUTS_FILE).read_text())
         if record["sample"]:
-            if record["name"] in sample_catalog()["models"]:
+            if record["name"] in catalog()["models"]:
                 st.session_state[state.INPUTS] = sample_inputs(record["name"])
             return
         if not str(record["set"]).isalnum():
             return
-        uploads = session_dir(ws) / "uploads" / record["set"]
-        files = {role: uploads / Path(name).name for role, name in record["files"].items()}
-        if not all(p.is_file() for p in files.values()) or "model" not in files or "calib" not in files:
-            return
-        images = record["images"]
-        if images is not None:
-            images = engine.ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in images.items()})
-        st.session_state[state.INPUTS] = {"name": str(record["name"]), "model": str(files["model"]), "calib": str(files["calib"]),
-                                          "data": str(files["data"]) if "data" in files else None,
-                                          "labels": str(files["labels"]) if "labels" in files else None,
-                                          "images": images, "sample": False}
-        st.session_state[state.LOAD_SOURCE] = "Upload"  # the Load page keeps these inputs, not the sample
-    except (OSError, ValueError, KeyError, TypeError):
+        inputs = Inputs.from_record(record, session_dir(ws) / "uploads" / record["set"])
+        if inputs is not None:
+            st.session_state[state.INPUTS] = inputs
+            st.session_state[state.LOAD_SOURCE] = "Upload"  # the Load page keeps these inputs, not the sample
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return  # nothing remembered (or unreadable): the Load page starts on the sample
 
 
@@ -129,8 +116,8 @@ def open_run(record: RunRecord) -> engine.ComparisonResult:
     if record.workspace != st.session_state[state.WORKSPACE]:  # index.get already refuses this; never trust one check
         raise engine.RunFolderError(f"There is no run {record.id} in this workspace; pick a run from the History page.")
     result = record.load()
-    ss = st.session_state
-    ss[state.RESULT], ss[state.BEFORE], ss[state.FALLBACK] = result, None, set(result.summary.fallback)
+    st.session_state[state.BEFORE] = None
+    state.adopt(result)
     return result
 
 
@@ -140,9 +127,10 @@ def delete_run_folder(record: RunRecord) -> tuple[int, ...]:
     deleted = run_index().delete_folder(ss[state.WORKSPACE], record.id)
     current = ss.get(state.RESULT)
     if current is not None and current.run_dir == record.run_dir:
-        for key in (state.RESULT, state.BEFORE, state.SENSITIVITY, state.AUTOFALLBACK):
+        for key in (state.RESULT, state.BEFORE, state.SENSITIVITY, state.AUTOFALLBACK, state.INSPECT):
             ss.pop(key, None)
-        ss[state.FALLBACK] = set()
+        state.set_fallback(())
+        ss[state.RANGES] = {}
     return deleted
 
 

@@ -19,7 +19,8 @@ def run(path, x, extra_outputs=(), basic=True):
     so = ort.SessionOptions()
     if basic:
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=["WeightBiasQuantization"])  # as QuantScope runs Q/DQ: float bias
     return dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
 
 

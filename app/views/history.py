@@ -10,7 +10,7 @@ from app import state
 from app.actions import busy
 from app.plots import before_after_figure
 from app.workspace import delete_run_folder, open_run, workspace_runs
-from engine.run_index import RunStatus
+from engine import RunStatus
 
 st.title("Runs in this workspace")
 st.caption("The address in your browser's bar (it carries `?ws=…`) reopens this workspace, with these runs, after the "
@@ -24,7 +24,7 @@ if not records:
     st.info("No runs yet.")
     st.stop()
 table = pd.DataFrame([r.as_row() for r in records]).drop(columns=["folder"])
-st.dataframe(table, hide_index=True, width="stretch",
+st.dataframe(table, hide_index=True, width="stretch", placeholder="–",
              column_config={"snr_db": st.column_config.NumberColumn("SNR dB", format="%.2f"),
                             "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
                             "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="%.4f")})
@@ -77,7 +77,7 @@ if len(ids) >= 2:
         st.stop()
     for col, rec, res in ((c1, finished[a], ra), (c2, finished[b], rb)):
         col.metric(f"Run {rec.id} SNR", f"{res.final_output().snr_db:.2f} dB")
-        col.caption(f"{rec.kind}; fallback: {', '.join(rec.fallback) or '-'}; calibration {res.summary.config['calibration']}")
+        col.caption(f"{rec.kind}; fallback: {', '.join(rec.fallback) or '-'}; calibration {res.summary.config.calibration.value}")
     if set(ra.layers["tensor"]) == set(rb.layers["tensor"]):
         st.plotly_chart(before_after_figure(ra.layers, rb.layers, (f"run {a}", f"run {b}")), key="hist_plot", width="stretch")
     else:

@@ -1,6 +1,8 @@
-"""Latency: FP32 / FP16 / INT8 / mixed builds of the current run, and accuracy vs latency of every build timed."""
+"""Latency: FP32 / FP16 / INT8 / mixed builds of the current run, and accuracy against latency of every build timed."""
 
 from __future__ import annotations
+
+import math
 
 import pandas as pd
 import streamlit as st
@@ -8,7 +10,7 @@ import streamlit as st
 import engine
 from app import state
 from app.actions import busy, job_panel, submit
-from app.plots import pareto_figure
+from app.plots import SNR_DISPLAY_CAP, pareto_figure
 
 st.title("Latency and the accuracy trade-off")
 result = st.session_state.get(state.RESULT)
@@ -28,6 +30,10 @@ def keep_latency(rows) -> None:
     history.extend({**r.to_dict(), "measurement": tag, "label": f"#{tag} {r.build}"} for r in rows)
 
 
+def _snr(v) -> float:
+    return math.inf if v == "inf" else math.nan if v is None else float(v)
+
+
 if st.button("Measure latency", disabled=busy(),
              help="Runs in the shared worker queue; timings taken while other jobs run on this machine are slower."):
     run_dir, n, w = result.run_dir, int(runs), int(warmup)
@@ -36,9 +42,25 @@ job_panel("latency")
 history = st.session_state.get(state.LATENCY, [])
 if history:
     table = pd.DataFrame(history)
-    st.dataframe(table[["measurement", "build", "median_ms", "p90_ms", "snr_db", "fallback_nodes", "reformat_layers", "note"]],
-                 hide_index=True, width="stretch")
-    timed = table.dropna(subset=["median_ms"]).copy()
-    timed["snr_db"] = pd.to_numeric(timed["snr_db"].replace("inf", 100.0), errors="coerce")
-    st.plotly_chart(pareto_figure(timed, x="median_ms", y="snr_db", label="label"), key="pareto", width="stretch")
-    st.caption("FP32 is drawn at 100 dB (exact).")
+    snr = table["snr_db"].map(_snr)
+    shown = pd.DataFrame({
+        "measurement": table["measurement"], "build": table["build"], "batch": table["batch"],
+        "median_ms": pd.to_numeric(table["median_ms"], errors="coerce"), "p90_ms": pd.to_numeric(table["p90_ms"], errors="coerce"),
+        "snr": [("exact" if math.isinf(v) else f"{v:.2f} dB") if not math.isnan(v) else "–" for v in snr],
+        "fallback_nodes": table["fallback_nodes"],
+        "reformat_layers": pd.to_numeric(table["reformat_layers"], errors="coerce").astype("Int64"),
+    })
+    st.dataframe(shown, hide_index=True, width="stretch", placeholder="–", column_config={
+        "measurement": st.column_config.NumberColumn("#", width="small"),
+        "median_ms": st.column_config.NumberColumn("median (ms)", format="%.3f"),
+        "p90_ms": st.column_config.NumberColumn("p90 (ms)", format="%.3f"),
+        "snr": st.column_config.TextColumn("final-output SNR"),
+        "fallback_nodes": st.column_config.NumberColumn("nodes in fallback"),
+        "reformat_layers": st.column_config.NumberColumn("Reformat layers", help="TensorRT only: layers that convert formats."),
+    })
+    for _, row in table[table["note"].fillna("") != ""].drop_duplicates(["build", "note"]).iterrows():
+        st.caption(f"{row['build']}: {row['note']}")
+    timed = table.assign(snr_db=snr.clip(upper=SNR_DISPLAY_CAP), median_ms=pd.to_numeric(table["median_ms"], errors="coerce"))
+    timed = timed.dropna(subset=["median_ms", "snr_db"])
+    if not timed.empty:
+        st.plotly_chart(pareto_figure(timed, x="median_ms", y="snr_db", label="label"), key="pareto", width="stretch")

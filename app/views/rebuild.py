@@ -1,56 +1,117 @@
-"""Rebuild: re-emit with the ticked nodes in FP16 (no recalibration), before/after, downloads."""
+"""Rebuild: re-emit with the ticked nodes out of INT8, the custom ranges and the fallback precision (no recalibration),
+before/after, downloads and the equivalent command."""
 
 from __future__ import annotations
 
-import json
-
 import streamlit as st
 
-from app import state
+import engine
+from app import cached, state
 from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
-from app.report import build_report, cli_command
+from app.report import PLOTLY_JS_NAME, build_report, plotly_js
+from app.summary_view import command_expander
 
-st.title("Rebuild with FP16 fallback")
-result = st.session_state.get(state.RESULT)
+st.title("Rebuild with fallback")
+ss = st.session_state
+result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
+s = result.summary
 ticks = state.fallback()
-st.write(f"Ticked for FP16: **{', '.join(sorted(ticks)) or 'none'}** (change them on the Layers page).")
-if st.button("Rebuild with fallback", type="primary", disabled=busy()):
-    run_rebuild(ticks)
-job_panel("rebuild")
+ranges: dict = ss.setdefault(state.RANGES, {})
 
-result = st.session_state[state.RESULT]
-before = st.session_state.get(state.BEFORE)
+precisions = [p.value for p in engine.FallbackPrecision]
+ss.setdefault(state.PRECISION, s.fallback_precision.value)
+ss["rb_precision"] = ss[state.PRECISION]
+
+
+def _precision_changed() -> None:
+    ss[state.PRECISION] = ss["rb_precision"]
+
+
+def _drop_range(tensor: str) -> None:
+    ss[state.RANGES].pop(tensor, None)
+
+
+current = set(s.fallback)
+added, removed = sorted(ticks - current), sorted(current - ticks)
+st.markdown(f"Ticked for fallback: **{', '.join(sorted(ticks)) or 'none'}** (change them on the Layers page)"
+            + (f"; adds {', '.join(added)}" if added else "") + (f"; removes {', '.join(removed)}" if removed else "") + ".")
+slots = {"fallback": st.empty()}
+c1, c2 = st.columns([1, 3])
+c1.selectbox("Fallback precision", precisions, key="rb_precision", on_change=_precision_changed,
+             help="fp16 keeps the ticked nodes in half precision with casts at their boundaries; fp32 keeps them as they "
+                  "were (--fallback-precision).")
+slots["fallback_precision"] = c1.empty()
+with c2:
+    if ranges:
+        st.markdown("Custom ranges (`--range`; edit them in a node's tensor view on the Layers page):")
+        for tensor, (lo, hi) in sorted(ranges.items()):
+            r1, r2 = st.columns([4, 1], vertical_alignment="center")
+            r1.code(f"{tensor}={lo:g},{hi:g}", language=None)
+            r2.button("Remove", key=f"rb_drop_{tensor}", on_click=_drop_range, args=(tensor,))
+    else:
+        st.caption("No custom ranges: every tensor keeps its calibrated range (set one in a node's tensor view on the Layers page).")
+    slots["ranges"] = st.empty()
+
+wanted = (frozenset(ticks), frozenset((t, float(lo), float(hi)) for t, (lo, hi) in ranges.items()), ss[state.PRECISION])
+have = (frozenset(s.fallback), frozenset((r.tensor, float(r.min), float(r.max)) for r in s.config.ranges), s.fallback_precision.value)
+unchanged = wanted == have
+reason = ("Nothing to rebuild: the ticks, ranges and precision are those of the current build." if unchanged
+          else "A job of this session is running." if busy() else None)
+if st.button("Rebuild with fallback", type="primary", disabled=busy() or unchanged, help=reason):
+    run_rebuild(ticks, tuple(engine.RangeOverride(t, lo, hi) for t, (lo, hi) in sorted(ranges.items())),
+                engine.FallbackPrecision.parse(ss[state.PRECISION]))
+if unchanged and not busy():
+    st.caption(reason)
+job_panel("rebuild", slots)
+
+result = ss[state.RESULT]
+before: engine.ComparisonResult | None = ss.get(state.BEFORE)
 s = result.summary
 out = result.final_output()
 if before is not None:
+    b = before.summary
     b_out = before.final_output()
+    changes = []
+    if set(s.fallback) != set(b.fallback):
+        changes.append(f"fallback {', '.join(b.fallback) or 'none'} → {', '.join(s.fallback) or 'none'}")
+    if s.config.ranges != b.config.ranges:
+        changes.append(f"ranges {', '.join(map(str, b.config.ranges)) or 'none'} → {', '.join(map(str, s.config.ranges)) or 'none'}")
+    if s.fallback_precision != b.fallback_precision:
+        changes.append(f"precision {b.fallback_precision.value} → {s.fallback_precision.value}")
+    st.caption("This rebuild changed: " + ("; ".join(changes) or "nothing") + ".")
     c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Final-output SNR", f"{out.snr_db:.2f} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB", help="after vs before")
-    c2.metric("Final-output cosine", f"{out.cosine:.5f}", f"{out.cosine - b_out.cosine:+.5f}")
-    if s.task.get("candidate_accuracy") is not None:
-        c3.metric("INT8 accuracy", f"{s.task['candidate_accuracy']:.2%}",
-                  f"{s.task['candidate_accuracy'] - before.summary.task['candidate_accuracy']:+.2%}")
-    elif s.task.get("top1_agreement") is not None:
-        c3.metric("Top-1 agreement", f"{s.task['top1_agreement']:.2%}",
-                  f"{s.task['top1_agreement'] - before.summary.task['top1_agreement']:+.2%}")
-    c4.metric("Nodes INT8 / FP16", f"{s.quantized_nodes} / {len(s.fallback)}")
+    c1.metric("Final-output SNR", f"{engine.format_metric('snr_db', out.snr_db)} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB",
+              help="after against before")
+    c2.metric("Final-output cosine", engine.format_metric("cosine", out.cosine), f"{out.cosine - b_out.cosine:+.5f}")
+    if s.task.candidate_accuracy is not None:
+        c3.metric("INT8 build accuracy", f"{s.task.candidate_accuracy:.2%}",
+                  f"{s.task.candidate_accuracy - b.task.candidate_accuracy:+.2%}",
+                  help=f"FP32: {s.task.reference_accuracy:.2%}")
+    elif s.task.top1_agreement is not None:
+        c3.metric("Top-1 agreement", f"{s.task.top1_agreement:.2%}", f"{s.task.top1_agreement - b.task.top1_agreement:+.2%}")
+    c4.metric(f"Nodes INT8 / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}")
     st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
 else:
-    st.caption(f"Current build: final-output SNR {out.snr_db:.2f} dB, {s.quantized_nodes} nodes INT8, {len(s.fallback)} in fallback.")
+    st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "
+               f"INT8, {len(s.fallback)} in {s.fallback_precision.value}"
+               + (f", FP32 accuracy {s.task.reference_accuracy:.2%}, this build {s.task.candidate_accuracy:.2%}"
+                  if s.task.candidate_accuracy is not None else "") + ".")
 
-inputs = st.session_state.get(state.INPUTS, {})
-command = cli_command(inputs.get("model", "model.onnx"), inputs.get("calib", "calib.npz"), inputs.get("data"), inputs.get("labels"),
-                      s.config, s.batch_size, "auto", list(s.fallback))
-summary = json.loads((result.files / "summary.json").read_text())
-before_summary = json.loads(json.dumps(before.summary.to_dict())) if before is not None else None
-d1, d2, d3, d4 = st.columns(4)
-d1.download_button("Rebuilt Q/DQ model (.onnx)", (result.files / "candidate.onnx").read_bytes(), "candidate.onnx")
-d2.download_button("layers.csv", (result.files / "layers.csv").read_bytes(), "layers.csv")
-d3.download_button("summary.json", (result.files / "summary.json").read_bytes(), "summary.json")
-d4.download_button("HTML report", build_report(result.layers, summary, before.layers if before is not None else None,
-                                               before_summary, command), "quantscope_report.html", mime="text/html")
-st.code(command, language="bash")
+command = command_expander(result, expanded=True)
+files = result.files
+key = (cached.stamp(files / "summary.json"), cached.stamp(before.files / "summary.json") if before is not None else None, command)
+report = cached.report(key, lambda: build_report(result.layers, s, before.layers if before is not None else None,
+                                                 before.summary if before is not None else None, command,
+                                                 tuple(a.sentence for a in s.amplifiers[:5])))
+d1, d2, d3, d4, d5 = st.columns(5)
+d1.download_button("Rebuilt Q/DQ model (.onnx)", (files / "candidate.onnx").read_bytes, "candidate.onnx")
+d2.download_button("layers.csv", (files / "layers.csv").read_bytes, "layers.csv")
+d3.download_button("summary.json", (files / "summary.json").read_bytes, "summary.json")
+d4.download_button("HTML report", report, "quantscope_report.html", mime="text/html",
+                   help=f"{len(report.encode()) / 1e6:.2f} MB; its plots load plotly.js from {PLOTLY_JS_NAME} beside it, else online.")
+d5.download_button(PLOTLY_JS_NAME, plotly_js, PLOTLY_JS_NAME, mime="text/javascript",
+                   help="Save it next to the HTML report to view the report's plots offline.")

@@ -7,59 +7,73 @@ import streamlit as st
 
 import engine
 from app import state
-from app.actions import busy, job_panel, submit
+from app.actions import busy, job_panel, show_error, submit
 from app.plots import sensitivity_figure, tradeoff_figure
+from engine import STRATEGIES, TARGET_METRICS
 
 st.title("Sensitivity and automatic fallback")
-result = st.session_state.get(state.RESULT)
+ss = st.session_state
+result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
 run_dir = result.run_dir
+UNITS = [u.value for u in engine.UnitMode]
 
 
 def keep_sensitivity(frame) -> None:
-    st.session_state[state.SENSITIVITY] = (str(run_dir), frame)
+    ss[state.SENSITIVITY] = (str(run_dir), frame)
 
 
 def keep_autofallback(found) -> None:
-    st.session_state[state.AUTOFALLBACK] = (str(run_dir), found)
+    ss[state.AUTOFALLBACK] = (str(run_dir), found)
+
+
+def apply_suggested(nodes: tuple[str, ...]) -> None:
+    state.set_fallback(nodes)
+    ss["qs_applied"] = len(nodes)
 
 
 if st.button("Run sensitivity", disabled=busy()):  # queued like every heavy job
     submit("sensitivity", lambda progress: engine.sensitivity(run_dir, progress=progress), keep_sensitivity)
 job_panel("sensitivity")
-sens = st.session_state.get(state.SENSITIVITY)
+sens = ss.get(state.SENSITIVITY)
 if sens and sens[0] == str(run_dir):
+    st.caption(f"Most harmful alone at the top ({sens[1].attrs.get('samples', '?')} samples): the left bars are the final "
+               "outputs' SNR with only that node in INT8, the right ones with every node in INT8 but that one.")
     st.plotly_chart(sensitivity_figure(sens[1]), key="sens_plot", width="stretch")
 
 st.subheader("Find a fallback set automatically")
 c1, c2, c3, c4, c5 = st.columns(5)
-metric = c1.selectbox("Target metric", ["snr_db", "cosine", "top1_agreement", "accuracy_drop"], key="af_metric")
+metric = c1.selectbox("Target metric", TARGET_METRICS, index=TARGET_METRICS.index("snr_db"), key="af_metric")
 value = c2.number_input("Target value", value=30.0 if metric == "snr_db" else 0.999 if metric != "accuracy_drop" else 0.005,
                         format="%.4f", key=f"af_value_{metric}")
 max_nodes = c3.number_input("Max nodes (0 = no limit)", min_value=0, value=0, key="af_max")
-strategy = c4.selectbox("Strategy", ["both", "greedy", "bisect"], key="af_strategy")
-units = c5.selectbox("Units", ["node", "residual", "activation"], key="af_units",
+strategy = c4.selectbox("Strategy", STRATEGIES, index=STRATEGIES.index("both"), key="af_strategy",
+                        help="greedy adds the unit that helps most, round by round; bisect searches the graph order; both runs both")
+units = c5.selectbox("Units", UNITS, key="af_units",
                      help="residual: an Add with the quantized nodes feeding it; activation: a node with its activation")
+slots = {"target": c2.empty(), "max_nodes": c3.empty(), "strategy": c4.empty(), "units": c5.empty()}
 if st.button("Find fallback automatically", disabled=busy()):
     try:
         target = engine.Target(metric, float(value))
     except engine.QuantScopeError as err:
-        st.error(str(err))
-        st.stop()
-    submit("autofallback", lambda progress: engine.autofallback(
-        run_dir, target, max_nodes=int(max_nodes) or None, strategy=strategy, units=units, progress=progress, apply=False),
-        keep_autofallback)
-job_panel("autofallback")
-auto = st.session_state.get(state.AUTOFALLBACK)
+        show_error(str(err), err.option or "target", slots)
+    else:
+        submit("autofallback", lambda progress: engine.autofallback(
+            run_dir, target, max_nodes=int(max_nodes) or None, strategy=strategy, units=units, progress=progress, apply=False),
+            keep_autofallback)
+job_panel("autofallback", slots)
+auto = ss.get(state.AUTOFALLBACK)
 if auto and auto[0] == str(run_dir):
     found: engine.AutoFallbackResult = auto[1]
     (st.success if found.met else st.warning)(found.message)
     steps = pd.DataFrame([s.to_dict() for s in found.steps])
     steps["value"] = pd.to_numeric(steps["value"], errors="coerce")
-    st.plotly_chart(tradeoff_figure(steps, found.target.value, found.target.metric), key="tradeoff", width="stretch")
+    achieved = found.achieved if isinstance(found.achieved, (int, float)) else None
+    st.plotly_chart(tradeoff_figure(steps, found.target.value, found.target.metric, chosen=(found.fallback, achieved)),
+                    key="tradeoff", width="stretch")
     st.caption(" | ".join(f"{k}: {len(r.fallback)} node(s), {r.probes} probes" for k, r in found.strategies.items()))
-    if st.button("Apply suggested fallback", disabled=not found.fallback):
-        st.session_state[state.FALLBACK] = set(found.fallback)
-        st.success(f"Ticked {len(found.fallback)} node(s) for FP16: rebuild on the Rebuild page.")
+    st.button("Apply suggested fallback", disabled=not found.fallback, on_click=apply_suggested, args=(tuple(found.fallback),))
+    if applied := ss.pop("qs_applied", None):
+        st.success(f"Ticked {applied} node(s) for fallback: rebuild on the Rebuild page.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,8 +13,8 @@ from streamlit.testing.v1 import AppTest
 from app import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
-PAGES = ["views/load.py", "views/compare.py", "views/layers.py", "views/rebuild.py", "views/sensitivity.py", "views/latency.py",
-         "views/history.py"]
+PAGES = ["views/load.py", "views/compare.py", "views/sweep.py", "views/layers.py", "views/rebuild.py", "views/sensitivity.py",
+         "views/latency.py", "views/history.py"]
 CATALOG = json.loads((Path(APP).parents[1] / "sample_models" / "catalog.json").read_text())
 
 
@@ -39,14 +40,14 @@ def test_no_pages_folder_next_to_the_main_script():
 
 def test_load_page_defaults_to_the_sample():
     at = fresh()
-    assert at.session_state[state.INPUTS]["name"] == "resnet_digits_outlier"
+    assert at.session_state[state.INPUTS].name == "resnet_digits_outlier" and at.session_state[state.INPUTS].sample
     assert {m.label: m.value for m in at.metric}["Nodes"] == "31"
 
 
 def test_uploaded_inputs_survive_a_trip_to_another_page():
     at = fresh()
     at.radio(key="load_source").set_value("Upload").run()
-    custom = {**at.session_state[state.INPUTS], "name": "custom.onnx", "sample": False}
+    custom = dataclasses.replace(at.session_state[state.INPUTS], name="custom.onnx", sample=False)
     at.session_state[state.INPUTS] = custom
     at.run()
     at.switch_page("views/compare.py").run()
@@ -55,7 +56,8 @@ def test_uploaded_inputs_survive_a_trip_to_another_page():
     assert at.session_state[state.INPUTS] == custom
 
 
-QUEUED = {"Run comparison", "Rebuild with fallback", "Run sensitivity", "Find fallback automatically", "Measure latency"}  # these go through the shared job queue
+QUEUED = {"Run comparison", "Rebuild with fallback", "Run sensitivity", "Find fallback automatically", "Measure latency",
+          "Run sweep", "Open on the Layers page"}  # these go through the shared job queue
 
 
 def wait_for_job(at: AppTest, timeout: float = 180) -> None:
@@ -85,7 +87,17 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     result = at.session_state[state.RESULT]
     top = result.summary.culprits[0].node
     assert top in planted
-    assert at.success[0].value.startswith(f"Error is introduced at node {top}")
+    assert at.success[0].value.startswith(f"Quantizing {top} (Conv) hurts the final outputs most")
+    shown = {m.label: m.value for m in at.metric}
+    assert shown["FP32 accuracy"] == "99.80%" and shown["INT8 accuracy"] == "99.20%"
+    # the candidate count says which other nodes read a quantized tensor, and why they are not candidates
+    assert any("10 fallback candidate(s) in INT8" in c.value and "block1_add (Add) reads stem_relu's output stem_relu_out after "
+               "its Q/DQ pair, but runs in float itself" in c.value for c in at.caption)
+
+    at.switch_page("views/rebuild.py").run()  # nothing ticked yet: nothing to rebuild, and the page says so
+    assert next(b for b in at.button if b.label == "Rebuild with fallback").disabled
+    assert any(c.value.startswith("Nothing to rebuild: the ticks, ranges and precision are those of the current build")
+               for c in at.caption)
 
     at.switch_page("views/layers.py").run()
     click(at, "Tick the top-k culprits")  # k = 1 by default
@@ -118,7 +130,7 @@ def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp
     good = at.session_state[state.RESULT]
     bad = tmp_path / "bad.npz"
     np.savez(bad, input=np.zeros((4, 3, 32, 32), np.float32))  # wrong channel count
-    at.session_state[state.INPUTS] = {**at.session_state[state.INPUTS], "calib": str(bad), "data": None, "labels": None}
+    at.session_state[state.INPUTS] = dataclasses.replace(at.session_state[state.INPUTS], calib=str(bad), data=None, labels=None)
     at.run()
     click(at, "Run comparison")
     assert [e.value for e in at.error] == [
@@ -126,6 +138,17 @@ def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp
         "(model shape [batch, 1, 32, 32], data sample shape [3, 32, 32])."
     ]
     assert at.session_state[state.RESULT] is good
+
+
+def test_an_engine_error_is_shown_next_to_the_control_it_concerns():
+    at = fresh()
+    at.switch_page("views/compare.py").run()
+    at.multiselect(key="cmp_ops").set_value([]).run()
+    next(b for b in at.button if b.label == "Run comparison").click().run()
+    assert [e.value for e in at.error] == ["No op types to quantize were given; name at least one, e.g. Conv."]
+    assert state.JOB not in at.session_state  # refused before anything was queued
+    layout = [getattr(el, "key", None) or type(el).__name__ for el in at.main]
+    assert layout.index("Error") == layout.index("cmp_ops") + 1  # right under the op types
 
 
 def test_sensitivity_page_suggests_and_applies_the_planted_node():
@@ -180,23 +203,148 @@ def test_doctor_panel_and_cli(capsys):
     assert any("compare on ONNX Runtime CPU" in c.value for c in at.code)
 
 
-def test_page_renders_while_a_comparison_runs():
-    """The comparison runs in the job queue: the script run that queued it returns at once with a progress bar."""
+class GatedCompare:
+    """engine.compare (or engine.sweep), held in its first stage (reporting progress) until `release` is set: a job that
+    is certainly running when the test looks at the page, and that a cancel stops."""
+
+    def __init__(self, real):
+        import threading
+
+        self.real, self.release, self.started = real, threading.Event(), threading.Event()
+
+    def __call__(self, *args, progress, **kwargs):
+        import engine
+
+        step = 0
+        while not self.release.is_set():
+            step += 1
+            progress(engine.ProgressEvent(engine.Stage.CALIBRATE, step % 10, 10, f"calibration batch {step % 10}/10"))
+            self.started.set()  # after its first progress event
+            self.release.wait(0.02)
+        return self.real(*args, progress=progress, **kwargs)
+
+
+def test_page_renders_while_a_comparison_runs(monkeypatch):
+    """The comparison runs in the job queue: the script run that queued it returns at once with a progress bar and a
+    Cancel button, the Run button disabled; then the result is applied."""
     import time
 
+    import engine
+
+    gate = GatedCompare(engine.compare)
+    monkeypatch.setattr(engine, "compare", gate)
     at = fresh()
     at.switch_page("views/compare.py").run()
     t0 = time.perf_counter()
     next(b for b in at.button if b.label == "Run comparison").click().run()
     assert time.perf_counter() - t0 < 5
     job = at.session_state[state.JOB]
-    assert job.kind == "compare"
-    at.run()  # a rerun while the job works (500 samples take several seconds on 2 cores)
-    if job.active:
-        assert next(b for b in at.button if b.label == "Run comparison").disabled
-        assert at.get("progress"), "the page shows the job's progress"
+    assert job.kind == "compare" and gate.started.wait(30)
+    at.run()  # a rerun while the job certainly runs
+    assert job.active and job.state == "running"
+    assert next(b for b in at.button if b.label == "Run comparison").disabled
+    (bar,) = at.get("progress")
+    assert "calibrate: calibration batch" in bar.proto.text
+    assert any(b.label == "Cancel" for b in at.button)
+    gate.release.set()
     wait_for_job(at)
-    assert at.session_state[state.RESULT].summary.culprits
+    assert job.state == "done" and at.session_state[state.RESULT].summary.culprits
+
+
+def test_cancelling_a_running_comparison_keeps_the_previous_result(monkeypatch):
+    import engine
+
+    at = fresh()
+    at.switch_page("views/compare.py").run()
+    click(at, "Run comparison")
+    good = at.session_state[state.RESULT]
+    runs_before = sorted(p.name for p in good.run_dir.parent.iterdir())
+    gate = GatedCompare(engine.compare)
+    monkeypatch.setattr(engine, "compare", gate)
+    next(b for b in at.button if b.label == "Run comparison").click().run()
+    job = at.session_state[state.JOB]
+    assert gate.started.wait(30)
+    at.run()
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    assert job.cancel_requested
+    wait_for_job(at, 30)
+    assert job.state == "cancelled" and not gate.release.is_set()  # it stopped at a progress event, never finished
+    assert at.session_state[state.RESULT] is good
+    assert [i.value for i in at.info][-1] == (
+        f"Cancelled the comparison during its calibrate stage: the current result (resnet_digits_outlier, {good.run_dir.name}) and "
+        "every earlier run are unchanged.")
+    assert at.success[0].value == good.summary.headline  # the previous result is still what the page shows
+    assert sorted(p.name for p in good.run_dir.parent.iterdir() if p.name != "uploads")[: len(runs_before)] == runs_before
+    assert not next(b for b in at.button if b.label == "Run comparison").disabled
+
+
+def test_sweep_page_marks_one_best_configuration_and_opens_any_of_them_on_the_layers_page(runs_root):
+    import engine
+    from app.sweeps import BEST, best_sentence
+
+    at = fresh()
+    at.switch_page("views/compare.py").run()
+    at.selectbox(key="cmp_method").set_value("entropy").run()  # so the opened configuration visibly replaces it
+    at.switch_page("views/sweep.py").run()
+    at.multiselect(key="sw_methods").set_value(["minmax", "percentile"]).run()
+    at.text_input(key="sw_percentiles").input("99.9, 99.999").run()
+    assert at.multiselect(key="sw_precisions").value == ["int8"]
+    click(at, "Run sweep")
+    assert not at.error and at.session_state[state.JOB].kind == "sweep"  # it went through the shared worker queue
+    swept = at.session_state[state.SWEEP]
+    assert swept.result.folder.parent == runs_root / at.session_state[state.WORKSPACE] / "sweeps"  # inside the workspace
+    table = at.dataframe[0].value
+    assert list(table["configuration"]) == [r.config.label for r in swept.result.rows]
+    assert len(table) == 3 and list(table["calibration"]) == ["MinMax", "Percentile", "Percentile"]  # one row per configuration
+    assert (table["best"] == BEST).sum() == 1
+    best = engine.load_sweep(swept.result.folder).best()  # what `quantscope compare --sweep` would start from
+    assert table.loc[table["best"] == BEST, "configuration"].item() == best.config.label
+    assert at.success[0].value == best_sentence(swept.result)
+
+    at.selectbox(key="sw_open").set_value(0).run()  # MinMax: not the best, so not the one selected at first
+    click(at, "Open on the Layers page")
+    assert at.session_state[state.JOB].kind == "compare"  # the Compare page's job
+    assert at.title[0].value == "Per-layer error"  # and the Layers page shows its result
+    opened = at.session_state[state.RESULT].summary
+    assert opened.config.calibration is engine.CalibrationMethod.MINMAX and opened.batch_size == swept.batch
+    at.switch_page("views/compare.py").run()
+    assert at.selectbox(key="cmp_method").value == "minmax"  # the Compare page's settings are the configuration's
+    assert at.multiselect(key="cmp_ops").value == list(engine.TRT_INT8_OP_TYPES)
+    assert "--calib-method minmax" in at.code[0].value and "--batch 25" in at.code[0].value  # the equivalent command
+
+
+def test_a_refused_or_cancelled_sweep_keeps_the_sweep_shown(monkeypatch, runs_root):
+    import engine
+
+    at = fresh()
+    at.switch_page("views/sweep.py").run()
+    at.multiselect(key="sw_methods").set_value(["minmax"]).run()
+    click(at, "Run sweep")
+    shown, job = at.session_state[state.SWEEP], at.session_state[state.JOB]
+    assert len(at.dataframe[0].value) == 1
+
+    at.multiselect(key="sw_methods").set_value([]).run()
+    next(b for b in at.button if b.label == "Run sweep").click().run()
+    assert [e.value for e in at.error] == ["Choose at least one calibration method to sweep."]
+    layout = [getattr(el, "key", None) or type(el).__name__ for el in at.main]
+    assert layout.index("Error") == layout.index("sw_methods") + 1  # right under the methods
+    assert at.session_state[state.JOB] is job  # refused before anything was queued
+    assert at.session_state[state.SWEEP] is shown and len(at.dataframe[0].value) == 1
+
+    gate = GatedCompare(engine.sweep)  # held in its first stage, reporting progress
+    monkeypatch.setattr(engine, "sweep", gate)
+    at.multiselect(key="sw_methods").set_value(["entropy"]).run()
+    next(b for b in at.button if b.label == "Run sweep").click().run()
+    job = at.session_state[state.JOB]
+    assert job.kind == "sweep" and gate.started.wait(30)
+    at.run()
+    assert "calibrate: calibration batch" in at.get("progress")[0].proto.text
+    next(b for b in at.button if b.label == "Cancel").click().run()
+    wait_for_job(at, 30)
+    assert job.state == "cancelled" and not gate.release.is_set()
+    assert [i.value for i in at.info][-1] == "Cancelled the sweep during its calibrate stage: the sweep shown before it (if any) is kept."
+    assert at.session_state[state.SWEEP] is shown and len(at.dataframe[0].value) == 1
+    assert [p.name for p in shown.result.folder.parent.iterdir()] == [shown.result.folder.name]  # the cancelled one left nothing
 
 
 def _until(predicate, timeout: float = 10) -> None:
@@ -230,3 +378,57 @@ def test_queue_positions_are_reported():
     failing = q.submit("rebuild", boom)
     _until(lambda: not failing.active)
     assert failing.state == "failed" and failing.error.startswith("QuantScope failed unexpectedly (RuntimeError: boom)")
+
+
+def test_a_queued_job_is_cancelled_before_it_starts_and_a_running_one_at_its_next_step():
+    import threading
+
+    import engine
+    from app.jobs import JobQueue
+
+    q = JobQueue(workers=1)
+    gate, ran = threading.Event(), []
+
+    def long(progress):
+        while not gate.is_set():
+            progress(engine.ProgressEvent(engine.Stage.COMPARE, 1, 10, "batch 1/10"))
+            gate.wait(0.01)
+        return "finished"
+
+    first = q.submit("compare", long)
+    _until(lambda: first.state == "running")
+    second = q.submit("rebuild", lambda progress: ran.append(1))
+    assert q.position(second) == 1
+    q.cancel(second)
+    assert second.state == "cancelled" and q.position(second) == 0  # left the queue at once
+    q.cancel(first)
+    _until(lambda: not first.active)
+    assert first.state == "cancelled" and first.result is None and first.stage == engine.Stage.COMPARE
+    done = q.submit("compare", lambda progress: "ok")  # the worker is free again, and never ran the cancelled job
+    _until(lambda: not done.active)
+    assert done.result == "ok" and ran == []
+
+
+def test_a_cancel_before_a_running_jobs_first_event_still_names_its_stage():
+    import engine
+    from app.jobs import Job
+
+    job = Job(1, "compare", state="running")
+    job.cancel_requested = True  # clicked after the job started, before the engine reported anything
+    with pytest.raises(engine.Cancelled):
+        job.progress(engine.ProgressEvent(engine.Stage.PREPROCESS, 0, 1, "pre-processing the model"))
+    assert job.stage == engine.Stage.PREPROCESS  # so the page says "during its preprocess stage", not "before it started"
+
+
+def test_progress_labels_name_the_stage_with_totals_and_time_left():
+    import engine
+    from app.jobs import progress_label
+
+    ev = engine.ProgressEvent
+    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 9 s left"), 4.0) == "compare: batch 3/20, about 9 s left"
+    assert progress_label(ev(engine.Stage.AUTOFALLBACK, 12, 297, "greedy prune: 3 node(s) in fallback"), 6.0) == (
+        "fallback search: greedy prune: 3 node(s) in fallback (12 of at most 297), at most about 142 s left")
+    assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0) == "latency: timing int8 (2/4), about 9 s left"
+    assert progress_label(ev(engine.Stage.PREPROCESS, 0, 1, "pre-processing the model"), 0.5) == "preprocess: pre-processing the model (0 of 1)"
+    assert progress_label(ev(engine.Stage.AUTOFALLBACK, 40, 300, "greedy, greedy round 1: probe 9/33 of this step"), 20.0) == (
+        "fallback search: greedy round 1: probe 9/33 of this step, at most about 130 s left")

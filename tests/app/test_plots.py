@@ -1,13 +1,28 @@
-"""Plot functions are pure: DataFrame in, Figure out; tested without Streamlit."""
+"""The pure pieces of the dashboard, tested without Streamlit: plots, the fallback table's logic, the node views, the
+equivalent command and the report. Most use one real run of the mobile_digits sample, whose pre-processing renames,
+fuses and expands nodes."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
 
-from app.plots import SNR_DISPLAY_CAP, before_after_figure, layer_figure
-from app.report import build_report, cli_command
+import engine
+from app import layer_table as lt
+from app.command import cli_command
+from app.inputs import Inputs
+from app.node_plots import channel_figure, histogram_figure, neighbourhood_dot
+from app.plots import SNR_DISPLAY_CAP, before_after_figure, layer_figure, node_ticks, op_type_figure
+from app.report import build_report
+from app.samples import sample_inputs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def frame(n=5):
@@ -17,48 +32,304 @@ def frame(n=5):
         "cosine_min": [0.99] * n, "snr_db": [40.0, math.inf, 3.0, 10.0, 12.0][:n],
         "introduced_db": [-40.0, -120.0, -3.0, -15.0, -30.0][:n], "mse": [0.1] * n, "max_abs_err": [0.5] * n,
         "mean_abs_err": [0.1] * n, "rel_err_median": [0.01] * n, "input_snr_db": [math.inf] * n, "order": list(range(n)),
+        "original": ["#0 Conv, #1 BatchNormalization", "", "block_a", "n3", "#7 HardSwish"][:n],
     })
 
 
-def test_layer_figure_has_one_point_per_layer_and_marks_the_culprit():
+@pytest.fixture(scope="module")
+def mobile(tmp_path_factory):
+    """One comparison of the bundled mobile_digits sample (its pre-processing folds, expands and renames nodes)."""
+    inputs = sample_inputs("mobile_digits")
+    run = tmp_path_factory.mktemp("mobile") / "run"
+    settings = engine.Settings.from_env({"QUANTSCOPE_RUNS_ROOT": str(run.parent / "root")})
+    return inputs, engine.compare(inputs.model, inputs.calib, data=inputs.data, labels=inputs.labels, out_dir=run, batch_size=50,
+                                  provider="cpu", settings=settings)
+
+
+def test_layer_figure_has_one_point_per_layer_a_legend_and_labelled_thresholds():
     df = frame()
-    fig = layer_figure(df, cosine_threshold=0.98, snr_threshold=25, fallback={"n3"})
-    cos, snr, bars = fig.data
-    assert cos.type == "scattergl" and snr.type == "scattergl" and bars.type == "bar"
+    fig = layer_figure(df, cosine_threshold=0.98, snr_threshold=25, fallback={"n3"}, inspect="n2")
+    cos, snr, bars = fig.data[:3]
+    assert cos.type == "scatter" and snr.type == "scatter" and bars.type == "bar"  # SVG: a click selects a point
     assert len(cos.x) == len(snr.x) == len(bars.x) == 5
-    assert snr.y[1] == SNR_DISPLAY_CAP  # inf drawn at the cap
-    assert cos.customdata[1][4] == "inf"  # ...and hover says inf
-    assert bars.marker.color[2] == "#d62728"  # the highest introduced_db stands out
-    assert cos.marker.symbol[3] == "diamond" and cos.marker.color[3] == "#d62728"  # fallback node
-    assert {s.y0 for s in fig.layout.shapes} == {0.98, 25}
+    assert snr.y[1] == SNR_DISPLAY_CAP  # exact drawn at the cap
+    assert "SNR (dB): exact" in snr.text[1] and "from your file: #0 Conv, #1 BatchNormalization" in snr.text[0]
+    assert all(m.label in snr.text[0] for m in engine.METRICS)  # the full hover iterates the engine's metrics
+    assert cos.text[0].startswith("n0 (Conv)<br>from your file: #0 Conv")
+    assert "from your file" not in snr.text[3]  # the same name: nothing to add
+    assert cos.marker.symbol[3] == "diamond" and cos.marker.color[3] == "#d62728"  # ticked
+    assert [t.name for t in fig.data if t.showlegend is not False and t.name] == [
+        "INT8 (fallback candidate)", "ticked for fallback", "not quantized (runs in float)", "inspected node"]
+    assert {s.y0 for s in fig.layout.shapes} == {0.98, 25, -25}
+    assert {a.text for a in fig.layout.annotations} >= {"cosine threshold 0.98", "SNR threshold 25 dB"}
+    # only noise above the SNR threshold's level is red; 'none measurable' is grey, never -120 in a hover
+    assert list(bars.marker.color) == ["#ff7f0e", "#c7c7c7", "#d62728", "#d62728", "#ff7f0e"]
+    assert "introduced noise: none measurable" in snr.text[1] and "-120" not in " ".join(snr.text + bars.text)
+    assert list(fig.layout.xaxis3.ticktext) == ["n0", "n1", "n2", "n3", "n4"]
+
+
+def test_the_first_culprit_is_labelled_only_while_it_harms_the_outputs():
+    df = frame().assign(rank=[pd.NA, pd.NA, 1, 2, pd.NA], alone_snr_db=[math.nan, math.nan, 12.0, 30.0, math.nan])
+    assert any("#1 culprit: n2" == a.text for a in layer_figure(df, snr_threshold=20, top="n2").layout.annotations)
+    assert not any("culprit" in (a.text or "") for a in layer_figure(df, snr_threshold=10, top="n2").layout.annotations)
+
+
+def test_node_names_on_the_x_axis_are_thinned_only_for_large_graphs():
+    assert node_ticks([f"n{i}" for i in range(40)])[0] == list(range(40))
+    pos, names = node_ticks([f"n{i}" for i in range(200)])
+    assert pos[:3] == [0, 5, 10] and names[1] == "n5" and len(pos) <= 48
 
 
 def test_before_after_matches_by_tensor_name():
     a = frame()
     b = frame().iloc[::-1].assign(snr_db=[1.0, 2.0, 3.0, 4.0, 5.0])
     fig = before_after_figure(a, b)
-    after_snr = list(fig.data[2].y)
-    assert after_snr == [5.0, 4.0, 3.0, 2.0, 1.0]  # re-ordered to a's topological order by tensor name
+    assert list(fig.data[2].y) == [5.0, 4.0, 3.0, 2.0, 1.0]  # re-ordered to a's topological order by tensor name
 
 
-def test_report_is_self_contained():
-    summary = {"model": "m", "headline": "h <b>", "backend": "onnxruntime-cpu", "samples": 3, "fallback": ["n2"],
-               "fallback_precision": "fp16", "outputs": {"y": {"cosine": 0.99, "snr_db": 20.0}}, "task": {},
-               "culprit_details": [{"node": "n2", "op_type": "Conv", "introduced_db": -3.0}]}
-    html = build_report(frame(), summary, frame(), summary, "quantscope compare m.onnx")
-    assert "<script src=" not in html and "Plotly" in html and "h &lt;b&gt;" in html
-    cmd = cli_command("m.onnx", "c.npz", None, None, {"calibration": "minmax", "op_types": ["Conv"]}, 8, "cpu", ["n2"])
-    assert "--fallback n2" in cmd and "--calib-method minmax" in cmd
+def test_op_type_chart_writes_every_label_in_full_most_frequent_first():
+    hist = {"Conv": 32, "BatchNormalization": 27, "HardSwish": 28, "Identity": 7, "MatMul": 1, "Softmax": 1}
+    fig = op_type_figure(hist)
+    assert list(fig.data[0].y) == ["Conv", "HardSwish", "BatchNormalization", "Identity", "MatMul", "Softmax"]
+    assert fig.layout.yaxis.dtick == 1 and fig.layout.yaxis.automargin and fig.layout.yaxis.autorange == "reversed"
 
 
-def test_sensitivity_and_tradeoff_figures():
-    from app.plots import sensitivity_figure, tradeoff_figure
+def test_sensitivity_keeps_the_engines_order_most_harmful_at_the_top():
+    from app.plots import sensitivity_figure
 
-    sens = pd.DataFrame({"node": ["a", "b"], "only_this_quantized_snr_db": [40.0, 5.0], "all_but_this_snr_db": [10.0, 35.0]})
+    sens = pd.DataFrame({"node": ["b", "a"], "only_this_quantized_snr_db": [5.0, 40.0], "all_but_this_snr_db": [35.0, 10.0]})
     fig = sensitivity_figure(sens)
-    assert list(fig.data[0].y) == ["b", "a"]  # most harmful first
-    steps = pd.DataFrame({"strategy": ["greedy", "greedy", "bisect"], "nodes": [0, 1, 3], "value": [10.0, 35.0, 36.0],
-                          "fallback": [[], ["b"], ["a", "b", "c"]]})
-    t = tradeoff_figure(steps, 30.0)
-    assert [tr.name for tr in t.data] == ["greedy", "bisect"] and list(t.data[0].x) == [0, 1]
-    assert t.layout.shapes[0].y0 == 30.0
+    assert list(fig.data[0].y) == ["b", "a"] and fig.layout.yaxis.autorange == "reversed"
+
+
+def test_tradeoff_strategies_look_different_and_the_chosen_set_stands_out():
+    from app.plots import tradeoff_figure
+
+    steps = pd.DataFrame({"strategy": ["start", "greedy", "greedy", "bisect"], "phase": ["start", "round 1", "result", "step"],
+                          "nodes": [0, 0, 1, 3], "value": [10.0, 10.0, 35.0, 36.0], "fallback": [[], [], ["b"], ["a", "b", "c"]]})
+    t = tradeoff_figure(steps, 30.0, chosen=(("b",), 35.0))
+    assert [tr.name for tr in t.data] == ["start", "greedy", "bisect", "chosen set"]
+    styles = {(tr.marker.symbol, tr.marker.color, tr.marker.size) for tr in t.data}
+    assert len(styles) == 4  # no two alike; sizes differ so coinciding probes stay visible
+    assert t.data[0].marker.size > t.data[1].marker.size
+    assert t.data[3].marker.symbol == "star" and list(t.data[3].x) == [1] and t.layout.shapes[0].y0 == 30.0
+
+
+def test_table_rows_follow_the_engines_ranking_and_show_where_nodes_came_from(mobile):
+    _, result = mobile
+    rows = lt.node_rows(result, show_all=False)
+    assert list(rows["node"]) == [c.node for c in result.summary.culprits]  # the engine's order, not re-sorted
+    assert rows["node"].iloc[0] == "mix_conv" and rows["original"].iloc[0] == "mix_conv, mix_bn"
+    everything = lt.node_rows(result, show_all=True)
+    assert len(everything) == result.layers["node"].nunique()
+    expanded = everything[everything["original"] == "#2 HardSwish"]
+    assert sorted(expanded["op_type"]) == ["HardSigmoid", "Mul"]  # HardSwish became two nodes; the user finds both by its index
+    assert list(lt.filter_rows(everything, [], "hardswish")["node"]) == ["HardSigmoid_0", "Mul_0"]  # '#2 HardSwish' (unnamed)
+    assert set(lt.filter_rows(everything, [], "#2 Hard")["node"]) == set(expanded["node"])
+    assert list(lt.filter_rows(everything, [], "MIX_BN")["node"]) == ["mix_conv"]  # the fused BatchNormalization's name
+    cands = lt.candidates(result)
+    table = lt.table_frame(everything, {"mix_conv"}, cands)
+    assert table.loc[table["node"] == "mix_conv", lt.TICK].item() is True
+    assert table.loc[table["node"].str.startswith("Mul"), lt.TICK].isna().all()  # not tickable
+    assert (table["introduced_db"].dropna() > -120).all()  # the floor shows blank, never -120
+    metric_columns = [m.column for m in engine.METRICS]
+    assert [c for c in table.columns if c in metric_columns] == metric_columns
+
+
+def test_table_edits_tick_candidates_and_refuse_other_nodes(mobile):
+    _, result = mobile
+    nodes = list(lt.node_rows(result, show_all=True)["node"])
+    cands = lt.candidates(result)
+    mul = next(n for n in nodes if n.startswith("Mul"))
+    edits = {0: {lt.TICK: True}, 1: {lt.TICK: True}, nodes.index(mul): {lt.TICK: True}, 2: {lt.INSPECT: "x"}}
+    ticks, refused = lt.apply_edits(frozenset({nodes[2]}), nodes, edits, cands)
+    assert ticks == {nodes[0], nodes[1], nodes[2]} and refused == [mul]
+    ticks, _ = lt.apply_edits(frozenset({nodes[0]}), nodes, {"0": {lt.TICK: False}}, cands)
+    assert ticks == set()
+    assert lt.refusal(mul, "Mul", result.summary.config.op_types) == (
+        f"The node '{mul}' (Mul) is not quantized, so falling it back would change nothing; pick a "
+        "Conv/ConvTranspose/Gemm/MatMul node from the ranking.")
+
+
+def test_the_cli_refuses_the_same_node_in_one_sentence(mobile, capsys):
+    from engine.cli.main import main
+
+    _, result = mobile
+    mul = next(n for n in result.layers["node"] if n.startswith("Mul"))
+    assert main(["rebuild", str(result.run_dir), "--fallback", mul, "--no-index", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: --fallback: {lt.refusal(mul, 'Mul', result.summary.config.op_types)}\n"
+
+
+def test_graph_view_names_nodes_as_the_user_knows_them_and_marks_qdq_edges(mobile):
+    _, result = mobile
+    from engine.report_data import run_neighbourhood
+
+    nb = run_neighbourhood(result.run_dir, result.layers, "mix_conv", hops=1)
+    dot = neighbourhood_dot(nb, {"mix_conv"})
+    assert dot.startswith("digraph") and dot.rstrip().endswith("}")
+    assert '"mix_conv" [label="mix_conv\\nConv, ticked for fallback\\nfrom your file: mix_conv, mix_bn"' in dot
+    assert "from your file: mix_act" in dot  # the HardSwish it feeds, now HardSigmoid + Mul
+    qdq = [line for line in dot.splitlines() if "Q/DQ (INT8)" in line]
+    assert len(qdq) == 1 and qdq[0].startswith('"features_relu" -> "mix_conv"')
+
+
+def test_tensor_view_figures_show_the_planted_outlier_channel_and_the_clipping(mobile):
+    _, result = mobile
+    tv = engine.tensor_view(result.run_dir, "mix_conv")
+    planted = 5  # sample_models/catalog.json: mobile_digits outlier channel
+    fig = channel_figure(tv.channels.max_abs, tv.clip_high, what=tv.tensor, limit_label="INT8 limit")
+    assert fig.data[0].marker.color[planted] == "#d62728" and sum(c == "#d62728" for c in fig.data[0].marker.color) == 1
+    hist = histogram_figure(tv)
+    assert {a.text for a in hist.layout.annotations} >= {"INT8 clips below", "INT8 clips above", "calibrated max"}
+    assert sum(hist.data[0].y) == np.prod([tv.samples, *[16, 16, 16]])  # every reference value counted
+
+
+def test_the_command_reproduces_the_run_with_the_users_own_file_names_and_image_preprocessing(mobile):
+    inputs, result = mobile
+    cfg = engine.RunFolder(result.run_dir).read_config()
+    cmd = cli_command(cfg, inputs)
+    assert cmd.startswith("quantscope compare sample_models/mobile_digits.onnx \\\n  --calib sample_models/digits_calib.npz")
+    assert "--image-" not in cmd and "--percentile" not in cmd and "--fallback" not in cmd
+    images = engine.ImagePreprocess(height=224, width=224, layout="NCHW", color="BGR", mean=(0.485, 0.456, 0.406),
+                                    std=(0.229, 0.224, 0.225))
+    uploaded = Inputs("mnv3.onnx", "/srv/runs/ws/uploads/ab12/model.onnx", "/srv/runs/ws/uploads/ab12/calib.zip",
+                      images=images, uploaded_as=(("model", "mnv3 final.onnx"), ("calib", "photos.zip")))
+    quant = dataclasses.replace(cfg.quant, calibration=engine.CalibrationMethod.PERCENTILE, percentile=99.99,
+                                fallback=frozenset({"mix_conv"}), fallback_precision=engine.FallbackPrecision.FP32,
+                                ranges=(engine.RangeOverride("features_relu_out", 0.0, 8.0),))
+    cmd = cli_command(dataclasses.replace(cfg, quant=quant, images=images, screen_samples=16), uploaded)
+    flat = cmd.replace(" \\\n  ", " ")
+    assert "/srv/" not in cmd and "uploads" not in cmd  # never the server's own paths
+    assert flat.startswith("quantscope compare 'mnv3 final.onnx' --calib photos.zip --batch 50 --calib-method percentile "
+                           "--percentile 99.99 --op-types Conv ConvTranspose Gemm MatMul --provider cpu --screen-samples 16 "
+                           "--fallback mix_conv --fallback-precision fp32 --range features_relu_out=0,8 --image-layout NCHW "
+                           "--image-color BGR --image-size 224x224 --image-scale 0.00392156862745098 "
+                           "--image-mean 0.485,0.456,0.406 --image-std 0.229,0.224,0.225 --out runs/triage")
+
+
+def test_the_command_parses_back_to_the_same_settings():
+    import shlex
+
+    from engine.cli.main import build_parser
+
+    images = engine.ImagePreprocess(height=32, width=32, layout="NCHW", color="GRAY", mean=(0.5,), std=(0.25,))
+    cfg = engine.RunConfig(model="m.onnx", batch_size=25, requested_provider="auto", provider="cpu", backend="onnxruntime-cpu",
+                           quant=engine.QuantConfig(fallback=frozenset({"a b"}), ranges=(engine.RangeOverride("t", -1.5, 2.0),)),
+                           samples=1, calibration_samples=1, has_labels=False, cache_bytes=0, memory_bytes=0, images=images)
+    cmd = cli_command(cfg, Inputs("m.onnx", "/x/model.onnx", "/x/calib.zip", images=images,
+                                  uploaded_as=(("model", "m.onnx"), ("calib", "digits.zip"))))
+    args = build_parser().parse_args(shlex.split(cmd.replace("\\\n", " "))[1:])
+    assert (args.model, args.calib, args.batch, args.fallback, args.ranges) == ("m.onnx", "digits.zip", 25, ["a b"], ["t=-1.5,2"])
+    assert (args.image_layout, args.image_color, args.image_size, args.image_scale, args.image_mean, args.image_std) == (
+        "NCHW", "GRAY", "32x32", 1 / 255, "0.5", "0.25")
+
+
+def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
+    inputs, result = mobile
+    html = build_report(result.layers, result.summary, result.layers, result.summary, "quantscope compare m.onnx <x>",
+                        ("a note",))
+    assert len(html.encode()) < 1_000_000
+    assert "function(t,e){" not in html[:200_000] and html.count("cdn.plot.ly/plotly-") == 1  # not inlined; one loader
+    assert html.count("Plotly.newPlot") == 1 and "qs-before-after" in html
+    assert "quantscope compare m.onnx &lt;x&gt;" in html
+    assert "FP32 accuracy" in html and "<pre>" in html and '"top1_agreement"' not in html  # a table, not pasted JSON
+    assert "mix_conv, mix_bn" in html  # culprits with the names of the user's file
+    assert not re.search(r"\d\.\d{9,}", html.split("<script>")[0])  # no raw floats in the tables
+
+
+def test_the_layer_figure_of_a_large_graph_stays_well_under_a_megabyte():
+    rows = 1000
+    df = pd.concat([frame()] * (rows // 5), ignore_index=True)
+    df["tensor"] = [f"/model/block.{i}/conv/Conv_output_0" for i in range(rows)]
+    df["node"] = [f"/model/block.{i}/conv/Conv" for i in range(rows)]
+    df["original"] = [f"/model/block.{i}/conv/Conv, /model/block.{i}/bn/BatchNormalization" for i in range(rows)]
+    df["order"] = range(rows)
+    assert len(layer_figure(df, full_hover=False).to_json()) < 800_000  # what the report draws for a graph this large
+    assert "from your file: /model/block.7/conv/Conv" in layer_figure(df, full_hover=False).data[1].text[7]
+
+
+def sweep_rows(*rows: dict) -> engine.SweepResult:
+    """A sweep's result written by hand: each dict names its calibration, percentile, precision and numbers."""
+    base = {"model": "m.onnx", "op_types": list(engine.TRT_INT8_OP_TYPES), "percentile": 99.999, "precision": "int8",
+            "snr_db": None, "cosine": None, "outputs_snr_db": None, "culprit_alone_snr_db": None}
+    return engine.SweepResult(Path("sweep"), tuple(engine.SweepRow.from_dict({**base, **r}) for r in rows), "snr_db")
+
+
+def test_sweep_figure_draws_each_configuration_with_the_best_highlighted_and_a_note_in_the_hover():
+    from app.plots import COLORS, sweep_figure
+
+    note = "ONNX Runtime could not run FP8 (no kernel); the other configurations are unaffected."
+    df = pd.DataFrame({"config": ["minmax", "percentile 99.9", "entropy", "minmax fp8"], "snr_db": [11.7, 21.3, math.inf, None],
+                       "latency_ms": [0.8, 0.9, 1.2, None], "note": ["", "", "", note], "best": [False, True, False, False]})
+    fig = sweep_figure(df)
+    bars, latency, missing = fig.data
+    assert list(bars.y) == list(df["config"]) and fig.layout.yaxis.autorange == "reversed"  # the sweep's order, top down
+    assert list(bars.x[:3]) == [11.7, 21.3, SNR_DISPLAY_CAP] and math.isnan(bars.x[3])  # exact drawn at the cap
+    assert list(bars.text) == ["11.70 dB", "best: 21.30 dB", "exact", ""]
+    assert list(bars.marker.color) == [COLORS["int8"], COLORS["best"], COLORS["int8"], COLORS["int8"]]
+    assert list(latency.x[:3]) == [0.8, 0.9, 1.2] and latency.marker.color[1] == COLORS["best"]
+    assert (missing.name, list(missing.y), list(missing.x), list(missing.text)) == ("no result", ["minmax fp8"], [0.0], [note])
+    # another metric: its own axis title, starting below the lowest value (fractions near 1 are not all bars at full length)
+    cos = sweep_figure(df.assign(cosine=[0.96, 0.99, 1.0, None]), "cosine")
+    assert cos.layout.annotations[0].text.startswith("final-output cosine")
+    assert cos.layout.xaxis.range[0] == pytest.approx(0.96 - 0.2 * 0.04) and cos.layout.xaxis.range[1] == 1.0
+    assert len(sweep_figure(df.assign(latency_ms=None)).data) == 2  # nothing timed: no latency panel
+
+
+def test_sweep_table_stars_one_best_blanks_what_a_configuration_lacks_and_keeps_its_note():
+    from app import sweeps
+
+    result = sweep_rows(
+        {"calibration": "minmax", "snr_db": 11.7, "cosine": 0.96, "outputs_snr_db": 11.7, "quantized_nodes": 10, "culprit": "c"},
+        {"calibration": "percentile", "percentile": 99.9, "snr_db": 21.3, "cosine": 0.99, "outputs_snr_db": 21.3,
+         "quantized_nodes": 10, "culprit": "c", "best": True, "latency_ms": 0.9},
+        {"calibration": "minmax", "precision": "fp8", "note": "FP8 cannot run here."})
+    table = sweeps.table_frame(result)
+    assert table["best"].fillna("").tolist() == ["", sweeps.BEST, ""]
+    assert list(table["calibration"]) == ["MinMax", "Percentile", "MinMax"]
+    assert table["percentile"].iloc[1] == 99.9 and table["percentile"].isna().tolist() == [True, False, True]
+    assert list(table["precision"]) == ["INT8", "INT8", "FP8"] and table["op_types"].iloc[0] == "Conv, ConvTranspose, Gemm, MatMul"
+    assert table[["snr_db", "quantized_nodes", "culprit"]].iloc[2].isna().all()  # blank in the table, never 0
+    assert table["note"].fillna("").tolist() == ["", "", "FP8 cannot run here."]
+    assert set(sweeps.column_config(__import__("streamlit").column_config, "snr_db")) <= set(table.columns)
+    assert sweeps.best_sentence(result) == ("Best by final-output SNR: percentile 99.9 / Conv+ConvTranspose+Gemm+MatMul / int8 "
+                                            "(final-output SNR 21.30 dB; its culprit c).")
+    assert sweeps.best_sentence(sweep_rows({"calibration": "minmax", "note": "no numbers"})) is None
+
+
+def test_a_sweep_plan_is_checked_before_anything_runs_each_refusal_naming_its_control():
+    from app import sweeps
+
+    four = tuple(engine.TRT_INT8_OP_TYPES)
+    sets = sweeps.op_type_sets(["Relu", "Conv", "Add", "Gemm"])
+    assert list(sets.values()) == [four, four + ("Add",), four + ("Relu",), four + ("Add", "Relu")]
+    assert list(sweeps.op_type_sets(["Conv", "Relu"]).values()) == [four, four + ("Relu",)]  # one other: no "all" set
+    plan = sweeps.plan_sweep(["minmax", "percentile"], "99.9, 99.999; 99.9", [four, four + ("Add",)], ["int8", "fp8"], "snr_db",
+                             has_labels=False)
+    assert plan.percentiles == (99.9, 99.999) and plan.size == 3 * 2 * 2
+    assert sweeps.plan_sweep(["entropy"], "not read", [four], ["int8"], "cosine", False).percentiles == ()
+
+    def refused(*args):
+        with pytest.raises(engine.ConfigError) as err:
+            sweeps.plan_sweep(*args)
+        return str(err.value), err.value.option
+
+    assert refused([], "", [four], ["int8"], "snr_db", True) == ("Choose at least one calibration method to sweep.", "methods")
+    assert refused(["minmax"], "", [], ["int8"], "snr_db", True) == ("Choose at least one set of op types to sweep.", "op_types")
+    assert refused(["minmax"], "", [four], [], "snr_db", True) == ("Choose at least one precision to sweep (INT8, FP8).", "precisions")
+    assert refused(["percentile"], "99.9, abc", [four], ["int8"], "snr_db", True) == (
+        "The percentiles '99.9, abc' are not comma-separated numbers, e.g. 99.9, 99.999.", "percentiles")
+    assert refused(["percentile"], " ", [four], ["int8"], "snr_db", True)[1] == "percentiles"
+    assert refused(["percentile"], "80", [four], ["int8"], "snr_db", True) == (
+        "The percentile 80 is outside 90 to 100 (the Compare page's range); use e.g. 99.999.", "percentiles")
+    assert refused(["minmax"], "", [four], ["int8"], "accuracy", False)[1] == "select"  # accuracy needs labels
+
+
+def test_an_opened_configuration_sets_the_compare_pages_controls():
+    from app.sweeps import compare_settings
+
+    config = engine.QuantConfig(calibration=engine.CalibrationMethod.PERCENTILE, percentile=99.9, op_types=("Conv", "Add"),
+                                precision=engine.Precision.FP8)
+    assert compare_settings(config, 25, "cpu") == {"cmp_method": "percentile", "cmp_percentile": 99.9, "cmp_ops": ["Conv", "Add"],
+                                                   "cmp_precision": "fp8", "cmp_batch": 25, "cmp_provider": "cpu"}

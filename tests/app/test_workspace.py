@@ -15,6 +15,7 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from app import state
+from app.inputs import Inputs
 from app.workspace import UNKNOWN_LINK
 from engine.run_index import RunIndex
 from tests.app.test_pages import APP, click
@@ -129,8 +130,8 @@ def test_a_reopened_workspace_starts_on_the_uploads_its_last_comparison_used(run
     model = save_upload(upload_set, "model", "my model.onnx", (samples / "resnet_digits.onnx").read_bytes())
     calib = save_upload(upload_set, "calib", "calib.npz", (samples / "digits_calib.npz").read_bytes())
     a.session_state[state.LOAD_SOURCE] = "Upload"
-    a.session_state[state.INPUTS] = {"name": "my model.onnx", "model": str(model), "calib": str(calib), "data": None,
-                                     "labels": None, "images": None, "sample": False}
+    a.session_state[state.INPUTS] = Inputs("my model.onnx", str(model), str(calib), uploaded_as=(("model", "my model.onnx"),
+                                                                                                  ("calib", "calib.npz")))
     a.switch_page("views/compare.py").run()
     click(a, "Run comparison")
     assert a.session_state[state.RESULT].summary.model == "my model.onnx"
@@ -140,7 +141,7 @@ def test_a_reopened_workspace_starts_on_the_uploads_its_last_comparison_used(run
     assert back.session_state[state.INPUTS] == a.session_state[state.INPUTS]
     assert back.radio(key="load_source").value == "Upload" and back.subheader[0].value == "Model: my model.onnx"
     back.switch_page("views/compare.py").run()
-    assert back.caption[0].value == "Model: **my model.onnx**"  # the next comparison runs on the uploads, not the sample
+    assert back.caption[0].value == "Model: **my model.onnx** (uploaded)"  # the next comparison runs on the uploads, not the sample
 
 
 def test_an_unreadable_run_index_is_one_sentence_in_the_app(runs_root):
@@ -198,12 +199,37 @@ def test_a_bad_upload_keeps_the_files_already_in_use(runs_root):
     assert a.error[0].value == ("'broken.onnx' is not a valid ONNX model (the file could not be parsed: DecodeError); "
                                   "check that it is a complete .onnx file, exported again if needed.")
     assert a.session_state[state.INPUTS] == good  # still the earlier files, and they are unchanged on disk
-    assert Path(good["model"]).read_bytes() == good_model
+    assert Path(good.model).read_bytes() == good_model
     uploads = runs_root / a.session_state[state.WORKSPACE] / "uploads"
-    assert [p.name for p in uploads.iterdir()] == [Path(good["model"]).parent.name]  # the failed set is gone
+    assert [p.name for p in uploads.iterdir()] == [Path(good.model).parent.name]  # the failed set is gone
+    # the page says plainly which inputs are still in use, and offers no "next step" on the refused files
+    assert a.subheader[0].value == "Model: mine.onnx"
+    assert a.warning[0].value == "In use, unchanged: mine.onnx (uploaded). The files you tried were not applied (see the error above)."
+    assert not [link for link in a.get("page_link") if "Next" in link.proto.label]
     a.switch_page("views/compare.py").run()
+    assert a.warning[0].value == "The last files you tried on the Load page were refused, so this still runs on mine.onnx."
     click(a, "Run comparison")
     assert a.session_state[state.RESULT].summary.model == "mine.onnx"
+
+
+def test_files_chosen_but_not_applied_are_never_replaced_by_the_sample(runs_root):
+    samples = ROOT / "sample_models"
+    a = session()
+    assert a.session_state[state.INPUTS].sample
+    a.radio(key="load_source").set_value("Upload").run()
+    a.switch_page("views/compare.py").run()  # Upload chosen, nothing applied: the sample does not run in its place
+    assert a.warning[0].value.startswith("The Load page is set to Upload but no files have been applied")
+    assert next(b for b in a.button if b.label == "Run comparison").disabled
+
+    a.switch_page("views/load.py").run()
+    a.file_uploader(key="up_model").set_value(("mine.onnx", (samples / "resnet_digits.onnx").read_bytes(), "application/octet-stream"))
+    a.run()
+    assert a.session_state[state.PENDING_UPLOAD] == {"model": "mine.onnx"}
+    assert any("Chosen but not applied yet: mine.onnx" in i.value for i in a.info)
+    a.switch_page("views/compare.py").run()
+    assert a.warning[0].value.startswith("You chose mine.onnx on the Load page but did not click Use these files")
+    assert next(b for b in a.button if b.label == "Run comparison").disabled
+    assert a.session_state[state.INPUTS].sample and state.RESULT not in a.session_state
 
 
 def test_a_full_disk_while_saving_uploads_is_one_sentence_and_keeps_the_files_in_use(runs_root, monkeypatch):
@@ -236,6 +262,6 @@ def test_a_full_disk_while_saving_uploads_is_one_sentence_and_keeps_the_files_in
     assert not a.exception
     assert [e.value for e in a.error] == [engine.unexpected_error_sentence(OSError(errno.ENOSPC, "No space left on device"))]
     assert "disk holding the run folders is full" in a.error[0].value
-    assert a.session_state[state.INPUTS] == good and Path(good["model"]).is_file()
+    assert a.session_state[state.INPUTS] == good and Path(good.model).is_file()
     uploads = runs_root / a.session_state[state.WORKSPACE] / "uploads"
-    assert [p.name for p in uploads.iterdir()] == [Path(good["model"]).parent.name]  # the half-written set is gone
+    assert [p.name for p in uploads.iterdir()] == [Path(good.model).parent.name]  # the half-written set is gone

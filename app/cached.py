@@ -1,0 +1,78 @@
+"""Engine reads the pages repeat on every rerun, cached (st.cache_data) by file identity: path, size and mtime, so a
+changed file is read again and an unchanged one never is."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+import engine
+from engine import QuantizedReader, quantized_readers, run_neighbourhood
+
+__all__ = ["ModelFacts", "model_facts", "readers", "neighbourhood", "tensor_view", "report", "stamp"]
+
+
+def stamp(path: str | os.PathLike) -> tuple[str, int, int]:
+    """What identifies a file's content for a cache: its path, size and modification time."""
+    st_ = Path(path).stat()
+    return str(path), st_.st_size, st_.st_mtime_ns
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    info: engine.ModelInfo
+    quantizable: tuple[str, ...]  # nodes of the default INT8 op types, named as in the file ('#index Op' if unnamed)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _model_facts(key: tuple) -> ModelFacts:
+    proto = engine.load_model(key[0])
+    names = tuple(n.name or f"#{i} {n.op_type}" for i, n in enumerate(proto.graph.node) if n.op_type in engine.TRT_INT8_OP_TYPES)
+    return ModelFacts(engine.model_info(proto), names)
+
+
+def model_facts(path: str) -> ModelFacts:
+    """Parses and checks a model once per file version (raises engine errors, which are not cached)."""
+    return _model_facts(stamp(path))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _readers(key: tuple, run_dir: str) -> tuple[QuantizedReader, ...]:
+    return quantized_readers(run_dir, Path(key[0]).parent)
+
+
+def readers(result: engine.ComparisonResult) -> tuple[QuantizedReader, ...]:
+    return _readers(stamp(result.files / "candidate.onnx"), str(result.run_dir))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _neighbourhood(key: tuple, run_dir: str, _layers: pd.DataFrame, node: str, hops: int) -> engine.Neighbourhood:
+    return run_neighbourhood(run_dir, _layers, node, hops, Path(key[0]).parent)
+
+
+def neighbourhood(result: engine.ComparisonResult, node: str, hops: int) -> engine.Neighbourhood:
+    return _neighbourhood(stamp(result.files / "candidate.onnx"), str(result.run_dir), result.layers, node, hops)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _tensor_view(key: tuple, run_dir: str, node: str) -> engine.TensorView:
+    return engine.tensor_view(run_dir, node)
+
+
+def tensor_view(result: engine.ComparisonResult, node: str) -> engine.TensorView:
+    """The run folder's current build (tensor_view reads its candidate.onnx and config.json)."""
+    return _tensor_view(stamp(Path(result.run_dir) / "candidate.onnx"), str(result.run_dir), node)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _report(key: tuple, _build) -> str:
+    return _build()
+
+
+def report(key: tuple, build) -> str:
+    """The HTML report, built once per (result version, before version, command)."""
+    return _report(key, build)

@@ -1,0 +1,124 @@
+"""The Layers page's fallback table, pure: one row per node in the engine's ranking order, its columns from
+engine.METRICS, and how the table's checkbox edits become the set of ticked nodes.
+
+Only fallback candidates can be ticked: the nodes of the quantized op types that read a quantized tensor, plus the
+nodes the current build already keeps in fallback (so they can be unticked). A tick on any other node is refused with
+one sentence: falling it back would change nothing."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import pandas as pd
+
+import engine
+from app.plots import NOISE_FLOOR_DB
+
+__all__ = ["TICK", "INSPECT", "candidates", "node_rows", "filter_rows", "table_frame", "column_config", "apply_edits",
+           "refusal", "printf"]
+
+TICK = "fallback"
+INSPECT = "inspect"
+
+
+def candidates(result: engine.ComparisonResult) -> set[str]:
+    """Nodes whose fallback changes something: quantized ones, and those the current build keeps in fallback."""
+    layers = result.layers
+    return set(layers.loc[layers["quantized"].astype(bool), "node"]) | set(result.summary.fallback)
+
+
+def node_rows(result: engine.ComparisonResult, show_all: bool) -> pd.DataFrame:
+    """Each node's worst output tensor; ranked candidates first in the engine's order, then nodes already in fallback,
+    then (with show_all) every other node in graph order."""
+    layers = result.layers
+    per_node = layers.sort_values(["snr_db", "order"], na_position="last").drop_duplicates("node").sort_values("order")
+    cands = candidates(result)
+    rank = pd.to_numeric(per_node["rank"], errors="coerce") if "rank" in per_node else pd.Series(math.nan, index=per_node.index)
+    is_cand = per_node["node"].isin(cands)
+    ranked = per_node[is_cand & rank.notna()].assign(_r=rank).sort_values(["_r", "order"]).drop(columns="_r")
+    held = per_node[is_cand & rank.isna()]
+    parts = [ranked, held] + ([per_node[~is_cand]] if show_all else [])
+    return pd.concat(parts).reset_index(drop=True)
+
+
+def filter_rows(rows: pd.DataFrame, ops: list[str], text: str) -> pd.DataFrame:
+    """By op type, and by a name that matches the node or where it came from in the user's file."""
+    out = rows
+    if ops:
+        out = out[out["op_type"].isin(ops)]
+    if text:
+        hay = out["node"].astype(str) + "\n" + out.get("original", pd.Series("", index=out.index)).fillna("").astype(str)
+        out = out[hay.str.contains(text, case=False, regex=False)]
+    return out.reset_index(drop=True)
+
+
+def table_frame(rows: pd.DataFrame, ticks: set[str] | frozenset[str], cands: set[str]) -> pd.DataFrame:
+    """What the table shows: the tick (None where a node cannot be ticked), an inspect button, the ranking, the names,
+    then every metric of engine.METRICS; 'no noise measurable' (the engine's floor) shows as blank, not -120."""
+    frame = pd.DataFrame({
+        TICK: [(n in ticks) if n in cands else None for n in rows["node"]],
+        INSPECT: "inspect",
+        "rank": rows["rank"] if "rank" in rows else pd.NA,
+        "node": rows["node"],
+        "original": rows["original"] if "original" in rows else "",
+        "op_type": rows["op_type"],
+        "alone_snr_db": rows["alone_snr_db"] if "alone_snr_db" in rows else math.nan,
+    })
+    for m in engine.METRICS:
+        if m.column in rows:
+            frame[m.column] = rows[m.column].astype(float)
+    frame["introduced_db"] = rows["introduced_db"].astype(float).where(rows["introduced_db"] > NOISE_FLOOR_DB)
+    frame["tensor"] = rows["tensor"]
+    return frame
+
+
+def printf(fmt: str) -> str:
+    """A Python format spec ('.6f', '.4g') as the printf format Streamlit's number columns take."""
+    return "%" + fmt
+
+
+def column_config(st_column_config, precision: str) -> dict:
+    """Column labels and formats; `st_column_config` is streamlit.column_config (kept out of this pure module)."""
+    cc = st_column_config
+    config = {
+        TICK: cc.CheckboxColumn(f"keep {precision}", width=90,
+                                help=f"Tick to keep this node out of INT8 ({precision}) on the next rebuild; only fallback "
+                                     "candidates can be ticked."),
+        "rank": cc.NumberColumn("rank", format="%d", width=60,
+                                help="The engine's culprit ranking: 1 hurts the final outputs most when it alone is INT8."),
+        "node": cc.TextColumn("node", help="The node's name in the graph QuantScope compared (after pre-processing)."),
+        "original": cc.TextColumn("from your file", help="The node(s) of your file it came from: their names, or '#index Op' "
+                                                         "where your file has no name. Search finds these names too."),
+        "op_type": cc.TextColumn("op", width="small"),
+        "alone_snr_db": cc.NumberColumn("outputs SNR, only it INT8 (dB)", format="%.2f",
+                                        help="The ranking's measure: final-output SNR with only this node in INT8 (lower is worse)."),
+        "introduced_db": cc.NumberColumn("noise it adds (dB)", format="%.1f",
+                                         help="Noise this node adds relative to its output's signal; blank: none measurable."),
+        "tensor": cc.TextColumn("output tensor"),
+    }
+    for m in engine.METRICS:
+        config[m.column] = cc.NumberColumn(m.label, format=printf(m.fmt), help=m.help)
+    return config
+
+
+def apply_edits(base: frozenset[str], nodes: list[str], edited_rows: Mapping, cands: set[str]) -> tuple[set[str], list[str]]:
+    """The ticks after the table's edits (relative to the ticks it was created with), and the nodes it refused."""
+    ticks, refused = set(base), []
+    for row, change in edited_rows.items():
+        if TICK not in change:
+            continue
+        node = nodes[int(row)]
+        if node not in cands:
+            refused.append(node)
+        elif change[TICK]:
+            ticks.add(node)
+        else:
+            ticks.discard(node)
+    return ticks, refused
+
+
+def refusal(node: str, op_type: str, op_types: tuple[str, ...]) -> str:
+    """The one sentence for a tick on a node that is not a fallback candidate (the CLI's --fallback says the same)."""
+    return (f"The node '{node}' ({op_type}) is not quantized, so falling it back would change nothing; pick a "
+            f"{'/'.join(op_types)} node from the ranking.")

@@ -1,0 +1,93 @@
+"""Pieces several pages show: the inputs a job would run on (Compare, Sweep), and for a result the equivalent CLI
+command (Compare, Rebuild)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+import engine
+from app import state
+from app.command import cli_command
+from app.inputs import Inputs
+from app.samples import default_name, sample_inputs
+
+__all__ = ["inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes"]
+
+
+def inputs_in_use() -> tuple[Inputs | None, str | None]:
+    """The inputs a job of this page runs on (the bundled sample unless the Load page is set to Upload), shown in a
+    caption, and why it cannot run on them now (None if it can), shown as a warning with a link to Load."""
+    ss = st.session_state
+    inputs: Inputs | None = ss.get(state.INPUTS)
+    upload_mode = ss.get(state.LOAD_SOURCE) == "Upload"
+    if inputs is None and not upload_mode:
+        inputs = ss[state.INPUTS] = sample_inputs(default_name())
+    blocked = None
+    if ss.get(state.PENDING_UPLOAD):
+        blocked = (f"You chose {', '.join(ss[state.PENDING_UPLOAD].values())} on the Load page but did not click Use these "
+                   "files, so they are not checked or used yet. Apply them on the Load page (or remove them there) first.")
+    elif upload_mode and (inputs is None or inputs.sample):
+        blocked = ("The Load page is set to Upload but no files have been applied, so there is nothing of yours to compare; "
+                   "apply files there, or switch Source to Bundled sample.")
+    if inputs is not None:
+        st.caption(f"Model: **{inputs.name}** ({'bundled sample' if inputs.sample else 'uploaded'})")
+        if ss.get(state.LOAD_FAILED) and not blocked:
+            st.warning(f"The last files you tried on the Load page were refused, so this still runs on {inputs.name}.")
+    if blocked:
+        st.warning(blocked)
+        st.page_link("views/load.py", label="Go to Load", icon=":material/upload_file:")
+    return inputs, blocked
+
+
+def amplifier_notes(result: engine.ComparisonResult, limit: int = 3) -> list[str]:
+    """The engine's amplifier sentences, each with where its node came from in the user's file."""
+    layers = result.layers
+    origin = dict(zip(layers["node"], layers["original"].fillna(""))) if "original" in layers else {}
+    notes = []
+    for a in result.summary.amplifiers[:limit]:
+        mine = origin.get(a.node, "")
+        notes.append(a.sentence + (f" ({a.node} is part of {mine} in your file)" if mine and mine != a.node else ""))
+    return notes
+
+
+def run_config(result: engine.ComparisonResult) -> engine.RunConfig:
+    """The run's settings as of this result (an earlier build of the folder keeps its own quantization settings)."""
+    cfg = engine.RunFolder(result.run_dir).read_config()
+    return dataclasses.replace(cfg, quant=result.summary.config, batch_size=result.summary.batch_size)
+
+
+def run_inputs(result: engine.ComparisonResult) -> Inputs | None:
+    """The files this result's run compared, if this session knows them."""
+    known = st.session_state.get(state.RUN_INPUTS, {}).get(str(result.run_dir))
+    if known is not None:
+        return known
+    current: Inputs | None = st.session_state.get(state.INPUTS)
+    return current if current is not None and current.name == result.summary.model else None
+
+
+def command_for(result: engine.ComparisonResult) -> str:
+    try:
+        return cli_command(run_config(result), run_inputs(result))
+    except engine.QuantScopeError:
+        return cli_command(engine.RunConfig(model=result.summary.model, batch_size=result.summary.batch_size,
+                                            requested_provider="auto", provider="cpu", backend=result.summary.backend,
+                                            quant=result.summary.config, samples=result.summary.samples, calibration_samples=0,
+                                            has_labels=False, cache_bytes=0, memory_bytes=0), None)
+
+
+def command_expander(result: engine.ComparisonResult, expanded: bool = False) -> str:
+    command = command_for(result)
+    inputs = run_inputs(result)
+    with st.expander("The same run from the command line", expanded=expanded):
+        st.code(command, language="bash")
+        if inputs is None:
+            st.caption("This session does not know which files this run compared: put your model and data where the "
+                       "placeholders are.")
+        elif inputs.sample:
+            st.caption("Run it from the QuantScope checkout: the paths are the bundled sample's.")
+        else:
+            st.caption("The paths are the names of the files you uploaded (the server keeps its own copies under its runs "
+                       "folder): run it in the folder that holds them.")
+    return command
