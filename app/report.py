@@ -76,7 +76,7 @@ def _culprits(summary: engine.Summary, layers: pd.DataFrame) -> str:
                      _e("none" if c.introduced_db <= -120 else f"{c.introduced_db:.1f}")])
     more = f"<p>{len(summary.culprits) - MAX_CULPRITS} more in summary.json.</p>" if len(summary.culprits) > MAX_CULPRITS else ""
     how = (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {summary.ranking.samples} samples "
-           "(lower is worse)." if summary.ranking.method == "measured harm" else "Ranked by the noise each node adds.")
+           f"(lower is worse; probes: {summary.ranking.plan or 'one stage'})." if summary.ranking.method == "measured harm" else "Ranked by the noise each node adds.")
     return (f"<p>{_e(how)}</p>" + _table(["rank", "node", "from your file", "op", "outputs SNR (dB), only it INT8",
                                           "its output's SNR (dB)", "noise it adds (dB)"], rows) + more)
 

@@ -121,24 +121,25 @@ class Amplifier:
 @dataclass(frozen=True)
 class RankingInfo:
     method: str  # "measured harm" or "introduced noise" (when probes were skipped or impossible)
-    samples: int  # the screening subset the probes ran on
+    samples: int  # the samples the top of the ranking was measured on (at most the screening subset)
     probes: int
     all_int8_snr_db: float  # the final outputs on that subset with every unit in INT8
     reused: bool = False  # taken from the run's earlier ranking (same quantization but for the fallback set)
     view: str = ""  # "alone" or "gain": which isolated view orders the list (its top three recovered more)
     top_set_gain_db: dict[str, float] = field(default_factory=dict)  # per view: its top three fallen back together
+    plan: str = ""  # the probe stages within the ranking's budget, e.g. "every unit on 4 samples, the 5 strongest ..."
 
     def to_dict(self) -> dict:
         return {"method": self.method, "samples": self.samples, "probes": self.probes,
                 "all_int8_snr_db": json_number(self.all_int8_snr_db), "reused": self.reused, "view": self.view,
-                "top_set_gain_db": {k: json_number(v) for k, v in self.top_set_gain_db.items()}}
+                "top_set_gain_db": {k: json_number(v) for k, v in self.top_set_gain_db.items()}, "plan": self.plan}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RankingInfo:
         d = d or {}
         return cls(d.get("method", "introduced noise"), int(d.get("samples", 0)), int(d.get("probes", 0)),
                    read_number(d.get("all_int8_snr_db")), bool(d.get("reused", False)), d.get("view", ""),
-                   {k: read_number(v) for k, v in (d.get("top_set_gain_db") or {}).items()})
+                   {k: read_number(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""))
 
 
 @dataclass(frozen=True)

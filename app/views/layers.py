@@ -92,7 +92,7 @@ if len(picked) > 1 or tickable:
 
 st.subheader("Fallback")
 how = (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {summary.ranking.samples} samples"
-       if summary.ranking.method == "measured harm" else "Ranked by the noise each node adds (harm was not measured)")
+       f" (probes: {summary.ranking.plan or 'one stage'})" if summary.ranking.method == "measured harm" else "Ranked by the noise each node adds (harm was not measured)")
 st.caption(f"{how}. Only fallback candidates (nodes INT8 quantizes) can be ticked.")
 c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
 k = c1.number_input("Top-k culprits", min_value=1, max_value=max(1, len(summary.culprits)), value=1, key="topk")

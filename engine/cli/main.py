@@ -153,7 +153,8 @@ def _report(result, out=None) -> None:
     print(s.headline, file=out)
     if s.culprits:
         measured = s.ranking.method == "measured harm"
-        how = (f"ordered by the {s.ranking.view} view, on {s.ranking.samples} samples" if measured else "introduced noise, dB")
+        how = (f"ordered by the {s.ranking.view} view; {s.ranking.plan or f'on {s.ranking.samples} samples'}" if measured
+               else "introduced noise, dB")
         print(f"culprit ranking ({s.ranking.method}; {how}):", file=out)
         for c in s.culprits[:5]:
             detail = (f"final outputs {_fmt(c.alone_snr_db)} dB with only it in INT8, {c.gain_db:+.2f} dB with only it in fallback"

@@ -10,9 +10,12 @@ unit's noise alone already costs nearly everything and only the gain view tells 
 measures both, tries the top three of each as one fallback set, and orders the list by the view whose top three
 recover more: what "Tick the top-k culprits" gets a user is then the better of the two.
 
-Two stages keep it interactive: every unit on the first FIRST_STAGE_SAMPLES samples, then the strongest
-max(REFINED_UNITS, N/10) of each view again on the whole screening subset, which orders the top of the list; the rest
-keep their first-stage order (deep in the list, where units barely matter, order is noise anyway)."""
+A budget keeps it interactive: the ranking may spend `budget_passes` probe passes of one sample each (rank_run gives
+it RANK_PASSES_PER_SAMPLE per sample the compare evaluated, about what the compare itself costs). plan_stages picks the
+most thorough plan that fits: every unit on the whole screening subset where that is affordable, otherwise two stages,
+every unit on a few samples, then the strongest k of each view again on more samples, which orders the top of the list;
+the rest keep their first-stage order (deep in the list, where units barely matter, order is noise anyway). The plan
+depends only on the unit count, the subset and the budget, so a ranking is reproducible."""
 
 from __future__ import annotations
 
@@ -25,12 +28,60 @@ import pandas as pd
 from engine.diagnose.probes import ProbeMetrics, ProbePool, ProbeRequest
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 
-__all__ = ["UnitHarm", "HarmRanking", "rank_units", "HARM_COLUMNS", "FIRST_STAGE_SAMPLES", "REFINED_UNITS", "TOP_SET"]
+__all__ = ["UnitHarm", "HarmRanking", "RankPlan", "plan_stages", "rank_units", "HARM_COLUMNS", "RANK_PASSES_PER_SAMPLE",
+           "TOP_SET"]
 
 HARM_COLUMNS = ("rank", "unit", "nodes", "op_types", "alone_snr_db", "gain_db", "samples")
-FIRST_STAGE_SAMPLES = 8
-REFINED_UNITS = 5
+RANK_PASSES_PER_SAMPLE = 10  # probe passes per evaluated sample: the ranking costs about what the compare does
+FIRST_STAGE_SAMPLES = (8, 4, 2, 1)  # tried in this order, most thorough first
+MIN_REFINED = 3  # the shortlist of each view never shrinks below the top set it decides
 TOP_SET = 3  # the set both views are tried with ("Tick the top-k culprits" defaults to the top three)
+
+
+@dataclass(frozen=True)
+class RankPlan:
+    """first_samples: every unit is measured on that many samples; refined: the strongest `refined` units of each view
+    are measured again on `refined_samples` (0: no second stage); final_samples: the subset the top sets are tried on."""
+
+    first_samples: int
+    refined: int
+    refined_samples: int
+    final_samples: int
+
+    def passes(self, n_units: int) -> int:
+        """Probe passes of one sample each, the shortlist counted at its largest (both views disjoint)."""
+        return (2 * n_units + 1) * self.first_samples + (4 * self.refined + 1) * self.refined_samples + 2 * self.final_samples
+
+    def describe(self, n_units: int) -> str:
+        if not self.refined:
+            return f"every unit on {self.first_samples} samples"
+        return f"every unit on {self.first_samples} samples, the {self.refined} strongest of each view on {self.refined_samples}"
+
+
+def plan_stages(n_units: int, screen: int, budget_passes: float | None = None) -> RankPlan:
+    """The most thorough plan within the budget (None: unbounded): one stage on the whole subset where that is within
+    budget and no dearer than the default two stages; otherwise the first fitting two-stage plan, trying larger first
+    stages, then larger refinement subsets, then longer shortlists; at the least, every unit on one sample and its
+    top sets on as many samples as the budget leaves."""
+    single = RankPlan(screen, 0, 0, screen)
+    refine = max(5, n_units // 10)
+    default = RankPlan(min(FIRST_STAGE_SAMPLES[0], screen), refine, screen, screen)
+    if single.passes(n_units) <= default.passes(n_units) or screen <= FIRST_STAGE_SAMPLES[0]:
+        if budget_passes is None or single.passes(n_units) <= budget_passes:
+            return single
+    elif budget_passes is None or default.passes(n_units) <= budget_passes:
+        return default
+    assert budget_passes is not None
+    for s1 in (s for s in FIRST_STAGE_SAMPLES if s < screen):
+        s2 = screen
+        while s2 >= 2 * s1:
+            for k in range(min(refine, n_units), MIN_REFINED - 1, -1):
+                plan = RankPlan(s1, k, s2, s2)
+                if plan.passes(n_units) <= budget_passes:
+                    return plan
+            s2 //= 2
+    left = budget_passes - (2 * n_units + 1)
+    return RankPlan(1, 0, 0, int(max(1, min(screen, left // 2))))
 
 
 @dataclass(frozen=True)
@@ -49,12 +100,13 @@ class UnitHarm:
 @dataclass(frozen=True)
 class HarmRanking:
     units: tuple[UnitHarm, ...]  # most harmful first
-    all_int8_snr_db: float  # the same outputs with every unit in INT8, on the screening subset
-    samples: int  # the screening subset the probes ran on
+    all_int8_snr_db: float  # the same outputs with every unit in INT8, on `samples`
+    samples: int  # the samples the top of the list and the top sets were measured on (at most the screening subset)
     probes: int
     seconds: float
     view: str = "alone"  # the view that orders the list: "alone" or "gain"
     top_set_gain_db: dict[str, float] | None = None  # per view: what falling back its top three together gains
+    plan: str = ""  # the stages the probes ran in (see plan_stages)
 
     def to_frame(self) -> pd.DataFrame:
         rows = [{"rank": i + 1, "unit": u.name, "nodes": " ".join(u.nodes), "op_types": " ".join(u.op_types),
@@ -65,7 +117,7 @@ class HarmRanking:
         return next((i + 1 for i, u in enumerate(self.units) if node in u.nodes), None)
 
     def to_dict(self) -> dict:
-        return {"samples": self.samples, "probes": self.probes, "seconds": round(self.seconds, 4), "view": self.view,
+        return {"samples": self.samples, "probes": self.probes, "seconds": round(self.seconds, 4), "view": self.view, "plan": self.plan,
                 "all_int8_snr_db": _num(self.all_int8_snr_db),
                 "top_set_gain_db": {k: _num(v) for k, v in (self.top_set_gain_db or {}).items()},
                 "units": [{"nodes": list(u.nodes), "op_types": list(u.op_types), "alone_snr_db": _num(u.alone_snr_db),
@@ -76,7 +128,7 @@ class HarmRanking:
         units = tuple(UnitHarm(tuple(u["nodes"]), tuple(u["op_types"]), float(u["alone_snr_db"]), float(u.get("gain_db", "nan")),
                                int(u["samples"])) for u in d["units"])
         return cls(units, float(d["all_int8_snr_db"]), int(d["samples"]), int(d["probes"]), float(d["seconds"]),
-                   d.get("view", "alone"), {k: float(v) for k, v in (d.get("top_set_gain_db") or {}).items()})
+                   d.get("view", "alone"), {k: float(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""))
 
 
 def _num(x: float):
@@ -92,19 +144,22 @@ def _order(harms: list[UnitHarm], view: str) -> list[UnitHarm]:
 
 
 def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCallback = no_progress,
-               first_stage_samples: int = FIRST_STAGE_SAMPLES, refined_units: int = REFINED_UNITS) -> HarmRanking:
-    """`op_types`: node name -> op type. The pool's probe data is the screening subset; each stage's probes go to the
-    pool at once (in parallel where the pool has workers)."""
+               budget_passes: float | None = None) -> HarmRanking:
+    """`op_types`: node name -> op type. The pool's probe data is the screening subset; `budget_passes` bounds the probe
+    passes (of one sample each, see plan_stages; None: unbounded). Each stage's probes go to the pool at once (in
+    parallel where the pool has workers)."""
     t0 = time.perf_counter()
     probe = pool.probe
     units = list(probe.units)
     full = probe.data
-    refine = max(refined_units, len(units) // 10)
-    small = full.head(first_stage_samples)
-    # two stages only where they save work: N on the small set plus the shortlist (both views) on all < N on all
-    two_stage = len(units) * small.samples + min(2 * refine, len(units)) * full.samples < len(units) * full.samples
-    total = 2 * len(units) + 2 * (min(2 * refine, len(units)) if two_stage else 0) + (2 if two_stage else 1) + 2
+    plan = plan_stages(len(units), full.samples, budget_passes)
+    top_stage = plan.refined_samples if plan.refined else plan.first_samples
+    own_base = plan.final_samples != top_stage  # the top sets run on another subset than the stage that ordered the top
+    total = 2 * len(units) + 1 + (2 * min(2 * plan.refined, len(units)) + 1 if plan.refined else 0) + 2 + own_base
     done = 0
+
+    def at_most(samples: int) -> int | None:
+        return None if samples >= full.samples else samples
 
     def stage(requests: list[ProbeRequest], what: str) -> list[ProbeMetrics]:
         nonlocal done
@@ -118,29 +173,33 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
         done += len(requests)
         return out
 
-    def both_views(todo: list, samples: int | None, what: str) -> tuple[list[UnitHarm], float]:
-        requests = [ProbeRequest(samples=samples)]
+    def both_views(todo: list, samples: int, what: str) -> tuple[list[UnitHarm], float]:
+        requests = [ProbeRequest(samples=at_most(samples))]
         for u in todo:
-            requests += [ProbeRequest(only=tuple(u), samples=samples), ProbeRequest(fallback=frozenset(u), samples=samples)]
+            requests += [ProbeRequest(only=tuple(u), samples=at_most(samples)), ProbeRequest(fallback=frozenset(u), samples=at_most(samples))]
         res = stage(requests, what)
         base = res[0].outputs_snr_db
-        n = full.samples if samples is None else min(samples, full.samples)
+        n = full.head(samples).samples
         return [UnitHarm(tuple(u), tuple(op_types.get(x, "?") for x in u), res[1 + 2 * i].outputs_snr_db,
                          res[2 + 2 * i].outputs_snr_db - base, n) for i, u in enumerate(todo)], base
 
-    if two_stage:
-        rough, _ = both_views(units, small.samples, f"every unit on {small.samples} samples")
-        shortlist = [h.nodes for view in ("alone", "gain") for h in _order(rough, view)[:refine]]
-        shortlist = list(dict.fromkeys(shortlist))
-        refined_list, base_full = both_views(shortlist, None, f"the {len(shortlist)} strongest on {full.samples} samples")
+    first, base = both_views(units, plan.first_samples, f"every unit on {full.head(plan.first_samples).samples} samples")
+    ordered = {view: _order(first, view) for view in ("alone", "gain")}
+    if plan.refined:
+        shortlist = list(dict.fromkeys(h.nodes for view in ("alone", "gain") for h in ordered[view][:plan.refined]))
+        total -= 2 * (min(2 * plan.refined, len(units)) - len(shortlist))  # both views' shortlists overlap: fewer probes
+        refined_list, base = both_views(shortlist, plan.refined_samples,
+                                        f"the {len(shortlist)} strongest on {full.head(plan.refined_samples).samples} samples")
         refined = {h.nodes: h for h in refined_list}
-        rest = [h for h in rough if h.nodes not in refined]
+        rest = [h for h in first if h.nodes not in refined]
         ordered = {view: _order(list(refined.values()), view) + _order(rest, view) for view in ("alone", "gain")}
-    else:
-        measured, base_full = both_views(units, None, f"every unit on {full.samples} samples")
-        ordered = {view: _order(measured, view) for view in ("alone", "gain")}
     sets = {view: frozenset(n for h in ordered[view][:TOP_SET] for n in h.nodes) for view in ("alone", "gain")}
-    res = stage([ProbeRequest(fallback=sets["alone"]), ProbeRequest(fallback=sets["gain"])], f"each view's top {TOP_SET} together")
-    top_gain = {"alone": res[0].outputs_snr_db - base_full, "gain": res[1].outputs_snr_db - base_full}
+    final = at_most(plan.final_samples)
+    requests = [ProbeRequest(fallback=sets["alone"], samples=final), ProbeRequest(fallback=sets["gain"], samples=final)]
+    res = stage(([ProbeRequest(samples=final)] if own_base else []) + requests, f"each view's top {TOP_SET} together")
+    if own_base:
+        base, res = res[0].outputs_snr_db, res[1:]
+    top_gain = {"alone": res[0].outputs_snr_db - base, "gain": res[1].outputs_snr_db - base}
     view = "gain" if top_gain["gain"] > top_gain["alone"] else "alone"
-    return HarmRanking(tuple(ordered[view]), base_full, full.samples, done, time.perf_counter() - t0, view, top_gain)
+    return HarmRanking(tuple(ordered[view]), base, full.head(plan.final_samples).samples, done, time.perf_counter() - t0, view,
+                       top_gain, plan.describe(len(units)))

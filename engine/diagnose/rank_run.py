@@ -11,7 +11,8 @@ import json
 import onnx
 
 from engine.backends.base import Backend
-from engine.diagnose.harm_ranking import HarmRanking, rank_units
+from engine.compare.reference_cache import ReferenceCache
+from engine.diagnose.harm_ranking import RANK_PASSES_PER_SAMPLE, HarmRanking, rank_units
 from engine.diagnose.probes import PoolFactory, local_pool
 from engine.diagnose.run_probe import probe_for_run
 from engine.diagnose.units import UnitMode
@@ -19,12 +20,20 @@ from engine.progress import ProgressCallback, no_progress
 from engine.run_config import RunConfig
 from engine.runs import RunFolder
 
-__all__ = ["rank_run", "ranking_key"]
+__all__ = ["rank_run", "ranking_key", "rank_budget"]
 
 
-def ranking_key(cfg: RunConfig, backend: Backend) -> dict:
+def ranking_key(cfg: RunConfig, backend: Backend, budget_passes: float | None) -> dict:
     quant = cfg.quant.with_fallback(()).to_dict()
-    return {"quant": quant, "screen_samples": cfg.screen_samples, "backend": backend.name, "samples": cfg.samples}
+    return {"quant": quant, "screen_samples": cfg.screen_samples, "backend": backend.name, "samples": cfg.samples,
+            "budget_passes": budget_passes}
+
+
+def rank_budget(run: RunFolder) -> float | None:
+    """Probe passes the ranking may spend: RANK_PASSES_PER_SAMPLE per sample the compare evaluated (None: unknown)."""
+    meta = ReferenceCache(run.cache_dir).meta
+    samples = meta.get("samples") if meta else None
+    return RANK_PASSES_PER_SAMPLE * int(samples) if samples else None
 
 
 def rank_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend: Backend,
@@ -33,7 +42,8 @@ def rank_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend
     `backend` must switch Q/DQ at run time (see select.probe_backend)."""
     if cfg.screen_samples <= 0:
         return None, False
-    key = ranking_key(cfg, backend)
+    budget = rank_budget(run)
+    key = ranking_key(cfg, backend, budget)
     if run.ranking.is_file():
         try:
             stored = json.loads(run.ranking.read_text())
@@ -46,6 +56,6 @@ def rank_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend
         return None, False
     ops = {n.name: n.op_type for n in reference.graph.node}
     with pools(probe) as pool:
-        ranking = rank_units(pool, ops, progress)
+        ranking = rank_units(pool, ops, progress, budget_passes=budget)
     run.write_json(run.ranking, {"key": key, "ranking": ranking.to_dict()})
     return ranking, False

@@ -1,0 +1,42 @@
+"""The ranking's probe plan: the most thorough plan within its budget, chosen from the unit count, the screening subset
+and the budget alone (so a ranking is reproducible), and never dearer than the budget where the budget allows a plan."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.diagnose.harm_ranking import RankPlan, plan_stages
+
+
+def test_unbounded_small_models_measure_every_unit_on_the_whole_subset():
+    # 10 units on 32 samples: one stage (21*32 + 2*32 = 736 passes) is cheaper than 8 samples then 5+5 on 32 (904)
+    assert plan_stages(10, 32) == RankPlan(32, 0, 0, 32)
+
+
+def test_unbounded_large_models_take_the_default_two_stages():
+    assert plan_stages(83, 32) == RankPlan(8, 8, 32, 32)  # shortlist max(5, 83 // 10) of each view
+
+
+@pytest.mark.parametrize(("units", "screen", "budget", "plan", "passes"), [
+    (10, 32, 5000, RankPlan(32, 0, 0, 32), 736),  # the bundled sample: plenty of budget, one stage as before
+    (33, 32, 800, RankPlan(8, 3, 16, 16), 776),  # 80 evaluated samples: first stage kept at 8, refined on 16
+    (83, 32, 320, RankPlan(1, 4, 8, 8), 319),  # 32 evaluated samples, 83 units: one sample each, 4+4 refined on 8
+])
+def test_a_budget_picks_the_most_thorough_plan_that_fits(units, screen, budget, plan, passes):
+    assert plan_stages(units, screen, budget) == plan
+    assert plan.passes(units) == passes <= budget
+
+
+def test_below_the_least_plan_every_unit_still_gets_one_sample():
+    assert plan_stages(83, 32, 100) == RankPlan(1, 0, 0, 1)
+
+
+def test_every_plan_fits_any_budget_that_allows_the_least_plan():
+    for units in (1, 3, 10, 33, 64, 83, 200):
+        for screen in (1, 4, 8, 16, 32, 64):
+            least = 2 * units + 1 + 2
+            for budget in (least, least + 7, 2 * least, 10 * least, 1000, 10_000, 100_000):
+                plan = plan_stages(units, screen, budget)
+                assert plan.passes(units) <= budget, (units, screen, budget, plan)
+                assert plan.first_samples <= screen and plan.final_samples <= screen
+                assert not plan.refined or plan.refined_samples >= 2 * plan.first_samples
