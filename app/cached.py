@@ -40,6 +40,17 @@ def model_facts(path: str) -> ModelFacts:
     return _model_facts(stamp(path))
 
 
+def model_op_types(path: str | None) -> list[str]:
+    """The op types in the model at `path`, sorted; none where there is no model or it cannot be read (the Load page
+    has said why)."""
+    if path is None:
+        return []
+    try:
+        return sorted(model_facts(path).info.op_histogram)
+    except engine.QuantScopeError:
+        return []
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _readers(key: tuple, run_dir: str) -> tuple[QuantizedReader, ...]:
     return quantized_readers(run_dir, Path(key[0]).parent)

@@ -8,7 +8,7 @@ import streamlit as st
 import engine
 from app import state
 from app.actions import busy, job_panel, run_comparison, show_error
-from app.cached import model_facts, readers
+from app.cached import model_op_types, readers
 from app.summary_view import amplifier_notes, command_expander, inputs_in_use
 from engine import Precision
 
@@ -21,12 +21,7 @@ status = ", ".join(f"{name} {'available' if ok else 'not available'}" for name, 
 fallback_to = "ONNX Runtime CUDA" if have["cuda"] else "ONNX Runtime CPU"
 st.info(f"Backends here: {status}. " + ("auto uses TensorRT." if have["tensorrt"] else f"TensorRT not installed — auto uses {fallback_to}."))
 
-model_ops: list[str] = []
-if inputs is not None:
-    try:
-        model_ops = sorted(model_facts(inputs.model).info.op_histogram)
-    except engine.QuantScopeError:
-        model_ops = []
+model_ops = model_op_types(inputs.model if inputs is not None else None)
 options = list(engine.TRT_INT8_OP_TYPES) + [op for op in model_ops if op not in engine.TRT_INT8_OP_TYPES]
 if preset := ss.pop(state.COMPARE_SETTINGS, None):  # a configuration opened on the Sweep page: before the controls draw
     ss.update({k: [op for op in v if op in options] if k == "cmp_ops" else v for k, v in preset.items()})

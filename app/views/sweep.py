@@ -9,7 +9,7 @@ import engine
 from app import state
 from app import sweeps as sw
 from app.actions import busy, job_panel, open_configuration, run_sweep, show_error
-from app.cached import model_facts
+from app.cached import model_op_types
 from app.plots import sweep_figure
 from app.summary_view import inputs_in_use
 from engine import Precision
@@ -21,12 +21,7 @@ st.caption("Each combination of the choices below is one configuration: quantize
            "with FP32 on the final outputs, with its culprit and latency (`quantscope sweep`). What they share (pre-processing, "
            "one calibration pass, the FP32 outputs) is computed once.")
 
-model_ops: list[str] = []
-if inputs is not None:
-    try:
-        model_ops = sorted(model_facts(inputs.model).info.op_histogram)
-    except engine.QuantScopeError:
-        model_ops = []
+model_ops = model_op_types(inputs.model if inputs is not None else None)
 sets = sw.op_type_sets(model_ops)
 
 c1, c2, c3 = st.columns(3)

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def frame(n=5):
     return pd.DataFrame({
+        **{m.column: [0.1] * n for m in engine.METRICS},  # every engine metric, those below with chosen values
         "tensor": [f"t{i}" for i in range(n)], "node": [f"n{i}" for i in range(n)], "op_type": ["Conv"] * n,
         "quantized": [True, False, True, True, False][:n], "cosine": [0.999, 0.998, 0.7, 0.9, 0.95][:n],
         "cosine_min": [0.99] * n, "snr_db": [40.0, math.inf, 3.0, 10.0, 12.0][:n],
