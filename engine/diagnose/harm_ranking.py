@@ -13,7 +13,8 @@ recover more: what "Tick the top-k culprits" gets a user is then the better of t
 A budget keeps it interactive: the ranking may spend `budget_passes` probe passes of one sample each (rank_run gives
 it RANK_PASSES_PER_SAMPLE per sample the compare evaluated, about what the compare itself costs). plan_stages picks the
 most thorough plan that fits: every unit on the whole screening subset where that is affordable, otherwise two stages,
-every unit on a few samples, then the strongest k of each view again on more samples, which orders the top of the list;
+every unit on a few samples, then the strongest k of each view again on as many samples as the budget allows, which
+orders the top of the list and decides the view;
 the rest keep their first-stage order (deep in the list, where units barely matter, order is noise anyway). The plan
 depends only on the unit count, the subset and the budget, so a ranking is reproducible."""
 
@@ -53,16 +54,18 @@ class RankPlan:
         return (2 * n_units + 1) * self.first_samples + (4 * self.refined + 1) * self.refined_samples + 2 * self.final_samples
 
     def describe(self, n_units: int) -> str:
+        first = f"every unit on {self.first_samples} sample{'s' if self.first_samples != 1 else ''}"
         if not self.refined:
-            return f"every unit on {self.first_samples} samples"
-        return f"every unit on {self.first_samples} samples, the {self.refined} strongest of each view on {self.refined_samples}"
+            return first if self.final_samples == self.first_samples else f"{first}, the top sets on {self.final_samples}"
+        return f"{first}, the {self.refined} strongest of each view on {self.refined_samples}"
 
 
 def plan_stages(n_units: int, screen: int, budget_passes: float | None = None) -> RankPlan:
     """The most thorough plan within the budget (None: unbounded): one stage on the whole subset where that is within
-    budget and no dearer than the default two stages; otherwise the first fitting two-stage plan, trying larger first
-    stages, then larger refinement subsets, then longer shortlists; at the least, every unit on one sample and its
-    top sets on as many samples as the budget leaves."""
+    budget and no dearer than the default two stages; otherwise the first fitting two-stage plan in order of what
+    decides the top of the list: a first stage of at least two samples, then the largest refinement subset (which
+    orders the top and picks the view), then the largest first stage, then the longest shortlist; at the least,
+    every unit on one sample and its top sets on as many samples as the budget leaves."""
     single = RankPlan(screen, 0, 0, screen)
     refine = max(5, n_units // 10)
     default = RankPlan(min(FIRST_STAGE_SAMPLES[0], screen), refine, screen, screen)
@@ -72,14 +75,18 @@ def plan_stages(n_units: int, screen: int, budget_passes: float | None = None) -
     elif budget_passes is None or default.passes(n_units) <= budget_passes:
         return default
     assert budget_passes is not None
-    for s1 in (s for s in FIRST_STAGE_SAMPLES if s < screen):
-        s2 = screen
-        while s2 >= 2 * s1:
-            for k in range(min(refine, n_units), MIN_REFINED - 1, -1):
-                plan = RankPlan(s1, k, s2, s2)
-                if plan.passes(n_units) <= budget_passes:
-                    return plan
-            s2 //= 2
+    refinements = []
+    s2 = screen
+    while s2 >= 2:
+        refinements.append(s2)
+        s2 //= 2
+    for first_stages in ([s for s in FIRST_STAGE_SAMPLES if 2 <= s < screen], [1]):
+        for s2 in refinements:
+            for s1 in (s for s in first_stages if 2 * s <= s2):
+                for k in range(min(refine, n_units), MIN_REFINED - 1, -1):
+                    plan = RankPlan(s1, k, s2, s2)
+                    if plan.passes(n_units) <= budget_passes:
+                        return plan
     left = budget_passes - (2 * n_units + 1)
     return RankPlan(1, 0, 0, int(max(1, min(screen, left // 2))))
 

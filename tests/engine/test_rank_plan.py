@@ -19,7 +19,8 @@ def test_unbounded_large_models_take_the_default_two_stages():
 
 @pytest.mark.parametrize(("units", "screen", "budget", "plan", "passes"), [
     (10, 32, 5000, RankPlan(32, 0, 0, 32), 736),  # the bundled sample: plenty of budget, one stage as before
-    (33, 32, 800, RankPlan(8, 3, 16, 16), 776),  # 80 evaluated samples: first stage kept at 8, refined on 16
+    (33, 32, 800, RankPlan(4, 3, 32, 32), 748),  # 80 evaluated samples: the top still ordered on all 32
+    (51, 32, 640, RankPlan(2, 5, 16, 16), 574),  # a larger subset for the top before a larger first stage
     (83, 32, 320, RankPlan(1, 4, 8, 8), 319),  # 32 evaluated samples, 83 units: one sample each, 4+4 refined on 8
 ])
 def test_a_budget_picks_the_most_thorough_plan_that_fits(units, screen, budget, plan, passes):
