@@ -1,15 +1,24 @@
-"""GPU benchmark (run on the GPU host): a ResNet-50-shaped 224x224 model at batch 8.
+"""GPU benchmark (run on the GPU host, ONNX Runtime CUDA): the numbers issues #11, #14, #15 and #16 ask of a GPU.
 
-Measures on ONNX Runtime CUDA, after one warm-up comparison:
-  ours_device   the layerwise loop with metrics computed on the GPU (both marked runs + unmodified candidate)
-  ours_host     the same loop copying every marked tensor to the host and reducing with numpy
-  plain         plain inference of both models (reference and candidate, no extra outputs)
-and CPU-vs-GPU metric agreement on the sample models. Prints the card name; writes $OUT or bench/out."""
+    python bench/bench_gpu.py --model DETECTOR.onnx --data DATA.npz [--parts loop,cli,rebuild,rank,ray,agree]
+
+  loop     the steady layerwise loop (batches after the first) per batch, against plain inference of both models,
+           at batch 1 and 4
+  cli      `quantscope compare` from the command line twice on the same model: wall time, pre-processing cached the
+           second time
+  rebuild  a rebuild (one node in fallback) against a candidate-only pass with every observed tensor marked
+  rank     the ranking stage against the rest of the compare
+  ray      sensitivity serial against --ray auto (actors sharing the GPU), results compared
+  agree    CPU vs GPU metrics on the bundled samples
+Prints the card; writes $OUT/gpu_bench.json (or bench/out)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,10 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import engine  # noqa: E402
-from bench.models import resnet50_224  # noqa: E402
 from engine.backends.onnxrt import OnnxRuntimeBackend  # noqa: E402
 
-PROVIDER = os.environ.get("QS_BENCH_PROVIDER", "cuda")  # cpu: a smoke run of this script without a GPU
 LOOP = ("reference", "candidate", "metrics", "final_outputs")
 
 
@@ -36,77 +43,158 @@ def card() -> str:
         return "unknown GPU"
 
 
-def loop_seconds(result) -> float:
-    return sum(result.summary.timings.get(k, 0.0) for k in LOOP)
-
-
-def plain_seconds(run: Path, x: np.ndarray, batch: int) -> float:
-    """Both models, no extra outputs, after one warm-up batch each."""
+def plain_ms(run: Path, data: dict, batch: int, provider: str) -> float:
+    """Both models (reference and candidate), no extra outputs, per batch, after a warm-up batch."""
     import onnx
 
-    backend = OnnxRuntimeBackend(PROVIDER)
-    total = 0.0
+    backend = OnnxRuntimeBackend(provider)
+    n = len(next(iter(data.values())))
+    total, count = 0.0, 0
     for name in ("reference.onnx", "candidate.onnx"):
         with backend.runner(onnx.load(run / name)) as r:
-            r.infer({"input": x[:batch]})  # warm-up
+            r.infer({k: v[:batch] for k, v in data.items()})
             t0 = time.perf_counter()
-            for i in range(0, len(x), batch):
-                r.infer({"input": x[i : i + batch]})
+            count = 0
+            for i in range(0, n - batch + 1, batch):
+                r.infer({k: v[i : i + batch] for k, v in data.items()})
+                count += 1
             total += time.perf_counter() - t0
-    return total
+    return 1000 * total / count
 
 
-def main() -> None:
-    out = Path(os.environ.get("OUT", ROOT / "bench" / "out"))
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path("/tmp/qs_gpu_bench")
-    work.mkdir(exist_ok=True)
-    model = work / "resnet50_224.onnx"
-    if not model.exists():
-        resnet50_224(model)
-    batch, n = 8, int(os.environ.get("QS_BENCH_SAMPLES", "128"))
-    x = np.random.default_rng(0).standard_normal((n, 3, 224, 224)).astype(np.float32)
-    np.savez(work / "data.npz", input=x)
-    np.savez(work / "calib.npz", input=x[: min(32, n)])
-    kw = {"data": work / "data.npz", "batch_size": batch, "provider": PROVIDER}
-    engine.compare(model, work / "calib.npz", out_dir=work / "warm", **{**kw, "data": work / "calib.npz"})  # warm-up
-    dev = engine.compare(model, work / "calib.npz", out_dir=work / "dev", **kw)
-    own = OnnxRuntimeBackend.__dict__["keeps_outputs_on_device"]
-    OnnxRuntimeBackend.keeps_outputs_on_device = property(lambda self: False)
+def part_loop(model: Path, data: Path, work: Path, provider: str) -> dict:
+    arrays = dict(np.load(data))
+    res = {}
+    for batch in (1, 4):
+        kw = {"data": data, "batch_size": batch, "provider": provider, "screen_samples": 0}
+        engine.compare(model, data, out_dir=work / f"warm{batch}", **kw)
+        r = engine.compare(model, data, out_dir=work / f"loop{batch}", **kw)
+        t = r.summary.timings
+        steady = 1000 * t["steady_loop"] / t["steady_batches"]
+        plain = plain_ms(work / f"loop{batch}", arrays, batch, provider)
+        res[f"batch{batch}"] = {"steady_ms_per_batch": round(steady, 2), "plain_both_ms_per_batch": round(plain, 2),
+                                "ratio": round(steady / plain, 2), "timings": t, "observed_tensors": int(len(r.layers)),
+                                "passes": r.summary.passes}
+    return res
+
+
+def part_cli(model: Path, data: Path, work: Path, provider: str) -> dict:
+    env = {**os.environ, "QUANTSCOPE_RUNS_ROOT": str(work / "cli_root")}
+    shutil.rmtree(work / "cli_root", ignore_errors=True)
+    walls = []
+    for k in range(2):
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "engine.cli.main", "compare", str(model), "--calib", str(data), "--batch", "4",
+                        "--provider", provider, "--out", str(work / f"cli{k}"), "--quiet", "--no-index"], check=True, env=env, cwd=ROOT)
+        walls.append(time.perf_counter() - t0)
+    timings = [json.loads((work / f"cli{k}" / "summary.json").read_text())["timings"] for k in range(2)]
+    return {"first_wall_s": round(walls[0], 2), "second_wall_s": round(walls[1], 2),
+            "preprocess_first_s": timings[0]["preprocess"], "preprocess_second_s": timings[1]["preprocess"],
+            "second_timings": timings[1]}
+
+
+def candidate_pass_s(run: Path, provider: str) -> float:
+    import onnx
+
+    from engine.compare.graph import observe
+    from engine.compare.reference_cache import ReferenceCache
+    from engine.quantize.config import TRT_INT8_OP_TYPES
+
+    ref, cand = onnx.load(run / "reference.onnx"), onnx.load(run / "candidate.onnx")
+    view = observe(ref, cand, TRT_INT8_OP_TYPES)
+    backend = OnnxRuntimeBackend(provider)
+    t0 = time.perf_counter()
+    with backend.runner(cand, observe=view.names, on_device=provider == "cuda") as r:
+        for inputs, _ in ReferenceCache(run / "cache").batches():
+            r.infer(inputs)
+    return time.perf_counter() - t0
+
+
+def part_rebuild(model: Path, data: Path, work: Path, provider: str) -> dict:
+    out = work / "rb"
+    first = engine.compare(model, data, out_dir=out, batch_size=4, provider=provider)
+    node = first.summary.culprits[0].node
+    t0 = time.perf_counter()
+    engine.rebuild(out, fallback=[node])
+    rebuild_s = time.perf_counter() - t0
+    cand = candidate_pass_s(out, provider)
+    return {"rebuild_s": round(rebuild_s, 3), "candidate_pass_s": round(cand, 3), "ratio": round(rebuild_s / cand, 2),
+            "rank_s": first.summary.timings.get("rank"), "timings": first.summary.timings}
+
+
+def part_rank(model: Path, data: Path, work: Path, provider: str) -> dict:
+    r = engine.compare(model, data, out_dir=work / "rank", batch_size=4, provider=provider)
+    t = r.summary.timings
+    rest = sum(t.get(k, 0.0) for k in ("load", "preprocess", "calibrate", "quantize", "compare"))
+    return {"rank_s": round(t["rank"], 3), "rest_s": round(rest, 3), "ratio": round(t["rank"] / rest, 2),
+            "probes": r.summary.ranking.probes, "view": r.summary.ranking.view, "headline": r.summary.headline}
+
+
+def part_ray(model: Path, data: Path, work: Path, provider: str) -> dict:
+    from engine.scale import open_executor
+
+    out = work / "rayrun"
+    engine.compare(model, data, out_dir=out, batch_size=4, provider=provider, screen_samples=0)
+    t0 = time.perf_counter()
+    serial = engine.sensitivity(out, samples=None)
+    serial_s = time.perf_counter() - t0
+    ex = open_executor("auto")
     try:
-        host = engine.compare(model, work / "calib.npz", out_dir=work / "host", **kw)
+        engine.sensitivity(out, samples=8, pools=ex.probe_pool)  # actors start and warm up
+        t0 = time.perf_counter()
+        on_ray = engine.sensitivity(out, samples=None, pools=ex.probe_pool)
+        ray_s = time.perf_counter() - t0
+        name = ex.name
     finally:
-        OnnxRuntimeBackend.keeps_outputs_on_device = own
-    plain = plain_seconds(work / "dev", x, batch)
-    res = {
-        "card": card(), "model": "resnet50-shaped 224x224, random weights", "samples": n, "batch": batch,
-        "layers": len(dev.layers),
-        "ours_device_s": round(loop_seconds(dev), 3), "ours_host_copies_s": round(loop_seconds(host), 3), "plain_both_s": round(plain, 3),
-        "device_timings": dev.summary.timings, "host_timings": host.summary.timings,
-        "max_abs_snr_diff_device_vs_host_db": float(np.nanmax(np.abs(
-            np.where(np.isinf(dev.layers["snr_db"]), 0, dev.layers["snr_db"]) - np.where(np.isinf(host.layers["snr_db"]), 0, host.layers["snr_db"])))),
-        "max_abs_cosine_diff_device_vs_host": float(np.nanmax(np.abs(dev.layers["cosine"] - host.layers["cosine"]))),
-    }
-    res["ratio_device_vs_plain"] = round(res["ours_device_s"] / plain, 2)
-    # steady state: batches after the first (which carries each session's cuDNN warm-up), per batch
-    steady = dev.summary.timings["steady_loop"] / dev.summary.timings["steady_batches"]
-    res["ours_device_ms_per_batch_steady"] = round(1000 * steady, 2)
-    res["plain_both_ms_per_batch"] = round(1000 * plain / (n // batch), 2)
-    res["ratio_device_vs_plain_steady"] = round(steady / (plain / (n // batch)), 2)
-    res["ratio_host_vs_plain"] = round(res["ours_host_copies_s"] / plain, 2)
+        ex.close()
+    cols = [c for c in serial.columns if c != "probe_seconds"]
+    same = serial[cols].set_index("node").equals(on_ray[cols].set_index("node"))
+    return {"units": len(serial), "serial_s": round(serial_s, 2), "ray_s": round(ray_s, 2), "speedup": round(serial_s / ray_s, 2),
+            "identical": bool(same), "executor": name}
+
+
+def part_agree(work: Path, provider: str) -> dict:
     s = ROOT / "sample_models"
     agree = {}
     for name in ("resnet_digits", "resnet_digits_outlier"):
-        a = engine.compare(s / f"{name}.onnx", s / "digits_calib.npz", out_dir=work / f"{name}_cpu", data=s / "digits_eval.npz", batch_size=50, provider="cpu")
-        b = engine.compare(s / f"{name}.onnx", s / "digits_calib.npz", out_dir=work / f"{name}_gpu", data=s / "digits_eval.npz", batch_size=50, provider=PROVIDER)
+        kw = {"data": s / "digits_eval.npz", "batch_size": 50}
+        a = engine.compare(s / f"{name}.onnx", s / "digits_calib.npz", out_dir=work / f"{name}_cpu", provider="cpu", **kw)
+        b = engine.compare(s / f"{name}.onnx", s / "digits_calib.npz", out_dir=work / f"{name}_gpu", provider=provider, **kw)
         fin = lambda v: np.where(np.isinf(v), 0, v)  # noqa: E731
         agree[name] = {"max_cosine_diff": float(np.abs(a.layers["cosine"] - b.layers["cosine"]).max()),
                        "max_snr_diff_db": float(np.abs(fin(a.layers["snr_db"]) - fin(b.layers["snr_db"])).max()),
                        "final_snr_cpu": a.final_output().snr_db, "final_snr_gpu": b.final_output().snr_db,
                        "same_top_culprit": a.summary.culprits[0].node == b.summary.culprits[0].node}
-    res["cpu_vs_gpu"] = agree
-    print(json.dumps(res, indent=2))
-    (out / "gpu_bench.json").write_text(json.dumps(res, indent=2))
+    return agree
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--provider", default="cuda")
+    ap.add_argument("--parts", default="loop,cli,rebuild,rank,ray,agree")
+    args = ap.parse_args()
+    out = Path(os.environ.get("OUT", ROOT / "bench" / "out"))
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path("/tmp/qs_gpu_bench")
+    work.mkdir(exist_ok=True)
+    res = {"card": card(), "model": args.model.name}
+    parts = {"loop": lambda: part_loop(args.model, args.data, work, args.provider),
+             "cli": lambda: part_cli(args.model, args.data, work, args.provider),
+             "rebuild": lambda: part_rebuild(args.model, args.data, work, args.provider),
+             "rank": lambda: part_rank(args.model, args.data, work, args.provider),
+             "ray": lambda: part_ray(args.model, args.data, work, args.provider),
+             "agree": lambda: part_agree(work, args.provider)}
+    for name in args.parts.split(","):
+        t0 = time.perf_counter()
+        try:
+            res[name] = parts[name]()
+        except Exception as err:  # noqa: BLE001 - one part failing keeps the others
+            res[name] = {"error": f"{type(err).__name__}: {err}"[:500]}
+        res[name]["part_s"] = round(time.perf_counter() - t0, 1)
+        print(name, json.dumps(res[name])[:600], flush=True)
+        (out / "gpu_bench.json").write_text(json.dumps(res, indent=1, default=str))
 
 
 if __name__ == "__main__":

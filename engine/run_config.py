@@ -11,6 +11,7 @@ from pathlib import Path
 from engine.data.images import ImagePreprocess
 from engine.errors import RunFolderError
 from engine.quantize.config import FallbackPrecision, QuantConfig, RangeOverride
+from engine.settings import DEFAULT_MEMORY_MB, MB
 
 __all__ = ["RunConfig", "DEFAULT_SCREEN_SAMPLES", "CONFIG_VERSION"]
 
@@ -61,7 +62,7 @@ class RunConfig:
                            backend=f"onnxruntime-{provider}" if provider in ("cpu", "cuda") else "tensorrt",
                            quant=QuantConfig.from_dict(d["quant"]), samples=int(d["samples"]),
                            calibration_samples=int(d.get("calibration_samples", d["samples"])), has_labels=bool(d.get("has_labels")),
-                           cache_bytes=int(d.get("cache_bytes", 0)), memory_bytes=int(d.get("memory_bytes", 1536 * 1024**2)))
+                           cache_bytes=int(d.get("cache_bytes", 0)), memory_bytes=int(d.get("memory_bytes", DEFAULT_MEMORY_MB * MB)))
             images = d.get("images")
             return cls(model=d["model"], batch_size=int(d["batch_size"]), requested_provider=d["requested_provider"],
                        provider=d["provider"], backend=d["backend"], quant=QuantConfig.from_dict(d["quant"]),

@@ -3,7 +3,8 @@ passed down; nothing deeper in the engine reads environment variables.
 
     QUANTSCOPE_RUNS_ROOT      run index and dashboard workspaces (default ~/.quantscope/runs)
     QUANTSCOPE_CACHE_MB       batch cache budget per run folder, megabytes (default 4096; 0 keeps only inputs)
-    QUANTSCOPE_MEMORY_MB      peak memory the layerwise comparison may hold in observed tensors (default 1536)
+    QUANTSCOPE_MEMORY_MB      peak memory the layerwise comparison may hold in observed tensors, its batch cache's
+                              copies included (default 1024)
     QUANTSCOPE_WORKERS        dashboard jobs run at once (default: CPU cores)
     QUANTSCOPE_DEVICE_LIBRARY cupy | torch: which library reduces tensors on the GPU (default: cupy, else torch)"""
 
@@ -20,7 +21,7 @@ __all__ = ["Settings", "MB", "DEFAULT_CACHE_MB", "DEFAULT_MEMORY_MB"]
 
 MB = 1024**2
 DEFAULT_CACHE_MB = 4096
-DEFAULT_MEMORY_MB = 1536  # fits a 4 GB container beside the dashboard and the runtime's own buffers
+DEFAULT_MEMORY_MB = 1024  # with ~0.5 GB of runtime and models: a compare stays under 1.5 GB, in a 4 GB container beside the app
 
 
 def _whole_mb(env: Mapping[str, str], name: str, default: int, example: str, zero_means: str) -> int:
@@ -49,7 +50,7 @@ class Settings:
         library = env.get("QUANTSCOPE_DEVICE_LIBRARY", "").strip() or None
         if library not in (None, "cupy", "torch"):
             raise ConfigError(f"QUANTSCOPE_DEVICE_LIBRARY is {library[:40]!r}; set it to cupy or torch, or leave it unset.")
-        memory_mb = _whole_mb(env, "QUANTSCOPE_MEMORY_MB", DEFAULT_MEMORY_MB, "1536", "for the smallest possible passes")
+        memory_mb = _whole_mb(env, "QUANTSCOPE_MEMORY_MB", DEFAULT_MEMORY_MB, "1024", "for the smallest possible passes")
         return cls(
             runs_root=Path(env.get("QUANTSCOPE_RUNS_ROOT") or Path.home() / ".quantscope" / "runs"),
             cache_bytes=_whole_mb(env, "QUANTSCOPE_CACHE_MB", DEFAULT_CACHE_MB, "4096", "to cache only the inputs") * MB,

@@ -18,7 +18,7 @@ import pandas as pd
 
 from engine.backends.base import Backend
 from engine.compare.graph import GraphView
-from engine.compare.memory_plan import MemoryPlan, parts, plan_memory, static_bytes_per_sample
+from engine.compare.memory_plan import MemoryPlan, loop_budget, parts, plan_memory, static_bytes_per_sample
 from engine.compare.metrics import METRIC_COLUMNS, Accumulator, TensorStats
 from engine.compare.ranking import input_snr, introduced_db
 from engine.compare.reducers import HostReducer, Reducer
@@ -136,7 +136,8 @@ def run_layerwise(
             n = len(next(iter(inputs.values())))
             if plan is None:
                 t0 = time.perf_counter()
-                plan = _plan(view, reference, backend, inputs, ref, memory_budget, dynamic_batch, on_device)
+                budget = None if memory_budget is None else loop_budget(memory_budget, cache is not None and not on_device)
+                plan = _plan(view, reference, backend, inputs, ref, budget, dynamic_batch, on_device)
                 clock.add("plan", t0)
                 if cache is not None:
                     cache.reset(inputs_only=on_device or plan.passes > 1, why="device" if on_device else "passes")

@@ -49,8 +49,9 @@ class ReferenceCache:
         self._budget = disk_budget(self.folder, self.budget)
         self._with_reference = not inputs_only
         self._why = why if inputs_only else None
-        # Writes overlap with inference: a writer thread drains a short queue (bounded memory).
-        self._queue: queue.Queue = queue.Queue(maxsize=2)
+        # Writes overlap with inference: a writer thread drains a one-batch queue, so the cache holds at most
+        # CACHE_COPIES batches of reference tensors (queued and being written) beside the loop's own (see memory_plan).
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._error: BaseException | None = None
         self._writer = threading.Thread(target=self._drain, name="quantscope-cache-writer", daemon=True)
         self._writer.start()

@@ -81,3 +81,11 @@ def test_a_fixed_batch_is_observed_in_groups(tmp_path):
                            "budget (0 MB, QUANTSCOPE_MEMORY_MB), so the batch cache kept only the inputs and each rebuild runs "
                            "the FP32 model again."]  # not "outgrew its budget": the cache's own budget was never reached
     np.testing.assert_allclose(_numbers(grouped).to_numpy(), _numbers(whole).to_numpy(), rtol=1e-5, atol=1e-7)  # float32 sums over other chunks
+
+
+def test_the_batch_cache_copies_count_against_the_budget():
+    from engine.compare.memory_plan import CACHE_COPIES, PEAK_FACTOR, loop_budget
+
+    # a pass takes PEAK_FACTOR (3) times its observed tensors; the cache's writer holds two more copies of the reference's
+    assert loop_budget(1000, caches_reference=True) == int(1000 * PEAK_FACTOR / (PEAK_FACTOR + CACHE_COPIES)) == 600
+    assert loop_budget(1000, caches_reference=False) == 1000
