@@ -133,7 +133,7 @@ def compare(
         t0 = time.perf_counter()
         cache_tmp = run.calibration_cache.with_name("calibration_cache.json.tmp")
         cache_tmp.unlink(missing_ok=True)
-        calibrate(run.reference, calib_src, config, cache_tmp, batch, progress)
+        calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=info.fixed_batch is None)
         os.replace(cache_tmp, run.calibration_cache)
         timings["calibrate"] = time.perf_counter() - t0
 

@@ -23,6 +23,7 @@ from engine.quantize.config import CalibrationMethod, QuantConfig
 __all__ = ["calibrate", "calibrate_many", "CalibrationSpec", "ORT_METHODS"]
 
 BATCHES_PER_CHUNK = 4
+MINMAX_MICRO = 8  # MinMax on a dynamic batch: samples per calibrator run, and at most 2 of them per chunk (see calibrate)
 
 
 def ORT_METHODS():  # noqa: N802 - lazy so importing the engine does not import onnxruntime.quantization
@@ -42,11 +43,11 @@ class _ChunkReader:
     A chunk also ends where the batch shape changes (the short last batch): ORT's histogram calibrators
     stack a chunk's outputs into one array and fail on mixed shapes."""
 
-    def __init__(self, first: Batch, rest: Iterator[Batch], on_batch) -> None:
+    def __init__(self, first: Batch, rest: Iterator[Batch], on_batch, limit: int = BATCHES_PER_CHUNK) -> None:
         self._rest, self._on_batch = rest, on_batch
         self._queue: list[Batch] = [first]
         self._shape = _shapes(first)
-        self._left = BATCHES_PER_CHUNK
+        self._left = limit
         self.carry: Batch | None = None  # the batch that starts the next chunk
 
     def get_next(self) -> Batch | None:
@@ -73,7 +74,14 @@ def calibrate(
     cache_path: Path,
     batch_size: int,
     progress: ProgressCallback = no_progress,
+    dynamic_batch: bool = False,
 ) -> None:
+    """Calibrates `config.calibration` on `source` into ORT's calibration cache at `cache_path`. ORT holds every
+    activation of a chunk until it merges the chunk's ranges, and its augmented session allocates for a whole batch:
+    with MinMax on a dynamic batch (min and max do not depend on how the data is cut) batches are cut to MINMAX_MICRO
+    samples, two to a chunk, so calibration memory does not grow with the batch size (measured on MobileNetV3 at batch
+    32: 1.6 GB peak RSS during calibration before, the layerwise loop's 1.3 GB after). Histogram methods keep the
+    batches as given: their ranges depend on the steps the histograms grow through."""
     from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
 
     total = -(-source.num_samples // batch_size)
@@ -97,21 +105,32 @@ def calibrate(
             providers=["CPUExecutionProvider"],
             extra_options=extra,
         )
-        batches = iter(source.batches(batch_size))
+        micro = dynamic_batch and config.calibration is CalibrationMethod.MINMAX and batch_size > MINMAX_MICRO
+        batches = _cut(iter(source.batches(batch_size)), on_batch) if micro else iter(source.batches(batch_size))
+        count = (lambda _: None) if micro else on_batch  # _cut reports whole batches
         first = next(batches, None)
         if first is not None:
-            on_batch(first)
+            count(first)
         while first is not None:
-            reader = _ChunkReader(first, batches, on_batch)
+            reader = _ChunkReader(first, batches, count, limit=2 if micro else BATCHES_PER_CHUNK)
             calibrator.collect_data(reader)
             first = reader.carry if reader.carry is not None else next(batches, None)
             if first is not None and reader.carry is None:
-                on_batch(first)
+                count(first)
         if seen[0] == 0:
             raise DataError("The calibration data produced no batches; provide at least one sample.")
         ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache_path)
+
+
+def _cut(batches: Iterator[Batch], on_batch) -> Iterator[Batch]:
+    """Each batch in parts of at most MINMAX_MICRO samples (on_batch is called once per whole batch)."""
+    for b in batches:
+        on_batch(b)
+        n = len(next(iter(b.values())))
+        for i in range(0, n, MINMAX_MICRO):
+            yield {k: v[i : i + MINMAX_MICRO] for k, v in b.items()}
 
 
 @dataclass(frozen=True)
