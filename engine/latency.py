@@ -25,7 +25,7 @@ from engine.quantize.emit import emit_candidate
 from engine.quantize.fallback_fp16 import convert_nodes_to_fp16
 from engine.runs import RunFolder
 
-__all__ = ["BuildLatency", "measure_latency"]
+__all__ = ["BuildLatency", "measure_latency", "time_model"]
 
 
 @dataclass(frozen=True)
@@ -47,8 +47,10 @@ class BuildLatency:
         return d
 
 
-def _time(backend: Backend, model: onnx.ModelProto, feed: dict[str, np.ndarray], runs: int, warmup: int,
-          fallback: frozenset[str]) -> tuple[float, float, int | None]:
+def time_model(backend: Backend, model: onnx.ModelProto, feed: dict[str, np.ndarray], runs: int, warmup: int,
+               fallback: frozenset[str] = frozenset()) -> tuple[float, float, int | None]:
+    """(median ms, p90 ms, TensorRT's Reformat-layer count or None) of `runs` timed runs after `warmup` untimed ones,
+    with the runtime's deployment optimizations."""
     with backend.runner(model, optimized=True, fallback=fallback) as r:
         for _ in range(warmup):
             r.infer(feed)
@@ -96,7 +98,7 @@ def measure_latency(run_dir: str | os.PathLike, *, provider: str | None = None, 
         if model is None:
             results.append(BuildLatency(name, None, None, 0, batch, None, nodes, None, note))
             continue
-        median, p90, reformats = _time(backend, model, feed, runs, warmup, fallback)
+        median, p90, reformats = time_model(backend, model, feed, runs, warmup, fallback)
         snr = math.inf if name == "fp32" else measure_model(backend, model, data).snr_db
         results.append(BuildLatency(name, median, p90, runs, batch, snr, nodes, reformats, note))
     progress(ProgressEvent(Stage.LATENCY, len(builds), len(builds), "done"))

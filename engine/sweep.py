@@ -31,6 +31,7 @@ from engine.data.loading import load_data, load_labels
 from engine.diagnose.probes import OutputProbe, ProbeData, ProbeRequest, measure_model
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, QuantScopeError
+from engine.latency import time_model
 from engine.model.info import model_info
 from engine.model.loading import load_model
 from engine.pipeline import check_fixed_batch, effective_batch_size
@@ -163,17 +164,8 @@ def _screen_culprit(backend: Backend, reference: onnx.ModelProto, candidate: onn
 
 
 def _latency(backend: Backend, model: onnx.ModelProto, feed: dict, runs: int) -> float | None:
-    if runs <= 0:
-        return None
-    with backend.runner(model, optimized=True) as r:
-        for _ in range(min(3, runs)):
-            r.infer(feed)
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            r.infer(feed)
-            times.append((time.perf_counter() - t0) * 1000)
-    return float(np.median(times))
+    """Median ms of `runs` runs after a short warm-up (None: not timed)."""
+    return time_model(backend, model, feed, runs, warmup=min(3, runs))[0] if runs > 0 else None
 
 
 def _emit(config: SweepConfig, base: Path) -> tuple[onnx.ModelProto, onnx.ModelProto]:
