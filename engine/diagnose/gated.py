@@ -13,7 +13,7 @@ probe (ranking, sensitivity, automatic fallback) runs in one session, with no re
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +41,29 @@ class GatedModel:
     def feed_only(self, k: int | None) -> dict[str, np.ndarray]:
         """Only unit k quantized (None: nothing quantized)."""
         return {g: np.array(i == k, dtype=np.bool_) for i, g in enumerate(self.gates)}
+
+
+class AnyGate:
+    """The gate of a tensor that several units' nodes read: on while any of their gates is (an Or of them, built once
+    per set of gates). The Or nodes go to `nodes`; `name(base)` makes each new name unique in the graph."""
+
+    def __init__(self, nodes: list[onnx.NodeProto], name: Callable[[str], str]) -> None:
+        self.nodes, self.name = nodes, name
+        self._built: dict[frozenset[str], str] = {}
+
+    def __call__(self, gates: Iterable[str]) -> str:
+        key = frozenset(gates)
+        if len(key) == 1:
+            return next(iter(key))
+        if key not in self._built:
+            ordered = sorted(key)
+            acc = ordered[0]
+            for other in ordered[1:]:
+                out = self.name(f"{GATE_PREFIX}any")
+                self.nodes.append(helper.make_node("Or", [acc, other], [out], name=self.name("or")))
+                acc = out
+            self._built[key] = acc
+        return self._built[key]
 
 
 def _dequantized(q: onnx.TensorProto, scale: onnx.TensorProto, zero: onnx.TensorProto | None, axis: int) -> np.ndarray:
@@ -169,22 +192,8 @@ def gate_model(reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Se
                 if i in b.dq_of and b.activation_source(i) is not None:
                     readers_gates.setdefault(i, set()).add(gate_of[node.name])
     new_nodes: list[onnx.NodeProto] = []
-    combined: dict[frozenset[str], str] = {}
+    any_gate = AnyGate(new_nodes, b.name)
     shared: dict[str, str] = {}
-
-    def any_gate(names: set[str]) -> str:
-        key = frozenset(names)
-        if len(key) == 1:
-            return next(iter(key))
-        if key not in combined:
-            ordered = sorted(key)
-            acc = ordered[0]
-            for other in ordered[1:]:
-                out = b.name(f"{GATE_PREFIX}any")
-                new_nodes.append(helper.make_node("Or", [acc, other], [out], name=b.name("or")))
-                acc = out
-            combined[key] = acc
-        return combined[key]
 
     for node in g.node:
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):

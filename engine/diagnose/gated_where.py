@@ -14,13 +14,14 @@ automatic fallback) run in one session, with no re-emission."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.diagnose.gated import GATE_PREFIX, GatedModel
+from engine.diagnose.gated import GATE_PREFIX, AnyGate, GatedModel
 
 __all__ = ["gate_model_where"]
 
@@ -67,21 +68,8 @@ def gate_model_where(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
     inits = {i.name: i for i in g.initializer}
     float_tensors = _float_tensors(candidate) | {n for n, i in ref_inits.items() if i.data_type == TensorProto.FLOAT} if fp16 else set()
     new_nodes: list[onnx.NodeProto] = []
-    or_cache: dict[frozenset[str], str] = {}
-
-    def combined_gate(names: set[str]) -> str:
-        key = frozenset(names)
-        if len(key) == 1:
-            return next(iter(key))
-        if key not in or_cache:
-            ordered = sorted(key)
-            acc = ordered[0]
-            for j, other in enumerate(ordered[1:]):
-                out = f"{GATE_PREFIX}or_{len(or_cache)}_{j}"
-                new_nodes.append(helper.make_node("Or", [acc, other], [out], name=f"{out}_node"))
-                acc = out
-            or_cache[key] = acc
-        return or_cache[key]
+    ors = itertools.count()
+    combined_gate = AnyGate(new_nodes, lambda base: f"{base}__or{next(ors)}")
 
     rounded: dict[str, str] = {}
 
