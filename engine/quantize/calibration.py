@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,8 +43,8 @@ class _ChunkReader:
     A chunk also ends where the batch shape changes (the short last batch): ORT's histogram calibrators
     stack a chunk's outputs into one array and fail on mixed shapes."""
 
-    def __init__(self, first: Batch, rest: Iterator[Batch], on_batch, limit: int = BATCHES_PER_CHUNK) -> None:
-        self._rest, self._on_batch = rest, on_batch
+    def __init__(self, first: Batch, rest: Iterator[Batch], limit: int = BATCHES_PER_CHUNK) -> None:
+        self._rest = rest
         self._queue: list[Batch] = [first]
         self._shape = _shapes(first)
         self._left = limit
@@ -59,7 +59,6 @@ class _ChunkReader:
         batch = next(self._rest, None)
         if batch is None:
             return None
-        self._on_batch(batch)
         if _shapes(batch) != self._shape:
             self.carry = batch
             return None
@@ -106,17 +105,12 @@ def calibrate(
             extra_options=extra,
         )
         micro = dynamic_batch and config.calibration is CalibrationMethod.MINMAX and batch_size > MINMAX_MICRO
-        batches = _cut(iter(source.batches(batch_size)), on_batch) if micro else iter(source.batches(batch_size))
-        count = (lambda _: None) if micro else on_batch  # _cut reports whole batches
+        batches = _reported(source.batches(batch_size), on_batch, MINMAX_MICRO if micro else None)
         first = next(batches, None)
-        if first is not None:
-            count(first)
         while first is not None:
-            reader = _ChunkReader(first, batches, count, limit=2 if micro else BATCHES_PER_CHUNK)
+            reader = _ChunkReader(first, batches, limit=2 if micro else BATCHES_PER_CHUNK)
             calibrator.collect_data(reader)
             first = reader.carry if reader.carry is not None else next(batches, None)
-            if first is not None and reader.carry is None:
-                count(first)
         if seen[0] == 0:
             raise DataError("The calibration data produced no batches; provide at least one sample.")
         ranges = calibrator.compute_data()
@@ -124,13 +118,16 @@ def calibrate(
     save_tensors_data(ranges, cache_path)
 
 
-def _cut(batches: Iterator[Batch], on_batch) -> Iterator[Batch]:
-    """Each batch in parts of at most MINMAX_MICRO samples (on_batch is called once per whole batch)."""
+def _reported(batches: Iterable[Batch], on_batch, part: int | None) -> Iterator[Batch]:
+    """The batches, each reported to on_batch as it is drawn; with `part`, each cut into parts of that many samples."""
     for b in batches:
         on_batch(b)
+        if part is None:
+            yield b
+            continue
         n = len(next(iter(b.values())))
-        for i in range(0, n, MINMAX_MICRO):
-            yield {k: v[i : i + MINMAX_MICRO] for k, v in b.items()}
+        for i in range(0, n, part):
+            yield {k: v[i : i + part] for k, v in b.items()}
 
 
 @dataclass(frozen=True)
