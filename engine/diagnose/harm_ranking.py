@@ -14,9 +14,9 @@ A budget keeps it interactive: the ranking may spend `budget_passes` probe passe
 it RANK_PASSES_PER_SAMPLE per sample the compare evaluated, about what the compare itself costs). plan_stages picks the
 most thorough plan that fits: every unit on the whole screening subset where that is affordable, otherwise two stages,
 every unit on a few samples, then the strongest k of each view again on as many samples as the budget allows, which
-orders the top of the list and decides the view;
-the rest keep their first-stage order (deep in the list, where units barely matter, order is noise anyway). The plan
-depends only on the unit count, the subset and the budget, so a ranking is reproducible."""
+orders the top of the list and decides the view; the rest keep their first-stage order (deep in the list, where
+units barely matter, order is noise anyway). The plan depends only on the unit count, the subset and the budget, so
+a ranking is reproducible."""
 
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ class RankPlan:
         """Probe passes of one sample each, the shortlist counted at its largest (both views disjoint)."""
         return (2 * n_units + 1) * self.first_samples + (4 * self.refined + 1) * self.refined_samples + 2 * self.final_samples
 
-    def describe(self, n_units: int) -> str:
+    def describe(self) -> str:
         first = f"every unit on {self.first_samples} sample{'s' if self.first_samples != 1 else ''}"
         if not self.refined:
             return first if self.final_samples == self.first_samples else f"{first}, the top sets on {self.final_samples}"
@@ -181,9 +181,10 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
         return out
 
     def both_views(todo: list, samples: int, what: str) -> tuple[list[UnitHarm], float]:
-        requests = [ProbeRequest(samples=at_most(samples))]
+        cut = at_most(samples)
+        requests = [ProbeRequest(samples=cut)]
         for u in todo:
-            requests += [ProbeRequest(only=tuple(u), samples=at_most(samples)), ProbeRequest(fallback=frozenset(u), samples=at_most(samples))]
+            requests += [ProbeRequest(only=tuple(u), samples=cut), ProbeRequest(fallback=frozenset(u), samples=cut)]
         res = stage(requests, what)
         base = res[0].outputs_snr_db
         n = full.head(samples).samples
@@ -209,4 +210,4 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
     top_gain = {"alone": res[0].outputs_snr_db - base, "gain": res[1].outputs_snr_db - base}
     view = "gain" if top_gain["gain"] > top_gain["alone"] else "alone"
     return HarmRanking(tuple(ordered[view]), base, full.head(plan.final_samples).samples, done, time.perf_counter() - t0, view,
-                       top_gain, plan.describe(len(units)))
+                       top_gain, plan.describe())
