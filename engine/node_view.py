@@ -20,7 +20,6 @@ from onnx import numpy_helper
 from engine.backends.select import resolve_backend
 from engine.compare.reference_cache import ReferenceCache
 from engine.errors import ConfigError
-from engine.model.provenance import origin_text
 from engine.runs import RunFolder
 
 __all__ = ["Neighbour", "Edge", "Neighbourhood", "neighbourhood", "ChannelStats", "TensorView", "tensor_view", "HIST_BINS"]
@@ -238,8 +237,3 @@ def tensor_view(run_dir: str | os.PathLike, node: str, *, max_batches: int = 8) 
                       tuple(int(c) for c in counts), tuple(float(e) for e in edges), clipped,
                       ChannelStats(_channel_max(values, 1), (scale,) * (values.shape[1] if values.ndim > 1 else 1) if scale else ()),
                       int(values.shape[0]) if values.ndim else 1, weight, w_stats, lo, hi)
-
-
-def provenance_labels(run_dir: str | os.PathLike) -> dict[str, str]:
-    """Prepared node -> where it came from in the user's file, as text."""
-    return {k: origin_text(v) for k, v in RunFolder(run_dir).read_provenance().items()}
