@@ -34,10 +34,10 @@ from engine.errors import ConfigError, QuantScopeError
 from engine.latency import time_model
 from engine.model.info import model_info
 from engine.model.loading import load_model
-from engine.pipeline import check_fixed_batch, effective_batch_size
+from engine.pipeline import PREPROCESS_CACHE, check_fixed_batch, effective_batch_size
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import CalibrationSpec, calibrate_many
-from engine.quantize.config import TRT_INT8_OP_TYPES, CalibrationMethod, Precision, QuantConfig
+from engine.quantize.config import TRT_INT8_OP_TYPES, CalibrationMethod, Precision, QuantConfig, check_percentile
 from engine.quantize.emit import quantize_all
 from engine.quantize.fp8 import fp8_reference, to_fp8
 from engine.quantize.preprocess import preprocess
@@ -49,7 +49,6 @@ from engine.settings import Settings
 __all__ = ["SweepConfig", "SweepRow", "SweepResult", "sweep", "load_sweep", "SELECT_METRICS"]
 
 SELECT_METRICS = ("snr_db", "cosine", "top1_agreement", "accuracy")
-PREPROCESS_CACHE = "preprocess-cache"
 
 
 @dataclass(frozen=True)
@@ -139,10 +138,7 @@ def _configs(methods, percentiles, op_type_sets, precisions) -> list[SweepConfig
             if not percentiles:
                 raise ConfigError("The sweep has the percentile method but no percentile; give one or more, e.g. 99.99 99.999.",
                                   option="percentiles")
-            for p in percentiles:
-                if not 0 < float(p) <= 100:
-                    raise ConfigError(f"The percentile {p} is outside (0, 100]; use e.g. 99.99 or 99.999.", option="percentiles")
-            specs += [CalibrationSpec(method, float(p)) for p in percentiles]
+            specs += [CalibrationSpec(method, check_percentile(p, "percentiles")) for p in percentiles]
         else:
             specs.append(CalibrationSpec(method))
     precs = [Precision.parse(p) if isinstance(p, str) else p for p in precisions]

@@ -8,7 +8,8 @@ from enum import Enum
 
 from engine.errors import ConfigError
 
-__all__ = ["CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "QuantConfig", "TRT_INT8_OP_TYPES"]
+__all__ = ["CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "QuantConfig", "TRT_INT8_OP_TYPES",
+           "check_percentile"]
 
 # The op types TensorRT runs in INT8 when their inputs carry Q/DQ.
 TRT_INT8_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -78,6 +79,14 @@ class RangeOverride:
         return f"{self.tensor}={self.min:g},{self.max:g}"
 
 
+def check_percentile(p: float | str, option: str = "percentile") -> float:
+    """A calibration percentile as a number, or one sentence (naming `option`) where it is outside (0, 100]."""
+    value = float(p)
+    if not 0 < value <= 100:
+        raise ConfigError(f"The percentile {p} is outside (0, 100]; use e.g. 99.99 or 99.999.", option=option)
+    return value
+
+
 @dataclass(frozen=True)
 class QuantConfig:
     calibration: CalibrationMethod = CalibrationMethod.MINMAX
@@ -91,8 +100,7 @@ class QuantConfig:
     def __post_init__(self) -> None:
         if not self.op_types:
             raise ConfigError("No op types to quantize were given; name at least one, e.g. Conv.")
-        if not 0 < self.percentile <= 100:
-            raise ConfigError(f"The percentile {self.percentile} is outside (0, 100]; use e.g. 99.999.")
+        check_percentile(self.percentile)
 
     def with_fallback(self, nodes, precision: FallbackPrecision | None = None) -> QuantConfig:
         return replace(self, fallback=frozenset(nodes), fallback_precision=precision or self.fallback_precision)
