@@ -38,7 +38,7 @@ from engine.runs import RunFolder
 from engine.settings import MB, Settings
 from engine.summarize import ranked_layers, summarize
 
-__all__ = ["compare", "rebuild", "load_result", "effective_batch_size", "check_fixed_batch", "check_fallback", "resolve_fallback"]
+__all__ = ["compare", "rebuild", "load_result", "effective_batch_size", "check_fixed_batch", "load_sources", "check_fallback", "resolve_fallback"]
 
 DataArg = str | os.PathLike | BatchSource
 PREPROCESS_CACHE = "preprocess-cache"  # under the runs root
@@ -60,6 +60,17 @@ def _source(arg: DataArg, info: ModelInfo, images: ImagePreprocess | None, what:
 
     check_source(arg, info, what)
     return arg
+
+
+def load_sources(calib: DataArg, data: DataArg | None, info: ModelInfo, images: ImagePreprocess | None,
+                 batch: int) -> tuple[BatchSource, BatchSource]:
+    """(calibration, evaluation) sources, the evaluation data being the calibration data where none is given, each
+    checked against the model's inputs and, where the batch is fixed, against its size."""
+    calib_src = _source(calib, info, images, "the calibration data")
+    eval_src = calib_src if data is None else _source(data, info, images, "the evaluation data")
+    check_fixed_batch(eval_src, info, batch, "the evaluation data" if data is not None else "the calibration data")
+    check_fixed_batch(calib_src, info, batch, "the calibration data")
+    return calib_src, eval_src
 
 
 def check_fixed_batch(source: BatchSource, info: ModelInfo, batch: int, what: str) -> None:
@@ -105,10 +116,7 @@ def compare(
         raise ConfigError(f"The model has no {', '.join(config.op_types)} node to quantize; choose op types it has "
                           f"(it has {', '.join(list(info.op_histogram)[:8])}) with --op-types.")
     batch, batch_note = effective_batch_size(info, batch_size)
-    calib_src = _source(calib, info, images, "the calibration data")
-    eval_src = calib_src if data is None else _source(data, info, images, "the evaluation data")
-    check_fixed_batch(eval_src, info, batch, "the evaluation data" if data is not None else "the calibration data")
-    check_fixed_batch(calib_src, info, batch, "the calibration data")
+    calib_src, eval_src = load_sources(calib, data, info, images, batch)
     label_arr = None
     if labels is not None:
         label_arr = labels if isinstance(labels, np.ndarray) else load_labels(labels, eval_src.num_samples)

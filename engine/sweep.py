@@ -27,14 +27,14 @@ from engine.backends.base import Backend
 from engine.backends.select import probe_backend, resolve_backend
 from engine.compare.graph import fallback_candidates
 from engine.data.images import ImagePreprocess
-from engine.data.loading import load_data, load_labels
+from engine.data.loading import load_labels
 from engine.diagnose.probes import OutputProbe, ProbeData, ProbeRequest, measure_model
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, QuantScopeError
 from engine.latency import time_model
 from engine.model.info import model_info
 from engine.model.loading import load_model
-from engine.pipeline import PREPROCESS_CACHE, check_fixed_batch, effective_batch_size
+from engine.pipeline import PREPROCESS_CACHE, effective_batch_size, load_sources
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import CalibrationSpec, calibrate_many
 from engine.quantize.config import TRT_INT8_OP_TYPES, CalibrationMethod, Precision, QuantConfig, check_percentile
@@ -164,6 +164,11 @@ def _latency(backend: Backend, model: onnx.ModelProto, feed: dict, runs: int) ->
     return time_model(backend, model, feed, runs, warmup=min(3, runs))[0] if runs > 0 else None
 
 
+def _calibration_cache(folder: Path, spec: CalibrationSpec) -> Path:
+    """Where the sweep keeps one calibration's ranges (ORT's calibration cache) for a model."""
+    return folder / f"calibration_{spec.label.replace(' ', '_')}.json"
+
+
 def _emit(config: SweepConfig, base: Path) -> tuple[onnx.ModelProto, onnx.ModelProto]:
     """(reference, candidate) of a configuration, from the shared reference and its calibration cache."""
     fp8 = config.precision is Precision.FP8
@@ -172,8 +177,7 @@ def _emit(config: SweepConfig, base: Path) -> tuple[onnx.ModelProto, onnx.ModelP
         raise ConfigError("FP8 needs the model at opset 19, which this model could not be converted to; "
                           "the INT8 configurations are unaffected.", option="precision")
     reference = onnx.load(ref_path)
-    cache = base / f"calibration_{config.calibration.label.replace(' ', '_')}.json"
-    candidate = quantize_all(reference, ref_path, cache, config.quant())
+    candidate = quantize_all(reference, ref_path, _calibration_cache(base, config.calibration), config.quant())
     return reference, to_fp8(candidate, reference) if fp8 else candidate
 
 
@@ -214,10 +218,7 @@ def _prepare(model_path, calib, data, labels, images, batch_size, provider, conf
     info = model_info(proto)
     name = Path(model_path).name
     batch, _ = effective_batch_size(info, batch_size)
-    calib_src = load_data(calib, info, images=images, what=f"'{Path(calib).name}' (calibration data)")
-    eval_src = calib_src if data is None else load_data(data, info, images=images, what=f"'{Path(data).name}' (evaluation data)")
-    check_fixed_batch(eval_src, info, batch, "the evaluation data" if data is not None else "the calibration data")
-    check_fixed_batch(calib_src, info, batch, "the calibration data")
+    calib_src, eval_src = load_sources(calib, data, info, images, batch)
     folder.mkdir(parents=True, exist_ok=True)
     run = RunFolder(folder)
     prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE)
@@ -234,7 +235,7 @@ def _prepare(model_path, calib, data, labels, images, batch_size, provider, conf
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     for spec, r in ranges.items():
-        save_tensors_data(r, folder / f"calibration_{spec.label.replace(' ', '_')}.json")
+        save_tensors_data(r, _calibration_cache(folder, spec))
     backend = probe_backend(resolve_backend(provider).backend)
     outputs = [o.name for o in reference.graph.output]
     batches, refs = [], []
