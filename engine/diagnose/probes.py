@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from engine.backends.base import Backend
+from engine.compare.metrics import batch_cosine, snr_db
 from engine.compare.reducers import CHUNK, host_stats
 from engine.compare.task_metrics import TaskAccumulator, is_classifier_shaped
 from engine.data.source import Batch
@@ -120,8 +121,7 @@ class _Score:
         cosine = snr = math.nan
         if self.outputs and self.paired[self.outputs[0]]:
             rr, cc, rc, dd = self.sums[self.outputs[0]]
-            cosine = 1.0 if rr == cc == 0 else 0.0 if rr == 0 or cc == 0 else max(-1.0, min(1.0, rc / math.sqrt(rr * cc)))
-            snr = math.inf if dd == 0 else -math.inf if rr == 0 else 10 * math.log10(rr / dd)
+            cosine, snr = batch_cosine(rr, cc, rc), snr_db(rr, dd)
         t = self.task.result()
         return ProbeMetrics(cosine, snr, outputs_snr_db(ratios), t.top1_agreement, t.candidate_accuracy, t.accuracy_drop, seconds,
                             self.unpaired)
@@ -207,12 +207,6 @@ class OutputProbe:
         keep = set(unit or ())
         with self.backend.runner(self.emit(frozenset(n for n in self.nodes if n not in keep))) as runner:
             return self._run(runner.infer, t0, data)
-
-    def measure_model(self, model: onnx.ModelProto, t0: float | None = None) -> ProbeMetrics:
-        """Any model with the reference's inputs and outputs in its own session (a probe where Q/DQ cannot be gated)."""
-        t0 = time.perf_counter() if t0 is None else t0
-        with self.backend.runner(model) as runner:
-            return self._run(runner.infer, t0)
 
 
 @dataclass(frozen=True)

@@ -10,12 +10,11 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from typing import Protocol
 
-from engine.diagnose.probes import OutputProbe, ProbePool, serial_pool
+from engine.diagnose.probes import OnResult, OutputProbe, ProbePool, serial_pool
 from engine.errors import ConfigError
 
 __all__ = ["Executor", "SerialExecutor", "open_executor", "OnResult"]
 
-OnResult = Callable[[int, int], None]
 
 
 class Executor(Protocol):
