@@ -17,7 +17,7 @@ __all__ = ["layer_figure", "before_after_figure", "pareto_figure", "sensitivity_
            "sweep_figure", "hover_texts", "node_ticks", "SNR_DISPLAY_CAP", "NOISE_FLOOR_DB", "COLORS", "MAX_TICK_LABELS"]
 
 SNR_DISPLAY_CAP = 100.0  # exact tensors (inf dB) are drawn at the cap; hover says "exact"
-NOISE_FLOOR_DB = -120.0  # the engine's introduced_db for "no measurable noise added"
+NOISE_FLOOR_DB = engine.FLOOR_DB  # the engine's introduced_db for "no measurable noise added"
 SVG_POINTS = 2000  # up to this many tensors the curves are SVG (a click selects a point); beyond, WebGL keeps them fast
 MAX_TICK_LABELS = 48  # node names on the x axis; beyond this every k-th is written (hover names every point)
 COLORS = {"int8": "#1f77b4", "ticked": "#d62728", "float": "#9e9e9e", "inspect": "#111111", "harm": "#d62728",
@@ -79,7 +79,6 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
     df = df.reset_index(drop=True)
     x = np.arange(len(df))
     states = _state(df, fallback)
-    text = hover_texts(df, fallback)
     marker = {"color": [COLORS[s] for s in states], "size": [10 if s == "ticked" else 7 if s == "int8" else 5 for s in states],
               "symbol": ["diamond" if s == "ticked" else "circle" for s in states]}
     snr = df["snr_db"].clip(upper=SNR_DISPLAY_CAP).replace(-np.inf, np.nan)
@@ -96,8 +95,8 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
     fig.add_trace(scatter(x=x, y=df["cosine"], mode="lines+markers", name="cosine", text=cos_text,
                                hovertemplate="%{text}<extra></extra>", marker=marker, line={"color": "#8fb8de", "width": 1},
                                showlegend=False), 1, 1)
-    if not full_hover:
-        text = [f"{h}<br>SNR: {engine.format_metric('snr_db', float(v))} dB" for h, v in zip(heads, df["snr_db"])]
+    text = (hover_texts(df, fallback) if full_hover else
+            [f"{h}<br>SNR: {engine.format_metric('snr_db', float(v))} dB" for h, v in zip(heads, df["snr_db"])])
     fig.add_trace(scatter(x=x, y=snr, mode="lines+markers", name="SNR", text=text, hovertemplate="%{text}<extra></extra>",
                                marker=marker, line={"color": "#98d398", "width": 1}, showlegend=False), 2, 1)
     intro = df["introduced_db"].astype(float)
