@@ -122,3 +122,11 @@ def refusal(node: str, op_type: str, op_types: tuple[str, ...]) -> str:
     """The one sentence for a tick on a node that is not a fallback candidate (the CLI's --fallback says the same)."""
     return (f"The node '{node}' ({op_type}) is not quantized, so falling it back would change nothing; pick a "
             f"{'/'.join(op_types)} node from the ranking.")
+
+
+def ranking_sentence(ranking: engine.RankingInfo) -> str:
+    """What the culprit order means, for the Layers page and the report."""
+    if ranking.method != "measured harm":
+        return "Ranked by the noise each node adds (harm was not measured)."
+    return (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {ranking.samples} samples "
+            f"(lower is worse; probes: {ranking.plan or 'one stage'}).")

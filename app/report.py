@@ -17,7 +17,8 @@ import plotly
 from plotly.offline import get_plotlyjs_version
 
 import engine
-from app.plots import before_after_figure, layer_figure
+from app.layer_table import ranking_sentence
+from app.plots import NOISE_FLOOR_DB, before_after_figure, layer_figure
 
 __all__ = ["build_report", "plotly_js", "PLOTLY_JS_NAME", "MAX_CULPRITS"]
 
@@ -73,11 +74,9 @@ def _culprits(summary: engine.Summary, layers: pd.DataFrame) -> str:
     for c in summary.culprits[:MAX_CULPRITS]:
         rows.append([str(c.rank), f"<code>{_e(c.node)}</code>", _e(", ".join(str(origin.get(n, "")) for n in c.nodes)), _e(c.op_type),
                      _e(engine.format_metric("snr_db", c.alone_snr_db)), _e(engine.format_metric("snr_db", c.snr_db)),
-                     _e("none" if c.introduced_db <= -120 else f"{c.introduced_db:.1f}")])
+                     _e("none" if c.introduced_db <= NOISE_FLOOR_DB else f"{c.introduced_db:.1f}")])
     more = f"<p>{len(summary.culprits) - MAX_CULPRITS} more in summary.json.</p>" if len(summary.culprits) > MAX_CULPRITS else ""
-    how = (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {summary.ranking.samples} samples "
-           f"(lower is worse; probes: {summary.ranking.plan or 'one stage'})." if summary.ranking.method == "measured harm" else "Ranked by the noise each node adds.")
-    return (f"<p>{_e(how)}</p>" + _table(["rank", "node", "from your file", "op", "outputs SNR (dB), only it INT8",
+    return (f"<p>{_e(ranking_sentence(summary.ranking))}</p>" + _table(["rank", "node", "from your file", "op", "outputs SNR (dB), only it INT8",
                                           "its output's SNR (dB)", "noise it adds (dB)"], rows) + more)
 
 

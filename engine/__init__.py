@@ -4,6 +4,7 @@ UI-free (never imports streamlit). The dashboard and the CLI call only what `__a
 
 from engine.backends import PROVIDERS, available_providers, resolve_backend
 from engine.compare.metrics import METRICS, Metric, format_metric
+from engine.compare.ranking import FLOOR_DB
 from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, load_labels
 from engine.diagnose import AutoFallbackResult, Target, UnitMode, search_fallback, sensitivity
 from engine.diagnose.autofallback import STRATEGIES
@@ -35,6 +36,7 @@ from engine.settings import Settings
 from engine.sweep import SELECT_METRICS, SweepResult, SweepRow, load_sweep, sweep
 
 __all__ = [
+    "FLOOR_DB",
     "compare", "rebuild", "load_result", "effective_batch_size",
     "doctor", "doctor_lines", "sensitivity", "autofallback", "search_fallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
     "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS",

@@ -91,9 +91,7 @@ if len(picked) > 1 or tickable:
     c2.button("Tick the picked candidates", on_click=_tick_picked, disabled=not tickable)
 
 st.subheader("Fallback")
-how = (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {summary.ranking.samples} samples"
-       f" (probes: {summary.ranking.plan or 'one stage'})" if summary.ranking.method == "measured harm" else "Ranked by the noise each node adds (harm was not measured)")
-st.caption(f"{how}. Only fallback candidates (nodes INT8 quantizes) can be ticked.")
+st.caption(f"{lt.ranking_sentence(summary.ranking)} Only fallback candidates (nodes INT8 quantizes) can be ticked.")
 c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
 k = c1.number_input("Top-k culprits", min_value=1, max_value=max(1, len(summary.culprits)), value=1, key="topk")
 c2.button("Tick the top-k culprits", on_click=_tick_top, args=(int(k),), disabled=not summary.culprits)
@@ -112,8 +110,9 @@ nodes = list(rows["node"])
 config = lt.column_config(st.column_config, precision)
 config[lt.INSPECT] = st.column_config.ButtonColumn("inspect", key="inspect_click", on_click=_inspect_clicked, args=(nodes,),
                                                    type="tertiary", width="small")
-st.data_editor(lt.table_frame(rows, ss[state.TABLE_BASE][1], cands), key=key, on_change=_table_changed, args=(key, nodes),
-               disabled=[c for c in lt.table_frame(rows.head(0), set(), cands).columns if c != lt.TICK], hide_index=True,
+frame = lt.table_frame(rows, ss[state.TABLE_BASE][1], cands)
+st.data_editor(frame, key=key, on_change=_table_changed, args=(key, nodes),
+               disabled=[c for c in frame.columns if c != lt.TICK], hide_index=True,
                column_config=config, width="stretch", row_height=35, height=min(36 * (len(rows) + 1) + 3, 600), placeholder="")
 if refused := ss.get(state.TICK_REFUSED):
     st.error(refused)
