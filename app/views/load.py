@@ -13,7 +13,7 @@ from app.actions import busy, show_error
 from app.cached import model_facts
 from app.inputs import Inputs
 from app.plots import op_type_figure
-from app.samples import catalog, sample_inputs
+from app.samples import catalog, default_name, sample_inputs
 from app.workspace import discard_upload_sets, new_upload_set, save_upload
 
 st.title("Load a model and calibration data")
@@ -92,7 +92,7 @@ slots: dict = {}
 if source == "Bundled sample":
     models = catalog()["models"]
     names = list(models)
-    name = st.selectbox("Sample model", names, index=names.index(catalog()["default"]), key="load_sample",
+    name = st.selectbox("Sample model", names, index=names.index(default_name()), key="load_sample",
                         format_func=lambda n: f"{n} (FP32 accuracy {models[n]['fp32_accuracy']:.1%})")
     st.caption(models[name]["description"])
     current = st.session_state.get(state.INPUTS)
