@@ -10,6 +10,7 @@ import streamlit as st
 
 import engine
 from app import cached, state
+from app.layer_table import origins
 from app.node_plots import channel_figure, histogram_figure, neighbourhood_dot
 
 __all__ = ["inspector"]
@@ -28,7 +29,7 @@ def inspector(result: engine.ComparisonResult, node: str, ticks: set[str]) -> No
     ss = st.session_state
     layers = result.layers
     nodes = list(dict.fromkeys(layers.sort_values("order")["node"]))
-    origin = dict(zip(layers["node"], layers.get("original", layers["node"]).fillna("")))
+    origin = origins(layers)
     ops = dict(zip(layers["node"], layers["op_type"]))
     st.subheader(f"Inspect {node}")
     ss["inspect_select"] = node

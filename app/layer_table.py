@@ -130,3 +130,9 @@ def ranking_sentence(ranking: engine.RankingInfo) -> str:
         return "Ranked by the noise each node adds (harm was not measured)."
     return (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {ranking.samples} samples "
             f"(lower is worse; probes: {ranking.plan or 'one stage'}).")
+
+
+def origins(layers: pd.DataFrame) -> dict[str, str]:
+    """Prepared node -> the node(s) of the user's file it came from ('' where none is recorded; a layers.csv read back
+    gives NaN there)."""
+    return dict(zip(layers["node"], layers["original"].fillna("").astype(str))) if "original" in layers else {}

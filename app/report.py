@@ -17,7 +17,7 @@ import plotly
 from plotly.offline import get_plotlyjs_version
 
 import engine
-from app.layer_table import ranking_sentence
+from app.layer_table import origins, ranking_sentence
 from app.plots import NOISE_FLOOR_DB, before_after_figure, layer_figure
 
 __all__ = ["build_report", "plotly_js", "PLOTLY_JS_NAME", "MAX_CULPRITS"]
@@ -69,7 +69,7 @@ def _task(summary: engine.Summary, before: engine.Summary | None) -> str:
 
 
 def _culprits(summary: engine.Summary, layers: pd.DataFrame) -> str:
-    origin = dict(zip(layers["node"], layers["original"])) if "original" in layers else {}
+    origin = origins(layers)
     rows = []
     for c in summary.culprits[:MAX_CULPRITS]:
         rows.append([str(c.rank), f"<code>{_e(c.node)}</code>", _e(", ".join(str(origin.get(n, "")) for n in c.nodes)), _e(c.op_type),

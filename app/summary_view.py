@@ -11,6 +11,7 @@ import engine
 from app import state
 from app.command import cli_command
 from app.inputs import Inputs
+from app.layer_table import origins
 from app.samples import default_name, sample_inputs
 
 __all__ = ["inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes"]
@@ -44,7 +45,7 @@ def inputs_in_use() -> tuple[Inputs | None, str | None]:
 def amplifier_notes(result: engine.ComparisonResult, limit: int = 3) -> list[str]:
     """The engine's amplifier sentences, each with where its node came from in the user's file."""
     layers = result.layers
-    origin = dict(zip(layers["node"], layers["original"].fillna(""))) if "original" in layers else {}
+    origin = origins(layers)
     notes = []
     for a in result.summary.amplifiers[:limit]:
         mine = origin.get(a.node, "")

@@ -334,3 +334,12 @@ def test_an_opened_configuration_sets_the_compare_pages_controls():
                                 precision=engine.Precision.FP8)
     assert compare_settings(config, 25, "cpu") == {"cmp_method": "percentile", "cmp_percentile": 99.9, "cmp_ops": ["Conv", "Add"],
                                                    "cmp_precision": "fp8", "cmp_batch": 25, "cmp_provider": "cpu"}
+
+
+def test_origins_of_a_layers_csv_read_back_are_blank_not_nan(tmp_path):
+    path = tmp_path / "layers.csv"
+    frame().assign(original=["#0 Conv", "", "block_a", "", ""]).to_csv(path, index=False)
+    back = pd.read_csv(path)  # empty cells come back as NaN
+    assert back["original"].isna().sum() == 3
+    assert lt.origins(back) == {"n0": "#0 Conv", "n1": "", "n2": "block_a", "n3": "", "n4": ""}
+    assert lt.origins(back.drop(columns="original")) == {}
