@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,14 @@ def outlier_run(tmp_path_factory):
     result = compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", data=SAMPLES / "digits_eval.npz",
                      labels=SAMPLES / "digits_eval_labels.npy", out_dir=out, batch_size=25)
     return result
+
+
+@pytest.fixture()
+def run_copy(outlier_run, tmp_path):
+    """A copy of the outlier run's folder (no history) that a test may rebuild or probe freely."""
+    dst = tmp_path / "run"
+    shutil.copytree(outlier_run.run_dir, dst, ignore=shutil.ignore_patterns("history"))
+    return dst
 
 
 @pytest.fixture(scope="session")

@@ -4,20 +4,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 
 import pandas as pd
 import pytest
 
 from engine import ConfigError, autofallback, compare, load_result, sensitivity
 from engine.cli.main import main
-
-
-@pytest.fixture()
-def run_copy(outlier_run, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(outlier_run.run_dir, dst, ignore=shutil.ignore_patterns("history"))
-    return dst
 
 
 def planted(catalog):

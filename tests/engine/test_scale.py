@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pandas as pd
 import pytest
 
@@ -20,13 +18,6 @@ def cluster():
     ex = RayExecutor(None, num_cpus=2)
     yield ex
     ex.close()
-
-
-@pytest.fixture()
-def run_copy(outlier_run, tmp_path):
-    dst = tmp_path / "run"
-    shutil.copytree(outlier_run.run_dir, dst, ignore=shutil.ignore_patterns("history"))
-    return dst
 
 
 def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
