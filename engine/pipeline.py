@@ -265,7 +265,7 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
     timings["compare"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    ranking, reused = rank_run(run, cfg, reference, probe_backend(backend), progress, pools)
+    ranking, reused = rank_run(run, cfg, reference, probe_backend(backend), progress, pools, settings.device_library)
     timings["rank"] = time.perf_counter() - t0
     summary = summarize(lw, view, cfg, fp16_nodes=emitted.fp16_nodes, backend_note=choice.note, ranking=ranking,
                         ranking_reused=reused, timings=timings, recalibrated=recalibrated, warnings=warnings)

@@ -27,7 +27,14 @@ class Capabilities:
 
 
 class Runner(Protocol):
-    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]: ...
+    def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Graph outputs (and observed tensors) for `feed`: numpy arrays, or values `resident` returned."""
+        ...
+
+    def resident(self, arrays: dict[str, np.ndarray]) -> dict:
+        """Copies of `arrays` in the memory this runner computes in, to feed it again and again without a copy each run
+        (a runner that leaves its outputs on a device); a host runner returns the arrays themselves."""
+        ...
 
     def artifacts(self) -> dict:
         """What this runner built and the run folder should keep: {"files": {name: bytes}, "engine": {...}}, or {}."""

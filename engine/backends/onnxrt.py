@@ -68,6 +68,9 @@ class _HostRunner:
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelError(f"ONNX Runtime failed while running the model ({_first_line(err)}); check the input data's shapes.") from None
 
+    def resident(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return arrays
+
     def artifacts(self) -> dict:
         return {}
 
@@ -84,12 +87,23 @@ class _DeviceRunner:
         self._outputs = [o.name for o in sess.get_outputs()]
         self._bound: dict[tuple, tuple] = {}
 
-    def infer(self, feed: dict[str, np.ndarray]) -> dict:
-        key = tuple((k, v.shape, v.dtype.str) for k, v in feed.items())
+    def resident(self, arrays: dict[str, np.ndarray]) -> dict:
+        """OrtValues in this session's device memory."""
+        from onnxruntime import OrtValue
+
+        return {k: OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), self._device, 0) for k, v in arrays.items()}
+
+    def infer(self, feed: dict) -> dict:
+        """`feed`: numpy arrays (copied in each run) or OrtValues from `resident` (bound where they are)."""
+        key = tuple((k, v.shape, v.dtype.str) if isinstance(v, np.ndarray) else (k, tuple(v.shape()), v.data_type())
+                    for k, v in feed.items())
         known = self._bound.get(key)
         binding = known[0] if known is not None else self._sess.io_binding()
         for name, arr in feed.items():
-            binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+            if isinstance(arr, np.ndarray):
+                binding.bind_cpu_input(name, np.ascontiguousarray(arr))
+            else:
+                binding.bind_ortvalue_input(name, arr)
         if known is None:
             for name in self._outputs:
                 binding.bind_output(name, self._device)

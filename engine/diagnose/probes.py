@@ -19,7 +19,7 @@ import onnx
 
 from engine.backends.base import Backend
 from engine.compare.metrics import batch_cosine, snr_db
-from engine.compare.reducers import CHUNK, host_stats
+from engine.compare.reducers import CHUNK, DeviceReducer, device_reducer, host_stats
 from engine.compare.task_metrics import TaskAccumulator, is_classifier_shaped
 from engine.data.source import Batch
 from engine.diagnose.gated import GatedModel, gate_model
@@ -103,6 +103,20 @@ class _Score:
         self._scratch = np.empty(CHUNK, np.float32)
         self.task = TaskAccumulator(task_output, labels)
 
+    def add_resident(self, ref: dict[str, np.ndarray], ref_device: dict, out: dict, reducer: DeviceReducer) -> None:
+        """A batch whose reference (`ref_device`) and outputs stay in device memory: four sums an output come back."""
+        paired = [o for o in self.outputs if reducer.shape(out[o]) == np.shape(ref[o])]
+        self.unpaired += len(self.outputs) - len(paired)
+        if paired:
+            stats, _, _ = reducer.reduce([(ref_device[o], out[o]) for o in paired], keys=paired)
+            reducer.take_counts()  # the device histograms a probe does not use, reset: memory stays flat
+            for o, row in zip(paired, stats):
+                self.sums[o] += row[:4]
+                self.paired[o] += 1
+        t = self.task.output
+        if t is not None and t in paired:
+            self.task.update(ref[t], reducer.to_host(out[t]))
+
     def add(self, ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
         for o in self.outputs:  # the chunked host reduction: a detector's outputs are megabytes a probe
             if np.shape(ref[o]) != np.shape(out[o]):  # nothing to pair element by element
@@ -132,13 +146,40 @@ def float_outputs(outputs: Sequence[str], reference_outputs: dict[str, np.ndarra
     return [o for o in outputs if np.issubdtype(np.asarray(reference_outputs[o]).dtype, np.floating)]
 
 
-def _score(data: ProbeData, infer: Callable[[Batch], dict[str, np.ndarray]], outputs: Sequence[str], t0: float) -> ProbeMetrics:
+def _score(data: ProbeData, infer: Callable[[Batch], dict[str, np.ndarray]], outputs: Sequence[str], t0: float,
+           resident: _Resident | None = None) -> ProbeMetrics:
     first = data.reference_outputs[0]
     outputs = float_outputs(outputs, first)
     score = _Score(outputs, next((o for o in outputs if is_classifier_shaped(first[o])), None), data.labels)
     for batch, ref in zip(data.batches, data.reference_outputs):
-        score.add(ref, infer(batch))
+        if resident is None:
+            score.add(ref, infer(batch))
+        else:
+            inputs, ref_device = resident.get(batch, ref)
+            score.add_resident(ref, ref_device, infer(inputs), resident.reducer)
     return score.result(time.perf_counter() - t0)
+
+
+class _Resident:
+    """Probe batches and their reference outputs copied once into the runner's device memory, and the reducer that
+    scores outputs there: a probe on a GPU then moves no tensor between host and device, only the gates and a few
+    sums (for a detector, tens of megabytes a probe less each way, and no host reduction)."""
+
+    def __init__(self, runner, reducer: DeviceReducer) -> None:
+        self.runner, self.reducer = runner, reducer
+        self._copies: dict[tuple, tuple[dict, dict]] = {}
+
+    @staticmethod
+    def _key(arrays: dict[str, np.ndarray]) -> tuple:
+        return tuple((k, v.__array_interface__["data"][0], v.shape, v.dtype.str) for k, v in arrays.items())
+
+    def get(self, batch: Batch, ref: dict[str, np.ndarray]) -> tuple[dict, dict]:
+        """(inputs, reference outputs) on the device; a head() of the probe data views the same memory and is copied
+        once per size."""
+        key = self._key(batch) + self._key(ref)
+        if key not in self._copies:
+            self._copies[key] = (self.runner.resident(batch), self.runner.resident(ref))
+        return self._copies[key]
 
 
 def measure_model(backend: Backend, model: onnx.ModelProto, data: ProbeData, outputs: Sequence[str] | None = None) -> ProbeMetrics:
@@ -153,11 +194,15 @@ class OutputProbe:
     """Measures fallback sets on `data`. Use as a context manager: the gated session stays open for every probe.
 
     emit(fallback) -> the Q/DQ model of a fallback set; used where the backend cannot switch Q/DQ at run time.
-    fp16: units in fallback compute on FP16-rounded values (the run's fallback precision), else in FP32."""
+    fp16: units in fallback compute on FP16-rounded values (the run's fallback precision), else in FP32.
+    device_library: on a backend with device outputs, the library (cupy, torch; None: the first importable) that scores
+    the outputs where they are; the probe data is then copied to the device once, not every probe."""
 
     def __init__(self, backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Unit],
-                 data: ProbeData, emit: Callable[[frozenset[str]], onnx.ModelProto], fp16: bool = False) -> None:
+                 data: ProbeData, emit: Callable[[frozenset[str]], onnx.ModelProto], fp16: bool = False,
+                 device_library: str | None = None) -> None:
         self.backend, self.reference, self.candidate = backend, reference, candidate
+        self.device_library = device_library  # where the backend leaves outputs on a device: the library scoring them there
         self.units = tuple(tuple(u) for u in units)
         self.data, self.emit, self.fp16 = data, emit, fp16
         self.outputs = [o.name for o in reference.graph.output if o.name in data.reference_outputs[0]]
@@ -165,6 +210,7 @@ class OutputProbe:
         self._stack: ExitStack | None = None
         self._gated: GatedModel | None = None
         self._runner = None
+        self._resident: _Resident | None = None
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -175,17 +221,20 @@ class OutputProbe:
         if self.backend.capabilities.runtime_gates:
             build = gate_model_where if self.backend.capabilities.branchless else gate_model
             self._gated = build(self.reference, self.candidate, self.units, fp16=self.fp16)
-            self._runner = self._stack.enter_context(self.backend.runner(self._gated.model))
+            reducer = device_reducer(self.device_library) if self.backend.capabilities.device_outputs else None
+            self._runner = self._stack.enter_context(self.backend.runner(self._gated.model, on_device=reducer is not None))
+            self._resident = _Resident(self._runner, reducer) if reducer is not None else None
         return self
 
     def __exit__(self, *exc) -> None:
         if self._stack is not None:
             self._stack.close()
-        self._stack, self._runner, self._gated = None, None, None
+        self._stack, self._runner, self._gated, self._resident = None, None, None, None
 
-    def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None) -> ProbeMetrics:
+    def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
+             resident: _Resident | None = None) -> ProbeMetrics:
         self.probes += 1
-        return _score(data or self.data, infer, self.outputs, t0)
+        return _score(data or self.data, infer, self.outputs, t0, resident)
 
     def measure(self, fallback: Iterable[str], data: ProbeData | None = None) -> ProbeMetrics:
         """Final outputs with the units holding any of `fallback` in fallback precision and every other unit in INT8,
@@ -194,7 +243,7 @@ class OutputProbe:
         fallback = frozenset(fallback)
         if self._runner is not None:
             gates = self._gated.feed(fallback)
-            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data)
+            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
         with self.backend.runner(self.emit(fallback)) as runner:
             return self._run(runner.infer, t0, data)
 
@@ -203,7 +252,7 @@ class OutputProbe:
         t0 = time.perf_counter()
         if self._runner is not None:
             gates = self._gated.feed_only(None if unit is None else self.units.index(tuple(unit)))
-            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data)
+            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
         keep = set(unit or ())
         with self.backend.runner(self.emit(frozenset(n for n in self.nodes if n not in keep))) as runner:
             return self._run(runner.infer, t0, data)

@@ -37,9 +37,10 @@ def rank_budget(run: RunFolder) -> float | None:
 
 
 def rank_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend: Backend,
-             progress: ProgressCallback = no_progress, pools: PoolFactory = local_pool) -> tuple[HarmRanking | None, bool]:
+             progress: ProgressCallback = no_progress, pools: PoolFactory = local_pool,
+             device_library: str | None = None) -> tuple[HarmRanking | None, bool]:
     """(ranking, reused). None when ranking is switched off (screen_samples 0) or nothing is quantized.
-    `backend` must switch Q/DQ at run time (see select.probe_backend)."""
+    `backend` must switch Q/DQ at run time (see select.probe_backend); device_library: Settings.device_library."""
     if cfg.screen_samples <= 0:
         return None, False
     budget = rank_budget(run)
@@ -51,7 +52,7 @@ def rank_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend
                 return HarmRanking.from_dict(stored["ranking"]), True
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable: measure again
-    probe = probe_for_run(run, cfg, reference, backend, UnitMode.NODE, cfg.screen_samples)
+    probe = probe_for_run(run, cfg, reference, backend, UnitMode.NODE, cfg.screen_samples, device_library)
     if probe is None:
         return None, False
     ops = {n.name: n.op_type for n in reference.graph.node}

@@ -119,7 +119,7 @@ class RunEmitter:
 
 
 def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend: Backend, units: UnitMode,
-                  samples: int | None) -> OutputProbe | None:
+                  samples: int | None, device_library: str | None = None) -> OutputProbe | None:
     """A probe (not yet entered) over the run's first `samples` cached samples, every fallback candidate of the run's
     quantization in a unit; None when nothing is quantized. A unit in fallback takes the run's fallback precision."""
     config = cfg.quant.with_fallback(())
@@ -130,7 +130,7 @@ def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, ba
         return None
     data = cached_probe_data(run, reference, backend, samples, whole_batches=model_info(reference).fixed_batch is not None)
     return OutputProbe(backend, reference, candidate, fallback_units(reference, nodes, units), data, emit,
-                       fp16=config.fallback_precision is FallbackPrecision.FP16)
+                       fp16=config.fallback_precision is FallbackPrecision.FP16, device_library=device_library)
 
 
 def open_probe(run_dir: str | os.PathLike, provider: str | None = None, units: UnitMode = UnitMode.NODE,

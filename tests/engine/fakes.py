@@ -17,6 +17,9 @@ class FakeRunner:
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.fn(feed, self.observing)
 
+    def resident(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return arrays
+
     def artifacts(self) -> dict:
         return {}
 
