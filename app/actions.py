@@ -16,14 +16,13 @@ from app.command import DEFAULT_SCREEN_SAMPLES
 from app.inputs import Inputs
 from app.jobs import Job, job_queue
 from app.sweeps import SweepPlan, Swept, compare_settings
-from app.workspace import remember_inputs, run_index, session_dir
+from app.workspace import SWEEPS, remember_inputs, remember_sweep, run_index, session_dir
 
 __all__ = ["run_comparison", "run_rebuild", "run_sweep", "open_configuration", "submit", "busy", "job_panel", "show_error",
            "current_job", "apply_finished"]
 
 WHAT = {"compare": "comparison", "rebuild": "rebuild", "sensitivity": "sensitivity run", "autofallback": "fallback search",
         "latency": "latency measurement", "sweep": "sweep"}
-SWEEPS = "sweeps"  # <workspace>/sweeps/sweep_*: one folder per sweep, beside the run folders
 
 
 def run_comparison(inputs: Inputs, config: engine.QuantConfig, batch: int, provider: str, screen_samples: int) -> Job:
@@ -67,28 +66,32 @@ def run_rebuild(fallback: set[str], ranges: tuple[engine.RangeOverride, ...], pr
 
 
 def run_sweep(inputs: Inputs, plan: SweepPlan, batch: int, provider: str) -> Job:
-    """Queues a sweep into a new folder of this workspace. The sweep shown stays until this one finishes; a failed or
-    cancelled sweep leaves no folder behind, and a finished one replaces the folder of the sweep it replaces."""
-    ws, settings = st.session_state[state.WORKSPACE], state.settings()
+    """Queues a sweep into a new folder of this workspace, recorded in the run index (so History lists it and a reopened
+    workspace shows it again). The sweep shown stays until this one finishes; a failed or cancelled sweep leaves no
+    folder behind."""
+    ws, index, settings = st.session_state[state.WORKSPACE], run_index(), state.settings()
     parent = session_dir(ws) / SWEEPS
 
     def work(progress):
         parent.mkdir(exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="sweep_", dir=parent))
+
+        def sweep(out: Path) -> engine.SweepResult:
+            result = engine.sweep([inputs.model], inputs.calib, out_dir=out, data=inputs.data, labels=inputs.labels,
+                                  methods=plan.methods, percentiles=plan.percentiles or (99.999,), op_type_sets=plan.op_type_sets,
+                                  precisions=plan.precisions, batch_size=batch, provider=provider, images=inputs.images,
+                                  select=plan.select, progress=progress, settings=settings)
+            remember_sweep(out, inputs, batch, provider)
+            return result
+
         try:
-            return engine.sweep([inputs.model], inputs.calib, out_dir=folder, data=inputs.data, labels=inputs.labels,
-                                methods=plan.methods, percentiles=plan.percentiles or (99.999,), op_type_sets=plan.op_type_sets,
-                                precisions=plan.precisions, batch_size=batch, provider=provider, images=inputs.images,
-                                select=plan.select, progress=progress, settings=settings)
+            return index.record_sweep(ws, inputs.name, sweep, folder)
         except BaseException:
             shutil.rmtree(folder, ignore_errors=True)
             raise
 
     def on_done(result: engine.SweepResult) -> None:
-        old: Swept | None = st.session_state.get(state.SWEEP)
-        st.session_state[state.SWEEP] = Swept(result, inputs, batch, provider)
-        if old is not None and old.result.folder.parent.resolve() == parent.resolve() and old.result.folder != result.folder:
-            shutil.rmtree(old.result.folder, ignore_errors=True)  # nothing reads it again: its table is in memory
+        st.session_state[state.SWEEP] = Swept(result, inputs, batch, provider, inputs.name)
 
     return submit("sweep", work, on_done)
 
@@ -97,6 +100,7 @@ def open_configuration(swept: Swept, row: engine.SweepRow) -> Job:
     """A normal comparison (the Compare page's job) of one swept configuration, on the inputs, batch size and provider the
     sweep ran with. The Compare page's controls are set to it first (so its equivalent command is this one), and when it
     finishes the Layers page shows it."""
+    assert swept.inputs is not None, "the Sweep page offers no Open without the sweep's inputs"
     config = row.config.quant()
     st.session_state[state.COMPARE_SETTINGS] = compare_settings(config, swept.batch, swept.provider)
     job = run_comparison(swept.inputs, config, swept.batch, swept.provider,

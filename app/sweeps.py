@@ -41,12 +41,18 @@ class SweepPlan:
 
 @dataclass(frozen=True)
 class Swept:
-    """A finished sweep and what it ran on, so any configuration of it opens on the same inputs and settings."""
+    """A finished sweep and what it ran on, so any configuration of it opens on the same inputs and settings. `inputs` is
+    None for a sweep reopened after its uploaded files were replaced: its table shows, its configurations cannot open."""
 
     result: engine.SweepResult
-    inputs: Inputs
+    inputs: Inputs | None
     batch: int
     provider: str
+    name: str = ""  # the model's name, as the inputs knew it
+
+    @property
+    def model_name(self) -> str:
+        return self.inputs.name if self.inputs is not None else self.name or "a model no longer loaded"
 
 
 def op_type_sets(model_ops: Iterable[str]) -> dict[str, tuple[str, ...]]:

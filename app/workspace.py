@@ -19,10 +19,14 @@ import engine
 from app import state
 from app.inputs import Inputs
 from app.samples import catalog, sample_inputs
+from app.sweeps import Swept
 from engine import RunIndex, RunRecord, RunStatus
 
-__all__ = ["run_index", "attach", "open_run", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
-           "delete_run_folder", "new_upload_set", "discard_upload_sets"]
+__all__ = ["run_index", "attach", "open_run", "open_sweep", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
+           "remember_sweep", "delete_run_folder", "new_upload_set", "discard_upload_sets", "SWEEPS"]
+
+SWEEPS = "sweeps"  # <workspace>/sweeps/sweep_*: one folder per sweep, beside the run folders
+SWEPT_FILE = "dashboard.json"  # in a sweep's folder: what the dashboard ran it on (inputs, batch, provider)
 
 UPLOAD_SUFFIXES = {".onnx", ".npz", ".npy", ".json", ".zip"}
 UNKNOWN_LINK = ("This workspace link is not known on this server (mistyped, or from another QuantScope), so a new, empty "
@@ -81,34 +85,63 @@ def remember_inputs(workspace: str, inputs: Inputs) -> None:
     os.replace(tmp, target)
 
 
+def _inputs_of(ws: str, record: dict) -> Inputs | None:
+    """The inputs an inputs record names, if they are still there; paths only ever point into the workspace's uploads/."""
+    if record["sample"]:
+        return sample_inputs(record["name"]) if record["name"] in catalog()["models"] else None
+    if not str(record["set"]).isalnum():
+        return None
+    return Inputs.from_record(record, session_dir(ws) / "uploads" / record["set"])
+
+
 def _restore_inputs(ws: str) -> None:
-    """The inputs of the workspace's last comparison, if they are still there; paths only ever point into its uploads/."""
+    """The inputs of the workspace's last comparison, if they are still there."""
     try:
         record = json.loads((session_dir(ws) / INPUTS_FILE).read_text())
-        if record["sample"]:
-            if record["name"] in catalog()["models"]:
-                st.session_state[state.INPUTS] = sample_inputs(record["name"])
-            return
-        if not str(record["set"]).isalnum():
-            return
-        inputs = Inputs.from_record(record, session_dir(ws) / "uploads" / record["set"])
+        inputs = _inputs_of(ws, record)
         if inputs is not None:
             st.session_state[state.INPUTS] = inputs
-            st.session_state[state.LOAD_SOURCE] = "Upload"  # the Load page keeps these inputs, not the sample
+            if not inputs.sample:
+                st.session_state[state.LOAD_SOURCE] = "Upload"  # the Load page keeps these inputs, not the sample
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return  # nothing remembered (or unreadable): the Load page starts on the sample
 
 
+def remember_sweep(folder: Path, inputs: Inputs, batch: int, provider: str) -> None:
+    """Beside a finished sweep's table: what it ran on, so History and a reopened workspace can show it again."""
+    target = folder / SWEPT_FILE
+    tmp = target.with_name(target.name + ".tmp")
+    tmp.write_text(json.dumps({"inputs": inputs.to_record(), "batch": batch, "provider": provider}))
+    os.replace(tmp, target)
+
+
+def open_sweep(record: RunRecord) -> Swept:
+    """Makes a finished sweep of this workspace the one the Sweep page shows."""
+    if record.workspace != st.session_state[state.WORKSPACE]:
+        raise engine.RunFolderError(f"There is no run {record.id} in this workspace; pick a run from the History page.")
+    result = record.load_sweep()
+    try:
+        meta = json.loads((record.run_dir / SWEPT_FILE).read_text())
+        inputs, batch, provider = _inputs_of(record.workspace, meta["inputs"]), int(meta["batch"]), str(meta["provider"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        raise engine.RunFolderError(f"Sweep {record.id}'s folder lacks what it ran on ({SWEPT_FILE}); sweep again.") from None
+    swept = Swept(result, inputs, batch, provider, record.model)
+    st.session_state[state.SWEEP] = swept
+    return swept
+
+
 def _resume(index: RunIndex, ws: str) -> None:
-    """After a restart: the workspace's last inputs and latest finished run become current again."""
+    """After a restart: the workspace's last inputs, latest finished run and latest finished sweep become current again."""
     _restore_inputs(ws)
     index.recover()
     done = [r for r in index.runs(ws) if r.status is RunStatus.DONE]
-    if done:
-        try:
-            open_run(done[-1])
-        except engine.QuantScopeError as err:
-            st.session_state[state.NOTICE] = str(err)
+    for latest, reopen in ((next((r for r in reversed(done) if not r.is_sweep), None), open_run),
+                           (next((r for r in reversed(done) if r.is_sweep), None), open_sweep)):
+        if latest is not None:
+            try:
+                reopen(latest)
+            except engine.QuantScopeError as err:
+                st.session_state[state.NOTICE] = str(err)
 
 
 def open_run(record: RunRecord) -> engine.ComparisonResult:
@@ -125,6 +158,9 @@ def delete_run_folder(record: RunRecord) -> tuple[int, ...]:
     """Deletes one of this workspace's run folders; if it held the current result, that result is dropped too."""
     ss = st.session_state
     deleted = run_index().delete_folder(ss[state.WORKSPACE], record.id)
+    swept = ss.get(state.SWEEP)
+    if swept is not None and swept.result.folder.resolve() == record.run_dir.resolve():
+        ss.pop(state.SWEEP, None)
     current = ss.get(state.RESULT)
     if current is not None and current.run_dir == record.run_dir:
         for key in (state.RESULT, state.BEFORE, state.SENSITIVITY, state.AUTOFALLBACK, state.INSPECT):

@@ -1,8 +1,8 @@
 """The run index: one SQLite file under the runs root that lists every run, so the dashboard's History page and
 `quantscope runs` find past runs after a restart.
 
-    ROOT/index.sqlite3   workspaces (id, sha256 of the access token) and runs (one row per compare or rebuild)
-    ROOT/<workspace>/run_<id>/   the run folders (see runs.py)
+    ROOT/index.sqlite3   workspaces (id, sha256 of the access token) and runs (one row per compare, rebuild or sweep)
+    ROOT/<workspace>/run_<id>/   the run folders (see runs.py); a sweep's row names its sweep folder
 
 A run is inserted as `running` with its process's identity before any work starts, and becomes `done` or
 `failed` when it ends. A process killed with SIGKILL never gets there: whoever opens the index next sees that
@@ -25,15 +25,20 @@ from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from engine.errors import Cancelled, QuantScopeError, RunFolderError, unexpected_error_sentence
 from engine.results import ComparisonResult
 from engine.runs import RunFolder
 
-__all__ = ["RunIndex", "RunRecord", "RunStatus", "CLI_WORKSPACE", "INDEX_FILE"]
+if TYPE_CHECKING:
+    from engine.sweep import SweepResult
+
+__all__ = ["RunIndex", "RunRecord", "RunStatus", "CLI_WORKSPACE", "INDEX_FILE", "SWEEP_KIND"]
 
 INDEX_FILE = "index.sqlite3"
 CLI_WORKSPACE = "cli"  # runs started by `quantscope compare/rebuild` (their folders live wherever --out says)
+SWEEP_KIND = "sweep"  # a row whose folder holds a sweep (sweep.json), not a comparison
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS workspaces (
@@ -100,19 +105,41 @@ class RunRecord:
             return archived
         return self.run_dir if RunFolder(self.run_dir).has_results() else None
 
+    @property
+    def is_sweep(self) -> bool:
+        return self.kind == SWEEP_KIND
+
+    def _not_finished(self) -> RunFolderError:
+        why = {RunStatus.RUNNING: "is still running", RunStatus.FAILED: "failed", RunStatus.INCOMPLETE: "did not finish",
+               RunStatus.CANCELLED: "was cancelled", RunStatus.DONE: "is finished"}
+        if self.status is RunStatus.DONE:
+            return RunFolderError(f"Run {self.id}'s files are gone from {self.run_dir}; pick another run.")
+        return RunFolderError(f"Run {self.id} {why[self.status]}, so it has no results to open; pick a finished run.")
+
     def load(self) -> ComparisonResult:
         """This run's results, wherever they are now; `run_dir` stays the run folder so a rebuild can start from it."""
+        if self.is_sweep:
+            raise RunFolderError(f"Run {self.id} is a sweep, not a comparison; open it on the Sweep page.")
         files = self.result_dir()
         if files is None:
-            why = {RunStatus.RUNNING: "is still running", RunStatus.FAILED: "failed", RunStatus.INCOMPLETE: "did not finish",
-                   RunStatus.CANCELLED: "was cancelled"}
-            if self.status is RunStatus.DONE:
-                raise RunFolderError(f"Run {self.id}'s files are gone from {self.run_dir}; pick another run.")
-            raise RunFolderError(f"Run {self.id} {why[self.status]}, so it has no results to open; pick a finished run.")
+            raise self._not_finished()
         from engine.pipeline import load_result
 
         loaded = load_result(files)
         return ComparisonResult(self.run_dir, loaded.layers, loaded.summary, files_dir=None if files == self.run_dir else files)
+
+    def load_sweep(self) -> SweepResult:
+        """A finished sweep's table, from its folder."""
+        if not self.is_sweep:
+            raise RunFolderError(f"Run {self.id} is a {self.kind}, not a sweep; open it on the History page.")
+        if self.status is not RunStatus.DONE:
+            raise self._not_finished()
+        from engine.sweep import load_sweep
+
+        try:
+            return load_sweep(self.run_dir)
+        except QuantScopeError:
+            raise self._not_finished() from None
 
     def as_row(self) -> dict:
         return {"run": self.id, "status": self.status.value, "kind": self.kind, "model": self.model,
@@ -236,6 +263,23 @@ class RunIndex:
                 "model=? WHERE id=?",
                 (RunStatus.DONE.value, time.time(), seq, _finite(out.snr_db), _finite(out.cosine), s.task.top1_agreement,
                  s.culprits[0].node if s.culprits else None, "\n".join(s.fallback), s.model, run_id))
+
+    def finish_sweep(self, run_id: int, result: SweepResult) -> None:
+        """A sweep is done: its row carries the best configuration's final-output figures and culprit, and says which it is."""
+        best = result.best()
+        what = f"best of {len(result.rows)} configurations: {best.config.label}" if best else f"{len(result.rows)} configurations, none best"
+        with self._connect() as db:
+            db.execute("UPDATE runs SET status=?, finished=?, snr_db=?, cosine=?, top1_agreement=?, top_culprit=?, message=? WHERE id=?",
+                       (RunStatus.DONE.value, time.time(), _finite(best.snr_db) if best else None,
+                        _finite(best.cosine) if best else None, best.top1_agreement if best else None,
+                        best.culprit if best else None, what, run_id))
+
+    def record_sweep(self, workspace: str, model: str, work: Callable[[Path], SweepResult], folder: str | os.PathLike) -> SweepResult:
+        """Runs `work(folder)` as a recorded sweep (see record)."""
+        with self.track(workspace, SWEEP_KIND, model, folder) as (run_id, out):
+            result = work(out)
+            self.finish_sweep(run_id, result)
+        return result
 
     def fail(self, run_id: int, sentence: str, status: RunStatus = RunStatus.FAILED) -> None:
         with self._connect() as db:

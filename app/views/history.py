@@ -1,4 +1,5 @@
-"""History: every run of this workspace from the run index (it survives restarts), opening one, and two side by side."""
+"""History: every run and sweep of this workspace from the run index (it survives restarts), opening one, and two runs
+side by side."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import engine
 from app import state
 from app.actions import busy
 from app.plots import before_after_figure
-from app.workspace import delete_run_folder, open_run, workspace_runs
+from app.workspace import delete_run_folder, open_run, open_sweep, workspace_runs
 from engine import RunStatus
 
-st.title("Runs in this workspace")
+st.title("Runs and sweeps in this workspace")
 st.caption("The address in your browser's bar (it carries `?ws=…`) reopens this workspace, with these runs, after the "
            "server restarts. Anyone with that address can see these runs: share it only with people who should.")
 try:
@@ -50,7 +51,21 @@ with st.expander("Delete a run folder (frees its disk space: models, batch cache
             st.session_state[state.NOTICE] = f"Deleted {name} (runs {', '.join(map(str, deleted))})."
             st.rerun()
 
-finished = {r.id: r for r in records if r.status is RunStatus.DONE}
+sweeps = {r.id: r for r in records if r.status is RunStatus.DONE and r.is_sweep}
+if sweeps:
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    ids = list(sweeps)
+    chosen = c1.selectbox("Open a sweep (the Sweep page then shows its table)", ids, index=len(ids) - 1, key="hist_sweep",
+                          format_func=lambda i: f"run {i}: sweep of {sweeps[i].model}, {sweeps[i].message}")
+    if c2.button("Open sweep", key="hist_sweep_btn"):
+        try:
+            open_sweep(sweeps[chosen])
+        except engine.QuantScopeError as err:
+            st.error(str(err))
+        else:
+            st.success(f"Sweep {chosen} is on the Sweep page.")
+
+finished = {r.id: r for r in records if r.status is RunStatus.DONE and not r.is_sweep}
 if not finished:
     st.stop()
 ids = list(finished)

@@ -65,7 +65,7 @@ if swept is None:
 
 result = swept.result
 rows = list(result.rows)
-st.subheader(f"{len(rows)} configuration(s) of {swept.inputs.name}")
+st.subheader(f"{len(rows)} configuration(s) of {swept.model_name}")
 if sentence := sw.best_sentence(result):
     st.success(sentence)
 else:
@@ -73,7 +73,10 @@ else:
                "another Best by and sweep again.")
 st.caption(f"Batch {swept.batch}, provider {swept.provider}; {sum(r.seconds for r in rows):.1f} s over all configurations. "
            "Click a column's header to sort.")
-if inputs is not None and swept.inputs != inputs:
+if swept.inputs is None:
+    st.warning(f"The files this sweep ran on ({swept.model_name}) are no longer in this workspace, so its configurations cannot "
+               "be opened; load them again on the Load page and sweep again.")
+elif inputs is not None and swept.inputs != inputs:
     st.warning(f"This sweep ran on {swept.inputs.name}, not on the inputs in use now ({inputs.name}); opening a configuration "
                f"compares {swept.inputs.name}.")
 st.dataframe(sw.table_frame(result), hide_index=True, width="stretch", placeholder="–", key="sweep_table",
@@ -90,6 +93,7 @@ pick = c1.selectbox("Configuration", range(len(rows)), index=index, key="sw_open
                     format_func=lambda i: f"{sw.BEST} " * rows[i].best + rows[i].config.label)
 row = rows[pick if pick is not None and pick < len(rows) else index]
 why_not = ("This configuration has no numbers (see its note), so there is nothing to open." if row.note
+           else "The files this sweep ran on are no longer loaded." if swept.inputs is None
            else "A job of this session is running." if busy() else None)
 if c2.button("Open on the Layers page", disabled=why_not is not None, help=why_not or
              "Runs a comparison with this configuration on the same inputs (the Compare page's job) and shows it on the "

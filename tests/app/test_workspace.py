@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
@@ -265,3 +266,33 @@ def test_a_full_disk_while_saving_uploads_is_one_sentence_and_keeps_the_files_in
     assert a.session_state[state.INPUTS] == good and Path(good.model).is_file()
     uploads = runs_root / a.session_state[state.WORKSPACE] / "uploads"
     assert [p.name for p in uploads.iterdir()] == [Path(good.model).parent.name]  # the half-written set is gone
+
+
+def test_a_sweep_is_in_history_and_the_link_shows_it_again_after_a_restart(runs_root):
+    at = session()
+    at.switch_page("views/sweep.py").run()
+    at.multiselect(key="sw_methods").set_value(["minmax", "entropy"]).run()
+    click(at, "Run sweep")
+    swept = at.session_state[state.SWEEP]
+    shown = at.dataframe[0].value
+    token = at.session_state[state.WORKSPACE_TOKEN]
+
+    restart_server()
+    back = session(ws=token)
+    again = back.session_state[state.SWEEP]  # the workspace's latest sweep, with what it ran on
+    assert again.result.folder == swept.result.folder and again.inputs == swept.inputs and again.batch == swept.batch
+    back.switch_page("views/sweep.py").run()
+    assert not back.warning
+    assert list(back.dataframe[0].value["configuration"]) == list(shown["configuration"])
+    assert next(b for b in back.button if b.label == "Open on the Layers page").disabled is False  # its inputs are still here
+
+    back.switch_page("views/history.py").run()
+    rows = back.dataframe[0].value
+    best = swept.result.best()
+    assert list(rows["kind"]) == ["sweep"] and rows["message"].item() == f"best of 2 configurations: {best.config.label}"
+    assert rows["snr_db"].item() == pytest.approx(best.snr_db)
+    assert [b.label for b in back.button if b.label in ("Open sweep", "Open run")] == ["Open sweep"]  # not a comparison to open
+    back.session_state[state.SWEEP] = None
+    next(b for b in back.button if b.label == "Open sweep").click().run()
+    assert back.session_state[state.SWEEP].result.folder == swept.result.folder
+    assert back.success[0].value == "Sweep 1 is on the Sweep page."
