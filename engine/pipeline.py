@@ -31,7 +31,7 @@ from engine.quantize.calibration import calibrate
 from engine.quantize.config import FallbackPrecision, Precision, QuantConfig, RangeOverride
 from engine.quantize.emit import emit_candidate
 from engine.quantize.fp8 import fp8_reference
-from engine.quantize.preprocess import model_digest, preprocess
+from engine.quantize.preprocess import preprocess
 from engine.results import ComparisonResult, Summary
 from engine.run_config import DEFAULT_SCREEN_SAMPLES, RunConfig
 from engine.runs import RunFolder
@@ -132,8 +132,12 @@ def compare(
         progress(ProgressEvent(Stage.PREPROCESS, 0, 1, "pre-processing the model"))
         t0 = time.perf_counter()
         prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE)
-        reference = fp8_reference(prepared.model) if config.precision is Precision.FP8 else prepared.model
-        run.write_model(run.reference, reference)
+        if config.precision is Precision.FP8:
+            reference = fp8_reference(prepared.model)
+            run.write_model(run.reference, reference)
+        else:
+            reference = prepared.model
+            run.write_model(run.reference, reference, stored=prepared.file)
         run.write_provenance(prepared.provenance)
         timings["preprocess"] = time.perf_counter() - t0
         progress(ProgressEvent(Stage.PREPROCESS, 1, 1, "pre-processed (cached)" if prepared.cached else "pre-processed"))
@@ -155,7 +159,7 @@ def compare(
                         backend=choice.backend.name, quant=config, samples=eval_src.num_samples,
                         calibration_samples=calib_src.num_samples, has_labels=label_arr is not None, cache_bytes=cache_bytes,
                         memory_bytes=settings.memory_bytes, screen_samples=screen_samples, images=images,
-                        model_sha256=model_digest(proto))
+                        model_sha256=prepared.digest)
         cfg = cfg.updated(fallback=resolve_fallback(config.fallback, reference, prepared.provenance, config.op_types))
         check_fallback(cfg, reference)
         warnings = (batch_note,) if batch_note else ()

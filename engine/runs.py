@@ -115,9 +115,21 @@ class RunFolder:
     def write_json(self, target: Path, obj) -> None:
         self.write_text(target, json.dumps(obj, indent=2, allow_nan=False) + "\n")
 
-    def write_model(self, target: Path, model: onnx.ModelProto) -> None:
+    def write_model(self, target: Path, model: onnx.ModelProto, stored: Path | None = None) -> None:
+        """stored: a file that already holds `model` as written (the pre-processing cache's entry): hard-linked where it
+        is on the same file system, else copied; cheaper than serializing the model again."""
         tmp = target.with_name(target.name + ".tmp")
-        onnx.save(model, tmp)
+        tmp.unlink(missing_ok=True)
+        if stored is not None:
+            try:
+                os.link(stored, tmp)
+            except OSError:
+                try:
+                    shutil.copyfile(stored, tmp)
+                except OSError:
+                    stored = None
+        if stored is None:
+            onnx.save(model, tmp)
         os.replace(tmp, target)
 
     def write_frame(self, target: Path, frame: pd.DataFrame) -> None:

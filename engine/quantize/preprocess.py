@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -35,6 +36,8 @@ class Prepared:
     cached: bool  # taken from the pre-processing cache (same model bytes, same QuantScope pre-processing)
     shape_inference: str  # "onnx" (ONNX's own inference was complete), "symbolic" (ORT's), or "none"
     provenance: dict[str, tuple[Origin, ...]]  # prepared node -> the node(s) of the user's file it came from
+    digest: str = ""  # sha256 of the user's model (deterministic serialization): the cache key
+    file: Path | None = None  # where `model` is stored as written (the cache entry), to link or copy instead of saving again
 
 
 def model_digest(model: onnx.ModelProto) -> str:
@@ -51,17 +54,17 @@ def preprocess(model: onnx.ModelProto, cache_dir: Path | None = None) -> Prepare
         try:
             meta = json.loads(cached_path.with_suffix(".json").read_text())
             prov = {k: tuple(Origin.from_dict(o) for o in v) for k, v in meta["provenance"].items()}
-            return Prepared(onnx.load(cached_path), True, meta["shape_inference"], prov)
+            return Prepared(onnx.load(cached_path), True, meta["shape_inference"], prov, digest, cached_path)
         except (OSError, ValueError, KeyError, TypeError, DecodeError):
             pass  # a damaged entry is rebuilt below
-    prepared = _preprocess(model)
-    if cached_path is not None:
-        _store(cached_path, prepared)
+    prepared = dataclasses.replace(_preprocess(model), digest=digest)
+    if cached_path is not None and _store(cached_path, prepared):
+        prepared = dataclasses.replace(prepared, file=cached_path)
     return prepared
 
 
-def _store(path: Path, prepared: Prepared) -> None:
-    """Atomically, and never fatal: a cache that cannot be written only costs the next comparison time."""
+def _store(path: Path, prepared: Prepared) -> bool:
+    """Atomically, and never fatal: a cache that cannot be written only costs the next comparison time. Whether it was."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
@@ -72,8 +75,10 @@ def _store(path: Path, prepared: Prepared) -> None:
         tmp_meta.write_text(json.dumps({"shape_inference": prepared.shape_inference,
                                         "provenance": {k: [o.to_dict() for o in v] for k, v in prepared.provenance.items()}}))
         os.replace(tmp_meta, meta)
+        return True
     except OSError as err:
         logging.getLogger(__name__).warning("pre-processing cache not written: %s", err)
+        return False
 
 
 def onnx_inference_complete(model: onnx.ModelProto) -> bool:
