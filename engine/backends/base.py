@@ -31,9 +31,10 @@ class Runner(Protocol):
         """Graph outputs (and observed tensors) for `feed`: numpy arrays, or values `resident` returned."""
         ...
 
-    def resident(self, arrays: dict[str, np.ndarray]) -> dict:
+    def resident(self, arrays: dict[str, np.ndarray], reuse: dict | None = None) -> dict:
         """Copies of `arrays` in the memory this runner computes in, to feed it again and again without a copy each run
-        (a runner that leaves its outputs on a device); a host runner returns the arrays themselves."""
+        (a runner that leaves its outputs on a device); a host runner returns the arrays themselves. reuse: values an
+        earlier call returned, overwritten in place where name, shape and type match (a probe's gates)."""
         ...
 
     def artifacts(self) -> dict:

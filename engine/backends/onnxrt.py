@@ -68,7 +68,7 @@ class _HostRunner:
         except Exception as err:  # noqa: BLE001 - ORT raises its own exception types
             raise ModelError(f"ONNX Runtime failed while running the model ({_first_line(err)}); check the input data's shapes.") from None
 
-    def resident(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def resident(self, arrays: dict[str, np.ndarray], reuse: dict | None = None) -> dict[str, np.ndarray]:
         return arrays
 
     def artifacts(self) -> dict:
@@ -87,23 +87,36 @@ class _DeviceRunner:
         self._outputs = [o.name for o in sess.get_outputs()]
         self._bound: dict[tuple, tuple] = {}
 
-    def resident(self, arrays: dict[str, np.ndarray]) -> dict:
-        """OrtValues in this session's device memory."""
+    def resident(self, arrays: dict[str, np.ndarray], reuse: dict | None = None) -> dict:
+        """OrtValues in this session's device memory; one that `reuse` holds under the same name with the same shape and
+        type is overwritten in place (no allocation, the binding stays valid)."""
         from onnxruntime import OrtValue
 
-        return {k: OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v), self._device, 0) for k, v in arrays.items()}
+        out = {}
+        for k, v in arrays.items():
+            v = np.ascontiguousarray(v)
+            old = (reuse or {}).get(k)
+            if old is not None and tuple(old.shape()) == v.shape and old.data_type() == OrtValue.ortvalue_from_numpy(v).data_type():
+                old.update_inplace(v)
+                out[k] = old
+            else:
+                out[k] = OrtValue.ortvalue_from_numpy(v, self._device, 0)
+        return out
 
     def infer(self, feed: dict) -> dict:
-        """`feed`: numpy arrays (copied in each run) or OrtValues from `resident` (bound where they are)."""
+        """`feed`: numpy arrays (copied in each run) or OrtValues from `resident` (bound where they are, and not bound
+        again while the same value is fed: a probe's data and gates stay bound from one run to the next)."""
         key = tuple((k, v.shape, v.dtype.str) if isinstance(v, np.ndarray) else (k, tuple(v.shape()), v.data_type())
                     for k, v in feed.items())
         known = self._bound.get(key)
-        binding = known[0] if known is not None else self._sess.io_binding()
+        binding, bound = (known[0], known[2]) if known is not None else (self._sess.io_binding(), {})
         for name, arr in feed.items():
             if isinstance(arr, np.ndarray):
                 binding.bind_cpu_input(name, np.ascontiguousarray(arr))
-            else:
+                bound.pop(name, None)
+            elif bound.get(name) is not arr:
                 binding.bind_ortvalue_input(name, arr)
+                bound[name] = arr
         if known is None:
             for name in self._outputs:
                 binding.bind_output(name, self._device)
@@ -118,7 +131,7 @@ class _DeviceRunner:
         if len(self._bound) < self.MAX_SHAPES:
             for name, value in values.items():
                 binding.bind_ortvalue_output(name, value)
-            self._bound[key] = (binding, values)
+            self._bound[key] = (binding, values, bound)
         return values
 
     def artifacts(self) -> dict:

@@ -111,7 +111,7 @@ class _TrtRunner:
                              "try --provider cuda, or check the model with `polygraphy run model.onnx --trt`.") from None
         return {k: np.asarray(v) for k, v in out.items()}
 
-    def resident(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def resident(self, arrays: dict[str, np.ndarray], reuse: dict | None = None) -> dict[str, np.ndarray]:
         return arrays  # Polygraphy's TrtRunner copies host arrays in and out itself
 
     def artifacts(self) -> dict:

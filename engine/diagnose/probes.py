@@ -168,6 +168,17 @@ class _Resident:
     def __init__(self, runner, reducer: DeviceReducer) -> None:
         self.runner, self.reducer = runner, reducer
         self._copies: dict[tuple, tuple[dict, dict]] = {}
+        self._gates: dict = {}  # gate name -> its device value, overwritten in place when a probe changes it
+        self._gate_values: dict[str, bool] = {}
+
+    def gates(self, feed: dict[str, np.ndarray]) -> dict:
+        """The gates on the device: only those a probe changes are copied (the next probe of a stage flips two of them;
+        copying all of them, one small transfer each, cost more than the run itself on a GPU)."""
+        changed = {g: v for g, v in feed.items() if self._gate_values.get(g) != bool(v)}
+        if changed:
+            self._gates.update(self.runner.resident(changed, reuse=self._gates))
+            self._gate_values.update({g: bool(v) for g, v in changed.items()})
+        return self._gates
 
     @staticmethod
     def _key(arrays: dict[str, np.ndarray]) -> tuple:
@@ -236,14 +247,18 @@ class OutputProbe:
         self.probes += 1
         return _score(data or self.data, infer, self.outputs, t0, resident)
 
+    def _run_gated(self, gates: dict[str, np.ndarray], t0: float, data: ProbeData | None) -> ProbeMetrics:
+        if self._resident is not None:
+            gates = self._resident.gates(gates)
+        return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
+
     def measure(self, fallback: Iterable[str], data: ProbeData | None = None) -> ProbeMetrics:
         """Final outputs with the units holding any of `fallback` in fallback precision and every other unit in INT8,
         on `data` (default: the probe's data)."""
         t0 = time.perf_counter()
         fallback = frozenset(fallback)
         if self._runner is not None:
-            gates = self._gated.feed(fallback)
-            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
+            return self._run_gated(self._gated.feed(fallback), t0, data)
         with self.backend.runner(self.emit(fallback)) as runner:
             return self._run(runner.infer, t0, data)
 
@@ -251,8 +266,7 @@ class OutputProbe:
         """Only `unit` in INT8 (None: nothing quantized), on `data` (default: the probe's data)."""
         t0 = time.perf_counter()
         if self._runner is not None:
-            gates = self._gated.feed_only(None if unit is None else self.units.index(tuple(unit)))
-            return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
+            return self._run_gated(self._gated.feed_only(None if unit is None else self.units.index(tuple(unit))), t0, data)
         keep = set(unit or ())
         with self.backend.runner(self.emit(frozenset(n for n in self.nodes if n not in keep))) as runner:
             return self._run(runner.infer, t0, data)

@@ -17,7 +17,7 @@ class FakeRunner:
     def infer(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return self.fn(feed, self.observing)
 
-    def resident(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def resident(self, arrays: dict[str, np.ndarray], reuse: dict | None = None) -> dict[str, np.ndarray]:
         return arrays
 
     def artifacts(self) -> dict:
