@@ -182,7 +182,7 @@ def run_layerwise(
                 if cache is not None and given is None:
                     t0 = time.perf_counter()
                     cache.append(sub, {k: fresh[k] for k in cached if k in fresh} if plan.passes == 1 and not on_device else {},
-                                 batch_id)
+                                 batch_id, finals=ref_out)
                     clock.add("cache_write", t0)
                 del fresh
 

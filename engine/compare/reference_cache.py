@@ -48,6 +48,7 @@ class ReferenceCache:
         self._bytes = 0
         self._budget = disk_budget(self.folder, self.budget)
         self._with_reference = not inputs_only
+        self._finals: set[str] = set()  # "ref:<output>" names kept whatever the budget
         self._why = why if inputs_only else None
         # Writes overlap with inference: a writer thread drains a one-batch queue, so the cache holds at most
         # CACHE_COPIES batches of reference tensors (queued and being written) beside the loop's own (see memory_plan).
@@ -78,15 +79,20 @@ class ReferenceCache:
             self._queue.put(None)
             writer.join()
 
-    def append(self, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], batch: int | None = None) -> None:
-        """One entry: a batch, or a part of one (a micro-batch); `batch` numbers the batch it belongs to."""
+    def append(self, inputs: dict[str, np.ndarray], reference: dict[str, np.ndarray], batch: int | None = None,
+               finals: dict[str, np.ndarray] | None = None) -> None:
+        """One entry: a batch, or a part of one (a micro-batch); `batch` numbers the batch it belongs to. finals: the
+        reference's final outputs, kept even where the cache keeps only inputs (they are small, and probes read them:
+        without them a ranking on a GPU opened a session of the reference only to compute them again)."""
         self._batch_of.append(self._batches if batch is None else batch)
+        finals = {f"ref:{k}": v for k, v in (finals or {}).items()}
+        self._finals.update(finals)
         ref_bytes = sum(a.nbytes for a in reference.values())
         if self._with_reference and self._bytes + ref_bytes > self._budget:
             self._with_reference, self._why = False, "budget"
             for k in range(self._batches):  # keep the cache consistent: all batches or none
                 self._queue.put(lambda k=k: self._rewrite_inputs_only(k))
-        arrays = {f"in:{k}": v for k, v in inputs.items()}
+        arrays = {f"in:{k}": v for k, v in inputs.items()} | finals
         if self._with_reference:
             arrays.update({f"ref:{k}": v for k, v in reference.items()})
             self._bytes += ref_bytes
@@ -115,7 +121,7 @@ class ReferenceCache:
         (self.folder / f"batch_{k:05d}.json").write_text(json.dumps(index))
 
     def _rewrite_inputs_only(self, k: int) -> None:
-        arrays = {n: a.copy() for n, a in self._read(k).items() if n.startswith("in:")}
+        arrays = {n: a.copy() for n, a in self._read(k).items() if n.startswith("in:") or n in self._finals}
         self._write(k, arrays)
 
     # ---------------------------------------------------------------- reading

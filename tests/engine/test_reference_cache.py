@@ -115,3 +115,27 @@ def test_a_cancelled_comparison_leaves_no_cache_writer_thread(tmp_path):
         compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / "run", batch_size=16,
                 provider="cpu", screen_samples=0, progress=cancel_at_batch_3)
     assert not [t for t in threading.enumerate() if t.name == "quantscope-cache-writer"]
+
+
+def test_final_outputs_are_kept_even_where_the_cache_keeps_only_inputs(tmp_path):
+    """Probes read the reference's final outputs from the cache; a GPU's cache (inputs only) and one that outgrew its
+    budget keep them, so a ranking never opens the reference's session only to compute them again."""
+    x = [np.full((2, 3), k, np.float32) for k in range(3)]
+    y = [np.full((2, 4), 10 + k, np.float32) for k in range(3)]
+    inputs_only = ReferenceCache(tmp_path / "a")
+    inputs_only.reset(inputs_only=True)
+    for k in range(3):
+        inputs_only.append({"x": x[k]}, {"t": x[k] * 2}, finals={"y": y[k]})
+    inputs_only.finish(6)
+    outgrown = ReferenceCache(tmp_path / "b", budget=2 * x[0].nbytes + 2 * y[0].nbytes)  # the third batch goes over
+    outgrown.reset()
+    for k in range(3):
+        outgrown.append({"x": x[k]}, {"t": x[k] * 2, "y": y[k]}, finals={"y": y[k]})
+    outgrown.finish(6)
+    for cache in (inputs_only, outgrown):
+        assert not cache.has_reference
+        parts = list(cache.parts())
+        assert [sorted(ref) for _, ref, _ in parts] == [["y"]] * 3  # the final output, not the intermediate tensor
+        for k, (inputs, ref, _) in enumerate(parts):
+            np.testing.assert_array_equal(inputs["x"], x[k])
+            np.testing.assert_array_equal(ref["y"], y[k])
