@@ -19,7 +19,7 @@ import numpy as np
 
 from engine.compare.metrics import N_BINS, SAMPLE_PER_BATCH, SHIFT, RelErrHistogram, sample_index, sample_stride
 
-__all__ = ["Reducer", "HostReducer", "DeviceReducer", "host_stats", "device_library", "device_reducer"]
+__all__ = ["Reducer", "HostReducer", "DeviceReducer", "host_stats", "host_segment_sums", "device_library", "device_reducer"]
 
 
 class Reducer(Protocol):
@@ -74,6 +74,15 @@ def host_stats(ref: np.ndarray, cand: np.ndarray, scratch: np.ndarray | None = N
     rs, cs = r[: step * SAMPLE_PER_BATCH : step], c[: step * SAMPLE_PER_BATCH : step]
     counts = RelErrHistogram.bins(np.abs(cs - rs), np.abs(rs))
     return stats, counts, n
+
+
+def host_segment_sums(ref: np.ndarray, out: np.ndarray, segments: int) -> np.ndarray:
+    """[segments, 4]: r.r, c.c, r.c, d.d of each of `segments` equal parts of `out` (along its first axis) against `ref`
+    (a tiled run: the same samples once per probe), in float64."""
+    r = np.asarray(ref, np.float64).reshape(1, -1)
+    c = np.asarray(out, np.float64).reshape(segments, -1)
+    d = c - r
+    return np.stack([np.repeat((r * r).sum(axis=1), segments), (c * c).sum(axis=1), (c * r).sum(axis=1), (d * d).sum(axis=1)], axis=1)
 
 
 class HostReducer:
@@ -225,6 +234,17 @@ class DeviceReducer:
                                                              self._hist))
         host_out, host_max = out.get(), maxbits.get().view(np.float32)
         return np.concatenate([host_out, host_max[:, None].astype(np.float64)], axis=1)
+
+    def segment_sums(self, ref, out, segments: int) -> np.ndarray:
+        """host_segment_sums for values in device memory: four float64 sums a segment come back."""
+        xp, cupy = self.xp, self.library == "cupy"
+        r, c = xp.from_dlpack(ref), xp.from_dlpack(out)
+        r = (r.astype(xp.float64) if cupy else r.to(xp.float64)).reshape(1, -1)
+        c = (c.astype(xp.float64) if cupy else c.to(xp.float64)).reshape(segments, -1)
+        d = c - r
+        sums = [(r * r).sum(1).repeat(segments), (c * c).sum(1), (c * r).sum(1), (d * d).sum(1)]  # same in cupy and torch
+        stacked = xp.stack(sums, 1)
+        return xp.asnumpy(stacked) if cupy else stacked.detach().cpu().numpy()
 
     def take_counts(self) -> dict[str, np.ndarray]:
         """The histograms kept on the device, by tensor (and reset)."""

@@ -19,16 +19,19 @@ import onnx
 
 from engine.backends.base import Backend
 from engine.compare.metrics import batch_cosine, snr_db
-from engine.compare.reducers import CHUNK, DeviceReducer, device_reducer, host_stats
+from engine.compare.reducers import CHUNK, DeviceReducer, device_reducer, host_segment_sums, host_stats
 from engine.compare.task_metrics import TaskAccumulator, is_classifier_shaped
 from engine.data.source import Batch
 from engine.diagnose.gated import GatedModel, gate_model
+from engine.diagnose.gated_tiled import gate_model_tiled, tiled_gates
 from engine.diagnose.gated_where import gate_model_where
+from engine.errors import ModelError
 
 __all__ = ["ProbeMetrics", "ProbeData", "OutputProbe", "ProbeRequest", "ProbePool", "LocalProbePool", "PoolFactory",
            "local_pool", "serial_pool", "outputs_snr_db", "measure_model"]
 
 Unit = tuple[str, ...]
+TILE_SAMPLES = 64  # samples a tiled run holds at most: the probes of a stage on 2 samples go 32 to a run
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,10 @@ class ProbeData:
         return ProbeData(tuple(batches), tuple(refs), labels, self.whole_batches)
 
 
+def _same(a: float, b: float, tol_db: float = 1e-3) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or a == b or abs(a - b) <= tol_db
+
+
 def outputs_snr_db(noise_ratios: Sequence[float]) -> float:
     """SNR of several outputs together: the mean of their noise-to-signal power ratios, in dB. Each output counts
     for its own relative error, so a box output in pixels does not drown a score output in [0, 1]."""
@@ -116,6 +123,11 @@ class _Score:
         t = self.task.output
         if t is not None and t in paired:
             self.task.update(ref[t], reducer.to_host(out[t]))
+
+    def add_sums(self, output: str, row: np.ndarray) -> None:
+        """One batch's r.r, c.c, r.c, d.d of `output` (a segment of a tiled run)."""
+        self.sums[output] += row[:4]
+        self.paired[output] += 1
 
     def add(self, ref: dict[str, np.ndarray], out: dict[str, np.ndarray]) -> None:
         for o in self.outputs:  # the chunked host reduction: a detector's outputs are megabytes a probe
@@ -169,16 +181,24 @@ class _Resident:
         self.runner, self.reducer = runner, reducer
         self._copies: dict[tuple, tuple[dict, dict]] = {}
         self._gates: dict = {}  # gate name -> its device value, overwritten in place when a probe changes it
-        self._gate_values: dict[str, bool] = {}
+        self._gate_values: dict[str, np.ndarray] = {}
 
     def gates(self, feed: dict[str, np.ndarray]) -> dict:
         """The gates on the device: only those a probe changes are copied (the next probe of a stage flips two of them;
         copying all of them, one small transfer each, cost more than the run itself on a GPU)."""
-        changed = {g: v for g, v in feed.items() if self._gate_values.get(g) != bool(v)}
+        changed = {g: v for g, v in feed.items()
+                   if (old := self._gate_values.get(g)) is None or old.shape != np.shape(v) or not np.array_equal(old, v)}
         if changed:
             self._gates.update(self.runner.resident(changed, reuse=self._gates))
-            self._gate_values.update({g: bool(v) for g, v in changed.items()})
+            self._gate_values.update({g: np.array(v) for g, v in changed.items()})
         return self._gates
+
+    def tiled(self, batch: Batch, copies: int) -> dict:
+        """The batch's inputs repeated `copies` times along the batch axis, on the device (once per batch and count)."""
+        key = self._key(batch) + (copies,)
+        if key not in self._copies:
+            self._copies[key] = (self.runner.resident({k: np.concatenate([v] * copies) for k, v in batch.items()}), {})
+        return self._copies[key][0]
 
     @staticmethod
     def _key(arrays: dict[str, np.ndarray]) -> tuple:
@@ -207,12 +227,16 @@ class OutputProbe:
     emit(fallback) -> the Q/DQ model of a fallback set; used where the backend cannot switch Q/DQ at run time.
     fp16: units in fallback compute on FP16-rounded values (the run's fallback precision), else in FP32.
     device_library: on a backend with device outputs, the library (cupy, torch; None: the first importable) that scores
-    the outputs where they are; the probe data is then copied to the device once, not every probe."""
+    the outputs where they are; the probe data is then copied to the device once, not every probe.
+    tile: run the probes of a stage several to a run, each on its own copy of the samples (gated_tiled.py); None: where
+    the backend leaves outputs on a device, whose runs cost their launches more than their samples. Used only where the
+    tiled graph can be built and a tiled run agrees with single runs."""
 
     def __init__(self, backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Unit],
                  data: ProbeData, emit: Callable[[frozenset[str]], onnx.ModelProto], fp16: bool = False,
-                 device_library: str | None = None) -> None:
+                 device_library: str | None = None, tile: bool | None = None) -> None:
         self.backend, self.reference, self.candidate = backend, reference, candidate
+        self.tile = tile
         self.device_library = device_library  # where the backend leaves outputs on a device: the library scoring them there
         self.units = tuple(tuple(u) for u in units)
         self.data, self.emit, self.fp16 = data, emit, fp16
@@ -222,6 +246,7 @@ class OutputProbe:
         self._gated: GatedModel | None = None
         self._runner = None
         self._resident: _Resident | None = None
+        self._tiled = False
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -230,17 +255,42 @@ class OutputProbe:
     def __enter__(self) -> OutputProbe:
         self._stack = ExitStack()
         if self.backend.capabilities.runtime_gates:
-            build = gate_model_where if self.backend.capabilities.branchless else gate_model
-            self._gated = build(self.reference, self.candidate, self.units, fp16=self.fp16)
             reducer = device_reducer(self.device_library) if self.backend.capabilities.device_outputs else None
-            self._runner = self._stack.enter_context(self.backend.runner(self._gated.model, on_device=reducer is not None))
-            self._resident = _Resident(self._runner, reducer) if reducer is not None else None
+            tile = self.tile if self.tile is not None else reducer is not None
+            tiled = gate_model_tiled(self.reference, self.candidate, self.units, fp16=self.fp16) \
+                if tile and not self.data.whole_batches else None
+            if tiled is not None:
+                self._open(tiled, reducer, tiled=True)
+                if self._tiling_agrees():
+                    return self
+                self._stack.close()  # a gated tensor without the batch first: one probe a run, as below
+                self._stack = ExitStack()
+            build = gate_model_where if self.backend.capabilities.branchless else gate_model
+            self._open(build(self.reference, self.candidate, self.units, fp16=self.fp16), reducer, tiled=False)
         return self
+
+    def _open(self, gated: GatedModel, reducer: DeviceReducer | None, tiled: bool) -> None:
+        self._gated, self._tiled = gated, tiled
+        self._runner = self._stack.enter_context(self.backend.runner(gated.model, on_device=reducer is not None))
+        self._resident = _Resident(self._runner, reducer) if reducer is not None else None
+
+    def _tiling_agrees(self) -> bool:
+        """Two probes tiled in one order and in the other (catches a switched tensor whose first axis is not the batch:
+        its copies would take another copy's gates). Runs at the tile size every later run has, so it also pays the
+        runtime's first run at that size."""
+        data = self.data.head(2)
+        a, b = self._gated.feed(()), self._gated.feed_only(0)
+        try:
+            ab, ba = self._run_tiles(data, [a, b]), self._run_tiles(data, [b, a])
+        except ModelError:
+            return False
+        return _same(ab[0].outputs_snr_db, ba[1].outputs_snr_db) and _same(ab[1].outputs_snr_db, ba[0].outputs_snr_db) \
+            and not _same(ab[0].outputs_snr_db, ab[1].outputs_snr_db, 0.0)
 
     def __exit__(self, *exc) -> None:
         if self._stack is not None:
             self._stack.close()
-        self._stack, self._runner, self._gated, self._resident = None, None, None, None
+        self._stack, self._runner, self._gated, self._resident, self._tiled = None, None, None, None, False
 
     def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
              resident: _Resident | None = None) -> ProbeMetrics:
@@ -248,9 +298,91 @@ class OutputProbe:
         return _score(data or self.data, infer, self.outputs, t0, resident)
 
     def _run_gated(self, gates: dict[str, np.ndarray], t0: float, data: ProbeData | None) -> ProbeMetrics:
+        if self._tiled:
+            self.probes += 1
+            return self._run_tiles(data or self.data, [gates])[0]
         if self._resident is not None:
             gates = self._resident.gates(gates)
         return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
+
+    def _tiled_run(self, data: ProbeData, feeds: Sequence[dict[str, np.ndarray]]) -> list[ProbeMetrics]:
+        """Probes (their gate values) on `data`, all in each run: one copy of a batch per probe along the batch axis."""
+        t0 = time.perf_counter()
+        first = data.reference_outputs[0]
+        outputs = float_outputs(self.outputs, first)
+        task = next((o for o in outputs if is_classifier_shaped(first[o])), None)
+        scores = [_Score(outputs, task, data.labels) for _ in feeds]
+        k = len(feeds)
+        for batch, ref in zip(data.batches, data.reference_outputs):
+            n = len(next(iter(batch.values())))
+            gates = tiled_gates(self._gated, feeds, n)
+            if self._resident is not None:
+                _, ref_device = self._resident.get(batch, ref)
+                out = self._runner.infer({**self._resident.tiled(batch, k), **self._resident.gates(gates)})
+                shape, sums, host = self._resident.reducer.shape, self._resident.reducer.segment_sums, self._resident.reducer.to_host
+            else:
+                ref_device = ref
+                out = self._runner.infer({**{name: np.concatenate([v] * k) for name, v in batch.items()}, **gates})
+                shape, sums, host = np.shape, host_segment_sums, np.asarray
+            for o in outputs:
+                if tuple(shape(out[o])) != (k * np.shape(ref[o])[0], *np.shape(ref[o])[1:]):
+                    for sc in scores:
+                        sc.unpaired += 1
+                    continue
+                for sc, row in zip(scores, sums(ref_device[o], out[o], k)):
+                    sc.add_sums(o, row)
+            if task is not None and task in out:
+                for sc, part in zip(scores, np.split(np.asarray(host(out[task])), k)):
+                    sc.task.update(ref[task], part)
+        seconds = (time.perf_counter() - t0) / k
+        return [sc.result(seconds) for sc in scores]
+
+    def _run_tiles(self, data: ProbeData, feeds: Sequence[dict[str, np.ndarray]]) -> list[ProbeMetrics]:
+        """Up to a tile of probes in runs of always the same size (padded with copies of the last probe): a runtime pays
+        its first run at each new input size (about 0.4 s on an H100 for a detector), so the sizes must not vary."""
+        per_run = self._per_run(data)
+        out: list[ProbeMetrics] = []
+        for start in range(0, len(feeds), per_run):
+            chunk = list(feeds[start : start + per_run])
+            out += self._tiled_run(data, chunk + [chunk[-1]] * (per_run - len(chunk)))[: len(chunk)]
+        return out
+
+    @staticmethod
+    def _per_run(data: ProbeData) -> int:
+        return max(1, TILE_SAMPLES // max(len(next(iter(b.values()))) for b in data.batches))
+
+    def _feed(self, request: ProbeRequest) -> dict[str, np.ndarray]:
+        if request.only is not None:
+            return self._gated.feed_only(self.units.index(tuple(request.only)))
+        return self._gated.feed(request.fallback)
+
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
+        """Results in request order. Tiled (see `tile`): the requests on the same samples go as many to a run as
+        TILE_SAMPLES allows; otherwise one after another."""
+        if not self._tiled:
+            out = []
+            for r in requests:
+                out.append(r.run(self))
+                if on_result is not None:
+                    on_result(len(out), len(requests))
+            return out
+        results: list[ProbeMetrics | None] = [None] * len(requests)
+        groups: dict[int | None, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.samples, []).append(i)
+        done = 0
+        for samples, members in groups.items():
+            data = self.data.head(samples) if samples is not None else self.data
+            per_run = self._per_run(data)
+            for start in range(0, len(members), per_run):
+                chunk = members[start : start + per_run]
+                for i, m in zip(chunk, self._run_tiles(data, [self._feed(requests[i]) for i in chunk])):
+                    results[i] = m
+                self.probes += len(chunk)
+                done += len(chunk)
+                if on_result is not None:
+                    on_result(done, len(requests))
+        return [r for r in results if r is not None]
 
     def measure(self, fallback: Iterable[str], data: ProbeData | None = None) -> ProbeMetrics:
         """Final outputs with the units holding any of `fallback` in fallback precision and every other unit in INT8,
@@ -305,12 +437,7 @@ class LocalProbePool:
         self.probe = probe
 
     def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
-        out = []
-        for r in requests:
-            out.append(r.run(self.probe))
-            if on_result is not None:
-                on_result(len(out), len(requests))
-        return out
+        return self.probe.measure_many(requests, on_result)
 
 
 PoolFactory = Callable[[OutputProbe], "AbstractContextManager[ProbePool]"]  # e.g. an engine.scale executor's probe_pool

@@ -1,0 +1,185 @@
+"""The tiled gated candidate: several probes in one run, each on its own copy of the samples along the batch.
+
+Where a run costs mostly its kernel launches (a GPU running a short probe of a few samples), many probes of one stage
+share a run: the samples are repeated once per probe along the batch axis, and each unit's gate is a vector with one
+value per sample of that batch. A gate cannot switch a weight per sample, so every quantized node of a unit is computed
+twice, as emitted (on its dequantized inputs) and in its fallback precision (on the float inputs), and its output takes,
+sample by sample, the first where the gate is on and the second where it is off. A tensor's other readers (an Add on a
+dequantized skip branch) read it quantized for the samples where any of its quantized readers' gates is on, as the
+quantizer emits it. Sample by sample, the graph computes what the scalar-gated candidates (gated.py, gated_where.py)
+compute for one probe at a time.
+
+This needs every tensor a gate switches to carry the batch on its first axis; the builder returns None where a rank is
+unknown, and the probe checks a tiled run against single runs before it relies on the graph (see probes.py)."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from engine.diagnose.gated import GATE_PREFIX, AnyGate, GatedModel
+
+__all__ = ["gate_model_tiled", "tiled_gates", "TILE_AXIS"]
+
+TILE_AXIS = "quantscope_tile"  # the gates' one dimension: the samples of a tiled run
+
+
+def tiled_gates(gated: GatedModel, per_probe: Sequence[Mapping[str, np.ndarray]], samples: int) -> dict[str, np.ndarray]:
+    """One vector a gate for a run holding `len(per_probe)` probes of `samples` samples each, in that order."""
+    return {g: np.repeat(np.array([bool(p[g]) for p in per_probe], dtype=np.bool_), samples) for g in gated.gates}
+
+
+def _ranks_and_floats(model: onnx.ModelProto) -> tuple[dict[str, int], set[str]]:
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
+    ranks, floats = {}, set()
+    for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output):
+        t = v.type.tensor_type
+        if t.HasField("shape"):
+            ranks[v.name] = len(t.shape.dim)
+        if t.elem_type == TensorProto.FLOAT:
+            floats.add(v.name)
+    return ranks, floats | {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}
+
+
+def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Sequence[str]],
+                     fp16: bool = False) -> GatedModel | None:
+    """`candidate`: the run's Q/DQ model emitted with no fallback; `units`: groups of quantized node names; fp16: a unit
+    gated off computes on FP16-rounded values (else in FP32). None where a switched tensor's rank is unknown."""
+    model = onnx.ModelProto()
+    model.CopyFrom(candidate)
+    g = model.graph
+    ranks, float_tensors = _ranks_and_floats(candidate)
+    ref_inits = {i.name: i for i in reference.graph.initializer}
+    ref_nodes = {n.name: n for n in reference.graph.node}
+    inits = {i.name: i for i in g.initializer}
+    q_input = {n.output[0]: n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
+    dq_nodes = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+    gate_of_node: dict[str, str] = {}
+    gates: list[str] = []
+    for k, unit in enumerate(units):
+        name = f"{GATE_PREFIX}{k}"
+        gates.append(name)
+        for node in unit:
+            gate_of_node[node] = name
+        g.input.append(helper.make_tensor_value_info(name, TensorProto.BOOL, [TILE_AXIS]))
+
+    new_nodes: list[onnx.NodeProto] = []
+    counter = itertools.count()
+    fresh = lambda base: f"{base}__qt{next(counter)}"  # noqa: E731
+    any_gate = AnyGate(new_nodes, fresh)
+    added: set[str] = set()
+    broadcast: dict[tuple[str, int], str] = {}
+    rounded: dict[str, str] = {}
+
+    def per_sample(gate: str, rank: int) -> str:
+        """The gate shaped [tile, 1, ..., 1] to select whole samples of a rank-`rank` tensor."""
+        if rank <= 1:
+            return gate
+        if (gate, rank) not in broadcast:
+            axes = fresh(f"{gate}_axes{rank}")
+            g.initializer.append(numpy_helper.from_array(np.arange(1, rank, dtype=np.int64), axes))
+            out = fresh(f"{gate}_r{rank}")
+            new_nodes.append(helper.make_node("Unsqueeze", [gate, axes], [out], name=fresh("unsqueeze")))
+            broadcast[(gate, rank)] = out
+        return broadcast[(gate, rank)]
+
+    def float_source(dq_out: str, node_name: str, position: int) -> str | None:
+        dq = dq_nodes[dq_out]
+        if dq.input[0] in q_input:  # an activation: Q -> DQ
+            return q_input[dq.input[0]]
+        ref = ref_nodes.get(node_name)  # a weight: the reference node reads the float initializer at the same position
+        if ref is not None and position < len(ref.input) and ref.input[position] in ref_inits:
+            source = ref.input[position]
+            if source not in inits and source not in added:
+                g.initializer.append(ref_inits[source])
+                inits[source] = ref_inits[source]
+                added.add(source)
+            return source
+        return None
+
+    def fp16_rounded(source: str) -> str:
+        if source not in rounded:
+            out = f"{source}__fp16_rounded"
+            if source in inits:
+                half = numpy_helper.to_array(inits[source]).astype(np.float16).astype(np.float32)
+                g.initializer.append(numpy_helper.from_array(half, out))
+            else:
+                new_nodes.append(helper.make_node("Cast", [source], [f"{out}__half"], name=f"{out}_to16", to=TensorProto.FLOAT16))
+                new_nodes.append(helper.make_node("Cast", [f"{out}__half"], [out], name=f"{out}_to32", to=TensorProto.FLOAT))
+            rounded[source] = out
+        return rounded[source]
+
+    gates_of_dq: dict[str, set[str]] = {}
+    for node in g.node:
+        if node.name in gate_of_node:
+            for i in node.input:
+                if i in dq_nodes:
+                    gates_of_dq.setdefault(i, set()).add(gate_of_node[node.name])
+
+    for node in list(g.node):
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            new_nodes.append(node)
+            continue
+        gate = gate_of_node.get(node.name)
+        if gate is None:  # another reader of a dequantized tensor: quantized where any of its quantized readers is on
+            for pos, name in enumerate(node.input):
+                if name in gates_of_dq:
+                    source = float_source(name, node.name, pos) or q_input.get(dq_nodes[name].input[0])
+                    if source is None:
+                        continue
+                    if name not in ranks:
+                        return None
+                    out = fresh(f"{name}__tiled")
+                    new_nodes.append(helper.make_node("Where", [per_sample(any_gate(gates_of_dq[name]), ranks[name]), name, source],
+                                                      [out], name=fresh("where")))
+                    node.input[pos] = out
+            new_nodes.append(node)
+            continue
+        fallback = onnx.NodeProto()
+        fallback.CopyFrom(node)
+        fallback.name = fresh(f"{node.name}_fallback")
+        for pos, name in enumerate(node.input):
+            source = None
+            if name in dq_nodes:
+                source = float_source(name, node.name, pos) or q_input.get(dq_nodes[name].input[0])
+            elif fp16 and name and name in float_tensors:
+                source = name
+            if source is not None:
+                fallback.input[pos] = fp16_rounded(source) if fp16 else source
+        mixes = []
+        for j, name in enumerate(node.output):
+            if not name:
+                continue
+            if name not in ranks or name not in float_tensors:
+                return None  # cannot take it sample by sample
+            quantized, raw = fresh(f"{name}__int8"), fresh(f"{name}__fallback")
+            node.output[j], fallback.output[j] = quantized, raw
+            chosen = fp16_rounded(raw) if fp16 else raw  # its Casts come after the fallback node: see _topological
+            mixes.append(helper.make_node("Where", [per_sample(gate, ranks[name]), quantized, chosen], [name], name=fresh("where")))
+        new_nodes.extend([node, fallback, *mixes])
+    del g.node[:]
+    g.node.extend(_topological(new_nodes, {i.name for i in g.input} | {i.name for i in g.initializer}))
+    return GatedModel(model, tuple(tuple(u) for u in units), tuple(gates))
+
+
+def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Nodes ordered so each comes after what it reads (the rounding and mixing nodes were appended as they came)."""
+    have = set(available) | {""}
+    pending, out = list(nodes), []
+    while pending:
+        left = []
+        for n in pending:
+            if all(i in have for i in n.input):
+                out.append(n)
+                have.update(n.output)
+            else:
+                left.append(n)
+        if len(left) == len(pending):  # a cycle or a missing input: keep the rest as they were (the checker says why)
+            out.extend(left)
+            break
+        pending = left
+    return out
