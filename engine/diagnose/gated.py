@@ -22,7 +22,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from engine.model.graph_reads import drop_unread_qdq
 
-__all__ = ["GatedModel", "gate_model", "GATE_PREFIX"]
+__all__ = ["GatedModel", "gate_model", "GATE_PREFIX", "BranchlessEdits"]
 
 GATE_PREFIX = "quantscope_gate_"
 
@@ -64,6 +64,70 @@ class AnyGate:
                 acc = out
             self._built[key] = acc
         return self._built[key]
+
+
+class BranchlessEdits:
+    """What the branchless gated builders (gated_where.py, gated_tiled.py) share: the copy of the candidate they edit,
+    one gate input per unit, the float tensor a dequantized input stands for, FP16-rounded copies of tensors, and the
+    node list they build."""
+
+    def __init__(self, reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Sequence[str]],
+                 gate_shape: Sequence[int | str]) -> None:
+        self.model = onnx.ModelProto()
+        self.model.CopyFrom(candidate)
+        self.graph = g = self.model.graph
+        self.ref_inits = {i.name: i for i in reference.graph.initializer}
+        self.ref_nodes = {n.name: n for n in reference.graph.node}
+        self.inits = {i.name: i for i in g.initializer}
+        self.q_input = {n.output[0]: n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
+        self.dq_nodes = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+        self.units = tuple(tuple(u) for u in units)
+        self.gates = tuple(f"{GATE_PREFIX}{k}" for k in range(len(self.units)))
+        self.gate_of_node = {node: gate for gate, unit in zip(self.gates, self.units) for node in unit}
+        for gate in self.gates:
+            g.input.append(helper.make_tensor_value_info(gate, TensorProto.BOOL, list(gate_shape)))
+        self.gates_of_dq: dict[str, set[str]] = {}  # a dequantized tensor -> the gates of the unit nodes that read it
+        for node in g.node:
+            if node.name in self.gate_of_node:
+                for i in node.input:
+                    if i in self.dq_nodes:
+                        self.gates_of_dq.setdefault(i, set()).add(self.gate_of_node[node.name])
+        self.nodes: list[onnx.NodeProto] = []
+        self._rounded: dict[str, str] = {}
+
+    def float_source(self, dq_out: str, node_name: str, position: int) -> str | None:
+        """The float tensor a dequantized input of `node_name` stands for: the Q's input for an activation, the reference's
+        float initializer (added to the graph) for a weight; None where there is none (it stays quantized)."""
+        dq = self.dq_nodes[dq_out]
+        if dq.input[0] in self.q_input:
+            return self.q_input[dq.input[0]]
+        ref = self.ref_nodes.get(node_name)
+        if ref is not None and position < len(ref.input) and ref.input[position] in self.ref_inits:
+            source = ref.input[position]
+            if source not in self.inits:
+                self.graph.initializer.append(self.ref_inits[source])
+                self.inits[source] = self.ref_inits[source]
+            return source
+        return None
+
+    def fp16_rounded(self, source: str) -> str:
+        """`source` rounded to FP16 and back: an initializer rounded once, an activation through two Casts."""
+        if source not in self._rounded:
+            out = f"{source}__fp16_rounded"
+            if source in self.inits:
+                half = numpy_helper.to_array(self.inits[source]).astype(np.float16).astype(np.float32)
+                self.graph.initializer.append(numpy_helper.from_array(half, out))
+            else:
+                self.nodes.append(helper.make_node("Cast", [source], [f"{out}__half"], name=f"{out}_to16", to=TensorProto.FLOAT16))
+                self.nodes.append(helper.make_node("Cast", [f"{out}__half"], [out], name=f"{out}_to32", to=TensorProto.FLOAT))
+            self._rounded[source] = out
+        return self._rounded[source]
+
+    def gated(self, nodes: Sequence[onnx.NodeProto] | None = None) -> GatedModel:
+        """The edited model with `nodes` (default: the node list built) as its graph."""
+        del self.graph.node[:]
+        self.graph.node.extend(self.nodes if nodes is None else nodes)
+        return GatedModel(self.model, self.units, self.gates)
 
 
 def _dequantized(q: onnx.TensorProto, scale: onnx.TensorProto, zero: onnx.TensorProto | None, axis: int) -> np.ndarray:

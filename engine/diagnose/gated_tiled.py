@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from engine.diagnose.gated import GATE_PREFIX, AnyGate, GatedModel
+from engine.diagnose.gated import AnyGate, BranchlessEdits, GatedModel
 
 __all__ = ["gate_model_tiled", "tiled_gates", "TILE_AXIS"]
 
@@ -49,31 +49,12 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
                      fp16: bool = False) -> GatedModel | None:
     """`candidate`: the run's Q/DQ model emitted with no fallback; `units`: groups of quantized node names; fp16: a unit
     gated off computes on FP16-rounded values (else in FP32). None where a switched tensor's rank is unknown."""
-    model = onnx.ModelProto()
-    model.CopyFrom(candidate)
-    g = model.graph
+    e = BranchlessEdits(reference, candidate, units, [TILE_AXIS])
     ranks, float_tensors = _ranks_and_floats(candidate)
-    ref_inits = {i.name: i for i in reference.graph.initializer}
-    ref_nodes = {n.name: n for n in reference.graph.node}
-    inits = {i.name: i for i in g.initializer}
-    q_input = {n.output[0]: n.input[0] for n in g.node if n.op_type == "QuantizeLinear"}
-    dq_nodes = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
-    gate_of_node: dict[str, str] = {}
-    gates: list[str] = []
-    for k, unit in enumerate(units):
-        name = f"{GATE_PREFIX}{k}"
-        gates.append(name)
-        for node in unit:
-            gate_of_node[node] = name
-        g.input.append(helper.make_tensor_value_info(name, TensorProto.BOOL, [TILE_AXIS]))
-
-    new_nodes: list[onnx.NodeProto] = []
     counter = itertools.count()
     fresh = lambda base: f"{base}__qt{next(counter)}"  # noqa: E731
-    any_gate = AnyGate(new_nodes, fresh)
-    added: set[str] = set()
+    any_gate = AnyGate(e.nodes, fresh)
     broadcast: dict[tuple[str, int], str] = {}
-    rounded: dict[str, str] = {}
 
     def per_sample(gate: str, rank: int) -> str:
         """The gate shaped [tile, 1, ..., 1] to select whole samples of a rank-`rank` tensor."""
@@ -81,75 +62,35 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
             return gate
         if (gate, rank) not in broadcast:
             axes = fresh(f"{gate}_axes{rank}")
-            g.initializer.append(numpy_helper.from_array(np.arange(1, rank, dtype=np.int64), axes))
+            e.graph.initializer.append(numpy_helper.from_array(np.arange(1, rank, dtype=np.int64), axes))
             out = fresh(f"{gate}_r{rank}")
-            new_nodes.append(helper.make_node("Unsqueeze", [gate, axes], [out], name=fresh("unsqueeze")))
+            e.nodes.append(helper.make_node("Unsqueeze", [gate, axes], [out], name=fresh("unsqueeze")))
             broadcast[(gate, rank)] = out
         return broadcast[(gate, rank)]
 
-    def float_source(dq_out: str, node_name: str, position: int) -> str | None:
-        dq = dq_nodes[dq_out]
-        if dq.input[0] in q_input:  # an activation: Q -> DQ
-            return q_input[dq.input[0]]
-        ref = ref_nodes.get(node_name)  # a weight: the reference node reads the float initializer at the same position
-        if ref is not None and position < len(ref.input) and ref.input[position] in ref_inits:
-            source = ref.input[position]
-            if source not in inits and source not in added:
-                g.initializer.append(ref_inits[source])
-                inits[source] = ref_inits[source]
-                added.add(source)
-            return source
-        return None
-
-    def fp16_rounded(source: str) -> str:
-        if source not in rounded:
-            out = f"{source}__fp16_rounded"
-            if source in inits:
-                half = numpy_helper.to_array(inits[source]).astype(np.float16).astype(np.float32)
-                g.initializer.append(numpy_helper.from_array(half, out))
-            else:
-                new_nodes.append(helper.make_node("Cast", [source], [f"{out}__half"], name=f"{out}_to16", to=TensorProto.FLOAT16))
-                new_nodes.append(helper.make_node("Cast", [f"{out}__half"], [out], name=f"{out}_to32", to=TensorProto.FLOAT))
-            rounded[source] = out
-        return rounded[source]
-
-    gates_of_dq: dict[str, set[str]] = {}
-    for node in g.node:
-        if node.name in gate_of_node:
-            for i in node.input:
-                if i in dq_nodes:
-                    gates_of_dq.setdefault(i, set()).add(gate_of_node[node.name])
-
-    for node in list(g.node):
+    for node in list(e.graph.node):
         if node.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            new_nodes.append(node)
+            e.nodes.append(node)
             continue
-        gate = gate_of_node.get(node.name)
+        gate = e.gate_of_node.get(node.name)
         if gate is None:  # another reader of a dequantized tensor: quantized where any of its quantized readers is on
             for pos, name in enumerate(node.input):
-                if name in gates_of_dq:
-                    source = float_source(name, node.name, pos) or q_input.get(dq_nodes[name].input[0])
-                    if source is None:
-                        continue
+                if name in e.gates_of_dq and (source := e.float_source(name, node.name, pos)) is not None:
                     if name not in ranks:
                         return None
                     out = fresh(f"{name}__tiled")
-                    new_nodes.append(helper.make_node("Where", [per_sample(any_gate(gates_of_dq[name]), ranks[name]), name, source],
-                                                      [out], name=fresh("where")))
+                    e.nodes.append(helper.make_node("Where", [per_sample(any_gate(e.gates_of_dq[name]), ranks[name]), name, source],
+                                                    [out], name=fresh("where")))
                     node.input[pos] = out
-            new_nodes.append(node)
+            e.nodes.append(node)
             continue
         fallback = onnx.NodeProto()
         fallback.CopyFrom(node)
         fallback.name = fresh(f"{node.name}_fallback")
         for pos, name in enumerate(node.input):
-            source = None
-            if name in dq_nodes:
-                source = float_source(name, node.name, pos) or q_input.get(dq_nodes[name].input[0])
-            elif fp16 and name and name in float_tensors:
-                source = name
+            source = e.float_source(name, node.name, pos) if name in e.dq_nodes else name if fp16 and name in float_tensors else None
             if source is not None:
-                fallback.input[pos] = fp16_rounded(source) if fp16 else source
+                fallback.input[pos] = e.fp16_rounded(source) if fp16 else source
         mixes = []
         for j, name in enumerate(node.output):
             if not name:
@@ -158,12 +99,11 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
                 return None  # cannot take it sample by sample
             quantized, raw = fresh(f"{name}__int8"), fresh(f"{name}__fallback")
             node.output[j], fallback.output[j] = quantized, raw
-            chosen = fp16_rounded(raw) if fp16 else raw  # its Casts come after the fallback node: see _topological
+            chosen = e.fp16_rounded(raw) if fp16 else raw  # its Casts come before the fallback node: see _topological
             mixes.append(helper.make_node("Where", [per_sample(gate, ranks[name]), quantized, chosen], [name], name=fresh("where")))
-        new_nodes.extend([node, fallback, *mixes])
-    del g.node[:]
-    g.node.extend(_topological(new_nodes, {i.name for i in g.input} | {i.name for i in g.initializer}))
-    return GatedModel(model, tuple(tuple(u) for u in units), tuple(gates))
+        e.nodes.extend([node, fallback, *mixes])
+    available = {i.name for i in e.graph.input} | {i.name for i in e.graph.initializer}
+    return e.gated(_topological(e.nodes, available))
 
 
 def _topological(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:

@@ -84,3 +84,16 @@ def no_calibration(monkeypatch):
     monkeypatch.setattr(pipeline, "calibrate", forbidden)
     monkeypatch.setattr(ort_calibrate, "create_calibrator", forbidden)
     monkeypatch.setattr(sys.modules["onnxruntime.quantization.quantize"], "create_calibrator", forbidden)
+
+
+@pytest.fixture(scope="session")
+def all_int8(outlier_run):
+    """(reference, the all-INT8 candidate, its fallback units one node each) of the outlier run: what gated graphs start from."""
+    from engine.compare.graph import fallback_candidates
+    from engine.quantize.config import QuantConfig
+    from engine.quantize.emit import quantize_all
+
+    run = outlier_run.run_dir
+    reference = onnx.load(run / "reference.onnx")
+    candidate = quantize_all(reference, run / "reference.onnx", run / "calibration_cache.json", QuantConfig())
+    return reference, candidate, [(n,) for n in fallback_candidates(candidate, QuantConfig().op_types)]

@@ -6,27 +6,20 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import onnx
 import pytest
 
 from engine.backends.onnxrt import OnnxRuntimeBackend
-from engine.compare.graph import fallback_candidates
 from engine.diagnose import probes as probes_module
 from engine.diagnose.gated_tiled import gate_model_tiled, tiled_gates
 from engine.diagnose.gated_where import gate_model_where
 from engine.diagnose.harm_ranking import rank_units
 from engine.diagnose.probes import LocalProbePool, OutputProbe, ProbeRequest
 from engine.diagnose.run_probe import open_probe
-from engine.quantize.config import QuantConfig
-from engine.quantize.emit import quantize_all
 from tests.engine.conftest import SAMPLES
 
 
-def test_each_copy_of_a_tiled_run_equals_its_probe_run_alone_bit_for_bit(outlier_run):
-    run = outlier_run.run_dir
-    reference = onnx.load(run / "reference.onnx")
-    candidate = quantize_all(reference, run / "reference.onnx", run / "calibration_cache.json", QuantConfig())
-    units = [(n,) for n in fallback_candidates(candidate, QuantConfig().op_types)]
+def test_each_copy_of_a_tiled_run_equals_its_probe_run_alone_bit_for_bit(all_int8):
+    reference, candidate, units = all_int8
     feed = {"input": np.load(SAMPLES / "digits_eval.npz")["input"][:3]}
     backend = OnnxRuntimeBackend("cpu")
     for fp16 in (False, True):

@@ -5,22 +5,15 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import onnx
 
 from engine.backends.onnxrt import OnnxRuntimeBackend
-from engine.compare.graph import fallback_candidates
 from engine.diagnose.gated import gate_model
 from engine.diagnose.gated_where import gate_model_where
-from engine.quantize.config import QuantConfig
-from engine.quantize.emit import quantize_all
 from tests.engine.conftest import SAMPLES
 
 
-def test_where_gates_equal_if_gates_bit_for_bit(outlier_run):
-    run = outlier_run.run_dir
-    reference = onnx.load(run / "reference.onnx")
-    candidate = quantize_all(reference, run / "reference.onnx", run / "calibration_cache.json", QuantConfig())
-    units = [(n,) for n in fallback_candidates(candidate, QuantConfig().op_types)]
+def test_where_gates_equal_if_gates_bit_for_bit(all_int8):
+    reference, candidate, units = all_int8
     feed = {"input": np.load(SAMPLES / "digits_eval.npz")["input"][:16]}
     backend = OnnxRuntimeBackend("cpu")
     for fp16 in (False, True):
