@@ -298,9 +298,9 @@ class OutputProbe:
         return _score(data or self.data, infer, self.outputs, t0, resident)
 
     def _run_gated(self, gates: dict[str, np.ndarray], t0: float, data: ProbeData | None) -> ProbeMetrics:
-        if self._tiled:
+        if self._tiled:  # one probe alone (a Ray worker's, or a direct call): one copy, not a padded tile of copies
             self.probes += 1
-            return self._run_tiles(data or self.data, [gates])[0]
+            return self._tiled_run(data or self.data, [gates])[0]
         if self._resident is not None:
             gates = self._resident.gates(gates)
         return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)

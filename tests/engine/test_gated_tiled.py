@@ -52,8 +52,12 @@ def test_tiled_probes_give_the_figures_of_probes_one_at_a_time(probe_pair):
         assert tiled._tiled and not single._tiled
         a = single.measure_many(requests)
         b = tiled.measure_many(requests, lambda done, total: seen.append((done, total)))
+        alone = [tiled.measure_only(single.units[2]), tiled.measure((single.units[1][0],), single.data.head(8))]  # one copy a run
+        expected = [single.measure_only(single.units[2]), single.measure((single.units[1][0],), single.data.head(8))]
+    for x, y in zip(expected, alone):
+        assert y.outputs_snr_db == pytest.approx(x.outputs_snr_db, abs=1e-6) and y.top1_agreement == x.top1_agreement
     assert seen[-1] == (len(requests), len(requests)) and len(seen) < len(requests)  # several probes to a run
-    assert tiled.probes == single.probes == len(requests)
+    assert tiled.probes == single.probes == len(requests) + 2
     for x, y in zip(a, b):
         assert y.outputs_snr_db == pytest.approx(x.outputs_snr_db, abs=1e-6)
         assert y.cosine == pytest.approx(x.cosine, abs=1e-6)  # float64 sums against float32 dots a chunk
