@@ -169,7 +169,9 @@ def test_renamed_model_names_ticks_views_ranges_and_cancel_in_a_real_browser(ser
         layers = pd.read_csv(record.run_dir / "layers.csv")
         assert layer_plot(page, "return g._fullData[0]._length;") == len(layers)  # every tensor drawn
         # the table names nodes as the file does: the Conv with its folded BatchNormalization, '#index Op' where unnamed
-        cells = page.get_by_test_id("stDataFrame").first.locator("[role=gridcell]").all_text_contents()
+        grid = page.get_by_test_id("stDataFrame").first.locator("[role=gridcell]")
+        grid.filter(has_text=culprit).first.wait_for(state="attached", timeout=60_000)  # the grid adds its cells after the page settles
+        cells = grid.all_text_contents()
         assert culprit in cells and "mix_conv, mix_bn" in cells and "#0 Conv, #1 BatchNormalization" in cells
         # ...and so does the hover: HardSigmoid_0 is half of the file's unnamed HardSwish #2
         page.locator(".js-plotly-plot").first.scroll_into_view_if_needed()
