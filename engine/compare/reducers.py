@@ -76,13 +76,18 @@ def host_stats(ref: np.ndarray, cand: np.ndarray, scratch: np.ndarray | None = N
     return stats, counts, n
 
 
+def _segment_sums(r, c, segments: int, stack):
+    """r.r, c.c, r.c, d.d of each of `segments` equal parts of float64 `c` against `r`: the same operations in numpy, cupy
+    and torch."""
+    r, c = r.reshape(1, -1), c.reshape(segments, -1)
+    d = c - r
+    return stack([(r * r).sum(1).repeat(segments), (c * c).sum(1), (c * r).sum(1), (d * d).sum(1)], 1)
+
+
 def host_segment_sums(ref: np.ndarray, out: np.ndarray, segments: int) -> np.ndarray:
     """[segments, 4]: r.r, c.c, r.c, d.d of each of `segments` equal parts of `out` (along its first axis) against `ref`
     (a tiled run: the same samples once per probe), in float64."""
-    r = np.asarray(ref, np.float64).reshape(1, -1)
-    c = np.asarray(out, np.float64).reshape(segments, -1)
-    d = c - r
-    return np.stack([np.repeat((r * r).sum(axis=1), segments), (c * c).sum(axis=1), (c * r).sum(axis=1), (d * d).sum(axis=1)], axis=1)
+    return _segment_sums(np.asarray(ref, np.float64), np.asarray(out, np.float64), segments, np.stack)
 
 
 class HostReducer:
@@ -239,12 +244,9 @@ class DeviceReducer:
         """host_segment_sums for values in device memory: four float64 sums a segment come back."""
         xp, cupy = self.xp, self.library == "cupy"
         r, c = xp.from_dlpack(ref), xp.from_dlpack(out)
-        r = (r.astype(xp.float64) if cupy else r.to(xp.float64)).reshape(1, -1)
-        c = (c.astype(xp.float64) if cupy else c.to(xp.float64)).reshape(segments, -1)
-        d = c - r
-        sums = [(r * r).sum(1).repeat(segments), (c * c).sum(1), (c * r).sum(1), (d * d).sum(1)]  # same in cupy and torch
-        stacked = xp.stack(sums, 1)
-        return xp.asnumpy(stacked) if cupy else stacked.detach().cpu().numpy()
+        r, c = (r.astype(xp.float64), c.astype(xp.float64)) if cupy else (r.to(xp.float64), c.to(xp.float64))
+        sums = _segment_sums(r, c, segments, xp.stack)
+        return xp.asnumpy(sums) if cupy else sums.detach().cpu().numpy()
 
     def take_counts(self) -> dict[str, np.ndarray]:
         """The histograms kept on the device, by tensor (and reset)."""

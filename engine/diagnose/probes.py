@@ -110,22 +110,8 @@ class _Score:
         self._scratch = np.empty(CHUNK, np.float32)
         self.task = TaskAccumulator(task_output, labels)
 
-    def add_resident(self, ref: dict[str, np.ndarray], ref_device: dict, out: dict, reducer: DeviceReducer) -> None:
-        """A batch whose reference (`ref_device`) and outputs stay in device memory: four sums an output come back."""
-        paired = [o for o in self.outputs if reducer.shape(out[o]) == np.shape(ref[o])]
-        self.unpaired += len(self.outputs) - len(paired)
-        if paired:
-            stats, _, _ = reducer.reduce([(ref_device[o], out[o]) for o in paired], keys=paired)
-            reducer.take_counts()  # the device histograms a probe does not use, reset: memory stays flat
-            for o, row in zip(paired, stats):
-                self.sums[o] += row[:4]
-                self.paired[o] += 1
-        t = self.task.output
-        if t is not None and t in paired:
-            self.task.update(ref[t], reducer.to_host(out[t]))
-
     def add_sums(self, output: str, row: np.ndarray) -> None:
-        """One batch's r.r, c.c, r.c, d.d of `output` (a segment of a tiled run)."""
+        """One batch's r.r, c.c, r.c, d.d of `output`."""
         self.sums[output] += row[:4]
         self.paired[output] += 1
 
@@ -135,8 +121,7 @@ class _Score:
                 self.unpaired += 1
                 continue
             stats, _, _ = host_stats(ref[o], out[o], self._scratch, histogram=False)
-            self.sums[o] += stats[:4]
-            self.paired[o] += 1
+            self.add_sums(o, stats)
         if self.task.output is not None and np.shape(ref[self.task.output]) == np.shape(out[self.task.output]):
             self.task.update(ref[self.task.output], out[self.task.output])
 
@@ -158,17 +143,53 @@ def float_outputs(outputs: Sequence[str], reference_outputs: dict[str, np.ndarra
     return [o for o in outputs if np.issubdtype(np.asarray(reference_outputs[o]).dtype, np.floating)]
 
 
-def _score(data: ProbeData, infer: Callable[[Batch], dict[str, np.ndarray]], outputs: Sequence[str], t0: float,
-           resident: _Resident | None = None) -> ProbeMetrics:
+def _scores(data: ProbeData, outputs: Sequence[str], count: int) -> list[_Score]:
+    """One empty score a probe for `count` probes on `data`: its float outputs, the classifier-shaped one for task metrics."""
     first = data.reference_outputs[0]
     outputs = float_outputs(outputs, first)
-    score = _Score(outputs, next((o for o in outputs if is_classifier_shaped(first[o])), None), data.labels)
+    task = next((o for o in outputs if is_classifier_shaped(first[o])), None)
+    return [_Score(outputs, task, data.labels) for _ in range(count)]
+
+
+def _add_copies(scores: Sequence[_Score], ref: dict[str, np.ndarray], ref_scored: dict, out: dict, ops: _Ops) -> None:
+    """A run holding one copy of a batch per score, in order along the batch axis (a single copy where not tiled):
+    each copy's four sums an output against the reference (`ref_scored`, where `ops` computes), its task metrics."""
+    k = len(scores)
+    first = scores[0]
+    for o in first.outputs:
+        if tuple(ops.shape(out[o])) != (k * np.shape(ref[o])[0], *np.shape(ref[o])[1:]):
+            for sc in scores:
+                sc.unpaired += 1
+            continue
+        for sc, row in zip(scores, ops.segment_sums(ref_scored[o], out[o], k)):
+            sc.add_sums(o, row)
+    t = first.task.output
+    if t is not None and t in out and tuple(ops.shape(out[t])) == (k * np.shape(ref[t])[0], *np.shape(ref[t])[1:]):
+        for sc, part in zip(scores, np.split(np.asarray(ops.to_host(out[t])), k)):
+            sc.task.update(ref[t], part)
+
+
+@dataclass(frozen=True)
+class _Ops:
+    """Where outputs are scored: numpy on the host, or a device reducer where they stay on the device."""
+
+    shape: Callable
+    segment_sums: Callable
+    to_host: Callable
+
+
+HOST_OPS = _Ops(np.shape, host_segment_sums, np.asarray)
+
+
+def _score(data: ProbeData, infer: Callable[[Batch], dict[str, np.ndarray]], outputs: Sequence[str], t0: float,
+           resident: _Resident | None = None) -> ProbeMetrics:
+    (score,) = _scores(data, outputs, 1)
     for batch, ref in zip(data.batches, data.reference_outputs):
         if resident is None:
             score.add(ref, infer(batch))
         else:
             inputs, ref_device = resident.get(batch, ref)
-            score.add_resident(ref, ref_device, infer(inputs), resident.reducer)
+            _add_copies([score], ref, ref_device, infer(inputs), resident.ops)
     return score.result(time.perf_counter() - t0)
 
 
@@ -178,8 +199,10 @@ class _Resident:
     sums (for a detector, tens of megabytes a probe less each way, and no host reduction)."""
 
     def __init__(self, runner, reducer: DeviceReducer) -> None:
-        self.runner, self.reducer = runner, reducer
+        self.runner = runner
+        self.ops = _Ops(reducer.shape, reducer.segment_sums, reducer.to_host)
         self._copies: dict[tuple, tuple[dict, dict]] = {}
+        self._tiles: dict[tuple, dict] = {}
         self._gates: dict = {}  # gate name -> its device value, overwritten in place when a probe changes it
         self._gate_values: dict[str, np.ndarray] = {}
 
@@ -193,12 +216,16 @@ class _Resident:
             self._gate_values.update({g: np.array(v) for g, v in changed.items()})
         return self._gates
 
-    def tiled(self, batch: Batch, copies: int) -> dict:
-        """The batch's inputs repeated `copies` times along the batch axis, on the device (once per batch and count)."""
+    def tiled(self, batch: Batch, ref: dict[str, np.ndarray], copies: int) -> tuple[dict, dict]:
+        """(the batch's inputs repeated `copies` times along the batch axis, its reference outputs once), on the device;
+        each copied once per batch and count."""
+        inputs, ref_device = self.get(batch, ref)
+        if copies == 1:
+            return inputs, ref_device
         key = self._key(batch) + (copies,)
-        if key not in self._copies:
-            self._copies[key] = (self.runner.resident({k: np.concatenate([v] * copies) for k, v in batch.items()}), {})
-        return self._copies[key][0]
+        if key not in self._tiles:
+            self._tiles[key] = self.runner.resident({k: np.concatenate([v] * copies) for k, v in batch.items()})
+        return self._tiles[key], ref_device
 
     @staticmethod
     def _key(arrays: dict[str, np.ndarray]) -> tuple:
@@ -281,7 +308,7 @@ class OutputProbe:
         data = self.data.head(2)
         a, b = self._gated.feed(()), self._gated.feed_only(0)
         try:
-            ab, ba = self._run_tiles(data, [a, b]), self._run_tiles(data, [b, a])
+            ab, ba = self._run_tile(data, [a, b]), self._run_tile(data, [b, a])
         except ModelError:
             return False
         return _same(ab[0].outputs_snr_db, ba[1].outputs_snr_db) and _same(ab[1].outputs_snr_db, ba[0].outputs_snr_db) \
@@ -308,44 +335,25 @@ class OutputProbe:
     def _tiled_run(self, data: ProbeData, feeds: Sequence[dict[str, np.ndarray]]) -> list[ProbeMetrics]:
         """Probes (their gate values) on `data`, all in each run: one copy of a batch per probe along the batch axis."""
         t0 = time.perf_counter()
-        first = data.reference_outputs[0]
-        outputs = float_outputs(self.outputs, first)
-        task = next((o for o in outputs if is_classifier_shaped(first[o])), None)
-        scores = [_Score(outputs, task, data.labels) for _ in feeds]
         k = len(feeds)
+        scores = _scores(data, self.outputs, k)
         for batch, ref in zip(data.batches, data.reference_outputs):
-            n = len(next(iter(batch.values())))
-            gates = tiled_gates(self._gated, feeds, n)
+            gates = tiled_gates(self._gated, feeds, len(next(iter(batch.values()))))
             if self._resident is not None:
-                _, ref_device = self._resident.get(batch, ref)
-                out = self._runner.infer({**self._resident.tiled(batch, k), **self._resident.gates(gates)})
-                shape, sums, host = self._resident.reducer.shape, self._resident.reducer.segment_sums, self._resident.reducer.to_host
+                inputs, ref_scored = self._resident.tiled(batch, ref, k)
+                out, ops = self._runner.infer({**inputs, **self._resident.gates(gates)}), self._resident.ops
             else:
-                ref_device = ref
-                out = self._runner.infer({**{name: np.concatenate([v] * k) for name, v in batch.items()}, **gates})
-                shape, sums, host = np.shape, host_segment_sums, np.asarray
-            for o in outputs:
-                if tuple(shape(out[o])) != (k * np.shape(ref[o])[0], *np.shape(ref[o])[1:]):
-                    for sc in scores:
-                        sc.unpaired += 1
-                    continue
-                for sc, row in zip(scores, sums(ref_device[o], out[o], k)):
-                    sc.add_sums(o, row)
-            if task is not None and task in out:
-                for sc, part in zip(scores, np.split(np.asarray(host(out[task])), k)):
-                    sc.task.update(ref[task], part)
+                inputs, ref_scored = {name: np.concatenate([v] * k) for name, v in batch.items()}, ref
+                out, ops = self._runner.infer({**inputs, **gates}), HOST_OPS
+            _add_copies(scores, ref, ref_scored, out, ops)
         seconds = (time.perf_counter() - t0) / k
         return [sc.result(seconds) for sc in scores]
 
-    def _run_tiles(self, data: ProbeData, feeds: Sequence[dict[str, np.ndarray]]) -> list[ProbeMetrics]:
-        """Up to a tile of probes in runs of always the same size (padded with copies of the last probe): a runtime pays
-        its first run at each new input size (about 0.4 s on an H100 for a detector), so the sizes must not vary."""
-        per_run = self._per_run(data)
-        out: list[ProbeMetrics] = []
-        for start in range(0, len(feeds), per_run):
-            chunk = list(feeds[start : start + per_run])
-            out += self._tiled_run(data, chunk + [chunk[-1]] * (per_run - len(chunk)))[: len(chunk)]
-        return out
+    def _run_tile(self, data: ProbeData, feeds: Sequence[dict[str, np.ndarray]]) -> list[ProbeMetrics]:
+        """Up to a tile of probes in one run of always the same size (padded with copies of the last probe): a runtime
+        pays its first run at each new input size (about 0.4 s on an H100 for a detector), so the sizes must not vary."""
+        pad = max(0, self._per_run(data) - len(feeds))
+        return self._tiled_run(data, [*feeds, *[feeds[-1]] * pad])[: len(feeds)]
 
     @staticmethod
     def _per_run(data: ProbeData) -> int:
@@ -376,7 +384,7 @@ class OutputProbe:
             per_run = self._per_run(data)
             for start in range(0, len(members), per_run):
                 chunk = members[start : start + per_run]
-                for i, m in zip(chunk, self._run_tiles(data, [self._feed(requests[i]) for i in chunk])):
+                for i, m in zip(chunk, self._run_tile(data, [self._feed(requests[i]) for i in chunk])):
                     results[i] = m
                 self.probes += len(chunk)
                 done += len(chunk)
