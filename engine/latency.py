@@ -17,7 +17,7 @@ import onnx
 
 from engine.backends.base import Backend
 from engine.backends.select import resolve_backend
-from engine.diagnose.probes import measure_model
+from engine.diagnose.probe_scoring import measure_model
 from engine.diagnose.run_probe import cached_probe_data
 from engine.errors import ConfigError
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress

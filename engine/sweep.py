@@ -28,7 +28,8 @@ from engine.backends.select import probe_backend, resolve_backend
 from engine.compare.graph import fallback_candidates
 from engine.data.images import ImagePreprocess
 from engine.data.loading import load_labels
-from engine.diagnose.probes import OutputProbe, ProbeData, ProbeRequest, measure_model
+from engine.diagnose.probe_scoring import ProbeData, measure_model
+from engine.diagnose.probes import OutputProbe, ProbeRequest
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, QuantScopeError
 from engine.latency import time_model

@@ -3,7 +3,8 @@ automatic fallback search, all on one gated candidate session."""
 
 from engine.diagnose.autofallback import AutoFallbackResult, Step, search_fallback
 from engine.diagnose.harm_ranking import HarmRanking, UnitHarm, rank_units
-from engine.diagnose.probes import OutputProbe, ProbeData, ProbeMetrics
+from engine.diagnose.probe_scoring import ProbeData, ProbeMetrics
+from engine.diagnose.probes import OutputProbe
 from engine.diagnose.sensitivity import sensitivity
 from engine.diagnose.targets import Target
 from engine.diagnose.units import UnitMode, fallback_units

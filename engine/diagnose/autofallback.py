@@ -12,7 +12,8 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from engine.diagnose.probes import PoolFactory, ProbeMetrics, ProbePool, ProbeRequest, local_pool
+from engine.diagnose.probe_scoring import ProbeMetrics
+from engine.diagnose.probes import PoolFactory, ProbePool, ProbeRequest, local_pool
 from engine.diagnose.run_probe import open_probe
 from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
 from engine.diagnose.targets import Target

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from engine.diagnose.probes import ProbeMetrics, ProbePool, ProbeRequest
+from engine.diagnose.probe_scoring import ProbeMetrics
+from engine.diagnose.probes import ProbePool, ProbeRequest
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 
 __all__ = ["UnitHarm", "HarmRanking", "RankPlan", "plan_stages", "rank_units", "HARM_COLUMNS", "RANK_PASSES_PER_SAMPLE",

@@ -13,7 +13,8 @@ from engine.backends.base import Backend
 from engine.backends.select import probe_backend, resolve_backend
 from engine.compare.graph import fallback_candidates
 from engine.compare.reference_cache import ReferenceCache
-from engine.diagnose.probes import OutputProbe, ProbeData
+from engine.diagnose.probe_scoring import ProbeData
+from engine.diagnose.probes import OutputProbe
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, RunFolderError
 from engine.model.info import model_info

@@ -13,7 +13,8 @@ import time
 
 import pandas as pd
 
-from engine.diagnose.probes import PoolFactory, ProbeMetrics, ProbePool, ProbeRequest, local_pool
+from engine.diagnose.probe_scoring import ProbeMetrics
+from engine.diagnose.probes import PoolFactory, ProbePool, ProbeRequest, local_pool
 from engine.diagnose.run_probe import open_probe
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError

@@ -16,7 +16,8 @@ from contextlib import contextmanager
 
 import ray
 
-from engine.diagnose.probes import OnResult, OutputProbe, ProbeMetrics, ProbeRequest
+from engine.diagnose.probe_scoring import ProbeMetrics
+from engine.diagnose.probes import OnResult, OutputProbe, ProbeRequest
 
 __all__ = ["RayExecutor", "ACTORS_PER_GPU"]
 

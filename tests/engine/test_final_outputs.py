@@ -101,9 +101,9 @@ def test_an_integer_output_is_reported_by_compare_and_rebuild_but_never_scored_b
 def test_a_probe_output_whose_shape_changed_is_counted_unpaired_not_compared():
     import math
 
-    from engine.diagnose.probes import _Score
+    from engine.diagnose.probe_scoring import Score
 
-    score = _Score(["boxes", "scores"], None, None)
+    score = Score(["boxes", "scores"], None, None)
     ref = {"boxes": np.ones((3, 7), np.float32), "scores": np.ones((4,), np.float32)}
     score.add(ref, {"boxes": np.ones((2, 7), np.float32), "scores": np.full((4,), 1.1, np.float32)})  # NMS kept 2 boxes
     score.add({"boxes": np.zeros((0, 7), np.float32), "scores": ref["scores"]},
