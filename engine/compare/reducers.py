@@ -38,30 +38,45 @@ class Reducer(Protocol):
         ...
 
 
-CHUNK = 1 << 18  # elements per step of the host reduction: a chunk of both tensors and their difference stays in cache
+CHUNK = 1 << 16  # elements per step of the host reduction: a chunk of both tensors and their difference stays in cache
+_ONES = np.ones(CHUNK, np.float32)  # sum(|d|) as a BLAS dot product: three times faster than ndarray.sum
 
 
 def host_stats(ref: np.ndarray, cand: np.ndarray, scratch: np.ndarray | None = None,
                histogram: bool = True) -> tuple[np.ndarray, np.ndarray | None, int]:
     """One pair on the host, chunk by chunk so each chunk is read from memory once: float32 arithmetic (float64
-    where float32 overflows), float64 sums across chunks."""
+    where float32 overflows), float64 sums across chunks. The histogram's strided sample is gathered from each chunk
+    while it is in cache (the same elements as sample_index, which the device kernels read)."""
     r = np.ascontiguousarray(ref, dtype=np.float32).reshape(-1)
     c = np.ascontiguousarray(cand, dtype=np.float32).reshape(-1)
     n = r.size
     buf = scratch if scratch is not None and scratch.size >= min(n, CHUNK) else np.empty(min(n, CHUNK), np.float32)
+    step = sample_stride(n, SAMPLE_PER_BATCH)
+    end = min(n, step * SAMPLE_PER_BATCH)  # past it, no element is sampled
+    abs_d = np.empty(-(-end // step) if histogram else 0, np.float32)
+    abs_r = np.empty_like(abs_d)
+    taken = 0
     rr = cc = rc = dd = sum_abs = 0.0
     max_abs = 0.0
+    dot = np.dot
     with np.errstate(over="ignore", invalid="ignore"):
         for i in range(0, n, CHUNK):
             a, b = r[i : i + CHUNK], c[i : i + CHUNK]
             d = np.subtract(b, a, out=buf[: a.size])
-            rr += float(np.dot(a, a))
-            cc += float(np.dot(b, b))
-            rc += float(np.dot(a, b))
-            dd += float(np.dot(d, d))
+            rr += float(dot(a, a))
+            cc += float(dot(b, b))
+            rc += float(dot(a, b))
+            dd += float(dot(d, d))
             np.abs(d, out=d)
-            sum_abs += float(d.sum())
+            sum_abs += float(dot(d, _ONES[: d.size]))
             max_abs = max(max_abs, float(d.max()))
+            if histogram and i < end:  # the sampled elements of this chunk: indices k * step in [i, min(i + CHUNK, end))
+                first = -i % step
+                last = min(a.size, end - i)
+                got = len(range(first, last, step))
+                abs_d[taken : taken + got] = d[first:last:step]
+                np.abs(a[first:last:step], out=abs_r[taken : taken + got])
+                taken += got
     if not all(math.isfinite(v) for v in (rr, cc, rc, dd, sum_abs)):  # float32 overflow (activations ~1e19): float64
         r64, c64 = r.astype(np.float64), c.astype(np.float64)
         d64 = c64 - r64
@@ -70,10 +85,7 @@ def host_stats(ref: np.ndarray, cand: np.ndarray, scratch: np.ndarray | None = N
     stats = np.array([rr, cc, rc, dd, sum_abs, max_abs if n else 0.0])
     if not histogram:
         return stats, None, n
-    step = sample_stride(n, SAMPLE_PER_BATCH)
-    rs, cs = r[: step * SAMPLE_PER_BATCH : step], c[: step * SAMPLE_PER_BATCH : step]
-    counts = RelErrHistogram.bins(np.abs(cs - rs), np.abs(rs))
-    return stats, counts, n
+    return stats, RelErrHistogram.bins(abs_d, abs_r), n
 
 
 def _segment_sums(r, c, segments: int, stack):

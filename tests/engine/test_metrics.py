@@ -12,8 +12,8 @@ import pytest
 
 from engine import compare
 from engine.compare.layerwise import LAYER_COLUMNS
-from engine.compare.metrics import Accumulator
-from engine.compare.reducers import HostReducer
+from engine.compare.metrics import SAMPLE_PER_BATCH, Accumulator, RelErrHistogram, sample_index
+from engine.compare.reducers import CHUNK, HostReducer, host_stats
 
 
 class TensorAccumulator(Accumulator):
@@ -98,6 +98,21 @@ def test_subsampled_rel_err_median_is_close():
     a.update(r, c)
     exact = float(np.median(np.abs(c - r) / np.abs(r)))
     assert a.result()["rel_err_median"] == pytest.approx(exact, rel=0.03)
+
+
+@pytest.mark.parametrize("n", [1, 7, CHUNK - 1, CHUNK + 1, 3 * SAMPLE_PER_BATCH + 5, 11 * CHUNK + 3])
+def test_histogram_counts_exactly_the_strided_sample(n):
+    """The host gathers the histogram's sample chunk by chunk: the counts are those of every sample_stride-th element
+    (the elements the device kernels read through sample_index), across chunk boundaries."""
+    rng = np.random.default_rng(n)
+    r = rng.standard_normal(n).astype(np.float32)
+    c = r + 0.01 * rng.standard_normal(n).astype(np.float32)
+    c[::5] = r[::5]  # exact zeros of |d|: the 0/0 -> 0 convention
+    _, counts, size = host_stats(r, c)
+    idx = sample_index(n, SAMPLE_PER_BATCH)
+    want = RelErrHistogram.bins(np.abs(c[idx] - r[idx]), np.abs(r[idx]))
+    assert size == n and counts.sum() == min(n, SAMPLE_PER_BATCH)
+    np.testing.assert_array_equal(counts, want)
 
 
 def _marked_session(path, tensors):
