@@ -24,7 +24,7 @@ from engine.diagnose.probes import PoolFactory, local_pool
 from engine.diagnose.rank_run import rank_run
 from engine.errors import ConfigError, DataError, RunFolderError
 from engine.model.info import ModelInfo, model_info
-from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, load_model
+from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, read_model
 from engine.model.provenance import Origin, origin_text, resolve_node
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import calibrate
@@ -109,7 +109,7 @@ def compare(
         raise ConfigError(f"The screening subset of {screen_samples} samples is negative; use 0 (no ranking probes) or more.")
     t0 = time.perf_counter()
     choice = resolve_backend(provider)
-    proto = load_model(model, max_bytes=max_model_bytes) if not isinstance(model, onnx.ModelProto) else model
+    proto, files = read_model(model, max_bytes=max_model_bytes) if not isinstance(model, onnx.ModelProto) else (model, "")
     name = model_name or (Path(model).name if not isinstance(model, onnx.ModelProto) else proto.graph.name or "model")
     info = model_info(proto)
     if not any(n.op_type in config.op_types for n in proto.graph.node):
@@ -131,7 +131,7 @@ def compare(
 
         progress(ProgressEvent(Stage.PREPROCESS, 0, 1, "pre-processing the model"))
         t0 = time.perf_counter()
-        prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE)
+        prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE, files)
         if config.precision is Precision.FP8:
             reference = fp8_reference(prepared.model)
             run.write_model(run.reference, reference)

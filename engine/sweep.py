@@ -34,7 +34,7 @@ from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, QuantScopeError
 from engine.latency import time_model
 from engine.model.info import model_info
-from engine.model.loading import load_model
+from engine.model.loading import read_model
 from engine.pipeline import PREPROCESS_CACHE, effective_batch_size, load_sources
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import CalibrationSpec, calibrate_many
@@ -215,14 +215,14 @@ def _prepare(model_path, calib, data, labels, images, batch_size, provider, conf
              progress: ProgressCallback) -> tuple[str, ProbeData]:
     """What every configuration of one model shares: the reference (and its opset-19 twin for FP8), every calibration
     from one pass, and the reference's final outputs on the evaluation data."""
-    proto = load_model(model_path)
+    proto, files = read_model(model_path)
     info = model_info(proto)
     name = Path(model_path).name
     batch, _ = effective_batch_size(info, batch_size)
     calib_src, eval_src = load_sources(calib, data, info, images, batch)
     folder.mkdir(parents=True, exist_ok=True)
     run = RunFolder(folder)
-    prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE)
+    prepared = preprocess(proto, settings.runs_root / PREPROCESS_CACHE, files)
     reference = prepared.model
     run.write_model(folder / "reference.onnx", reference)
     if any(c.precision is Precision.FP8 for c in configs):

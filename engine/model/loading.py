@@ -12,7 +12,7 @@ from onnx.external_data_helper import load_external_data_for_model, uses_externa
 
 from engine.errors import ModelError
 
-__all__ = ["DEFAULT_MAX_MODEL_BYTES", "load_model", "load_model_bytes", "check_graph"]
+__all__ = ["DEFAULT_MAX_MODEL_BYTES", "load_model", "read_model", "load_model_bytes", "check_graph"]
 
 DEFAULT_MAX_MODEL_BYTES = 2 * 1024**3
 
@@ -36,10 +36,18 @@ def load_model_bytes(data: bytes, *, name: str = "the model", max_bytes: int = D
 
 
 def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> onnx.ModelProto:
+    return read_model(path, max_bytes=max_bytes)[0]
+
+
+def read_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> tuple[onnx.ModelProto, str]:
+    """The model, and the identity of the files it was read from (path, size, times and inode of the model file and of
+    its external data files, taken before each is read): equal identities mean the same bytes were read, unless a file
+    was rewritten keeping its size and every time stamp."""
     p = Path(path)
     name = f"'{p.name}'"
     if not p.is_file():
         raise ModelError(f"The model file {p} does not exist; check the path.")
+    stats = [_identity(p)]
     size = p.stat().st_size
     if size > max_bytes:
         raise ModelError(f"{name} is {_mib(size)}, over the {_mib(max_bytes)} limit; raise the limit or use a smaller model.")
@@ -51,12 +59,18 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_MODEL_BY
         for t in tensors:
             location = next((e.value for e in t.external_data if e.key == "location"), "")
             target = _confined(base, location, t.name, name)
+            stats.append(_identity(target))
             total += target.stat().st_size
             if total > max_bytes:
                 raise ModelError(f"{name} with its external data is over the {_mib(max_bytes)} limit; raise the limit or use a smaller model.")
         load_external_data_for_model(model, str(base))
     check_graph(model, name)
-    return model
+    return model, "\n".join(dict.fromkeys(stats))
+
+
+def _identity(path: Path) -> str:
+    st = path.stat()
+    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
 
 
 def _confined(base: Path, location: str, tensor: str, name: str) -> Path:

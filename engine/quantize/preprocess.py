@@ -44,11 +44,13 @@ def model_digest(model: onnx.ModelProto) -> str:
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()
 
 
-def preprocess(model: onnx.ModelProto, cache_dir: Path | None = None) -> Prepared:
+def preprocess(model: onnx.ModelProto, cache_dir: Path | None = None, files: str = "") -> Prepared:
     """ORT's quantization pre-processing (shape inference + basic graph optimizations, which fold BatchNormalization
     into Conv and fold constants), then readable names for every node. With `cache_dir`, the result is kept under
-    the model's content hash, so a second comparison of the same model skips it."""
-    digest = model_digest(model)
+    the model's content hash, so a second comparison of the same model skips it. files: the identity of the files
+    `model` was read from (read_model); the cache then remembers their digest, so a second comparison of an unchanged
+    file does not serialize and hash the model again."""
+    digest = _remembered_digest(model, cache_dir, files)
     cached_path = cache_dir / f"{PREPROCESS_VERSION}-{digest}.onnx" if cache_dir is not None else None
     if cached_path is not None and cached_path.is_file():
         try:
@@ -61,6 +63,28 @@ def preprocess(model: onnx.ModelProto, cache_dir: Path | None = None) -> Prepare
     if cached_path is not None and _store(cached_path, prepared):
         prepared = dataclasses.replace(prepared, file=cached_path)
     return prepared
+
+
+def _remembered_digest(model: onnx.ModelProto, cache_dir: Path | None, files: str) -> str:
+    """model_digest, kept in the cache under the identity of the files the model was read from."""
+    if cache_dir is None or not files:
+        return model_digest(model)
+    memo = cache_dir / "by-file" / f"{PREPROCESS_VERSION}-{hashlib.sha256(files.encode()).hexdigest()[:40]}.txt"
+    try:
+        known = memo.read_text().strip()
+        if len(known) == 64 and all(ch in "0123456789abcdef" for ch in known):
+            return known
+    except OSError:
+        pass
+    digest = model_digest(model)
+    try:
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(digest)
+        os.replace(tmp, memo)
+    except OSError as err:
+        logging.getLogger(__name__).warning("pre-processing cache not written: %s", err)
+    return digest
 
 
 def _store(path: Path, prepared: Prepared) -> bool:

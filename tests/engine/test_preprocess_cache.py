@@ -34,3 +34,30 @@ def test_a_second_compare_takes_the_prepared_model_from_the_cache_and_links_its_
     assert second.reference.read_bytes() == first.reference.read_bytes() == entry.read_bytes()
     assert first.reference.samefile(entry) and second.reference.samefile(entry)  # hard links: nothing serialized again
     assert first.read_config().model_sha256 == second.read_config().model_sha256 == digest
+
+
+def test_the_digest_of_an_unchanged_file_is_remembered_and_a_rewritten_file_is_digested_again(tmp_path, monkeypatch):
+    import importlib
+
+    from engine.model.loading import read_model
+
+    pp = importlib.import_module("engine.quantize.preprocess")  # the module, not the function of the same name
+
+    calls: list[str] = []
+    real = pp.model_digest
+    monkeypatch.setattr(pp, "model_digest", lambda m: calls.append("digest") or real(m))
+    path, cache = tmp_path / "model.onnx", tmp_path / "cache"
+    path.write_bytes(MODEL.read_bytes())
+    proto, files = read_model(path)
+    first = pp.preprocess(proto, cache, files)
+    again, again_files = read_model(path)
+    assert again_files == files  # the same file, unchanged: the same identity
+    second = pp.preprocess(again, cache, again_files)
+    assert len(calls) == 1 and (first.cached, second.cached) == (False, True)  # the second read of the file: no digest
+    assert first.digest == second.digest == real(onnx.load(MODEL))
+    changed = onnx.load(MODEL)
+    changed.doc_string = "retrained"
+    onnx.save(changed, path)
+    proto, files = read_model(path)
+    third = pp.preprocess(proto, cache, files)
+    assert len(calls) == 2 and not third.cached and third.digest == real(changed) != first.digest
