@@ -143,6 +143,16 @@ class OutputProbe:
         pad = max(0, self._per_run(data) - len(feeds))
         return self._tiled_run(data, [*feeds, *[feeds[-1]] * pad])[: len(feeds)]
 
+    def run_size(self, samples: int | None) -> int:
+        """How many probes on the first `samples` samples (None: all) one run holds: a tile's worth where probes are
+        tiled (before the session opens: where they would be), else 1. Pools hand workers probes in runs of this size."""
+        if self._runner is not None:
+            tiled = self._tiled
+        else:
+            tiled = self.backend.capabilities.runtime_gates and not self.data.whole_batches and (
+                self.tile if self.tile is not None else self.backend.capabilities.device_outputs)
+        return self._per_run(self.data.head(samples) if samples is not None else self.data) if tiled else 1
+
     @staticmethod
     def _per_run(data: ProbeData) -> int:
         return max(1, TILE_SAMPLES // max(len(next(iter(b.values()))) for b in data.batches))

@@ -2,7 +2,8 @@
 
 A probe pool is a set of actors, each holding one session of the gated candidate: on the CPU one actor per core (one
 thread each), on a GPU ACTORS_PER_GPU actors sharing it and the cores (a probe's kernels leave the GPU mostly idle). The probe, with its inputs and reference outputs, goes into Ray's object store once and
-every actor reads it from there. Requests are handed out as actors come free; results come back in request order.
+every actor reads it from there. Requests are handed out a run at a time (one probe, or a tile's worth where the probe
+tiles them) as actors come free; results come back in request order.
 ONNX Runtime computes the same on every worker (MLAS splits no reduction across threads; cuDNN algorithms are chosen
 by heuristic within a fixed workspace, not by timing or free memory), so the results equal a serial run's."""
 
@@ -31,8 +32,8 @@ class _ProbeWorker:
             probe.backend = probe.backend.with_threads(threads)
         self.probe = probe.__enter__()
 
-    def run(self, request: ProbeRequest) -> ProbeMetrics:
-        return request.run(self.probe)
+    def run(self, requests: Sequence[ProbeRequest]) -> list[ProbeMetrics]:
+        return self.probe.measure_many(requests)  # several to a run where the probe tiles them
 
 
 @ray.remote
@@ -67,24 +68,37 @@ class _RayProbePool:
         self.probe, self.actors = probe, actors
 
     def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
+        """Requests go to free actors a run at a time: one probe, or a tile's worth on the same samples where the
+        probe tiles them (run_size), padded to the same run size as a serial run, so results equal the serial run's."""
+        groups: dict[int | None, list[int]] = {}
+        for i, r in enumerate(requests):
+            groups.setdefault(r.samples, []).append(i)
+        chunks = [members[k : k + size] for samples, members in groups.items()
+                  for size in [self.probe.run_size(samples)] for k in range(0, len(members), size)]
         free = list(self.actors)
         busy: dict[ray.ObjectRef, object] = {}
         results: list = [None] * len(requests)
-        order: dict[ray.ObjectRef, int] = {}
+        order: dict[ray.ObjectRef, list[int]] = {}
         nxt = done = 0
-        while done < len(requests):
-            while nxt < len(requests) and free:
-                actor = free.pop()
-                ref = actor.run.remote(requests[nxt])
-                busy[ref], order[ref] = actor, nxt
-                nxt += 1
-            ready, _ = ray.wait(list(busy), num_returns=1)
-            for ref in ready:
-                results[order.pop(ref)] = ray.get(ref)
-                free.append(busy.pop(ref))
-                done += 1
-                if on_result is not None:
-                    on_result(done, len(requests))
+        try:
+            while nxt < len(chunks) or busy:
+                while nxt < len(chunks) and free:
+                    actor = free.pop()
+                    ref = actor.run.remote([requests[i] for i in chunks[nxt]])
+                    busy[ref], order[ref] = actor, chunks[nxt]
+                    nxt += 1
+                ready, _ = ray.wait(list(busy), num_returns=1)
+                for ref in ready:
+                    members = order.pop(ref)
+                    for i, m in zip(members, ray.get(ref)):
+                        results[i] = m
+                    free.append(busy.pop(ref))
+                    done += len(members)
+                    if on_result is not None:
+                        on_result(done, len(requests))  # may raise Cancelled: the finally below drops what is queued
+        finally:
+            for ref in busy:
+                ray.cancel(ref, force=False)
         self.probe.probes += len(requests)
         return results
 

@@ -31,6 +31,26 @@ def test_sensitivity_on_ray_equals_serial(run_copy, cluster):
     pd.testing.assert_frame_equal(_numbers(serial), _numbers(on_ray), check_exact=True)
 
 
+def test_tiled_probes_go_to_ray_actors_a_run_at_a_time_and_equal_serial(run_copy, cluster):
+    """Where the probe tiles probes (a device backend's default; forced here on the CPU), each actor gets a tile's worth
+    of probes for one run, padded as the serial run pads them: the same results."""
+    sizes: list[int] = []
+
+    def tiled(pools):
+        def factory(probe):
+            probe.tile = True
+            sizes.append(probe.run_size(None))
+            return pools(probe)
+        return factory
+
+    serial = sensitivity(run_copy, samples=16, pools=tiled(SerialExecutor().probe_pool))
+    on_ray = sensitivity(run_copy, samples=16, pools=tiled(cluster.probe_pool))
+    assert sizes == [4, 4]  # 16 samples a copy, 64 a run: four probes to a run, ten probes in three runs
+    pd.testing.assert_frame_equal(_numbers(serial), _numbers(on_ray), check_exact=True)
+    untiled = sensitivity(run_copy, samples=16, pools=SerialExecutor().probe_pool)
+    pd.testing.assert_frame_equal(_numbers(serial), _numbers(untiled), rtol=1e-6, atol=1e-5)  # same outputs, other sums
+
+
 def test_autofallback_on_ray_equals_serial(run_copy, cluster, clean_run):
     target = f"snr_db={clean_run.final_output().snr_db - 1:.4f}"
     serial = autofallback(run_copy, target, apply=False, samples=64)
@@ -67,3 +87,4 @@ def test_sweep_on_ray_equals_serial(cluster, tmp_path):
     keep = ["config", "snr_db", "cosine", "outputs_snr_db", "culprit", "culprit_alone_snr_db", "best"]
     assert on_ray.to_frame()[keep].equals(serial.to_frame()[keep])
     assert on_ray.to_frame()["latency_ms"].notna().all()  # timed after the tasks, one at a time
+
