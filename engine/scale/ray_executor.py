@@ -10,6 +10,7 @@ by heuristic within a fixed workspace, not by timing or free memory), so the res
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
@@ -103,6 +104,25 @@ class _RayProbePool:
         return results
 
 
+def _private_token() -> dict[str, str | None]:
+    """A local runtime keeps Ray's token authentication, with a fresh token handed to its processes through the
+    environment: otherwise Ray writes one to ~/.ray/auth_token, outside anything of ours. Nothing changes where the user
+    set RAY_AUTH_MODE or a token. Returns the variables' previous values, for close() to put back."""
+    keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+    if any(k in os.environ for k in (*keys, "RAY_AUTH_TOKEN_PATH")):
+        return {}
+    previous = {k: os.environ.get(k) for k in keys}
+    os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
+    try:  # this process read its RayConfig at import: refresh it, as Ray does when it enables token mode itself
+        from ray._raylet import AuthenticationTokenLoader, Config
+
+        Config.initialize("")
+        AuthenticationTokenLoader.instance().reset_cache()
+    except (ImportError, AttributeError):  # another Ray version: it reads the environment as it is
+        pass
+    return previous
+
+
 class RayExecutor:
     def __init__(self, address: str | None, num_cpus: int | None = None) -> None:
         """address: a cluster to join (None: start a local runtime on this machine, `num_cpus` of its cores)."""
@@ -113,6 +133,7 @@ class RayExecutor:
                 ray.init(address=address, **kw)
             else:  # Ray's session files go to a private temporary folder, not /tmp/ray
                 self._tmp = tempfile.mkdtemp(prefix="qs-ray-")
+                self._env = _private_token()
                 ray.init(_temp_dir=self._tmp, num_cpus=num_cpus, **kw)
         res = ray.cluster_resources()
         self.cpus, self.gpus = int(res.get("CPU", os.cpu_count() or 1)), int(res.get("GPU", 0))
@@ -151,5 +172,10 @@ class RayExecutor:
     def close(self) -> None:
         if self._started:
             ray.shutdown()
+            for key, value in getattr(self, "_env", {}).items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
             if getattr(self, "_tmp", None):
                 shutil.rmtree(self._tmp, ignore_errors=True)

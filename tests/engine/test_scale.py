@@ -88,3 +88,18 @@ def test_sweep_on_ray_equals_serial(cluster, tmp_path):
     assert on_ray.to_frame()[keep].equals(serial.to_frame()[keep])
     assert on_ray.to_frame()["latency_ms"].notna().all()  # timed after the tasks, one at a time
 
+
+def test_a_local_ray_runtime_writes_nothing_into_the_home_folder(tmp_path):
+    """Ray 2.5x writes a token to ~/.ray/auth_token for a new local runtime; ours hands its processes a fresh token
+    through the environment instead, and puts the environment back afterwards."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os\nfrom engine.scale.ray_executor import RayExecutor\n"
+            "ex = RayExecutor(None, num_cpus=1)\nassert os.environ['RAY_AUTH_MODE'] == 'token'\nex.close()\n"
+            "print('RAY_AUTH_MODE' in os.environ, 'RAY_AUTH_TOKEN' in os.environ)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")} | {"HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr[-800:]
+    assert not (tmp_path / ".ray").exists()
