@@ -173,22 +173,29 @@ class OutputProbe:
                     on_result(len(out), len(requests))
             return out
         results: list[ProbeMetrics | None] = [None] * len(requests)
+        done = 0
+        for chunk in self.runs(requests):
+            samples = requests[chunk[0]].samples
+            data = self.data.head(samples) if samples is not None else self.data
+            for i, m in zip(chunk, self._run_tile(data, [self._feed(requests[i]) for i in chunk])):
+                results[i] = m
+            self.probes += len(chunk)
+            done += len(chunk)
+            if on_result is not None:
+                on_result(done, len(requests))
+        return [r for r in results if r is not None]
+
+    def runs(self, requests: Sequence[ProbeRequest], sizes: dict[int | None, int] | None = None) -> list[list[int]]:
+        """The requests (their indices) cut into runs: requests on the same samples together, run_size of them a run
+        (`sizes`: run sizes by samples, where another process knows them better)."""
         groups: dict[int | None, list[int]] = {}
         for i, r in enumerate(requests):
             groups.setdefault(r.samples, []).append(i)
-        done = 0
+        out = []
         for samples, members in groups.items():
-            data = self.data.head(samples) if samples is not None else self.data
-            per_run = self._per_run(data)
-            for start in range(0, len(members), per_run):
-                chunk = members[start : start + per_run]
-                for i, m in zip(chunk, self._run_tile(data, [self._feed(requests[i]) for i in chunk])):
-                    results[i] = m
-                self.probes += len(chunk)
-                done += len(chunk)
-                if on_result is not None:
-                    on_result(done, len(requests))
-        return [r for r in results if r is not None]
+            size = sizes[samples] if sizes is not None else self.run_size(samples)
+            out += [members[k : k + size] for k in range(0, len(members), size)]
+        return out
 
     def measure(self, fallback: Iterable[str], data: ProbeData | None = None) -> ProbeMetrics:
         """Final outputs with the units holding any of `fallback` in fallback precision and every other unit in INT8,

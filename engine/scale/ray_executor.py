@@ -36,6 +36,9 @@ class _ProbeWorker:
     def run(self, requests: Sequence[ProbeRequest]) -> list[ProbeMetrics]:
         return self.probe.measure_many(requests)  # several to a run where the probe tiles them
 
+    def run_size(self, samples: int | None) -> int:
+        return self.probe.run_size(samples)  # with the session open: whether tiling held here
+
 
 @ray.remote
 def _task(fn: Callable, item, shared: dict):
@@ -67,15 +70,14 @@ def _gather(submit: Callable[[int], ray.ObjectRef], count: int, slots: int, on_r
 class _RayProbePool:
     def __init__(self, probe: OutputProbe, actors: list) -> None:
         self.probe, self.actors = probe, actors
+        self.dispatched: list[int] = []  # the probes of each call handed to an actor by the last measure_many
 
     def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
         """Requests go to free actors a run at a time: one probe, or a tile's worth on the same samples where the
         probe tiles them (run_size), padded to the same run size as a serial run, so results equal the serial run's."""
-        groups: dict[int | None, list[int]] = {}
-        for i, r in enumerate(requests):
-            groups.setdefault(r.samples, []).append(i)
-        chunks = [members[k : k + size] for samples, members in groups.items()
-                  for size in [self.probe.run_size(samples)] for k in range(0, len(members), size)]
+        sizes = {s: ray.get(self.actors[0].run_size.remote(s)) for s in {r.samples for r in requests}}
+        chunks = self.probe.runs(requests, sizes)
+        self.dispatched = [len(c) for c in chunks]
         free = list(self.actors)
         busy: dict[ray.ObjectRef, object] = {}
         results: list = [None] * len(requests)
@@ -107,20 +109,38 @@ class _RayProbePool:
 def _private_token() -> dict[str, str | None]:
     """A local runtime keeps Ray's token authentication, with a fresh token handed to its processes through the
     environment: otherwise Ray writes one to ~/.ray/auth_token, outside anything of ours. Nothing changes where the user
-    set RAY_AUTH_MODE or a token. Returns the variables' previous values, for close() to put back."""
+    set RAY_AUTH_MODE or a token. Returns the variables' previous values, for _restore_environment."""
     keys = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
     if any(k in os.environ for k in (*keys, "RAY_AUTH_TOKEN_PATH")):
         return {}
     previous = {k: os.environ.get(k) for k in keys}
     os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)})
-    try:  # this process read its RayConfig at import: refresh it, as Ray does when it enables token mode itself
+    _reload_auth()
+    return previous
+
+
+def _restore_environment(previous: dict[str, str | None]) -> None:
+    """Puts back what _private_token changed, and has this process's Ray read it again (a later executor joining a
+    cluster must not send our throwaway token)."""
+    if not previous:
+        return
+    for key, value in previous.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _reload_auth()
+
+
+def _reload_auth() -> None:
+    """This process read its RayConfig and token at import: refresh both, as Ray does when it enables token mode."""
+    try:
         from ray._raylet import AuthenticationTokenLoader, Config
 
         Config.initialize("")
         AuthenticationTokenLoader.instance().reset_cache()
     except (ImportError, AttributeError):  # another Ray version: it reads the environment as it is
         pass
-    return previous
 
 
 class RayExecutor:
@@ -134,7 +154,12 @@ class RayExecutor:
             else:  # Ray's session files go to a private temporary folder, not /tmp/ray
                 self._tmp = tempfile.mkdtemp(prefix="qs-ray-")
                 self._env = _private_token()
-                ray.init(_temp_dir=self._tmp, num_cpus=num_cpus, **kw)
+                try:
+                    ray.init(_temp_dir=self._tmp, num_cpus=num_cpus, **kw)
+                except BaseException:
+                    _restore_environment(self._env)
+                    shutil.rmtree(self._tmp, ignore_errors=True)
+                    raise
         res = ray.cluster_resources()
         self.cpus, self.gpus = int(res.get("CPU", os.cpu_count() or 1)), int(res.get("GPU", 0))
         self.name = f"ray ({self.cpus} CPUs, {self.gpus} GPUs)"
@@ -172,10 +197,6 @@ class RayExecutor:
     def close(self) -> None:
         if self._started:
             ray.shutdown()
-            for key, value in getattr(self, "_env", {}).items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
+            _restore_environment(getattr(self, "_env", {}))
             if getattr(self, "_tmp", None):
                 shutil.rmtree(self._tmp, ignore_errors=True)

@@ -34,18 +34,26 @@ def test_sensitivity_on_ray_equals_serial(run_copy, cluster):
 def test_tiled_probes_go_to_ray_actors_a_run_at_a_time_and_equal_serial(run_copy, cluster):
     """Where the probe tiles probes (a device backend's default; forced here on the CPU), each actor gets a tile's worth
     of probes for one run, padded as the serial run pads them: the same results."""
+    from contextlib import contextmanager
+
     sizes: list[int] = []
+    pools_seen: list = []
 
     def tiled(pools):
+        @contextmanager
         def factory(probe):
             probe.tile = True
             sizes.append(probe.run_size(None))
-            return pools(probe)
+            with pools(probe) as pool:
+                pools_seen.append(pool)
+                yield pool
         return factory
 
     serial = sensitivity(run_copy, samples=16, pools=tiled(SerialExecutor().probe_pool))
     on_ray = sensitivity(run_copy, samples=16, pools=tiled(cluster.probe_pool))
-    assert sizes == [4, 4]  # 16 samples a copy, 64 a run: four probes to a run, ten probes in three runs
+    assert sizes == [4, 4]  # 16 samples a copy, 64 a run: four probes to a run
+    dispatched = pools_seen[-1].dispatched
+    assert max(dispatched) == 4 and min(dispatched) >= 1 and len(dispatched) == -(-sum(dispatched) // 4)
     pd.testing.assert_frame_equal(_numbers(serial), _numbers(on_ray), check_exact=True)
     untiled = sensitivity(run_copy, samples=16, pools=SerialExecutor().probe_pool)
     pd.testing.assert_frame_equal(_numbers(serial), _numbers(untiled), rtol=1e-6, atol=1e-5)  # same outputs, other sums
