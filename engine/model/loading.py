@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_MODEL_BY
 def read_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_MODEL_BYTES) -> tuple[onnx.ModelProto, str]:
     """The model, and the identity of the files it was read from (path, size, times and inode of the model file and of
     its external data files, taken before each is read): equal identities mean the same bytes were read, unless a file
-    was rewritten keeping its size and every time stamp."""
+    was rewritten keeping its size and every time stamp. "" (no identity) where a file changed in the last
+    RACY_SECONDS."""
     p = Path(path)
     name = f"'{p.name}'"
     if not p.is_file():
@@ -65,11 +67,18 @@ def read_model(path: str | os.PathLike, *, max_bytes: int = DEFAULT_MAX_MODEL_BY
                 raise ModelError(f"{name} with its external data is over the {_mib(max_bytes)} limit; raise the limit or use a smaller model.")
         load_external_data_for_model(model, str(base))
     check_graph(model, name)
-    return model, "\n".join(dict.fromkeys(stats))
+    return model, "" if None in stats else "\n".join(dict.fromkeys(stats))  # type: ignore[arg-type]
 
 
-def _identity(path: Path) -> str:
+RACY_SECONDS = 2.0  # file times tick coarsely (2 s on FAT, some network file systems): a file this fresh has no identity
+
+
+def _identity(path: Path) -> str | None:
+    """None where the file changed so recently that a rewrite in the same tick of its clock would keep its times (git's
+    "racily clean" rule): such a file is digested every time until it is older."""
     st = path.stat()
+    if time.time() - st.st_mtime < RACY_SECONDS or time.time() - st.st_ctime < RACY_SECONDS:
+        return None
     return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}|{st.st_dev}"
 
 

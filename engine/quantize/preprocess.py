@@ -12,6 +12,7 @@ import sys
 import tempfile
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,30 +78,29 @@ def _remembered_digest(model: onnx.ModelProto, cache_dir: Path | None, files: st
     except OSError:
         pass
     digest = model_digest(model)
-    try:
-        memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(digest)
-        os.replace(tmp, memo)
-    except OSError as err:
-        logging.getLogger(__name__).warning("pre-processing cache not written: %s", err)
+    _write_atomic(memo, lambda tmp: tmp.write_text(digest))
     return digest
 
 
 def _store(path: Path, prepared: Prepared) -> bool:
     """Atomically, and never fatal: a cache that cannot be written only costs the next comparison time. Whether it was."""
+    meta = json.dumps({"shape_inference": prepared.shape_inference,
+                       "provenance": {k: [o.to_dict() for o in v] for k, v in prepared.provenance.items()}})
+    return _write_atomic(path, lambda tmp: onnx.save(prepared.model, tmp)) and \
+        _write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(meta))
+
+
+def _write_atomic(path: Path, write: Callable[[Path], object]) -> bool:
+    """write(temporary path), then the file replaces `path` at once; never fatal (a cache entry not written only costs
+    time later). Whether it was written."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        onnx.save(prepared.model, tmp)
+        write(tmp)
         os.replace(tmp, path)
-        meta = path.with_suffix(".json")
-        tmp_meta = meta.with_name(f".{meta.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp_meta.write_text(json.dumps({"shape_inference": prepared.shape_inference,
-                                        "provenance": {k: [o.to_dict() for o in v] for k, v in prepared.provenance.items()}}))
-        os.replace(tmp_meta, meta)
         return True
     except OSError as err:
+        tmp.unlink(missing_ok=True)
         logging.getLogger(__name__).warning("pre-processing cache not written: %s", err)
         return False
 
