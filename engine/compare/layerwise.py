@@ -18,7 +18,7 @@ import pandas as pd
 
 from engine.backends.base import Backend
 from engine.compare.graph import GraphView
-from engine.compare.memory_plan import MemoryPlan, loop_budget, parts, plan_memory, static_bytes_per_sample
+from engine.compare.memory_plan import PASS_BYTES, MemoryPlan, loop_budget, parts, plan_memory, static_bytes_per_sample
 from engine.compare.metrics import METRIC_COLUMNS, Accumulator, TensorStats
 from engine.compare.ranking import input_snr, introduced_db
 from engine.compare.reducers import HostReducer, Reducer
@@ -235,10 +235,11 @@ def run_layerwise(
 def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs: Batch, ref: dict | None,
           budget: int | None, dynamic_batch: bool, on_device: bool) -> MemoryPlan:
     """The memory plan from the first batch: bytes per sample of every observed tensor, from the cached reference, from
-    shape inference, or (last resort) measured on one sample (the whole batch where it is fixed)."""
+    shape inference, or (last resort) measured on one sample (the whole batch where it is fixed). On the host a dynamic
+    batch also runs in passes of at most PASS_BYTES (see memory_plan)."""
     names = view.names
     n = len(next(iter(inputs.values())))
-    if budget is None or on_device:  # device memory is the runtime's business; the host holds only statistics
+    if on_device or (budget is None and not dynamic_batch):  # device memory is the runtime's business
         return MemoryPlan(None, (tuple(names),))
     if ref is not None:
         per_sample = {t: ref[t].nbytes // max(n, 1) for t in names if t in ref}
@@ -250,7 +251,8 @@ def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs:
                 out = r.infer(probe)
             per_sample = {t: out[t].nbytes // len(next(iter(probe.values()))) for t in names if t in out}
             del out
-    return plan_memory(per_sample, names, n, dynamic_batch, budget)
+    limit = budget if budget is not None else 2**62
+    return plan_memory(per_sample, names, n, dynamic_batch, limit, pass_bytes=PASS_BYTES)
 
 
 def _update_final_outputs(final: dict[str, Accumulator], reducer: HostReducer, task: TaskAccumulator | None, view: GraphView,

@@ -35,6 +35,17 @@ def test_the_plan_has_known_answers():
     assert tiny.micro == 1 and tiny.groups == (("a",), ("b",), ("c",))
 
 
+def test_host_passes_of_a_dynamic_batch_stay_under_pass_bytes_whatever_the_budget():
+    sizes = {"a": 100, "b": 300, "c": 100}  # 500 bytes a sample
+    big = 10**12
+    assert plan_memory(sizes, list(sizes), 32, True, big, pass_bytes=1000).micro == 2
+    assert plan_memory(sizes, list(sizes), 32, True, big, pass_bytes=100).micro == 1  # one sample at least
+    assert plan_memory(sizes, list(sizes), 2, True, big, pass_bytes=1000).micro is None  # the batch fits a pass
+    assert plan_memory(sizes, list(sizes), 32, True, 4 * 500 * PEAK_FACTOR, pass_bytes=10**6).micro == 4  # budget smaller
+    fixed = plan_memory(sizes, list(sizes), 32, False, big, pass_bytes=1000)  # a fixed batch cannot be split
+    assert fixed.micro is None and fixed.passes == 1
+
+
 def _numbers(result):
     return result.layers.set_index("tensor")[EXACT]
 
