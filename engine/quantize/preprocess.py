@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -100,7 +101,8 @@ def _write_atomic(path: Path, write: Callable[[Path], object]) -> bool:
         os.replace(tmp, path)
         return True
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # the folder itself may be what failed
+            tmp.unlink(missing_ok=True)
         logging.getLogger(__name__).warning("pre-processing cache not written: %s", err)
         return False
 
