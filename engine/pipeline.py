@@ -100,10 +100,12 @@ def compare(
 ) -> ComparisonResult:
     """Quantizes `model` with `calib`, compares FP32 vs INT8 layer by layer on `data` (default: `calib`), and ranks the
     fallback candidates by their measured harm on the first `screen_samples` samples (0: skip those probes).
-    cache_bytes: reference tensors kept for rebuilds (default: settings.cache_bytes).
+    cache_bytes: reference tensors kept for rebuilds (default: settings.cache_bytes; where QUANTSCOPE_CACHE_MB is unset,
+    only for a model that computes them slower than a disk writes and reads them, see compare/cache_policy.py).
     pools: where the ranking's probes run (default: here; an engine.scale executor's probe_pool spreads them)."""
     settings = settings or Settings.from_env()
     timings: dict[str, float] = {}
+    cache_auto = cache_bytes is None and settings.cache_auto
     cache_bytes = settings.cache_bytes if cache_bytes is None else cache_bytes
     if screen_samples < 0:
         raise ConfigError(f"The screening subset of {screen_samples} samples is negative; use 0 (no ranking probes) or more.")
@@ -159,7 +161,7 @@ def compare(
                         backend=choice.backend.name, quant=config, samples=eval_src.num_samples,
                         calibration_samples=calib_src.num_samples, has_labels=label_arr is not None, cache_bytes=cache_bytes,
                         memory_bytes=settings.memory_bytes, screen_samples=screen_samples, images=images,
-                        model_sha256=prepared.digest)
+                        model_sha256=prepared.digest, cache_auto=cache_auto)
         cfg = cfg.updated(fallback=resolve_fallback(config.fallback, reference, prepared.provenance, config.op_types))
         check_fallback(cfg, reference)
         warnings = (batch_note,) if batch_note else ()
@@ -256,12 +258,16 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
         writer = None
     lw = run_layerwise(view, reference, emitted.model, backend, pairs, total, reducer=reducer, on_device=reducer is not None,
                        labels=labels, progress=progress, timings=timings, cache=writer, fallback=cfg.quant.fallback,
-                       memory_budget=cfg.memory_bytes, dynamic_batch=model_info(reference).fixed_batch is None)
+                       memory_budget=cfg.memory_bytes, dynamic_batch=model_info(reference).fixed_batch is None,
+                       auto_cache=cfg.cache_auto)
     why = (meta := cache.meta).get("inputs_only_because") if writer is not None and not cache.meta["with_reference"] else None
     if why == "budget":
         warnings += (f"The batch cache kept only the inputs: the reference tensors outgrew its budget of "
                      f"{meta['budget_bytes'] // MB} MB (QUANTSCOPE_CACHE_MB, at most half the free disk space), "
                      "so each rebuild runs the FP32 model again.",)
+    elif why == "cheaper":
+        warnings += ("The batch cache kept only the inputs: this model computes its tensors faster than a disk writes "
+                     "and reads them back, so each rebuild runs the FP32 model again (set QUANTSCOPE_CACHE_MB to keep them).",)
     elif why == "passes":
         warnings += (f"The comparison observed the tensors in {lw.passes} passes to stay within its memory budget "
                      f"({cfg.memory_bytes // MB} MB, QUANTSCOPE_MEMORY_MB), so the batch cache kept only the inputs and each "

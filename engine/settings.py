@@ -2,7 +2,8 @@
 passed down; nothing deeper in the engine reads environment variables.
 
     QUANTSCOPE_RUNS_ROOT      run index and dashboard workspaces (default ~/.quantscope/runs)
-    QUANTSCOPE_CACHE_MB       batch cache budget per run folder, megabytes (default 4096; 0 keeps only inputs)
+    QUANTSCOPE_CACHE_MB       batch cache budget per run folder, megabytes (0 keeps only inputs; unset: 4096, and the
+                              reference's tensors only for models that compute them slower than a disk round trip)
     QUANTSCOPE_MEMORY_MB      peak memory the layerwise comparison may hold in observed tensors, its batch cache's
                               copies included (default 1024)
     QUANTSCOPE_WORKERS        dashboard jobs run at once (default: CPU cores)
@@ -40,6 +41,7 @@ class Settings:
     memory_bytes: int
     workers: int
     device_library: str | None  # forced library, or None to pick the first importable
+    cache_auto: bool = False  # QUANTSCOPE_CACHE_MB unset: reference tensors cached only where recomputing costs more
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -55,6 +57,7 @@ class Settings:
             runs_root=Path(env.get("QUANTSCOPE_RUNS_ROOT") or Path.home() / ".quantscope" / "runs"),
             cache_bytes=_whole_mb(env, "QUANTSCOPE_CACHE_MB", DEFAULT_CACHE_MB, "4096", "to cache only the inputs") * MB,
             memory_bytes=memory_mb * MB,
+            cache_auto=not env.get("QUANTSCOPE_CACHE_MB", "").strip(),
             workers=int(workers_raw) if workers_raw else (os.cpu_count() or 2),
             device_library=library,
         )

@@ -17,6 +17,7 @@ import onnx
 import pandas as pd
 
 from engine.backends.base import Backend
+from engine.compare.cache_policy import recompute_is_cheaper
 from engine.compare.graph import GraphView
 from engine.compare.memory_plan import PASS_BYTES, MemoryPlan, loop_budget, parts, plan_memory, static_bytes_per_sample
 from engine.compare.metrics import METRIC_COLUMNS, Accumulator, TensorStats
@@ -77,11 +78,13 @@ def run_layerwise(
     fallback: frozenset[str] = frozenset(),
     memory_budget: int | None = None,
     dynamic_batch: bool = True,
+    auto_cache: bool = False,
 ) -> LayerwiseRun:
     """pairs: (inputs, reference tensors or None[, batch number]): a batch, or a part of one (the cache's entries).
     Where the reference is None it runs here, marked, on the backend.
     on_device: marked runs keep their outputs in device memory and `reducer` reads them there.
     cache: written with every part's inputs (and, for host tensors, the reference tensors) for later rebuilds.
+    auto_cache: the reference tensors go into the cache only where computing them again would cost more (cache_policy).
     memory_budget: bytes the observed tensors of a pass may take (see memory_plan); None: no limit."""
     reducer = reducer or HostReducer()
     clock = _Clock(timings if timings is not None else {})
@@ -140,7 +143,10 @@ def run_layerwise(
                 plan = _plan(view, reference, backend, inputs, ref, budget, dynamic_batch, on_device)
                 clock.add("plan", t0)
                 if cache is not None:
-                    cache.reset(inputs_only=on_device or plan.passes > 1, why="device" if on_device else "passes")
+                    cheaper = auto_cache and not on_device and plan.passes == 1 and recompute_is_cheaper(
+                        reference, {k: v.shape for k, v in inputs.items()}, plan.bytes_per_sample)
+                    cache.reset(inputs_only=on_device or plan.passes > 1 or cheaper,
+                                why="device" if on_device else "passes" if plan.passes > 1 else "cheaper")
                     stack.callback(cache.stop_writer)  # a cancel or an error on the way out leaves no writer thread behind
             for sl in parts(n, plan.micro):
                 sub = {k: v[sl] for k, v in inputs.items()} if sl.stop - sl.start < n else inputs

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper
 
 __all__ = ["MemoryPlan", "plan_memory", "static_bytes_per_sample", "parts", "PEAK_FACTOR", "CACHE_COPIES", "loop_budget",
-           "PASS_BYTES"]
+           "PASS_BYTES", "sample_types", "static_shape"]
 
 PEAK_FACTOR = 3.0
 # On the host, a marked pass of a dynamic batch observes at most this many bytes (one model's tensors) whatever memory
@@ -39,15 +39,16 @@ def loop_budget(budget: int, caches_reference: bool) -> int:
 class MemoryPlan:
     micro: int | None  # samples per marked pass; None: the whole batch
     groups: tuple[tuple[str, ...], ...]  # observed tensors per pass (one group: every tensor in one pass)
+    bytes_per_sample: int = 0  # of every observed tensor together (0: not known, e.g. on a device)
 
     @property
     def passes(self) -> int:
         return len(self.groups)
 
 
-def static_bytes_per_sample(model: onnx.ModelProto, names: Sequence[str], batch_inputs: dict[str, tuple]) -> dict[str, int] | None:
-    """Bytes of each observed tensor for one sample, from ONNX shape inference with the inputs' shapes (batch 1), or
-    None when some shape stays unknown (then the first pass is measured instead)."""
+def sample_types(model: onnx.ModelProto, batch_inputs: dict[str, tuple]) -> dict[str, onnx.TypeProto.Tensor] | None:
+    """Every tensor's type with a batch of one (ONNX shape inference with the inputs' shapes, batch 1; initializers as
+    they are), or None where inference fails."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
     for inp in m.graph.input:
@@ -60,14 +61,35 @@ def static_bytes_per_sample(model: onnx.ModelProto, names: Sequence[str], batch_
         inferred = onnx.shape_inference.infer_shapes(m, strict_mode=False, data_prop=True)
     except Exception:  # noqa: BLE001 - onnx raises many kinds here
         return None
-    known = {v.name: v.type.tensor_type for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    g = inferred.graph
+    known = {v.name: v.type.tensor_type for v in (*g.input, *g.value_info, *g.output)}
+    for init in g.initializer:
+        known[init.name] = helper.make_tensor_type_proto(init.data_type, list(init.dims)).tensor_type
+    return known
+
+
+def static_shape(t: onnx.TypeProto.Tensor | None) -> tuple[int, ...] | None:
+    """The shape when every dimension is known and positive, else None."""
+    if t is None or not t.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in t.shape.dim):
+        return None
+    return tuple(d.dim_value for d in t.shape.dim)
+
+
+def static_bytes_per_sample(model: onnx.ModelProto, names: Sequence[str], batch_inputs: dict[str, tuple],
+                            types: dict[str, onnx.TypeProto.Tensor] | None = None) -> dict[str, int] | None:
+    """Bytes of each observed tensor for one sample, from sample_types (or `types`, its result), or None when some shape
+    stays unknown (then the first pass is measured instead)."""
+    known = types if types is not None else sample_types(model, batch_inputs)
+    if known is None:
+        return None
     out = {}
     for n in names:
         t = known.get(n)
-        if t is None or not t.HasField("shape") or any(not d.HasField("dim_value") or d.dim_value <= 0 for d in t.shape.dim):
+        shape = static_shape(t)
+        if shape is None:
             return None
         itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type or TensorProto.FLOAT)).itemsize
-        out[n] = int(np.prod([d.dim_value for d in t.shape.dim])) * itemsize
+        out[n] = int(np.prod(shape)) * itemsize
     return out
 
 
@@ -79,13 +101,13 @@ def plan_memory(bytes_per_sample: dict[str, int], names: Sequence[str], batch: i
     if dynamic_batch and pass_bytes is not None and per_sample:
         budget = min(budget, int(max(pass_bytes, per_sample) * PEAK_FACTOR))
     if per_sample == 0 or per_sample * batch * PEAK_FACTOR <= budget:
-        return MemoryPlan(None, (tuple(names),))
+        return MemoryPlan(None, (tuple(names),), per_sample)
     if dynamic_batch:
         micro = int(budget // (PEAK_FACTOR * per_sample))
         if micro >= 1:
-            return MemoryPlan(micro, (tuple(names),))
-        return MemoryPlan(1, _groups(bytes_per_sample, names, 1, budget))  # not even one sample fits: groups too
-    return MemoryPlan(None, _groups(bytes_per_sample, names, batch, budget))
+            return MemoryPlan(micro, (tuple(names),), per_sample)
+        return MemoryPlan(1, _groups(bytes_per_sample, names, 1, budget), per_sample)  # not even one sample fits: groups too
+    return MemoryPlan(None, _groups(bytes_per_sample, names, batch, budget), per_sample)
 
 
 def _groups(bytes_per_sample: dict[str, int], names: Sequence[str], samples: int, budget: int) -> tuple[tuple[str, ...], ...]:

@@ -139,3 +139,37 @@ def test_final_outputs_are_kept_even_where_the_cache_keeps_only_inputs(tmp_path)
         for k, (inputs, ref, _) in enumerate(parts):
             np.testing.assert_array_equal(inputs["x"], x[k])
             np.testing.assert_array_equal(ref["y"], y[k])
+
+
+def test_multiply_accumulates_per_sample_have_known_answers():
+    from onnx import TensorProto, helper
+
+    from engine.compare.cache_policy import macs_per_sample
+    from engine.compare.memory_plan import sample_types
+
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 3, 3, 3], [0.0] * 216)
+    m2 = helper.make_tensor("m2", TensorProto.FLOAT, [8 * 16 * 16, 5], [0.0] * 8 * 16 * 16 * 5)
+    nodes = [helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("Flatten", ["y"], ["f"]), helper.make_node("MatMul", ["f", "m2"], ["z"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 16, 16])],
+                              [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], [w, m2])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    types = sample_types(model, {"x": (4, 3, 16, 16)})
+    assert macs_per_sample(model, types) == 8 * 16 * 16 * 27 + 5 * 8 * 16 * 16  # conv: outputs x 27; matmul: 5 x 2048
+
+
+def test_unset_cache_size_keeps_the_reference_only_where_recomputing_costs_more(tiny, tmp_path, monkeypatch):
+    from engine.compare import cache_policy
+
+    auto = Settings.from_env({"QUANTSCOPE_RUNS_ROOT": str(tmp_path / "root")})  # QUANTSCOPE_CACHE_MB unset
+    assert auto.cache_auto and not Settings.from_env({"QUANTSCOPE_CACHE_MB": "4096"}).cache_auto
+    cheap = _compare(tiny, tmp_path / "cheap", settings=auto)  # a few conv MACs a byte: recomputed in a rebuild
+    assert not ReferenceCache(RunFolder(tmp_path / "cheap").cache_dir).has_reference
+    assert any("computes its tensors faster than a disk" in w for w in cheap.summary.warnings)
+    monkeypatch.setattr(cache_policy, "REFERENCE_MACS_PER_BYTE", 0)  # as if every byte took long to compute: kept
+    dear = _compare(tiny, tmp_path / "dear", settings=auto)
+    assert ReferenceCache(RunFolder(tmp_path / "dear").cache_dir).has_reference
+    assert not any("batch cache" in w for w in dear.summary.warnings)
+    pd.testing.assert_frame_equal(_numbers(cheap), _numbers(dear))
+    a, b = rebuild(tmp_path / "cheap", fallback=["conv2"]), rebuild(tmp_path / "dear", fallback=["conv2"])
+    pd.testing.assert_frame_equal(_numbers(a), _numbers(b))  # the rebuild runs the reference again: the same numbers
