@@ -28,6 +28,7 @@ from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, read_model
 from engine.model.provenance import Origin, origin_text, resolve_node
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import calibrate
+from engine.quantize.calibration_store import CALIBRATION_STORE, calibration_key, keep, take
 from engine.quantize.config import FallbackPrecision, Precision, QuantConfig, RangeOverride
 from engine.quantize.emit import emit_candidate
 from engine.quantize.fp8 import fp8_reference
@@ -147,7 +148,13 @@ def compare(
         t0 = time.perf_counter()
         cache_tmp = run.calibration_cache.with_name("calibration_cache.json.tmp")
         cache_tmp.unlink(missing_ok=True)
-        calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=info.fixed_batch is None)
+        store = settings.runs_root / CALIBRATION_STORE
+        key = calibration_key(prepared.digest, calib_src, config, batch, info.fixed_batch is None)
+        if take(store, key, cache_tmp):
+            progress(ProgressEvent(Stage.CALIBRATE, 1, 1, "calibration (cached: same model, data and method)"))
+        else:
+            calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=info.fixed_batch is None)
+            keep(store, key, cache_tmp)
         os.replace(cache_tmp, run.calibration_cache)
         timings["calibrate"] = time.perf_counter() - t0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -30,6 +31,11 @@ class BatchSource(Protocol):
         ...
 
     def batches(self, batch_size: int) -> Iterator[Batch]: ...
+
+    def content_digest(self) -> str | None:
+        """A digest of every sample as the model sees it, where that costs much less than a pass of the model (None:
+        not known cheaply). Equal digests mean equal data: a calibration on it can be reused."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -69,6 +75,13 @@ class ArraySource:
     def batches(self, batch_size: int) -> Iterator[Batch]:
         for start in range(0, self._n, batch_size):
             yield {k: np.ascontiguousarray(v[start : start + batch_size]) for k, v in self.arrays.items()}
+
+    def content_digest(self) -> str | None:
+        h = hashlib.sha256()
+        for name, arr in sorted(self.arrays.items()):
+            h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+            h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+        return h.hexdigest()
 
 
 def _cap(text: str) -> str:

@@ -1,0 +1,42 @@
+"""A second compare of the same model on the same calibration data takes the calibration from the runs root's store;
+other data or another method calibrates again."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+import engine.pipeline as pipeline
+from engine import compare
+from engine.quantize.config import CalibrationMethod, FallbackPrecision, QuantConfig
+from engine.runs import RunFolder
+from engine.settings import Settings
+from tests.engine.conftest import SAMPLES
+
+MODEL, CALIB, EVAL = SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", SAMPLES / "digits_eval.npz"
+
+
+def test_the_same_model_and_data_reuse_the_calibration_and_other_data_or_methods_do_not(tmp_path, monkeypatch):
+    settings = Settings.from_env({"QUANTSCOPE_RUNS_ROOT": str(tmp_path / "root")})
+    calls: list[str] = []
+    real = pipeline.calibrate
+    monkeypatch.setattr(pipeline, "calibrate", lambda *a, **k: calls.append(a[2].calibration.value) or real(*a, **k))
+
+    def run(name, calib=CALIB, config=QuantConfig(), **kw):
+        return compare(MODEL, calib, out_dir=tmp_path / name, data=EVAL, config=config, batch_size=25, provider="cpu",
+                       screen_samples=0, settings=settings, **kw)
+
+    first = run("a")
+    second = run("b", config=dataclasses.replace(QuantConfig(), fallback_precision=FallbackPrecision.FP32))  # other options
+    assert calls == ["minmax"]
+    assert RunFolder(tmp_path / "a").calibration_cache.read_bytes() == RunFolder(tmp_path / "b").calibration_cache.read_bytes()
+    assert second.summary.timings["calibrate"] < first.summary.timings["calibrate"]
+    again = run("c")
+    pd.testing.assert_frame_equal(first.layers, again.layers)  # a reused calibration gives the same results
+    fewer = tmp_path / "fewer.npz"
+    np.savez(fewer, **{k: v[:40] for k, v in np.load(CALIB).items()})
+    run("d", calib=fewer)  # other data: calibrated again
+    run("e", config=dataclasses.replace(QuantConfig(), calibration=CalibrationMethod.ENTROPY))  # another method too
+    assert calls == ["minmax", "minmax", "entropy"]
