@@ -2,8 +2,7 @@
 on the same calibration data (with other fallback, precision, per-channel or evaluation data) does not calibrate again.
 
 The key: the prepared model (the digest of the user's model and the pre-processing version; FP8 calibrates its opset-19
-twin), the calibration data's
-content digest, the method and its percentile, the quantized op types (they choose the calibrated tensors), the batch
+twin), the calibration data's content digest, the method and its percentile, the quantized op types (they choose the calibrated tensors), the batch
 size (histogram methods grow their histograms batch by batch), whether the batch is dynamic (MinMax then cuts it) and
 ONNX Runtime's version. Data without a cheap digest (image folders: decoding them is the cost) is calibrated each time."""
 
@@ -11,12 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
-import os
 import shutil
-import threading
 from pathlib import Path
 
+from engine.cache_files import write_atomic
 from engine.data.source import BatchSource
 from engine.quantize.config import QuantConfig
 from engine.quantize.preprocess import PREPROCESS_VERSION
@@ -30,12 +27,11 @@ def calibration_key(model_digest: str, source: BatchSource, config: QuantConfig,
     """The store's key for this calibration, or None where it cannot be reused (no model digest, or data without one)."""
     import onnxruntime
 
-    data = source.content_digest() if hasattr(source, "content_digest") else None
+    data = source.content_digest()
     if not model_digest or data is None:
         return None
     what = {"model": f"{PREPROCESS_VERSION}-{model_digest}", "precision": config.precision.value, "data": data,
-            "method": config.calibration.value,
-            "percentile": config.percentile, "op_types": sorted(config.op_types), "batch": batch_size,
+            "method": config.calibration.value, "percentile": config.percentile, "op_types": sorted(config.op_types), "batch": batch_size,
             "dynamic_batch": dynamic_batch, "onnxruntime": onnxruntime.__version__}
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
@@ -53,16 +49,5 @@ def take(store: Path, key: str | None, dest: Path) -> bool:
 
 def keep(store: Path, key: str | None, calibration: Path) -> None:
     """Keeps a copy of `calibration` under `key`, atomically; never fatal (a calibration not kept only costs time)."""
-    if key is None:
-        return
-    tmp = store / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp"
-    try:
-        store.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(calibration, tmp)
-        os.replace(tmp, store / f"{key}.json")
-    except OSError as err:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass
-        logging.getLogger(__name__).warning("calibration not kept for later compares: %s", err)
+    if key is not None:
+        write_atomic(store / f"{key}.json", lambda tmp: shutil.copyfile(calibration, tmp), "calibration cache")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -11,15 +10,14 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
 from google.protobuf.message import DecodeError
 
+from engine.cache_files import write_atomic
 from engine.errors import ModelError
 from engine.model.provenance import Origin, provenance
 
@@ -79,7 +77,7 @@ def _remembered_digest(model: onnx.ModelProto, cache_dir: Path | None, files: st
     except OSError:
         pass
     digest = model_digest(model)
-    _write_atomic(memo, lambda tmp: tmp.write_text(digest))
+    write_atomic(memo, lambda tmp: tmp.write_text(digest), "pre-processing cache")
     return digest
 
 
@@ -87,24 +85,8 @@ def _store(path: Path, prepared: Prepared) -> bool:
     """Atomically, and never fatal: a cache that cannot be written only costs the next comparison time. Whether it was."""
     meta = json.dumps({"shape_inference": prepared.shape_inference,
                        "provenance": {k: [o.to_dict() for o in v] for k, v in prepared.provenance.items()}})
-    return _write_atomic(path, lambda tmp: onnx.save(prepared.model, tmp)) and \
-        _write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(meta))
-
-
-def _write_atomic(path: Path, write: Callable[[Path], object]) -> bool:
-    """write(temporary path), then the file replaces `path` at once; never fatal (a cache entry not written only costs
-    time later). Whether it was written."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-        return True
-    except OSError as err:
-        with contextlib.suppress(OSError):  # the folder itself may be what failed
-            tmp.unlink(missing_ok=True)
-        logging.getLogger(__name__).warning("pre-processing cache not written: %s", err)
-        return False
+    return write_atomic(path, lambda tmp: onnx.save(prepared.model, tmp), "pre-processing cache") and \
+        write_atomic(path.with_suffix(".json"), lambda tmp: tmp.write_text(meta), "pre-processing cache")
 
 
 def onnx_inference_complete(model: onnx.ModelProto) -> bool:
