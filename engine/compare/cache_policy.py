@@ -14,7 +14,7 @@ import math
 
 import onnx
 
-from engine.compare.memory_plan import sample_types, static_shape
+from engine.compare.memory_plan import static_shape
 
 __all__ = ["REFERENCE_MACS_PER_BYTE", "macs_per_sample", "recompute_is_cheaper"]
 
@@ -46,10 +46,10 @@ def macs_per_sample(model: onnx.ModelProto, types: dict[str, onnx.TypeProto.Tens
     return total
 
 
-def recompute_is_cheaper(model: onnx.ModelProto, batch_inputs: dict[str, tuple], observed_bytes_per_sample: int) -> bool:
-    """Whether the reference computes fewer than REFERENCE_MACS_PER_BYTE multiply-accumulates per byte of its observed
-    tensors. False where shapes are unknown (the cache then keeps them, as before this policy)."""
-    types = sample_types(model, batch_inputs)
+def recompute_is_cheaper(model: onnx.ModelProto, types: dict[str, onnx.TypeProto.Tensor] | None,
+                         observed_bytes_per_sample: int) -> bool:
+    """Whether the reference (`types`: sample_types of it) computes fewer than REFERENCE_MACS_PER_BYTE multiply-accumulates
+    per byte of its observed tensors. False where shapes are unknown (the cache then keeps them, as before this policy)."""
     if types is None or observed_bytes_per_sample <= 0:
         return False
     return macs_per_sample(model, types) < REFERENCE_MACS_PER_BYTE * observed_bytes_per_sample

@@ -6,9 +6,10 @@ batch."""
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -19,7 +20,15 @@ import pandas as pd
 from engine.backends.base import Backend
 from engine.compare.cache_policy import recompute_is_cheaper
 from engine.compare.graph import GraphView
-from engine.compare.memory_plan import PASS_BYTES, MemoryPlan, loop_budget, parts, plan_memory, static_bytes_per_sample
+from engine.compare.memory_plan import (
+    PASS_BYTES,
+    MemoryPlan,
+    loop_budget,
+    parts,
+    plan_memory,
+    sample_types,
+    static_bytes_per_sample,
+)
 from engine.compare.metrics import METRIC_COLUMNS, Accumulator, TensorStats
 from engine.compare.ranking import input_snr, introduced_db
 from engine.compare.reducers import HostReducer, Reducer
@@ -140,11 +149,13 @@ def run_layerwise(
             if plan is None:
                 t0 = time.perf_counter()
                 budget = None if memory_budget is None else loop_budget(memory_budget, cache is not None and not on_device)
-                plan = _plan(view, reference, backend, inputs, ref, budget, dynamic_batch, on_device)
+                # batch-1 shape inference, run at most once, for the plan and the cache policy alike
+                types = functools.cache(functools.partial(sample_types, reference, {k: v.shape for k, v in inputs.items()}))
+                plan = _plan(view, reference, backend, inputs, ref, budget, dynamic_batch, on_device, types)
                 clock.add("plan", t0)
                 if cache is not None:
                     cheaper = auto_cache and not on_device and plan.passes == 1 and recompute_is_cheaper(
-                        reference, {k: v.shape for k, v in inputs.items()}, plan.bytes_per_sample)
+                        reference, types(), plan.bytes_per_sample)
                     cache.reset(inputs_only=on_device or plan.passes > 1 or cheaper,
                                 why="device" if on_device else "passes" if plan.passes > 1 else "cheaper")
                     stack.callback(cache.stop_writer)  # a cancel or an error on the way out leaves no writer thread behind
@@ -239,7 +250,7 @@ def run_layerwise(
 
 
 def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs: Batch, ref: dict | None,
-          budget: int | None, dynamic_batch: bool, on_device: bool) -> MemoryPlan:
+          budget: int | None, dynamic_batch: bool, on_device: bool, types: Callable[[], dict | None]) -> MemoryPlan:
     """The memory plan from the first batch: bytes per sample of every observed tensor, from the cached reference, from
     shape inference, or (last resort) measured on one sample (the whole batch where it is fixed). On the host a dynamic
     batch also runs in passes of at most PASS_BYTES (see memory_plan)."""
@@ -250,7 +261,7 @@ def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs:
     if ref is not None:
         per_sample = {t: ref[t].nbytes // max(n, 1) for t in names if t in ref}
     else:
-        per_sample = static_bytes_per_sample(reference, names, {k: v.shape for k, v in inputs.items()})
+        per_sample = static_bytes_per_sample(names, types())
         if per_sample is None:
             probe = {k: v[:1] for k, v in inputs.items()} if dynamic_batch else inputs
             with backend.runner(reference, observe=names) as r:

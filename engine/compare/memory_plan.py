@@ -75,16 +75,14 @@ def static_shape(t: onnx.TypeProto.Tensor | None) -> tuple[int, ...] | None:
     return tuple(d.dim_value for d in t.shape.dim)
 
 
-def static_bytes_per_sample(model: onnx.ModelProto, names: Sequence[str], batch_inputs: dict[str, tuple],
-                            types: dict[str, onnx.TypeProto.Tensor] | None = None) -> dict[str, int] | None:
-    """Bytes of each observed tensor for one sample, from sample_types (or `types`, its result), or None when some shape
-    stays unknown (then the first pass is measured instead)."""
-    known = types if types is not None else sample_types(model, batch_inputs)
-    if known is None:
+def static_bytes_per_sample(names: Sequence[str], types: dict[str, onnx.TypeProto.Tensor] | None) -> dict[str, int] | None:
+    """Bytes of each observed tensor for one sample, from sample_types' result, or None when some shape stays unknown
+    (then the first pass is measured instead)."""
+    if types is None:
         return None
     out = {}
     for n in names:
-        t = known.get(n)
+        t = types.get(n)
         shape = static_shape(t)
         if shape is None:
             return None
