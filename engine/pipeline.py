@@ -28,7 +28,7 @@ from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, read_model
 from engine.model.provenance import Origin, origin_text, resolve_node
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import calibrate
-from engine.quantize.calibration_store import CALIBRATION_STORE, calibration_key, keep, take
+from engine.quantize.calibration_store import CALIBRATION_STORE, calibration_key, keep, keep_base, take, take_base
 from engine.quantize.config import FallbackPrecision, Precision, QuantConfig, RangeOverride
 from engine.quantize.emit import emit_candidate
 from engine.quantize.fp8 import fp8_reference
@@ -150,7 +150,8 @@ def compare(
         cache_tmp.unlink(missing_ok=True)
         store = settings.runs_root / CALIBRATION_STORE
         key = calibration_key(prepared.digest, calib_src, config, batch, info.fixed_batch is None)
-        if take(store, key, cache_tmp):
+        reused = take(store, key, cache_tmp)
+        if reused:
             progress(ProgressEvent(Stage.CALIBRATE, 1, 1, "calibration (cached: same model, data and method)"))
         else:
             calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=info.fixed_batch is None)
@@ -171,9 +172,14 @@ def compare(
                         model_sha256=prepared.digest, cache_auto=cache_auto)
         cfg = cfg.updated(fallback=resolve_fallback(config.fallback, reference, prepared.provenance, config.op_types))
         check_fallback(cfg, reference)
+        # the all-INT8 graph of this calibration and quantization too, where an earlier compare kept it
+        had_base = reused and take_base(store, key, cfg.quant, run.int8_base)
         warnings = (batch_note,) if batch_note else ()
-        return _emit_and_compare(run, cfg, reference, choice, label_arr, progress, timings, settings,
-                                 fresh_source=eval_src, recalibrated=True, warnings=warnings, pools=pools)
+        result = _emit_and_compare(run, cfg, reference, choice, label_arr, progress, timings, settings,
+                                   fresh_source=eval_src, recalibrated=True, warnings=warnings, pools=pools)
+        if not had_base:
+            keep_base(store, key, cfg.quant, run.int8_base)
+        return result
 
 
 def rebuild(

@@ -24,7 +24,7 @@ from engine.quantize.fallback_fp16 import convert_nodes_to_fp16
 from engine.quantize.fp8 import to_fp8
 from engine.quantize.preprocess import pin_ir_version
 
-__all__ = ["emit_candidate", "EmitResult", "quantize_all", "apply_fallback", "read_float_inputs"]
+__all__ = ["emit_candidate", "EmitResult", "quantize_all", "apply_fallback", "read_float_inputs", "base_key"]
 
 
 class EmitResult:
@@ -154,7 +154,8 @@ def apply_fallback(all_int8: onnx.ModelProto, reference: onnx.ModelProto, fallba
     return model
 
 
-def _base_key(config: QuantConfig) -> dict:
+def base_key(config: QuantConfig) -> dict:
+    """What the all-INT8 graph depends on besides the calibration: the quantization without its fallback set."""
     d = config.with_fallback(()).to_dict()
     d.pop("fallback_precision")
     return d
@@ -166,7 +167,7 @@ def emit_candidate(reference: onnx.ModelProto, reference_path: Path, cache_path:
     base_cache: where the all-INT8 graph of this quantization is kept (reused while calibration, op types and ranges
     stay the same)."""
     _check(reference, cache_path, config)
-    key = _base_key(config)
+    key = base_key(config)
     base = None
     key_path = base_cache.with_suffix(".json") if base_cache is not None else None
     if base_cache is not None and base_cache.is_file() and key_path.is_file():

@@ -1,5 +1,5 @@
-"""A second compare of the same model on the same calibration data takes the calibration from the runs root's store;
-other data or another method calibrates again."""
+"""A second compare of the same model on the same calibration data takes the calibration (and the all-INT8 graph emitted
+from it) from the runs root's store; other data or another method calibrates again, other ranges emit again."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 import engine.pipeline as pipeline
-from engine import compare
-from engine.quantize.config import CalibrationMethod, FallbackPrecision, QuantConfig
+import engine.quantize.emit as emit
+from engine import compare, rebuild
+from engine.quantize.config import CalibrationMethod, FallbackPrecision, QuantConfig, RangeOverride
 from engine.runs import RunFolder
 from engine.settings import Settings
 from tests.engine.conftest import SAMPLES
@@ -40,3 +41,26 @@ def test_the_same_model_and_data_reuse_the_calibration_and_other_data_or_methods
     run("d", calib=fewer)  # other data: calibrated again
     run("e", config=dataclasses.replace(QuantConfig(), calibration=CalibrationMethod.ENTROPY))  # another method too
     assert calls == ["minmax", "minmax", "entropy"]
+
+
+def test_a_second_compare_takes_the_kept_all_int8_graph_and_other_ranges_emit_their_own(tmp_path, monkeypatch):
+    settings = Settings.from_env({"QUANTSCOPE_RUNS_ROOT": str(tmp_path / "root")})
+    emitted: list[int] = []
+    real = emit.quantize_all
+    monkeypatch.setattr(emit, "quantize_all", lambda *a, **k: emitted.append(1) or real(*a, **k))
+
+    def run(name, config=QuantConfig()):
+        return compare(MODEL, CALIB, out_dir=tmp_path / name, data=EVAL, config=config, batch_size=25, provider="cpu",
+                       screen_samples=0, settings=settings)
+
+    first = run("a")
+    fallback = first.summary.culprits[0].node
+    second = run("b", config=dataclasses.replace(QuantConfig(), fallback=frozenset({fallback})))  # only the fallback differs
+    assert len(emitted) == 1  # the quantizer ran once: the second compare applied its fallback to the kept graph
+    assert RunFolder(tmp_path / "b").int8_base.read_bytes() == RunFolder(tmp_path / "a").int8_base.read_bytes()
+    rebuilt = rebuild(tmp_path / "a", fallback=[fallback])  # the same candidate as the run that emitted it
+    assert RunFolder(tmp_path / "b").candidate.read_bytes() == RunFolder(tmp_path / "a").candidate.read_bytes()
+    pd.testing.assert_frame_equal(second.layers, rebuilt.layers)
+    tensor = first.layers["tensor"].iloc[0]
+    run("c", config=dataclasses.replace(QuantConfig(), ranges=(RangeOverride(tensor, -1.0, 1.0),)))
+    assert len(emitted) == 2  # other ranges: the same calibration, another all-INT8 graph
