@@ -15,7 +15,7 @@ import pandas as pd
 from engine.backends.select import BackendChoice, change_note, probe_backend, resolve_backend
 from engine.compare.graph import observe
 from engine.compare.layerwise import run_layerwise
-from engine.compare.reducers import device_reducer
+from engine.compare.reducers import KERNEL_CACHE, device_reducer
 from engine.compare.reference_cache import ReferenceCache
 from engine.data.images import ImagePreprocess
 from engine.data.loading import load_data, load_labels
@@ -257,7 +257,7 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
     progress(ProgressEvent(Stage.QUANTIZE, 1, 1, "Q/DQ model ready"))
     view = observe(reference, emitted.model, cfg.quant.op_types)
     backend = choice.backend
-    reducer = device_reducer(settings.device_library) if backend.capabilities.device_outputs else None
+    reducer = device_reducer(settings.device_library, settings.runs_root / KERNEL_CACHE) if backend.capabilities.device_outputs else None
     cache = ReferenceCache(run.cache_dir, budget=cfg.cache_bytes)
     t0 = time.perf_counter()
     if fresh_source is not None:

@@ -9,17 +9,21 @@ Both return (T, 6) float64 statistics in STAT_FIELDS order, (T, N_BINS) int64 co
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import math
-from collections.abc import Sequence
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from engine.compare.metrics import N_BINS, SAMPLE_PER_BATCH, SHIFT, RelErrHistogram, sample_index, sample_stride
 
-__all__ = ["Reducer", "HostReducer", "DeviceReducer", "host_stats", "host_segment_sums", "device_library", "device_reducer"]
+__all__ = ["Reducer", "HostReducer", "DeviceReducer", "host_stats", "host_segment_sums", "device_library", "device_reducer",
+           "kernel_cache_env", "KERNEL_CACHE"]
 
 
 class Reducer(Protocol):
@@ -127,6 +131,8 @@ class HostReducer:
         return {}  # the host hands back every batch's counts with its statistics
 
 
+KERNEL_CACHE = "device-kernels"  # under the runs root: CuPy's compiled kernels
+
 _KERNELS = r"""
 // One launch reduces every tensor of a batch: blockIdx.y picks the tensor, blocks along x stride over its elements.
 extern "C" __global__ void qs_multi_stats(const unsigned long long* __restrict__ rp, const unsigned long long* __restrict__ cp,
@@ -187,7 +193,8 @@ class DeviceReducer:
     THREADS = 256
     MAX_BLOCKS = 64  # per tensor: enough to fill an H100 once every tensor of a batch is in the grid
 
-    def __init__(self, library: str) -> None:
+    def __init__(self, library: str, kernel_cache: Path | None = None) -> None:
+        """kernel_cache: where CuPy keeps the compiled kernels between processes (None: in memory only)."""
         self.library = library
         self.xp = importlib.import_module(library)
         self._idx: dict[int, object] = {}
@@ -195,8 +202,7 @@ class DeviceReducer:
         self._slots: dict[str, int] = {}
         self._hist = None
         if library == "cupy":
-            module = self.xp.RawModule(code=_KERNELS)
-            self._stats, self._hist_kernel = module.get_function("qs_multi_stats"), module.get_function("qs_multi_hist")
+            self._stats, self._hist_kernel = _cupy_kernels(self.xp, kernel_cache)
 
     def shape(self, value) -> tuple[int, ...]:
         return tuple(value.shape())
@@ -306,7 +312,39 @@ def device_library(forced: str | None = None) -> str | None:
     return None
 
 
-def device_reducer(forced: str | None = None) -> DeviceReducer | None:
-    """A reducer for outputs left in device memory, or None (then tensors come to the host and numpy reduces them)."""
+def device_reducer(forced: str | None = None, kernel_cache: Path | None = None) -> DeviceReducer | None:
+    """A reducer for outputs left in device memory, or None (then tensors come to the host and numpy reduces them).
+    kernel_cache: see DeviceReducer."""
     library = device_library(forced)
-    return DeviceReducer(library) if library else None
+    return DeviceReducer(library, kernel_cache) if library else None
+
+
+_COMPILED: dict[int, tuple] = {}  # the kernels of each device, compiled once per process
+
+
+def _cupy_kernels(cp, kernel_cache: Path | None) -> tuple:
+    device = cp.cuda.Device().id
+    if device not in _COMPILED:
+        with kernel_cache_env(kernel_cache):
+            module = cp.RawModule(code=_KERNELS)  # compiled by the first get_function
+            _COMPILED[device] = (module.get_function("qs_multi_stats"), module.get_function("qs_multi_hist"))
+    return _COMPILED[device]
+
+
+@contextlib.contextmanager
+def kernel_cache_env(folder: Path | None) -> Iterator[None]:
+    """While CuPy compiles: its kernel cache in `folder` (under the runs root), or in memory where None, instead of
+    its default ~/.cupy/kernel_cache, outside the folders QuantScope writes to. A CUPY_CACHE_DIR the user set stays."""
+    if os.environ.get("CUPY_CACHE_DIR"):
+        yield
+        return
+    name, value = ("CUPY_CACHE_DIR", str(folder)) if folder is not None else ("CUPY_CACHE_IN_MEMORY", "1")
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
