@@ -9,12 +9,14 @@ Both return (T, 6) float64 statistics in STAT_FIELDS order, (T, N_BINS) int64 co
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import importlib
 import importlib.util
 import math
 import os
-from collections.abc import Iterator, Sequence
+import shutil
+import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +25,7 @@ import numpy as np
 from engine.compare.metrics import N_BINS, SAMPLE_PER_BATCH, SHIFT, RelErrHistogram, sample_index, sample_stride
 
 __all__ = ["Reducer", "HostReducer", "DeviceReducer", "host_stats", "host_segment_sums", "device_library", "device_reducer",
-           "kernel_cache_env", "KERNEL_CACHE"]
+           "contain_kernel_cache", "KERNEL_CACHE"]
 
 
 class Reducer(Protocol):
@@ -323,28 +325,22 @@ _COMPILED: dict[int, tuple] = {}  # the kernels of each device, compiled once pe
 
 
 def _cupy_kernels(cp, kernel_cache: Path | None) -> tuple:
+    contain_kernel_cache(kernel_cache)
     device = cp.cuda.Device().id
     if device not in _COMPILED:
-        with kernel_cache_env(kernel_cache):
-            module = cp.RawModule(code=_KERNELS)  # compiled by the first get_function
-            _COMPILED[device] = (module.get_function("qs_multi_stats"), module.get_function("qs_multi_hist"))
+        module = cp.RawModule(code=_KERNELS)  # compiled by the first get_function
+        _COMPILED[device] = (module.get_function("qs_multi_stats"), module.get_function("qs_multi_hist"))
     return _COMPILED[device]
 
 
-@contextlib.contextmanager
-def kernel_cache_env(folder: Path | None) -> Iterator[None]:
-    """While CuPy compiles: its kernel cache in `folder` (under the runs root), or in memory where None, instead of
-    its default ~/.cupy/kernel_cache, outside the folders QuantScope writes to. A CUPY_CACHE_DIR the user set stays."""
+def contain_kernel_cache(folder: Path | None) -> None:
+    """CuPy compiles kernels on first use anywhere in the process (ours, and its own elementwise and reduction kernels)
+    and keeps them in ~/.cupy/kernel_cache, outside the folders QuantScope writes to. The first device reducer of a
+    process points CUPY_CACHE_DIR at `folder` (under the runs root) or, where None, at a private temporary folder
+    removed at exit. A CUPY_CACHE_DIR already set (by the user, or an earlier reducer) stays."""
     if os.environ.get("CUPY_CACHE_DIR"):
-        yield
         return
-    name, value = ("CUPY_CACHE_DIR", str(folder)) if folder is not None else ("CUPY_CACHE_IN_MEMORY", "1")
-    before = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = before
+    if folder is None:
+        folder = Path(tempfile.mkdtemp(prefix="quantscope-kernels-"))
+        atexit.register(shutil.rmtree, folder, True)
+    os.environ["CUPY_CACHE_DIR"] = str(folder)

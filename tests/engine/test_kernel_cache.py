@@ -1,29 +1,35 @@
-"""CuPy compiles the device reducer's kernels into ~/.cupy/kernel_cache unless told otherwise; while it compiles, its
-cache points under the runs root (or stays in memory), and a CUPY_CACHE_DIR the user chose is left alone."""
+"""CuPy keeps the kernels it compiles (the device reducer's, and its own) in ~/.cupy/kernel_cache unless told otherwise:
+the first device reducer of a process points its cache under the runs root, or at a private temporary folder, and a
+CUPY_CACHE_DIR already set is left alone."""
 
 from __future__ import annotations
 
 import os
+import tempfile
+from pathlib import Path
 
-from engine.compare.reducers import kernel_cache_env
+from engine.compare.reducers import contain_kernel_cache
 
 
-def test_compiling_points_cupy_at_the_runs_root_or_memory_and_restores_the_environment(tmp_path, monkeypatch):
+def test_the_kernel_cache_goes_under_the_runs_root(tmp_path, monkeypatch):
     monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
-    monkeypatch.delenv("CUPY_CACHE_IN_MEMORY", raising=False)
-    with kernel_cache_env(tmp_path / "device-kernels"):
-        assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels")
-        assert "CUPY_CACHE_IN_MEMORY" not in os.environ
-    assert "CUPY_CACHE_DIR" not in os.environ
-    with kernel_cache_env(None):
-        assert os.environ["CUPY_CACHE_IN_MEMORY"] == "1" and "CUPY_CACHE_DIR" not in os.environ
-    assert "CUPY_CACHE_IN_MEMORY" not in os.environ
+    contain_kernel_cache(tmp_path / "device-kernels")
+    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels")
+    contain_kernel_cache(tmp_path / "other")  # set once per process: later reducers keep it
+    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels")
+
+
+def test_without_a_runs_root_it_is_a_private_temporary_folder(monkeypatch):
+    monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
+    contain_kernel_cache(None)
+    folder = Path(os.environ["CUPY_CACHE_DIR"])
+    assert folder.is_dir() and folder.parent == Path(tempfile.gettempdir()) and folder.name.startswith("quantscope-kernels-")
+    assert folder.stat().st_mode & 0o077 == 0  # mkdtemp: only this user reads or writes it
+    folder.rmdir()
 
 
 def test_a_cache_folder_the_user_chose_stays(tmp_path, monkeypatch):
     monkeypatch.setenv("CUPY_CACHE_DIR", str(tmp_path / "mine"))
-    monkeypatch.setenv("CUPY_CACHE_IN_MEMORY", "0")
-    for folder in (tmp_path / "device-kernels", None):
-        with kernel_cache_env(folder):
-            assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "mine") and os.environ["CUPY_CACHE_IN_MEMORY"] == "0"
+    contain_kernel_cache(tmp_path / "device-kernels")
+    contain_kernel_cache(None)
     assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "mine")
