@@ -24,6 +24,7 @@ class Capabilities:
     observes_fused: bool  # observed tensors are read without changing fusion (TensorRT debug tensors)
     device_outputs: bool  # runners can leave outputs in device memory for a device reducer (`on_device=True`)
     branchless: bool = False  # control flow (If) costs more than computing both sides: switch Q/DQ with Where instead
+    parallel_sessions: bool = False  # runners may be opened side by side in threads (their start-up leaves the GIL)
 
 
 class Runner(Protocol):

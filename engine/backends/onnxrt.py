@@ -157,7 +157,8 @@ class OnnxRuntimeBackend:
         self.threads = threads
         self.name = f"onnxruntime-{device}"
         self.capabilities = Capabilities(self.name, device, runtime_gates=True, fp16_kernels=device == "cuda",
-                                         observes_fused=False, device_outputs=device == "cuda", branchless=device == "cuda")
+                                         observes_fused=False, device_outputs=device == "cuda", branchless=device == "cuda",
+                                         parallel_sessions=True)
 
     def with_threads(self, threads: int) -> OnnxRuntimeBackend:
         return OnnxRuntimeBackend(self.device, threads)

@@ -18,6 +18,7 @@ import onnx
 import pandas as pd
 
 from engine.backends.base import Backend
+from engine.backends.open_runners import open_runners
 from engine.compare.cache_policy import recompute_is_cheaper
 from engine.compare.graph import GraphView
 from engine.compare.memory_plan import (
@@ -127,9 +128,7 @@ def run_layerwise(
     with ExitStack() as stack:
         ref_runners: dict[int, object] = {}
         cand_runners: dict[int, object] = {}
-        t0 = time.perf_counter()
-        cand_plain = stack.enter_context(backend.runner(candidate, fallback=fallback))
-        clock.add("sessions", t0)
+        cand_plain = None
 
         def runner(store: dict, g: int, model: onnx.ModelProto, group: tuple[str, ...], **kw):
             if g not in store:
@@ -153,6 +152,18 @@ def run_layerwise(
                 types = functools.cache(functools.partial(sample_types, reference, {k: v.shape for k, v in inputs.items()}))
                 plan = _plan(view, reference, backend, inputs, ref, budget, dynamic_batch, on_device, types)
                 clock.add("plan", t0)
+                # the sessions of the first pass, opened side by side where the backend allows
+                t0 = time.perf_counter()
+                first = plan.groups[0]
+                specs = [(candidate, {"fallback": fallback}),
+                         (candidate, {"observe": first, "on_device": on_device, "fallback": fallback})]
+                if ref is None:
+                    specs.append((reference, {"observe": first, "on_device": on_device}))
+                opened = open_runners(stack, backend, specs)
+                cand_plain, cand_runners[0] = opened[:2]
+                if ref is None:
+                    ref_runners[0] = opened[2]
+                clock.add("sessions", t0)
                 if cache is not None:
                     cheaper = auto_cache and not on_device and plan.passes == 1 and recompute_is_cheaper(
                         reference, types(), plan.bytes_per_sample)
@@ -223,7 +234,7 @@ def run_layerwise(
         close_batch()
         for t, counts in reducer.take_counts().items():  # histograms a device reducer kept on the device
             acc[t].hist.counts += counts
-        artifacts = cand_plain.artifacts()
+        artifacts = cand_plain.artifacts() if cand_plain is not None else {}
     if entries > 1:
         clock.timings["steady_batches"] = entries - 1
         clock.timings["steady_loop"] = time.perf_counter() - first_done
