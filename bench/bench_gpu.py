@@ -116,11 +116,12 @@ def part_rebuild(model: Path, data: Path, work: Path, provider: str) -> dict:
     first = engine.compare(model, data, out_dir=out, batch_size=4, provider=provider)
     node = first.summary.culprits[0].node
     t0 = time.perf_counter()
-    engine.rebuild(out, fallback=[node])
+    rebuilt = engine.rebuild(out, fallback=[node])
     rebuild_s = time.perf_counter() - t0
     cand = candidate_pass_s(out, provider)
     return {"rebuild_s": round(rebuild_s, 3), "candidate_pass_s": round(cand, 3), "ratio": round(rebuild_s / cand, 2),
-            "rank_s": first.summary.timings.get("rank"), "timings": first.summary.timings}
+            "rank_s": first.summary.timings.get("rank"), "timings": first.summary.timings,
+            "rebuild_timings": rebuilt.summary.timings}
 
 
 def part_rank(model: Path, data: Path, work: Path, provider: str) -> dict:
