@@ -198,13 +198,15 @@ class DeviceReducer:
     def __init__(self, library: str, kernel_cache: Path | None = None) -> None:
         """kernel_cache: where CuPy keeps the compiled kernels between processes (None: in memory only)."""
         self.library = library
+        if library == "cupy":
+            contain_kernel_cache(kernel_cache)  # before CuPy's import: it may read CUPY_CACHE_DIR there
         self.xp = importlib.import_module(library)
         self._idx: dict[int, object] = {}
         self._tables: dict[bytes, tuple] = {}
         self._slots: dict[str, int] = {}
         self._hist = None
         if library == "cupy":
-            self._stats, self._hist_kernel = _cupy_kernels(self.xp, kernel_cache)
+            self._stats, self._hist_kernel = _cupy_kernels(self.xp)
 
     def shape(self, value) -> tuple[int, ...]:
         return tuple(value.shape())
@@ -324,8 +326,7 @@ def device_reducer(forced: str | None = None, kernel_cache: Path | None = None) 
 _COMPILED: dict[int, tuple] = {}  # the kernels of each device, compiled once per process
 
 
-def _cupy_kernels(cp, kernel_cache: Path | None) -> tuple:
-    contain_kernel_cache(kernel_cache)
+def _cupy_kernels(cp) -> tuple:
     device = cp.cuda.Device().id
     if device not in _COMPILED:
         module = cp.RawModule(code=_KERNELS)  # compiled by the first get_function
