@@ -166,12 +166,14 @@ class RayExecutor:
         self.concurrent = True  # tasks share the machine: latencies are timed afterwards, one at a time
 
     def _plan(self, device: str) -> tuple[int, dict, int | None]:
-        """(workers, actor options, threads per session). On GPUs: ACTORS_PER_GPU actors a GPU sharing the cores (a
-        probe's host side, scoring megabytes of outputs, costs as much as its kernels); on CPUs one actor a core."""
+        """(workers, actor options, threads per session). On GPUs: up to ACTORS_PER_GPU actors a GPU sharing the cores (a
+        probe's host side, scoring megabytes of outputs, costs as much as its kernels), never more actors than cores:
+        an actor Ray cannot place would hold its share of the requests forever. On CPUs one actor a core."""
         if device == "cuda" and self.gpus:
-            workers = self.gpus * ACTORS_PER_GPU
+            per_gpu = max(1, min(ACTORS_PER_GPU, self.cpus // self.gpus))
+            workers = max(1, min(self.gpus * per_gpu, self.cpus))
             cores = max(1, self.cpus // workers)
-            return workers, {"num_gpus": 1 / ACTORS_PER_GPU, "num_cpus": cores}, cores
+            return workers, {"num_gpus": 1 / per_gpu, "num_cpus": cores}, cores
         return max(1, self.cpus), {"num_cpus": 1}, 1
 
     @contextmanager

@@ -111,3 +111,22 @@ def test_a_local_ray_runtime_writes_nothing_into_the_home_folder(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert out.stdout.strip().splitlines()[-1] == "False False", out.stderr[-800:]
     assert not (tmp_path / ".ray").exists()
+
+
+@pytest.mark.parametrize("cpus, gpus, workers, options", [
+    (16, 1, 4, {"num_gpus": 0.25, "num_cpus": 4}),  # the H100 host: four actors share the GPU and the cores
+    (2, 1, 2, {"num_gpus": 0.5, "num_cpus": 1}),  # a 2-CPU runtime on a GPU host (these tests there): two, both placed
+    (1, 2, 1, {"num_gpus": 1.0, "num_cpus": 1}),  # fewer cores than GPUs: one actor a core, a GPU each
+    (8, 0, 8, {"num_cpus": 1}),  # no GPU: one actor a core
+])
+def test_every_probe_actor_fits_the_cluster(cpus, gpus, workers, options):
+    """On a GPU host a 2-CPU runtime planned four 1-CPU GPU actors: two could never be placed, and the requests handed to
+    them waited forever (these tests hung on the H100)."""
+    from engine.scale.ray_executor import RayExecutor
+
+    ex = object.__new__(RayExecutor)  # the plan only reads the cluster's resources
+    ex.cpus, ex.gpus = cpus, gpus
+    got_workers, got_options, threads = ex._plan("cuda")
+    assert (got_workers, got_options) == (workers, options)
+    assert got_workers * got_options["num_cpus"] <= cpus and got_workers * got_options.get("num_gpus", 0) <= gpus
+    assert threads == got_options["num_cpus"]
