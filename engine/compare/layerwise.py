@@ -129,6 +129,7 @@ def run_layerwise(
         ref_runners: dict[int, object] = {}
         cand_runners: dict[int, object] = {}
         cand_plain = None
+        warm: dict[str, dict] = {}  # the first part's outputs of the runners opened for it (see below)
 
         def runner(store: dict, g: int, model: onnx.ModelProto, group: tuple[str, ...], **kw):
             if g not in store:
@@ -152,17 +153,20 @@ def run_layerwise(
                 types = functools.cache(functools.partial(sample_types, reference, {k: v.shape for k, v in inputs.items()}))
                 plan = _plan(view, reference, backend, inputs, ref, budget, dynamic_batch, on_device, types)
                 clock.add("plan", t0)
-                # the sessions of the first pass, opened side by side where the backend allows
+                # the sessions of the first pass, opened side by side where the backend allows, each with its first
+                # run (its warm-up) on the first part: "sessions" times both, and those runs are not done again below
                 t0 = time.perf_counter()
                 first = plan.groups[0]
                 specs = [(candidate, {"fallback": fallback}),
                          (candidate, {"observe": first, "on_device": on_device, "fallback": fallback})]
                 if ref is None:
                     specs.append((reference, {"observe": first, "on_device": on_device}))
-                opened = open_runners(stack, backend, specs)
+                sl = parts(n, plan.micro)[0]
+                opened, outs = open_runners(stack, backend, specs, feed={k: v[sl] for k, v in inputs.items()})
                 cand_plain, cand_runners[0] = opened[:2]
+                warm = {"plain": outs[0], "candidate": outs[1]}
                 if ref is None:
-                    ref_runners[0] = opened[2]
+                    ref_runners[0], warm["reference"] = opened[2], outs[2]
                 clock.add("sessions", t0)
                 if cache is not None:
                     cheaper = auto_cache and not on_device and plan.passes == 1 and recompute_is_cheaper(
@@ -179,14 +183,15 @@ def run_layerwise(
                 for g, group in enumerate(plan.groups):
                     if given is None:
                         t0 = time.perf_counter()
-                        r = runner(ref_runners, g, reference, group).infer(sub)
+                        r = warm.pop("reference") if "reference" in warm else runner(ref_runners, g, reference, group).infer(sub)
                         clock.add("reference", t0)
                         if plan.passes == 1:
                             fresh = r
                     else:
                         r = given
                     t0 = time.perf_counter()
-                    c = runner(cand_runners, g, candidate, group, fallback=fallback).infer(sub)
+                    c = warm.pop("candidate") if "candidate" in warm else \
+                        runner(cand_runners, g, candidate, group, fallback=fallback).infer(sub)
                     clock.add("candidate", t0)
                     t0 = time.perf_counter()
                     used = []
@@ -219,7 +224,8 @@ def run_layerwise(
                 if identical.get(shapes):
                     plain = cand_out
                 else:
-                    plain, unmodified = cand_plain.infer(sub), unmodified + 1
+                    plain = warm.pop("plain") if "plain" in warm else cand_plain.infer(sub)
+                    unmodified += 1
                     if shapes not in identical:  # checked once per shape, not on every batch that already differed
                         identical[shapes] = all(o in cand_out and o in plain and cand_out[o].shape == plain[o].shape and
                                                 np.array_equal(cand_out[o], plain[o]) for o in view.outputs)

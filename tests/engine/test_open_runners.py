@@ -1,5 +1,6 @@
-"""Runners opened side by side: each comes back in order and is closed with the stack, also when another failed to
-open; a backend that does not declare parallel_sessions opens them one after another on the calling thread."""
+"""Runners opened side by side, each with its first run on a feed: each comes back in order with its outputs and is
+closed with the stack, also when another failed to open or to run; a backend that does not declare parallel_sessions
+opens them one after another on the calling thread."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ class Recording:
     def __init__(self, parallel: bool, fail: str | None = None) -> None:
         self.capabilities = Capabilities("fake", "cpu", runtime_gates=False, fp16_kernels=False, observes_fused=False,
                                          device_outputs=False, parallel_sessions=parallel)
-        self.fail, self.opened, self.closed, self.threads = fail, [], [], set()
+        self.fail, self.fail_run, self.opened, self.closed, self.threads = fail, None, [], [], set()
         self.barrier = threading.Barrier(3, timeout=10) if parallel and fail is None else None
 
     @contextmanager
@@ -29,16 +30,27 @@ class Recording:
             raise ModelError(f"{model} does not load")
         self.opened.append(model)
         try:
-            yield f"runner of {model}"
+            yield Runs(model, self)
         finally:
             self.closed.append(model)
+
+
+class Runs:
+    def __init__(self, model: str, backend: Recording) -> None:
+        self.model, self.backend = model, backend
+
+    def infer(self, feed: dict) -> dict:
+        if self.model == self.backend.fail_run:
+            raise ModelError(f"{self.model} does not run")
+        return {"out": f"{self.model}({feed['x']})"}
 
 
 def test_side_by_side_in_order_and_closed_with_the_stack():
     backend = Recording(parallel=True)
     with ExitStack() as stack:
-        got = open_runners(stack, backend, [("a", {}), ("b", {"observe": ("t",)}), ("c", {})])
-        assert got == ["runner of a", "runner of b", "runner of c"]
+        got, outs = open_runners(stack, backend, [("a", {}), ("b", {"observe": ("t",)}), ("c", {})], feed={"x": 1})
+        assert [r.model for r in got] == ["a", "b", "c"]
+        assert outs == [{"out": "a(1)"}, {"out": "b(1)"}, {"out": "c(1)"}]
         assert backend.closed == []
     assert sorted(backend.closed) == ["a", "b", "c"]
     assert threading.current_thread().name not in backend.threads and len(backend.threads) == 3
@@ -51,9 +63,19 @@ def test_one_that_fails_raises_and_the_others_are_closed():
     assert sorted(backend.opened) == ["a", "c"] and sorted(backend.closed) == ["a", "c"]
 
 
+def test_one_whose_first_run_fails_raises_and_every_opened_one_is_closed():
+    backend = Recording(parallel=True)
+    backend.barrier = None
+    backend.fail_run = "a"
+    with pytest.raises(ModelError, match="a does not run"), ExitStack() as stack:
+        open_runners(stack, backend, [("a", {}), ("b", {}), ("c", {})], feed={"x": 1})
+    assert sorted(backend.closed) == ["a", "b", "c"]
+
+
 def test_without_the_capability_one_after_another_here():
     backend = Recording(parallel=False)
     with ExitStack() as stack:
-        assert open_runners(stack, backend, [("a", {}), ("b", {})]) == ["runner of a", "runner of b"]
+        got, outs = open_runners(stack, backend, [("a", {}), ("b", {})])
+        assert [r.model for r in got] == ["a", "b"] and outs == [None, None]
     assert backend.opened == ["a", "b"] and backend.closed == ["b", "a"]
     assert backend.threads == {threading.current_thread().name}
