@@ -334,14 +334,20 @@ def _cupy_kernels(cp) -> tuple:
     return _COMPILED[device]
 
 
+_CONTAINED: list[str] = []  # the CUPY_CACHE_DIR this process set, if it did
+
+
 def contain_kernel_cache(folder: Path | None) -> None:
     """CuPy compiles kernels on first use anywhere in the process (ours, and its own elementwise and reduction kernels)
-    and keeps them in ~/.cupy/kernel_cache, outside the folders QuantScope writes to. The first device reducer of a
-    process points CUPY_CACHE_DIR at `folder` (under the runs root) or, where None, at a private temporary folder
-    removed at exit. A CUPY_CACHE_DIR already set (by the user, or an earlier reducer) stays."""
-    if os.environ.get("CUPY_CACHE_DIR"):
+    and keeps them in ~/.cupy/kernel_cache, outside the folders QuantScope writes to. A device reducer points
+    CUPY_CACHE_DIR at `folder` (under the runs root) or, where None, at a private temporary folder removed at exit. It
+    stays for the process while it exists (a runs root deleted since, as between tests, is replaced); a
+    CUPY_CACHE_DIR the user set is left alone."""
+    current = os.environ.get("CUPY_CACHE_DIR")
+    if current and (current not in _CONTAINED or os.path.isdir(current)):
         return
     if folder is None:
         folder = Path(tempfile.mkdtemp(prefix="quantscope-kernels-"))
         atexit.register(shutil.rmtree, folder, True)
     os.environ["CUPY_CACHE_DIR"] = str(folder)
+    _CONTAINED.append(str(folder))

@@ -15,7 +15,8 @@ def test_the_kernel_cache_goes_under_the_runs_root(tmp_path, monkeypatch):
     monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
     contain_kernel_cache(tmp_path / "device-kernels")
     assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels")
-    contain_kernel_cache(tmp_path / "other")  # set once per process: later reducers keep it
+    (tmp_path / "device-kernels").mkdir()  # CuPy creates it on its first compile
+    contain_kernel_cache(tmp_path / "other")  # kept for the process while it exists: later reducers keep it
     assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels")
 
 
@@ -33,3 +34,15 @@ def test_a_cache_folder_the_user_chose_stays(tmp_path, monkeypatch):
     contain_kernel_cache(tmp_path / "device-kernels")
     contain_kernel_cache(None)
     assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "mine")
+
+
+def test_a_runs_root_deleted_since_is_replaced_by_the_next_one(tmp_path, monkeypatch):
+    """The GPU tests' runs roots are temporary folders: a later test's kernels went to a deleted one (FileNotFoundError)."""
+    monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
+    contain_kernel_cache(tmp_path / "a")
+    (tmp_path / "a").mkdir()
+    contain_kernel_cache(tmp_path / "b")  # ours, and still there: kept
+    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "a")
+    (tmp_path / "a").rmdir()
+    contain_kernel_cache(tmp_path / "b")  # ours, but gone: the new runs root
+    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "b")
