@@ -339,15 +339,19 @@ _CONTAINED: list[str] = []  # the CUPY_CACHE_DIR this process set, if it did
 
 def contain_kernel_cache(folder: Path | None) -> None:
     """CuPy compiles kernels on first use anywhere in the process (ours, and its own elementwise and reduction kernels)
-    and keeps them in ~/.cupy/kernel_cache, outside the folders QuantScope writes to. A device reducer points
-    CUPY_CACHE_DIR at `folder` (under the runs root) or, where None, at a private temporary folder removed at exit. It
-    stays for the process while it exists (a runs root deleted since, as between tests, is replaced); a
-    CUPY_CACHE_DIR the user set is left alone."""
+    and keeps them in ~/.cupy/kernel_cache, outside the folders QuantScope writes to. The first device reducer of a
+    process points CUPY_CACHE_DIR at `folder` (under the runs root) or, where None, at a private temporary folder removed
+    at exit. CuPy reads it once a process, so that folder stays; where it was deleted since (a finished test's runs
+    root, a runs folder cleaned up while the dashboard runs), the next reducer makes it again. A CUPY_CACHE_DIR the
+    user set is left alone."""
     current = os.environ.get("CUPY_CACHE_DIR")
-    if current and (current not in _CONTAINED or os.path.isdir(current)):
+    if current:
+        if current in _CONTAINED:
+            Path(current).mkdir(parents=True, exist_ok=True)
         return
     if folder is None:
         folder = Path(tempfile.mkdtemp(prefix="quantscope-kernels-"))
         atexit.register(shutil.rmtree, folder, True)
+    folder.mkdir(parents=True, exist_ok=True)
     os.environ["CUPY_CACHE_DIR"] = str(folder)
     _CONTAINED.append(str(folder))

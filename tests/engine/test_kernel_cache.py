@@ -14,9 +14,8 @@ from engine.compare.reducers import contain_kernel_cache
 def test_the_kernel_cache_goes_under_the_runs_root(tmp_path, monkeypatch):
     monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
     contain_kernel_cache(tmp_path / "device-kernels")
-    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels")
-    (tmp_path / "device-kernels").mkdir()  # CuPy creates it on its first compile
-    contain_kernel_cache(tmp_path / "other")  # kept for the process while it exists: later reducers keep it
+    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels") and (tmp_path / "device-kernels").is_dir()
+    contain_kernel_cache(tmp_path / "other")  # CuPy reads it once a process: later reducers keep it
     assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "device-kernels")
 
 
@@ -34,15 +33,16 @@ def test_a_cache_folder_the_user_chose_stays(tmp_path, monkeypatch):
     contain_kernel_cache(tmp_path / "device-kernels")
     contain_kernel_cache(None)
     assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "mine")
+    assert not (tmp_path / "mine").exists() and not (tmp_path / "device-kernels").exists()
 
 
-def test_a_runs_root_deleted_since_is_replaced_by_the_next_one(tmp_path, monkeypatch):
-    """The GPU tests' runs roots are temporary folders: a later test's kernels went to a deleted one (FileNotFoundError)."""
+def test_the_first_folder_stays_and_is_made_again_where_deleted_since(tmp_path, monkeypatch):
+    """CuPy reads CUPY_CACHE_DIR once a process: the GPU tests' later kernels went to an earlier test's runs root, deleted
+    since (FileNotFoundError). The folder stays the process's and the next reducer makes it again."""
     monkeypatch.delenv("CUPY_CACHE_DIR", raising=False)
     contain_kernel_cache(tmp_path / "a")
-    (tmp_path / "a").mkdir()
-    contain_kernel_cache(tmp_path / "b")  # ours, and still there: kept
-    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "a")
+    assert (tmp_path / "a").is_dir()
     (tmp_path / "a").rmdir()
-    contain_kernel_cache(tmp_path / "b")  # ours, but gone: the new runs root
-    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "b")
+    contain_kernel_cache(tmp_path / "b")
+    assert os.environ["CUPY_CACHE_DIR"] == str(tmp_path / "a") and (tmp_path / "a").is_dir()
+    assert not (tmp_path / "b").exists()
