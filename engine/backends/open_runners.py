@@ -4,6 +4,7 @@ feed in its thread: a session's first run carries its warm-up (on the GPU, alloc
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, ExitStack
@@ -21,12 +22,15 @@ def open_runners(stack: ExitStack, backend: Backend, specs: Sequence[tuple[onnx.
     outputs for `feed` (None where no feed is given). Where one fails, the opened ones are still closed by `stack` and
     the first error is raised."""
     managers = [backend.runner(model, **kw) for model, kw in specs]
+    lock = threading.Lock()
 
     def open_one(manager: AbstractContextManager) -> tuple[Runner | None, dict | None, BaseException | None]:
         try:
             runner = manager.__enter__()
         except BaseException as err:  # noqa: BLE001 - raised by the caller's thread
             return None, None, err
+        with lock:  # on the stack as soon as it is open: an interrupt of the caller while others still open closes it
+            stack.push(manager)
         try:
             return runner, (None if feed is None else runner.infer(dict(feed))), None
         except BaseException as err:  # noqa: BLE001 - opened: closed by the stack, then raised
@@ -36,16 +40,11 @@ def open_runners(stack: ExitStack, backend: Backend, specs: Sequence[tuple[onnx.
         results = []
         for manager in managers:
             results.append(open_one(manager))
-            if results[-1][0] is not None:
-                stack.push(manager)
             if results[-1][2] is not None:
                 raise results[-1][2]
     else:
         with ThreadPoolExecutor(len(managers), thread_name_prefix="quantscope-session") as pool:
             results = list(pool.map(open_one, managers))
-        for manager, (runner, _, _) in zip(managers, results):
-            if runner is not None:
-                stack.push(manager)  # entered: its __exit__ runs when the stack closes
         error = next((err for _, _, err in results if err is not None), None)
         if error is not None:
             raise error

@@ -79,3 +79,29 @@ def test_without_the_capability_one_after_another_here():
         assert [r.model for r in got] == ["a", "b"] and outs == [None, None]
     assert backend.opened == ["a", "b"] and backend.closed == ["b", "a"]
     assert backend.threads == {threading.current_thread().name}
+
+
+def test_an_interrupt_while_others_still_open_closes_the_opened_ones():
+    """Ctrl-C reaches the caller while it waits for the threads: each runner opened by then, and each opened after, is
+    closed with the stack (they were pushed only after every thread had returned, so an interrupt left them open)."""
+    import signal
+    import time
+
+    class Interrupting(Recording):
+        @contextmanager
+        def runner(self, model, **kw):
+            if model == "c":
+                time.sleep(0.2)  # every thread started: the caller waits for their results
+                signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)  # and gets KeyboardInterrupt there
+                time.sleep(0.5)
+            with super().runner(model, **kw) as r:
+                yield r
+
+    backend = Interrupting(parallel=True)
+    backend.barrier = None
+    closed_by_the_stack: list[str] = []
+    with pytest.raises(KeyboardInterrupt), ExitStack() as stack:
+        stack.callback(lambda: closed_by_the_stack.extend(backend.closed))  # runs last, after what open_runners pushed
+        open_runners(stack, backend, [("a", {}), ("b", {}), ("c", {})], feed={"x": 1})
+        time.sleep(1)  # not reached where the interrupt arrives in open_runners
+    assert sorted(backend.opened) == ["a", "b", "c"] and sorted(closed_by_the_stack) == ["a", "b", "c"]
