@@ -158,7 +158,8 @@ class OnnxRuntimeBackend:
         self.name = f"onnxruntime-{device}"
         self.capabilities = Capabilities(self.name, device, runtime_gates=True, fp16_kernels=device == "cuda",
                                          observes_fused=False, device_outputs=device == "cuda", branchless=device == "cuda",
-                                         parallel_sessions=True)
+                                         parallel_sessions=device == "cuda")  # measured there; CPU sessions
+        # opened side by side only made several all-core thread pools compete (no gain on 2 cores)
 
     def with_threads(self, threads: int) -> OnnxRuntimeBackend:
         return OnnxRuntimeBackend(self.device, threads)
