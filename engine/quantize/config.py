@@ -76,7 +76,14 @@ class RangeOverride:
         return cls(name, lo, hi)
 
     def __str__(self) -> str:
-        return f"{self.tensor}={self.min:g},{self.max:g}"
+        """TENSOR=MIN,MAX with each bound in the fewest digits that read back as the same float (config.json and cache
+        keys keep it: `:g`'s six digits made 123456.4 and 123456.0 the same range)."""
+        return f"{self.tensor}={_exact(self.min)},{_exact(self.max)}"
+
+
+def _exact(x: float) -> str:
+    text = repr(float(x))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def check_percentile(p: float | str, option: str = "percentile") -> float:

@@ -154,10 +154,17 @@ def apply_fallback(all_int8: onnx.ModelProto, reference: onnx.ModelProto, fallba
     return model
 
 
+EMIT_VERSION = "e1"  # part of base_key: bump when what quantize_all emits from the same calibration changes
+
+
 def base_key(config: QuantConfig) -> dict:
-    """What the all-INT8 graph depends on besides the calibration: the quantization without its fallback set."""
+    """What the all-INT8 graph depends on besides the calibration: the quantization without its fallback set (op types
+    in any order), this module's emission and the onnx release it serializes with (the graph is kept under the runs
+    root, which outlives an upgrade)."""
     d = config.with_fallback(()).to_dict()
     d.pop("fallback_precision")
+    d["op_types"] = sorted(d["op_types"])
+    d["emit"], d["onnx"] = EMIT_VERSION, onnx.__version__
     return d
 
 

@@ -64,3 +64,23 @@ def test_a_second_compare_takes_the_kept_all_int8_graph_and_other_ranges_emit_th
     tensor = first.layers["tensor"].iloc[0]
     run("c", config=dataclasses.replace(QuantConfig(), ranges=(RangeOverride(tensor, -1.0, 1.0),)))
     assert len(emitted) == 2  # other ranges: the same calibration, another all-INT8 graph
+
+
+def test_the_int8_graph_key_tells_close_ranges_apart_and_ignores_the_order_of_op_types():
+    """The kept INT8 graph is found by base_key: ranges that differ past six digits are other graphs (`:g` had made
+    them one), op types in another order are the same graph, and the emission's version is part of it."""
+    a = QuantConfig(ranges=(RangeOverride("t", -1.0, 123456.0),))
+    b = QuantConfig(ranges=(RangeOverride("t", -1.0, 123456.4),))
+    assert emit.base_key(a) != emit.base_key(b)
+    assert emit.base_key(QuantConfig(op_types=("Conv", "MatMul"))) == emit.base_key(QuantConfig(op_types=("MatMul", "Conv")))
+    assert emit.base_key(a)["emit"] == emit.EMIT_VERSION
+
+
+def test_a_range_reads_back_as_the_same_floats():
+    """config.json keeps ranges as TENSOR=MIN,MAX text: a rebuild must use the range the user set, not a rounding."""
+    for lo, hi in ((-1.0, 123456.4), (0.1, 0.30000000000000004), (-4.0, 4.0), (1e-7, 2.5e-3)):
+        r = RangeOverride("conv1_out", lo, hi)
+        assert RangeOverride.parse(str(r)) == r
+    assert str(RangeOverride("x", -4.0, 4.0)) == "x=-4,4"
+    cfg = QuantConfig(ranges=(RangeOverride("t", -1.0, 123456.4),))
+    assert QuantConfig.from_dict(cfg.to_dict()) == cfg
