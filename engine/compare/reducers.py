@@ -9,13 +9,10 @@ Both return (T, 6) float64 statistics in STAT_FIELDS order, (T, N_BINS) int64 co
 
 from __future__ import annotations
 
-import atexit
 import importlib
 import importlib.util
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -334,24 +331,29 @@ def _cupy_kernels(cp) -> tuple:
     return _COMPILED[device]
 
 
-_CONTAINED: list[str] = []  # the CUPY_CACHE_DIR this process set, if it did
+_CONTAINED: list[str] = []  # where this process pointed CuPy's kernel cache (a folder, or IN_MEMORY), if it did
+IN_MEMORY = ":memory:"
 
 
 def contain_kernel_cache(folder: Path | None) -> None:
     """CuPy compiles kernels on first use anywhere in the process (ours, and its own elementwise and reduction kernels)
     and keeps them in ~/.cupy/kernel_cache, outside the folders QuantScope writes to. The first device reducer of a
-    process points CUPY_CACHE_DIR at `folder` (under the runs root) or, where None, at a private temporary folder removed
-    at exit. CuPy reads it once a process, so that folder stays; where it was deleted since (a finished test's runs
-    root, a runs folder cleaned up while the dashboard runs), the next reducer makes it again. A CUPY_CACHE_DIR the
-    user set is left alone."""
+    process points CUPY_CACHE_DIR at `folder` (under the runs root) or, where None, keeps the kernels in memory
+    (CUPY_CACHE_IN_MEMORY): a temporary folder removed at exit stayed behind in Ray's actors, which are killed without
+    running exit handlers. CuPy reads the folder once a process, so the first choice stays; where that folder was
+    deleted since (a finished test's runs root, a runs folder cleaned up while the dashboard runs), the next reducer
+    makes it again. A CUPY_CACHE_DIR or CUPY_CACHE_IN_MEMORY=1 the user set is left alone."""
     current = os.environ.get("CUPY_CACHE_DIR")
     if current:
         if current in _CONTAINED:
             Path(current).mkdir(parents=True, exist_ok=True)
         return
+    if os.environ.get("CUPY_CACHE_IN_MEMORY") == "1":
+        return
     if folder is None:
-        folder = Path(tempfile.mkdtemp(prefix="quantscope-kernels-"))
-        atexit.register(shutil.rmtree, folder, True)
+        os.environ["CUPY_CACHE_IN_MEMORY"] = "1"
+        _CONTAINED.append(IN_MEMORY)
+        return
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["CUPY_CACHE_DIR"] = str(folder)
     _CONTAINED.append(str(folder))
