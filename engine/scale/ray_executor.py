@@ -1,7 +1,7 @@
 """Probes and tasks on Ray: a local runtime on this machine's cores and GPUs, or an existing cluster.
 
 A probe pool is a set of actors, each holding one session of the gated candidate: on the CPU one actor per core (one
-thread each), on a GPU ACTORS_PER_GPU actors sharing it and the cores (a probe's kernels leave the GPU mostly idle). The probe, with its inputs and reference outputs, goes into Ray's object store once and
+thread each), on GPUs ACTORS_PER_GPU actors a GPU with the cores of its node. The probe, with its inputs and reference outputs, goes into Ray's object store once and
 every actor reads it from there. Requests are handed out a run at a time (one probe, or a tile's worth where the probe
 tiles them) as actors come free; results come back in request order.
 ONNX Runtime computes the same on every worker (MLAS splits no reduction across threads; cuDNN algorithms are chosen
@@ -23,7 +23,9 @@ from engine.diagnose.probes import OnResult, OutputProbe, ProbeRequest
 
 __all__ = ["RayExecutor", "ACTORS_PER_GPU"]
 
-ACTORS_PER_GPU = 4
+# One actor a GPU: on the H100 host (16 cores), YOLOv8n's 129 sensitivity probes took 5.66 s with one actor, 5.35 s with
+# two and 6.2 s with four sharing the card (serial: 3.15 s): processes sharing a GPU take turns on it.
+ACTORS_PER_GPU = 1
 
 
 @ray.remote
@@ -162,18 +164,23 @@ class RayExecutor:
                     raise
         res = ray.cluster_resources()
         self.cpus, self.gpus = int(res.get("CPU", os.cpu_count() or 1)), int(res.get("GPU", 0))
+        # (CPUs, GPUs) of each live node: an actor must fit on one node, so GPU actors are planned from the GPU nodes
+        self.nodes = [(int(n["Resources"].get("CPU", 0)), int(n["Resources"].get("GPU", 0)))
+                      for n in ray.nodes() if n.get("Alive")] or [(self.cpus, self.gpus)]
         self.name = f"ray ({self.cpus} CPUs, {self.gpus} GPUs)"
         self.concurrent = True  # tasks share the machine: latencies are timed afterwards, one at a time
 
     def _plan(self, device: str) -> tuple[int, dict, int | None]:
-        """(workers, actor options, threads per session). On GPUs: up to ACTORS_PER_GPU actors a GPU sharing the cores (a
-        probe's host side, scoring megabytes of outputs, costs as much as its kernels), never more actors than cores:
-        an actor Ray cannot place would hold its share of the requests forever. On CPUs one actor a core."""
-        if device == "cuda" and self.gpus:
-            per_gpu = max(1, min(ACTORS_PER_GPU, self.cpus // self.gpus))
-            workers = max(1, min(self.gpus * per_gpu, self.cpus))
-            cores = max(1, self.cpus // workers)
-            return workers, {"num_gpus": 1 / per_gpu, "num_cpus": cores}, cores
+        """(workers, actor options, threads per session). On GPUs: up to ACTORS_PER_GPU actors a GPU, each with an equal
+        share of its node's cores, planned node by node (a node with cores and no GPU hosts none of them) and never more
+        actors on a node than it has cores: an actor Ray cannot place would hold its share of the requests forever. On
+        CPUs one actor a core."""
+        gpu_nodes = [(c, g) for c, g in self.nodes if g > 0 and c > 0]
+        if device == "cuda" and gpu_nodes:
+            per_gpu = max(1, min(ACTORS_PER_GPU, *(c // g for c, g in gpu_nodes)))
+            actors = [min(g * per_gpu, c) for c, g in gpu_nodes]
+            cores = max(1, min(c // a for (c, _), a in zip(gpu_nodes, actors)))
+            return sum(actors), {"num_gpus": 1 / per_gpu, "num_cpus": cores}, cores
         return max(1, self.cpus), {"num_cpus": 1}, 1
 
     @contextmanager

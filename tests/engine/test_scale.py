@@ -113,20 +113,28 @@ def test_a_local_ray_runtime_writes_nothing_into_the_home_folder(tmp_path):
     assert not (tmp_path / ".ray").exists()
 
 
-@pytest.mark.parametrize("cpus, gpus, workers, options", [
-    (16, 1, 4, {"num_gpus": 0.25, "num_cpus": 4}),  # the H100 host: four actors share the GPU and the cores
-    (2, 1, 2, {"num_gpus": 0.5, "num_cpus": 1}),  # a 2-CPU runtime on a GPU host (these tests there): two, both placed
-    (1, 2, 1, {"num_gpus": 1.0, "num_cpus": 1}),  # fewer cores than GPUs: one actor a core, a GPU each
-    (8, 0, 8, {"num_cpus": 1}),  # no GPU: one actor a core
+@pytest.mark.parametrize("nodes, per_gpu, workers, options", [
+    ([(16, 1)], 1, 1, {"num_gpus": 1.0, "num_cpus": 16}),  # the H100 host: one actor with the cores
+    ([(16, 1)], 4, 4, {"num_gpus": 0.25, "num_cpus": 4}),  # four sharing the GPU and the cores
+    ([(2, 1)], 4, 2, {"num_gpus": 0.5, "num_cpus": 1}),  # a 2-CPU runtime on a GPU host (these tests there): two, both placed
+    ([(1, 2)], 1, 1, {"num_gpus": 1.0, "num_cpus": 1}),  # fewer cores than GPUs: one actor a core, a GPU each
+    ([(16, 0), (2, 1)], 4, 2, {"num_gpus": 0.5, "num_cpus": 1}),  # a cluster: only the GPU node's 2 cores count
+    ([(16, 2), (8, 4)], 2, 12, {"num_gpus": 0.5, "num_cpus": 1}),  # unequal nodes: two a GPU, the smaller share of cores for all
+    ([(8, 0)], 4, 8, {"num_cpus": 1}),  # no GPU: one actor a core
 ])
-def test_every_probe_actor_fits_the_cluster(cpus, gpus, workers, options):
+def test_every_probe_actor_fits_the_cluster(nodes, per_gpu, workers, options, monkeypatch):
     """On a GPU host a 2-CPU runtime planned four 1-CPU GPU actors: two could never be placed, and the requests handed to
-    them waited forever (these tests hung on the H100)."""
+    them waited forever (these tests hung on the H100). Actors must fit node by node, not in the cluster's totals."""
+    from engine.scale import ray_executor
     from engine.scale.ray_executor import RayExecutor
 
+    monkeypatch.setattr(ray_executor, "ACTORS_PER_GPU", per_gpu)
     ex = object.__new__(RayExecutor)  # the plan only reads the cluster's resources
-    ex.cpus, ex.gpus = cpus, gpus
+    ex.nodes = nodes
+    ex.cpus, ex.gpus = sum(c for c, _ in nodes), sum(g for _, g in nodes)
     got_workers, got_options, threads = ex._plan("cuda")
     assert (got_workers, got_options) == (workers, options)
-    assert got_workers * got_options["num_cpus"] <= cpus and got_workers * got_options.get("num_gpus", 0) <= gpus
-    assert threads == got_options["num_cpus"]
+    need_gpu = got_options.get("num_gpus", 0)
+    fits = sum(min(c // got_options["num_cpus"], int(g / need_gpu) if need_gpu else c) for c, g in nodes
+               if g >= need_gpu)
+    assert fits >= got_workers and threads == got_options["num_cpus"]
