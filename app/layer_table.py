@@ -57,7 +57,9 @@ def table_frame(rows: pd.DataFrame, ticks: set[str] | frozenset[str], cands: set
     """What the table shows: the tick (None where a node cannot be ticked), an inspect button, the ranking, the names,
     then every metric of engine.METRICS; 'no noise measurable' (the engine's floor) shows as blank, not -120."""
     frame = pd.DataFrame({
-        TICK: [(n in ticks) if n in cands else None for n in rows["node"]],
+        # nullable booleans, whatever the rows: a filter that left no row made an empty float column, which Streamlit's
+        # checkbox column refuses (the whole page below the table failed)
+        TICK: pd.Series([(n in ticks) if n in cands else None for n in rows["node"]], index=rows.index, dtype="boolean"),
         INSPECT: "inspect",
         "rank": rows["rank"] if "rank" in rows else pd.NA,
         "node": rows["node"],

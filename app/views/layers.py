@@ -114,6 +114,9 @@ frame = lt.table_frame(rows, ss[state.TABLE_BASE][1], cands)
 st.data_editor(frame, key=key, on_change=_table_changed, args=(key, nodes),
                disabled=[c for c in frame.columns if c != lt.TICK], hide_index=True,
                column_config=config, width="stretch", row_height=35, height=min(36 * (len(rows) + 1) + 3, 600), placeholder="")
+if rows.empty:
+    st.info("No node matches this filter" + ("" if show_all else "; turn on **Every node** to also search the nodes INT8 "
+                                              "does not quantize") + ". Your ticks stay as they are.")
 if refused := ss.get(state.TICK_REFUSED):
     st.error(refused)
 ticks = state.fallback()

@@ -102,6 +102,11 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     at.switch_page("views/layers.py").run()
     click(at, "Tick the top-k culprits")  # k = 1 by default
     assert at.session_state[state.FALLBACK] == {top}
+    at.text_input(key="flt_name").input("no such node").run()  # an empty table (it took the page below it down)
+    assert not at.exception and at.session_state[state.FALLBACK] == {top}
+    assert any(i.value.startswith("No node matches this filter; turn on **Every node**") for i in at.info)
+    assert any(c.value.startswith(f"1 node(s) ticked for fp16 fallback: {top}") for c in at.caption)
+    at.text_input(key="flt_name").input("").run()
 
     at.switch_page("views/rebuild.py").run()
     assert top in at.markdown[0].value

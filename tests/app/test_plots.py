@@ -130,7 +130,8 @@ def test_table_rows_follow_the_engines_ranking_and_show_where_nodes_came_from(mo
     assert list(lt.filter_rows(everything, [], "MIX_BN")["node"]) == ["mix_conv"]  # the fused BatchNormalization's name
     cands = lt.candidates(result)
     table = lt.table_frame(everything, {"mix_conv"}, cands)
-    assert table.loc[table["node"] == "mix_conv", lt.TICK].item() is True
+    assert bool(table.loc[table["node"] == "mix_conv", lt.TICK].item()) is True and table[lt.TICK].dtype == "boolean"
+    assert lt.table_frame(everything.iloc[:0], {"mix_conv"}, cands)[lt.TICK].dtype == "boolean"  # a filter that left no row
     assert table.loc[table["node"].str.startswith("Mul"), lt.TICK].isna().all()  # not tickable
     assert (table["introduced_db"].dropna() > -120).all()  # the floor shows blank, never -120
     metric_columns = [m.column for m in engine.METRICS]
