@@ -79,6 +79,12 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
     top = culprits[0]
     curve = (f"on the layerwise curve its SNR falls from {_db(top.input_snr_db)} at its input to {_db(top.snr_db)} "
              f"at its output")
+    if ranking is not None and ranking.view == "gain" and not top.gain_db > 0:
+        return (f"No single fallback raises the final outputs on the {ranking.samples} samples the ranking measured "
+                f"(every node in INT8: {_db(ranking.all_int8_snr_db)}; the best, {top.node} ({top.op_type}), changes them "
+                f"by {top.gain_db:+.1f} dB): there the INT8 error is no larger than what the fallback precision adds, or the "
+                f"samples are too few to tell; rank on more samples (--screen-samples) before you trust this list. "
+                f"For {top.node}, {curve}.")
     if ranking is not None and ranking.view == "gain":
         return (f"Falling back {top.node} ({top.op_type}) recovers the most: alone in fallback it raises the final outputs "
                 f"by {top.gain_db:+.1f} dB from {_db(ranking.all_int8_snr_db)} SNR (on {ranking.samples} samples; with these "

@@ -74,3 +74,22 @@ def test_ranking_can_be_skipped(amplified, tmp_path):
     r = compare(amplified / "m.onnx", amplified / "x.npz", out_dir=tmp_path / "r", batch_size=16, provider="cpu", screen_samples=0)
     assert r.summary.ranking.method == "introduced noise" and r.summary.culprits[0].node == "mid_conv"
     assert r.summary.headline.startswith("Error is introduced at node mid_conv (Conv)")
+
+
+def test_a_ranking_where_no_fallback_helps_says_so_instead_of_a_negative_recovery():
+    """Seen on MobileNetV3 with 12 images (3 ranked): 'alone in fallback it raises the final outputs by -5.2 dB'."""
+    import pandas as pd
+
+    from engine.diagnose.harm_ranking import HarmRanking
+    from engine.results import Culprit
+    from engine.summarize import _headline
+
+    def headline(gain):
+        top = Culprit(1, "Conv.12", ("Conv.12",), "Conv", 40.0, gain, 20.0, 25.0, 10.0)
+        return _headline((top,), HarmRanking((), 63.9, 3, 10, 1.0, view="gain"), pd.DataFrame())
+
+    assert headline(-5.2).startswith("No single fallback raises the final outputs on the 3 samples the ranking measured "
+                                     "(every node in INT8: 63.9 dB; the best, Conv.12 (Conv), changes them by -5.2 dB)")
+    assert "--screen-samples" in headline(0.0)
+    assert headline(2.5).startswith("Falling back Conv.12 (Conv) recovers the most: alone in fallback it raises the final "
+                                    "outputs by +2.5 dB from 63.9 dB SNR")
