@@ -80,7 +80,7 @@ def run_sweep(inputs: Inputs, plan: SweepPlan, batch: int, provider: str) -> Job
             result = engine.sweep([inputs.model], inputs.calib, out_dir=out, data=inputs.data, labels=inputs.labels,
                                   methods=plan.methods, percentiles=plan.percentiles or (99.999,), op_type_sets=plan.op_type_sets,
                                   precisions=plan.precisions, batch_size=batch, provider=provider, images=inputs.images,
-                                  select=plan.select, progress=progress, settings=settings)
+                                  select=plan.select, progress=progress, settings=settings, model_names=[inputs.name])
             remember_sweep(out, inputs, batch, provider)
             return result
 

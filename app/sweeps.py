@@ -131,7 +131,7 @@ def column_config(st_column_config, select: str) -> dict:
     cc = st_column_config
     return {
         "best": cc.TextColumn("best", width="small", help=f"The configuration with the highest {SELECT_LABELS[select]}."),
-        "percentile": cc.NumberColumn("percentile", format="%.4g"),
+        "percentile": cc.NumberColumn("percentile", format="%.6g"),  # 99.999 read as 100 at 4 digits
         "op_types": cc.TextColumn("op types"),
         "snr_db": cc.NumberColumn("SNR dB", format="%.2f", help="Final-output SNR against FP32 (higher is better)."),
         "cosine": cc.NumberColumn("cosine", format="%.5f", help="Final-output cosine similarity against FP32."),

@@ -212,12 +212,12 @@ def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, 
 
 
 def _prepare(model_path, calib, data, labels, images, batch_size, provider, configs, folder: Path, settings: Settings,
-             progress: ProgressCallback) -> tuple[str, ProbeData]:
+             progress: ProgressCallback, name: str | None = None) -> tuple[str, ProbeData]:
     """What every configuration of one model shares: the reference (and its opset-19 twin for FP8), every calibration
     from one pass, and the reference's final outputs on the evaluation data."""
     proto, files = read_model(model_path)
     info = model_info(proto)
-    name = Path(model_path).name
+    name = name or Path(model_path).name
     batch, _ = effective_batch_size(info, batch_size)
     calib_src, eval_src = load_sources(calib, data, info, images, batch)
     folder.mkdir(parents=True, exist_ok=True)
@@ -255,9 +255,10 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
           op_type_sets: Sequence[Sequence[str]] = (TRT_INT8_OP_TYPES,), precisions: Sequence = ("int8",), batch_size: int = 8,
           provider: str = "auto", images: ImagePreprocess | None = None, screen_samples: int = 8, latency_runs: int = 10,
           select: str = "snr_db", progress: ProgressCallback = no_progress, executor=None,
-          settings: Settings | None = None) -> SweepResult:
+          settings: Settings | None = None, model_names: Sequence[str] | None = None) -> SweepResult:
     """Every configuration of every model; see the module's docstring. executor: an engine.scale executor (serial by
-    default). select: the metric that marks the best configuration of each model."""
+    default). select: the metric that marks the best configuration of each model. model_names: what the table and the
+    progress call each model (the dashboard's uploads are stored as model.onnx; default: the file's name)."""
     settings = settings or Settings.from_env()
     executor = executor or SerialExecutor()
     if select not in SELECT_METRICS:
@@ -274,7 +275,7 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
         t0 = time.perf_counter()
         folder = out / f"{i:02d}_{Path(model_path).stem}"
         name, probe_data = _prepare(model_path, calib, data, labels, images, batch_size, resolved.provider, configs, folder,
-                                    settings, progress)
+                                    settings, progress, model_names[i] if model_names else None)
         timings[f"prepare:{name}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
 

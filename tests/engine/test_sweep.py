@@ -121,3 +121,13 @@ def test_the_sweep_checks_batches_as_compare_does(tmp_path):
     np.savez(tmp_path / "six.npz", x=np.zeros((6, 2, 8, 8), np.float32))
     with pytest.raises(DataError, match=r"fixed at 4 but the calibration data has 6 samples; provide a multiple of 4"):
         sweep([tmp_path / "fixed.onnx"], tmp_path / "six.npz", out_dir=tmp_path / "b", methods=("minmax",), **KW)
+
+
+def test_the_table_names_a_model_as_the_user_does(eval_100, tmp_path):
+    """The dashboard stores an upload as model.onnx: its sweep table and progress named that, not the user's file."""
+    events = []
+    result = sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz",
+                   out_dir=tmp_path / "s", methods=("minmax",), model_names=["yolo_from_the_user.onnx"],
+                   progress=events.append, **{**KW, "latency_runs": 0, "screen_samples": 0})
+    assert [r.model for r in result.rows] == ["yolo_from_the_user.onnx"]
+    assert any("yolo_from_the_user.onnx: configuration 1/1 done" in (e.message or "") for e in events)
