@@ -29,3 +29,13 @@ def test_latency_of_every_build(tiny, tmp_path, capsys):
     assert main(["bench", str(run), "--runs", "3", "--warmup", "0", "--quiet"]) == 0
     out = capsys.readouterr().out
     assert "fp32" in out and "int8" in out and "batch 5, 3 timed runs" in out
+
+
+def test_a_quantized_build_slower_than_fp32_says_why():
+    from engine.latency import BuildLatency, explain_slower_than_fp32
+
+    rows = [BuildLatency("fp32", 81.0, 90.0, 5, 25, math.inf, 0), BuildLatency("fp16", None, None, 0, 25, None, 0, note="not measured"),
+            BuildLatency("int8", 361.0, 400.0, 5, 25, 11.0, 0), BuildLatency("mixed (3 in fp16)", 70.0, 75.0, 5, 25, 16.0, 3)]
+    out = {r.build: r.note for r in explain_slower_than_fp32(rows, "onnxruntime-cpu")}
+    assert out["int8"].startswith("slower than FP32 on onnxruntime-cpu: ") and "TensorRT" in out["int8"]
+    assert out["fp32"] == "" and out["fp16"] == "not measured" and out["mixed (3 in fp16)"] == ""
