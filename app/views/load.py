@@ -68,7 +68,7 @@ def _apply_upload(files: dict, images: engine.ImagePreprocess | None) -> None:
                 n = engine.load_data(paths["data"], info, images=images, what=f"'{files['data'].name}'").num_samples
             if files.get("labels") is not None:
                 paths["labels"] = save_upload(upload_set, "labels", files["labels"].name, files["labels"].getvalue())
-                engine.load_labels(paths["labels"], n)
+                engine.load_labels(paths["labels"], n, what=f"'{files['labels'].name}'")
     except (engine.QuantScopeError, OSError) as err:  # OSError: the disk is full or the runs root unwritable
         if upload_set is not None:
             shutil.rmtree(upload_set, ignore_errors=True)

@@ -54,9 +54,10 @@ def load_data(
     return source
 
 
-def load_labels(path: str | os.PathLike, num_samples: int) -> np.ndarray:
+def load_labels(path: str | os.PathLike, num_samples: int, what: str | None = None) -> np.ndarray:
+    """what: how the sentences name the file (the dashboard passes the user's name; its copy is labels.npy)."""
     p = Path(path)
-    what = f"'{p.name}'"
+    what = what or f"'{p.name}'"
     if not p.is_file():
         raise DataError(f"The labels file {p} does not exist; check the path.")
     arr = _np_load(p, what)

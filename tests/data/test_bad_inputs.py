@@ -96,6 +96,7 @@ def test_labels_length_mismatch(tmp_path):
     p = tmp_path / "l.npy"
     np.save(p, np.zeros(5, np.int64))
     assert _err(lambda: load_labels(p, 4)) == "'l.npy' has 5 labels but the data has 4 samples; give exactly one label per sample."
+    assert _err(lambda: load_labels(p, 4, what="'labels_79.npy'")).startswith("'labels_79.npy' has 5 labels")  # the user's name
 
 
 def test_labels_float(tmp_path):
