@@ -165,20 +165,29 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
     own_base = plan.final_samples != top_stage  # the top sets run on another subset than the stage that ordered the top
     total = 2 * len(units) + 1 + (2 * min(2 * plan.refined, len(units)) + 1 if plan.refined else 0) + 2 + own_base
     done = 0
+    # the time left is counted in sample-passes, not probes: a probe of the refined stage (32 samples) costs several of
+    # the first stage's (4); counted in probes, MobileNetV3's ranking said "about 1 s left" for its last 14 s
+    def cost(samples: int, probes: int) -> float:
+        return probes * (full.head(samples).samples + 1)  # + 1: a run's own overhead, about one sample's
+
+    work = {"total": cost(plan.first_samples, 2 * len(units) + 1) + cost(plan.final_samples, 2 + own_base)
+            + (cost(plan.refined_samples, 2 * min(2 * plan.refined, len(units)) + 1) if plan.refined else 0), "done": 0.0}
 
     def at_most(samples: int) -> int | None:
         return None if samples >= full.samples else samples
 
-    def stage(requests: list[ProbeRequest], what: str) -> list[ProbeMetrics]:
+    def stage(requests: list[ProbeRequest], what: str, samples: int) -> list[ProbeMetrics]:
         nonlocal done
-        base = done
+        base, base_work, each = done, work["done"], cost(samples, 1)
 
         def on_result(k: int, _: int) -> None:
-            eta = (time.perf_counter() - t0) / (base + k) * (total - base - k)
+            spent = base_work + k * each
+            eta = (time.perf_counter() - t0) / spent * max(0.0, work["total"] - spent)
             progress(ProgressEvent(Stage.RANK, base + k, total, f"{what} ({base + k}/{total} probes), about {eta:.0f} s left"))
 
         out = pool.measure_many(requests, on_result)
         done += len(requests)
+        work["done"] = base_work + len(requests) * each
         return out
 
     def both_views(todo: list, samples: int, what: str) -> tuple[list[UnitHarm], float]:
@@ -186,7 +195,7 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
         requests = [ProbeRequest(samples=cut)]
         for u in todo:
             requests += [ProbeRequest(only=tuple(u), samples=cut), ProbeRequest(fallback=frozenset(u), samples=cut)]
-        res = stage(requests, what)
+        res = stage(requests, what, samples)
         base = res[0].outputs_snr_db
         n = full.head(samples).samples
         return [UnitHarm(tuple(u), tuple(op_types.get(x, "?") for x in u), res[1 + 2 * i].outputs_snr_db,
@@ -197,6 +206,7 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
     if plan.refined:
         shortlist = list(dict.fromkeys(h.nodes for view in ("alone", "gain") for h in ordered[view][:plan.refined]))
         total -= 2 * (min(2 * plan.refined, len(units)) - len(shortlist))  # both views' shortlists overlap: fewer probes
+        work["total"] -= cost(plan.refined_samples, 2 * (min(2 * plan.refined, len(units)) - len(shortlist)))
         refined_list, base = both_views(shortlist, plan.refined_samples,
                                         f"the {len(shortlist)} strongest on {full.head(plan.refined_samples).samples} samples")
         refined = {h.nodes: h for h in refined_list}
@@ -205,7 +215,8 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
     sets = {view: frozenset(n for h in ordered[view][:TOP_SET] for n in h.nodes) for view in ("alone", "gain")}
     final = at_most(plan.final_samples)
     requests = [ProbeRequest(fallback=sets["alone"], samples=final), ProbeRequest(fallback=sets["gain"], samples=final)]
-    res = stage(([ProbeRequest(samples=final)] if own_base else []) + requests, f"each view's top {TOP_SET} together")
+    res = stage(([ProbeRequest(samples=final)] if own_base else []) + requests, f"each view's top {TOP_SET} together",
+                plan.final_samples)
     if own_base:
         base, res = res[0].outputs_snr_db, res[1:]
     top_gain = {"alone": res[0].outputs_snr_db - base, "gain": res[1].outputs_snr_db - base}

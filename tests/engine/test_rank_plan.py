@@ -41,3 +41,44 @@ def test_every_plan_fits_any_budget_that_allows_the_least_plan():
                 assert plan.passes(units) <= budget, (units, screen, budget, plan)
                 assert plan.first_samples <= screen and plan.final_samples <= screen
                 assert not plan.refined or plan.refined_samples >= 2 * plan.first_samples
+
+
+def test_the_time_left_weighs_each_probe_by_its_samples(monkeypatch):
+    """MobileNetV3's ranking said 'about 1 s left' for its last 14 s: the refined stage's probes (32 samples) were
+    counted like the first stage's (4). Where a probe takes exactly (samples + 1) time units, every estimate is exact once
+    the shortlist is known, and an upper bound before (both views' shortlists may overlap)."""
+    import re
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from engine.diagnose import harm_ranking
+    from engine.diagnose.probe_scoring import ProbeData, ProbeMetrics
+
+    clock = [0.0]
+    monkeypatch.setattr(harm_ranking.time, "perf_counter", lambda: clock[0])
+    data = ProbeData(tuple({"x": np.zeros((1, 1), np.float32)} for _ in range(32)), tuple({"y": np.zeros(1)} for _ in range(32)))
+    units = [(f"n{i}",) for i in range(40)]
+    durations: list[float] = []
+
+    class Pool:
+        probe = SimpleNamespace(units=units, data=data)
+
+        def measure_many(self, requests, on_result):
+            out = []
+            for k, r in enumerate(requests, 1):
+                took = data.head(r.samples or data.samples).samples + 1
+                clock[0] += took
+                durations.append(took)
+                out.append(ProbeMetrics(1.0, 30.0, 30.0 - len(r.only or ()) - 0.1 * len(r.fallback), None, None, None, took))
+                on_result(k, len(requests))
+            return out
+
+    events = []
+    harm_ranking.rank_units(Pool(), {u[0]: "Conv" for u in units}, events.append, budget_passes=400)
+    assert len({d for d in durations}) > 1  # stages on different sample counts
+    later = [k for k, e in enumerate(events) if not e.message.startswith("every unit")]
+    assert later and later[0] > 0
+    for k, e in enumerate(events):
+        left, exact = float(re.search(r"about (\d+) s left", e.message).group(1)), round(sum(durations[k + 1:]))
+        assert (left == exact) if k in later else (left >= exact), (k, e.message, exact)
