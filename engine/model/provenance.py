@@ -4,7 +4,8 @@ Pre-processing rewrites a graph: BatchNormalization folds into the Conv before i
 or an optimizer may expand one op into several (HardSwish into HardSigmoid and Mul), and unnamed nodes get generated
 names. A user looks for the names (or, where the file has none, the position) of their own file, so every prepared
 node carries its origins, matched by what survives a rewrite:
-  1. the same node name (a node the file named, or our generated name for an unnamed one, kept by the rewrite);
+  1. the same node name (a node the file named, or our generated name for an unnamed one, kept by the rewrite), or that
+     name with a fusion's suffix: ONNX Runtime names a fused node '<first node>/<Kind>Fusion' (MatMul.0/MatMulAddFusion);
   2. the same output tensor name (a fused node writes the tensor of the node it absorbed: Conv takes BN's output);
   3. for a node the rewrite created with new tensors, the origins of the nearest nodes it feeds (or is fed by)."""
 
@@ -46,6 +47,9 @@ def provenance(original: onnx.ModelProto, named: onnx.ModelProto, prepared: onnx
         mine = set()
         if node.name in by_name:
             mine.add(by_name[node.name])
+        first, _, kind = node.name.rpartition("/")
+        if kind.endswith("Fusion") and first in by_name:
+            mine.add(by_name[first])
         mine.update(by_output[o] for o in node.output if o in by_output)
         found[node.name] = mine
     producers = {o: n for n in prepared.graph.node for o in n.output}
