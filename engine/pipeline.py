@@ -274,13 +274,12 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
                        memory_budget=cfg.memory_bytes, dynamic_batch=model_info(reference).fixed_batch is None,
                        auto_cache=cfg.cache_auto)
     why = (meta := cache.meta).get("inputs_only_because") if writer is not None and not cache.meta["with_reference"] else None
+    # why == "cheaper" warns of nothing: recomputing is the faster choice (cache_policy), and the cache's meta.json says so;
+    # shown in the dashboard it told a browser user to set the server's QUANTSCOPE_CACHE_MB
     if why == "budget":
         warnings += (f"The batch cache kept only the inputs: the reference tensors outgrew its budget of "
                      f"{meta['budget_bytes'] // MB} MB (QUANTSCOPE_CACHE_MB, at most half the free disk space), "
                      "so each rebuild runs the FP32 model again.",)
-    elif why == "cheaper":
-        warnings += ("The batch cache kept only the inputs: this model computes its tensors faster than a disk writes "
-                     "and reads them back, so each rebuild runs the FP32 model again (set QUANTSCOPE_CACHE_MB to keep them).",)
     elif why == "passes":
         warnings += (f"The comparison observed the tensors in {lw.passes} passes to stay within its memory budget "
                      f"({cfg.memory_bytes // MB} MB, QUANTSCOPE_MEMORY_MB), so the batch cache kept only the inputs and each "
