@@ -33,13 +33,14 @@ from engine.run_config import RunConfig
 from engine.run_index import RunIndex, RunRecord, RunStatus
 from engine.runs import RunFolder
 from engine.settings import Settings
+from engine.sweep import SCREEN_SAMPLES as SWEEP_SCREEN_SAMPLES
 from engine.sweep import SELECT_METRICS, SweepResult, SweepRow, load_sweep, sweep
 
 __all__ = [
     "FLOOR_DB",
     "compare", "rebuild", "load_result", "effective_batch_size",
     "doctor", "doctor_lines", "sensitivity", "autofallback", "search_fallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
-    "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS",
+    "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
     "QuantConfig", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",
     "ComparisonResult", "Summary", "OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "RunFolder", "RunConfig", "Settings",

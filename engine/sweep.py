@@ -47,7 +47,7 @@ from engine.runs import RunFolder
 from engine.scale import SerialExecutor
 from engine.settings import Settings
 
-__all__ = ["SweepConfig", "SweepRow", "SweepResult", "sweep", "load_sweep", "SELECT_METRICS"]
+__all__ = ["SweepConfig", "SweepRow", "SweepResult", "sweep", "load_sweep", "SELECT_METRICS", "SCREEN_SAMPLES"]
 
 SELECT_METRICS = ("snr_db", "cosine", "top1_agreement", "accuracy")
 
@@ -130,6 +130,8 @@ class SweepResult:
         return {"select": self.select, "executor": self.executor, "timings": {k: round(v, 3) for k, v in self.timings.items()},
                 "rows": [r.to_dict() for r in self.rows]}
 
+
+SCREEN_SAMPLES = 8  # samples of each configuration's quick culprit ranking
 
 def _configs(methods, percentiles, op_type_sets, precisions) -> list[SweepConfig]:
     specs = []
@@ -253,7 +255,7 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
           data: str | os.PathLike | None = None, labels: str | os.PathLike | None = None,
           methods: Sequence = ("minmax", "entropy", "percentile"), percentiles: Sequence[float] = (99.999,),
           op_type_sets: Sequence[Sequence[str]] = (TRT_INT8_OP_TYPES,), precisions: Sequence = ("int8",), batch_size: int = 8,
-          provider: str = "auto", images: ImagePreprocess | None = None, screen_samples: int = 8, latency_runs: int = 10,
+          provider: str = "auto", images: ImagePreprocess | None = None, screen_samples: int = SCREEN_SAMPLES, latency_runs: int = 10,
           select: str = "snr_db", progress: ProgressCallback = no_progress, executor=None,
           settings: Settings | None = None, model_names: Sequence[str] | None = None) -> SweepResult:
     """Every configuration of every model; see the module's docstring. executor: an engine.scale executor (serial by

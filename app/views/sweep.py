@@ -72,7 +72,11 @@ else:
     st.warning(f"No configuration has a {sw.SELECT_LABELS.get(result.select, result.select)}, so none is marked best; pick "
                "another Best by and sweep again.")
 st.caption(f"Batch {swept.batch}, provider {swept.provider}; {sum(r.seconds for r in rows):.1f} s over all configurations. "
-           "Click a column's header to sort.")
+           f"Click a column's header to sort. Each culprit comes from a quick ranking on the first {engine.SWEEP_SCREEN_SAMPLES} samples, "
+           "and cosine is a "
+           "mean over batches of this size, so a comparison at another batch size or ranking sample count can name another "
+           "culprit and a slightly different cosine (SNR does not depend on either); open a configuration for its full "
+           "ranking.")
 if swept.inputs is None:
     st.warning(f"The files this sweep ran on ({swept.model_name}) are no longer in this workspace, so its configurations cannot "
                "be opened; load them again on the Load page and sweep again.")
