@@ -13,6 +13,7 @@ index keeps a hash, so knowing a folder name or a run number never opens somebod
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import os
 import secrets
@@ -141,8 +142,24 @@ class RunRecord:
         except QuantScopeError:
             raise self._not_finished() from None
 
+    def data_text(self) -> str:
+        """What the run compared on, from its results: samples, whether they had labels, and the calibration (two runs
+        of one model on other data looked the same in History)."""
+        folder = self.result_dir()
+        if folder is None or self.is_sweep:
+            return ""
+        try:
+            summary = json.loads((folder / "summary.json").read_text())
+            calibration = summary["config"]["calibration"]
+            if calibration == "percentile":
+                calibration += f" {summary['config']['percentile']:g}"
+            labelled = summary["task"].get("reference_accuracy") is not None
+            return f"{summary['samples']} samples{', labelled' if labelled else ''}; {calibration}, {summary['config']['precision']}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return ""
+
     def as_row(self) -> dict:
-        return {"run": self.id, "status": self.status.value, "kind": self.kind, "model": self.model,
+        return {"run": self.id, "status": self.status.value, "kind": self.kind, "model": self.model, "data": self.data_text(),
                 "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started)),
                 "snr_db": self.snr_db, "cosine": self.cosine, "top1_agreement": self.top1_agreement,
                 "top_culprit": self.top_culprit or "", "fallback": ", ".join(self.fallback) or "-",

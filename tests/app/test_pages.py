@@ -126,6 +126,8 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     rows = at.dataframe[0].value
     assert list(rows["kind"]) == ["compare", "rebuild"] and list(rows["status"]) == ["done", "done"]
     assert list(rows["snr_db"]) == pytest.approx([before_snr, after_snr])
+    # which data each run compared on (two runs of one model on other data looked the same)
+    assert list(rows["data"]) == [f"{result.summary.samples} samples, labelled; minmax, int8"] * 2
 
 
 def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp_path):
