@@ -1,9 +1,8 @@
 """Ray against serial, for sensitivity probes and for a calibration sweep, with the results compared.
 
-    python bench/bench_scale.py --model M.onnx --data D.npz [--provider cuda] [--batch 4] [--parts sensitivity,sweep]
+    python bench/bench_scale.py --model M.onnx --data D.npz [--provider cuda] [--batch 4] [--parts sensitivity,sweep] [--rounds 3]
 
-Serial runs in this process; Ray starts a local runtime (`--ray auto`: this machine's cores, and on a GPU several
-actors sharing each GPU). The Ray runtime's start and its actors' first sessions are timed apart (a warm-up probe
+Serial runs in this process; Ray starts a local runtime (`--ray auto`: this machine's cores, and an actor a GPU). The Ray runtime's start and its actors' first sessions are timed apart (a warm-up probe
 round), as they are paid once per session. Prints the card or CPU; writes $OUT/scale_bench.json (or bench/out)."""
 
 from __future__ import annotations
@@ -42,6 +41,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--samples", type=int, default=0, help="sensitivity samples (0: all)")
     ap.add_argument("--parts", default="sensitivity,sweep")
+    ap.add_argument("--rounds", type=int, default=1, help="sensitivity: serial and Ray alternated this many times (this "
+                    "host's timings drift by tens of percent; alternating keeps the comparison fair)")
     args = ap.parse_args()
     out = Path(os.environ.get("OUT", ROOT / "bench" / "out"))
     out.mkdir(parents=True, exist_ok=True)
@@ -57,23 +58,27 @@ def main() -> None:
         if "sensitivity" in args.parts:
             samples = args.samples or None
             t0 = time.perf_counter()
-            serial = engine.sensitivity(run, samples=samples, pools=SerialExecutor().probe_pool)  # one probe at a time
-            serial_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
             local = engine.sensitivity(run, samples=samples)  # the default pool
             local_s = time.perf_counter() - t0
-            cols = [c for c in serial.columns if c != "probe_seconds"]
             t0 = time.perf_counter()
             engine.sensitivity(run, samples=4, pools=ex.probe_pool)  # actors start, build their sessions, warm up
             warm_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            on_ray = engine.sensitivity(run, samples=samples, pools=ex.probe_pool)
-            ray_s = time.perf_counter() - t0
-            res["sensitivity"] = {"units": len(serial), "probes": 2 * len(serial) + 1, "serial_s": round(serial_s, 2),
-                                  "local_default_s": round(local_s, 2),
+            rounds = []
+            for _ in range(max(1, args.rounds)):
+                t0 = time.perf_counter()
+                serial = engine.sensitivity(run, samples=samples, pools=SerialExecutor().probe_pool)  # one probe at a time
+                serial_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                on_ray = engine.sensitivity(run, samples=samples, pools=ex.probe_pool)
+                ray_s = time.perf_counter() - t0
+                cols = [c for c in serial.columns if c != "probe_seconds"]
+                rounds.append({"serial_s": round(serial_s, 2), "ray_s": round(ray_s, 2), "speedup": round(serial_s / ray_s, 2),
+                               "identical": bool(serial[cols].set_index("node").equals(on_ray[cols].set_index("node")))})
+                print("sensitivity round", rounds[-1], flush=True)
+            res["sensitivity"] = {"units": len(serial), "probes": 2 * len(serial) + 1, "local_default_s": round(local_s, 2),
                                   "local_identical": bool(serial[cols].set_index("node").equals(local[cols].set_index("node"))),
-                                  "ray_s": round(ray_s, 2), "ray_warmup_s": round(warm_s, 2), "speedup": round(serial_s / ray_s, 2),
-                                  "identical": bool(serial[cols].set_index("node").equals(on_ray[cols].set_index("node")))}
+                                  "ray_warmup_s": round(warm_s, 2), "rounds": rounds,
+                                  "speedup": [r["speedup"] for r in rounds], "identical": all(r["identical"] for r in rounds)}
             print("sensitivity", res["sensitivity"], flush=True)
         if "sweep" in args.parts:
             kw = {"methods": ("minmax", "entropy", "percentile"), "batch_size": args.batch, "provider": args.provider,
