@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,6 +169,13 @@ class Summary:
     unmodified_candidate_batches: int = 0
     passes: int = 1  # candidate/reference passes per batch (tensors observed in groups when one pass would not fit memory)
     engine: dict | None = None  # TensorRT: the engine's layers, Reformat count and precisions
+
+    def file_stem(self) -> str:
+        """What this build's downloads are named after: the user's model and the build, e.g. 'resnet18_int8_2fp16'
+        (two nodes in FP16 fallback), never the run folder's generic candidate.onnx."""
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem).strip("._") or "model"
+        build = self.config.precision.value + (f"_{len(self.fallback)}{self.fallback_precision.value}" if self.fallback else "")
+        return f"{stem}_{build}"
 
     def to_dict(self) -> dict:
         d = {

@@ -108,10 +108,11 @@ report = cached.report(key, lambda: build_report(result.layers, s, before.layers
                                                  before.summary if before is not None else None, command,
                                                  tuple(a.sentence for a in s.amplifiers[:5])))
 d1, d2, d3, d4, d5 = st.columns(5)
-d1.download_button("Rebuilt Q/DQ model (.onnx)", (files / "candidate.onnx").read_bytes, "candidate.onnx")
-d2.download_button("layers.csv", (files / "layers.csv").read_bytes, "layers.csv")
-d3.download_button("summary.json", (files / "summary.json").read_bytes, "summary.json")
-d4.download_button("HTML report", report, "quantscope_report.html", mime="text/html",
+stem = s.file_stem()  # the user's model and this build, not the run folder's candidate.onnx
+d1.download_button("Rebuilt Q/DQ model (.onnx)", (files / "candidate.onnx").read_bytes, f"{stem}.onnx")
+d2.download_button("layers.csv", (files / "layers.csv").read_bytes, f"{stem}_layers.csv")
+d3.download_button("summary.json", (files / "summary.json").read_bytes, f"{stem}_summary.json")
+d4.download_button("HTML report", report, f"{stem}_report.html", mime="text/html",
                    help=f"{len(report.encode()) / 1e6:.2f} MB; its plots load plotly.js from {PLOTLY_JS_NAME} beside it, else online.")
 d5.download_button(PLOTLY_JS_NAME, plotly_js, PLOTLY_JS_NAME, mime="text/javascript",
                    help="Save it next to the HTML report to view the report's plots offline.")

@@ -86,3 +86,16 @@ def test_load_result_reads_back_the_same_typed_summary(clean_run):
     assert loaded.summary.outputs == clean_run.summary.outputs
     assert loaded.final_output().fusion_disagrees is False
     assert [c.node for c in loaded.summary.culprits] == [c.node for c in clean_run.summary.culprits]
+
+
+def test_downloads_are_named_after_the_users_model_and_the_build(clean_run):
+    from dataclasses import replace
+
+    from engine.quantize.config import FallbackPrecision, Precision
+
+    s = clean_run.summary  # compared from resnet_digits.onnx, nothing in fallback
+    assert s.file_stem() == "resnet_digits_int8"
+    two = replace(s, model="my model (v2).onnx", fallback=("a", "b"), fallback_precision=FallbackPrecision.FP32,
+                  config=replace(s.config, precision=Precision.FP8))
+    assert two.file_stem() == "my_model_v2_fp8_2fp32"  # what a browser saves, never candidate.onnx
+    assert replace(s, model="../..onnx").file_stem() == "model_int8"  # nothing usable left of the name
