@@ -112,7 +112,9 @@ stem = s.file_stem()  # the user's model and this build, not the run folder's ca
 d1.download_button("Rebuilt Q/DQ model (.onnx)", (files / "candidate.onnx").read_bytes, f"{stem}.onnx")
 d2.download_button("layers.csv", (files / "layers.csv").read_bytes, f"{stem}_layers.csv")
 d3.download_button("summary.json", (files / "summary.json").read_bytes, f"{stem}_summary.json")
-d4.download_button("HTML report", report, f"{stem}_report.html", mime="text/html",
+# every download deferred (made on the click): a page rerun replaces an eager button's file, and a click in between
+# found it gone (MediaFileStorageError), seen while a job's progress reran the page
+d4.download_button("HTML report", lambda: report, f"{stem}_report.html", mime="text/html",
                    help=f"{len(report.encode()) / 1e6:.2f} MB; its plots load plotly.js from {PLOTLY_JS_NAME} beside it, else online.")
 d5.download_button(PLOTLY_JS_NAME, plotly_js, PLOTLY_JS_NAME, mime="text/javascript",
                    help="Save it next to the HTML report to view the report's plots offline.")
