@@ -28,7 +28,7 @@ from engine.pipeline import compare, effective_batch_size, load_result, rebuild
 from engine.progress import ProgressCallback, ProgressEvent, Stage
 from engine.quantize import TRT_INT8_OP_TYPES, CalibrationMethod, FallbackPrecision, Precision, QuantConfig, RangeOverride
 from engine.report_data import QuantizedReader, quantized_readers, run_neighbourhood
-from engine.results import Amplifier, ComparisonResult, Culprit, OutputMetrics, RankingInfo, Summary
+from engine.results import Amplifier, ComparisonResult, Culprit, OutputMetrics, RankingInfo, Summary, not_like_for_like
 from engine.run_config import RunConfig
 from engine.run_index import RunIndex, RunRecord, RunStatus
 from engine.runs import RunFolder
@@ -43,7 +43,7 @@ __all__ = [
     "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
     "QuantConfig", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",
-    "ComparisonResult", "Summary", "OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "RunFolder", "RunConfig", "Settings",
+    "ComparisonResult", "Summary", "not_like_for_like", "OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "RunFolder", "RunConfig", "Settings",
     "METRICS", "Metric", "format_metric", "neighbourhood", "Neighbourhood", "tensor_view", "TensorView",
     "load_model", "load_model_bytes", "model_info", "ModelInfo", "TensorSpec",
     "load_data", "load_labels", "ArraySource", "BatchSource", "ImagePreprocess",

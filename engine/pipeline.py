@@ -169,7 +169,7 @@ def compare(
                         backend=choice.backend.name, quant=config, samples=eval_src.num_samples,
                         calibration_samples=calib_src.num_samples, has_labels=label_arr is not None, cache_bytes=cache_bytes,
                         memory_bytes=settings.memory_bytes, screen_samples=screen_samples, images=images,
-                        model_sha256=prepared.digest, cache_auto=cache_auto)
+                        model_sha256=prepared.digest, data_sha256=eval_src.content_digest() or "", cache_auto=cache_auto)
         cfg = cfg.updated(fallback=resolve_fallback(config.fallback, reference, prepared.provenance, config.op_types))
         check_fallback(cfg, reference)
         # the all-INT8 graph of this calibration and quantization too, where an earlier compare kept it

@@ -14,7 +14,7 @@ from engine.compare.task_metrics import TaskMetrics
 from engine.quantize.config import FallbackPrecision, QuantConfig
 
 __all__ = ["OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB",
-           "json_number", "read_number"]
+           "json_number", "read_number", "not_like_for_like"]
 
 FUSION_DISAGREEMENT_DB = 1.0
 
@@ -169,6 +169,8 @@ class Summary:
     unmodified_candidate_batches: int = 0
     passes: int = 1  # candidate/reference passes per batch (tensors observed in groups when one pass would not fit memory)
     engine: dict | None = None  # TensorRT: the engine's layers, Reformat count and precisions
+    model_sha256: str = ""  # what was compared: the model file's and the samples' content digests ("": not known)
+    data_sha256: str = ""
 
     def file_stem(self) -> str:
         """What this build's downloads are named after: the user's model and the build, e.g. 'resnet18_int8_2fp16'
@@ -192,6 +194,7 @@ class Summary:
             "timings": {k: round(float(v), 4) for k, v in self.timings.items()},
             "not_observable": list(self.not_observable), "warnings": list(self.warnings), "recalibrated": self.recalibrated,
             "unmodified_candidate_batches": self.unmodified_candidate_batches, "passes": self.passes,
+            "model_sha256": self.model_sha256, "data_sha256": self.data_sha256,
         }
         if self.engine is not None:
             d["engine"] = self.engine
@@ -212,7 +215,8 @@ class Summary:
             ranking=RankingInfo.from_dict(d.get("ranking")), amplifiers=tuple(Amplifier.from_dict(a) for a in d.get("amplifiers", ())),
             not_observable=tuple(d.get("not_observable", ())), warnings=tuple(d.get("warnings", ())),
             recalibrated=bool(d.get("recalibrated", True)), unmodified_candidate_batches=int(d.get("unmodified_candidate_batches", 0)),
-            passes=int(d.get("passes", 1)), engine=d.get("engine"),
+            passes=int(d.get("passes", 1)), engine=d.get("engine"), model_sha256=d.get("model_sha256", ""),
+            data_sha256=d.get("data_sha256", ""),
         )
 
 
@@ -236,3 +240,16 @@ class ComparisonResult:
 
     def to_dict(self) -> dict:
         return self.summary.to_dict()
+
+
+def not_like_for_like(a: Summary, b: Summary) -> str | None:
+    """One sentence where two results differ in more than the build (another model file, other samples), so their
+    difference is not the build's alone; None where they compared the same model on the same data (or cannot tell)."""
+    if a.model_sha256 and b.model_sha256 and a.model_sha256 != b.model_sha256:
+        files = f"{a.model} and {b.model}" if a.model != b.model else f"two versions of {a.model}"
+        return f"These runs are of different model files ({files}), so their difference is not the build's alone."
+    if a.samples != b.samples or (a.data_sha256 and b.data_sha256 and a.data_sha256 != b.data_sha256):
+        counts = f"{a.samples} and {b.samples} samples" if a.samples != b.samples else f"{a.samples} samples each"
+        return (f"These runs compared on different data ({counts}), so part of their difference is the data's, not the "
+                "build's; compare them on the same data to see what the build changed.")
+    return None

@@ -35,6 +35,7 @@ class RunConfig:
     screen_samples: int = DEFAULT_SCREEN_SAMPLES  # the ranking's probes run on this many samples (0: no ranking probes)
     images: ImagePreprocess | None = None  # how image folders were turned into arrays (for the equivalent command)
     model_sha256: str = ""
+    data_sha256: str = ""  # the compared samples' content digest ("": not known cheaply, e.g. an image folder)
     cache_auto: bool = False  # the batch cache keeps reference tensors only where recomputing them costs more
 
     def updated(self, *, fallback=None, ranges: tuple[RangeOverride, ...] | None = None,
@@ -70,6 +71,7 @@ class RunConfig:
                        samples=int(d["samples"]), calibration_samples=int(d["calibration_samples"]), has_labels=bool(d["has_labels"]),
                        cache_bytes=int(d["cache_bytes"]), memory_bytes=int(d["memory_bytes"]), screen_samples=int(d["screen_samples"]),
                        images=None if images is None else ImagePreprocess(**{k: tuple(v) if isinstance(v, list) else v for k, v in images.items()}),
-                       model_sha256=d.get("model_sha256", ""), cache_auto=bool(d.get("cache_auto", False)))
+                       model_sha256=d.get("model_sha256", ""),
+                       data_sha256=d.get("data_sha256", ""), cache_auto=bool(d.get("cache_auto", False)))
         except (KeyError, TypeError, ValueError):
             raise RunFolderError(f"{where} is not a QuantScope run configuration; run `quantscope compare` again for this folder.") from None

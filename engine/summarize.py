@@ -136,5 +136,5 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
         amplifiers=_amplifiers(lw.layers, view),
         not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
         recalibrated=recalibrated, unmodified_candidate_batches=lw.unmodified_batches, passes=lw.passes,
-        engine=lw.artifacts.get("engine"),
+        engine=lw.artifacts.get("engine"), model_sha256=cfg.model_sha256, data_sha256=cfg.data_sha256,
     )

@@ -92,7 +92,9 @@ if len(ids) >= 2:
         st.stop()
     for col, rec, res in ((c1, finished[a], ra), (c2, finished[b], rb)):
         col.metric(f"Run {rec.id} SNR", f"{res.final_output().snr_db:.2f} dB")
-        col.caption(f"{rec.kind}; fallback: {', '.join(rec.fallback) or '-'}; calibration {res.summary.config.calibration.value}")
+        col.caption(f"{rec.kind} of {rec.model} on {rec.data_text() or 'unknown data'}; fallback: {', '.join(rec.fallback) or '-'}")
+    if caveat := engine.not_like_for_like(ra.summary, rb.summary):
+        st.warning(caveat)
     if set(ra.layers["tensor"]) == set(rb.layers["tensor"]):
         st.plotly_chart(before_after_figure(ra.layers, rb.layers, (f"run {a}", f"run {b}")), key="hist_plot", width="stretch")
     else:

@@ -45,6 +45,7 @@ class ArraySource:
     arrays: Mapping[str, np.ndarray]
     description: str = "data"
     _n: int = field(init=False, repr=False, default=0)
+    _digest: str = field(init=False, repr=False, default="")
 
     def __post_init__(self) -> None:
         if not self.arrays:
@@ -77,11 +78,13 @@ class ArraySource:
             yield {k: np.ascontiguousarray(v[start : start + batch_size]) for k, v in self.arrays.items()}
 
     def content_digest(self) -> str | None:
-        h = hashlib.sha256()
-        for name, arr in sorted(self.arrays.items()):
-            h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
-            h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
-        return h.hexdigest()
+        if not self._digest:  # once: the calibration store and the run's record both ask
+            h = hashlib.sha256()
+            for name, arr in sorted(self.arrays.items()):
+                h.update(f"{name}|{arr.dtype.str}|{arr.shape}|".encode())
+                h.update(memoryview(np.ascontiguousarray(arr)).cast("B"))
+            object.__setattr__(self, "_digest", h.hexdigest())
+        return self._digest
 
 
 def _cap(text: str) -> str:

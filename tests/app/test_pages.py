@@ -130,6 +130,7 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     assert list(rows["snr_db"]) == pytest.approx([before_snr, after_snr])
     # which data each run compared on (two runs of one model on other data looked the same)
     assert list(rows["data"]) == [f"{result.summary.samples} samples, labelled; minmax, int8"] * 2
+    assert not any("different data" in w.value or "different model" in w.value for w in at.warning)  # A/B: like for like
 
 
 def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp_path):

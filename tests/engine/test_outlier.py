@@ -63,6 +63,7 @@ def test_rebuild_fixes_the_outlier_without_recalibrating(outlier_run, clean_run,
     consumer = catalog["models"]["resnet_digits_outlier"]["outlier"]["consumer_nodes"][0]
     fixed = rebuild(run, fallback=[consumer])
     assert fixed.summary.recalibrated is False
+    assert fixed.summary.data_sha256 == before["data_sha256"] != "" and fixed.summary.model_sha256 == before["model_sha256"]
     assert fixed.summary.fallback == (consumer,) and fixed.summary.fp16_nodes == (consumer,)
     assert fixed.final_output().snr_db >= clean_run.final_output().snr_db - 1.0
     assert not bool(fixed.layers.loc[fixed.layers["node"] == consumer, "quantized"].item())
@@ -99,3 +100,22 @@ def test_downloads_are_named_after_the_users_model_and_the_build(clean_run):
                   config=replace(s.config, precision=Precision.FP8))
     assert two.file_stem() == "my_model_v2_fp8_2fp32"  # what a browser saves, never candidate.onnx
     assert replace(s, model="../..onnx").file_stem() == "model_int8"  # nothing usable left of the name
+
+
+def test_two_results_say_when_they_are_not_like_for_like(clean_run, outlier_run):
+    from dataclasses import replace
+
+    from engine import load_result, not_like_for_like
+    from engine.data.source import ArraySource
+
+    a = load_result(clean_run.run_dir).summary  # as History reads it back from summary.json
+    with np.load(SAMPLES / "digits_eval.npz") as z:
+        assert a.data_sha256 == ArraySource(dict(z)).content_digest()  # the compared samples, not the calibration's
+    assert a.model_sha256 and a.model_sha256 != outlier_run.summary.model_sha256
+    assert not_like_for_like(a, clean_run.summary) is None
+    assert not_like_for_like(a, outlier_run.summary) == ("These runs are of different model files (resnet_digits.onnx and "
+                                                         "resnet_digits_outlier.onnx), so their difference is not the build's alone.")
+    other = replace(a, data_sha256="0" * 64)
+    assert not_like_for_like(a, other).startswith(f"These runs compared on different data ({a.samples} samples each)")
+    assert not_like_for_like(a, replace(a, samples=7)).startswith(f"These runs compared on different data ({a.samples} and 7 samples)")
+    assert not_like_for_like(a, replace(a, data_sha256="")) is None  # an image folder's digest is not known: no claim
