@@ -66,7 +66,7 @@ job_panel("compare", slots)
 result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is not None:
     s = result.summary
-    st.success(s.headline)
+    st.info(s.headline, icon=":material/troubleshoot:")  # a finding, good or bad: never the green of a success
     out = result.final_output()
     t = s.task
     shown = [("Final-output SNR", f"{engine.format_metric('snr_db', out.snr_db)} dB", None),
