@@ -109,12 +109,13 @@ report = cached.report(key, lambda: build_report(result.layers, s, before.layers
                                                  tuple(a.sentence for a in s.amplifiers[:5])))
 d1, d2, d3, d4, d5 = st.columns(5)
 stem = s.file_stem()  # the user's model and this build, not the run folder's candidate.onnx
-d1.download_button("Rebuilt Q/DQ model (.onnx)", (files / "candidate.onnx").read_bytes, f"{stem}.onnx")
-d2.download_button("layers.csv", (files / "layers.csv").read_bytes, f"{stem}_layers.csv")
-d3.download_button("summary.json", (files / "summary.json").read_bytes, f"{stem}_summary.json")
-# every download deferred (made on the click): a page rerun replaces an eager button's file, and a click in between
-# found it gone (MediaFileStorageError), seen while a job's progress reran the page
-d4.download_button("HTML report", lambda: report, f"{stem}_report.html", mime="text/html",
+# Every file is made on the click (deferred) and a click does not rerun the page (on_click="ignore"): each full rerun
+# registers new files and drops the last run's, so a second download clicked while the first one's rerun was under way
+# asked for a dropped file ("Deferred file ... not found" in the server log, nothing saved in the browser).
+d1.download_button("Rebuilt Q/DQ model (.onnx)", (files / "candidate.onnx").read_bytes, f"{stem}.onnx", on_click="ignore")
+d2.download_button("layers.csv", (files / "layers.csv").read_bytes, f"{stem}_layers.csv", on_click="ignore")
+d3.download_button("summary.json", (files / "summary.json").read_bytes, f"{stem}_summary.json", on_click="ignore")
+d4.download_button("HTML report", lambda: report, f"{stem}_report.html", mime="text/html", on_click="ignore",
                    help=f"{len(report.encode()) / 1e6:.2f} MB; its plots load plotly.js from {PLOTLY_JS_NAME} beside it, else online.")
-d5.download_button(PLOTLY_JS_NAME, plotly_js, PLOTLY_JS_NAME, mime="text/javascript",
+d5.download_button(PLOTLY_JS_NAME, plotly_js, PLOTLY_JS_NAME, mime="text/javascript", on_click="ignore",
                    help="Save it next to the HTML report to view the report's plots offline.")

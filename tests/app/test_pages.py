@@ -121,8 +121,9 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     assert shown.delta == f"{after_snr - before_snr:+.2f} dB"  # the improvement the engine reports
     labels = {d.label for d in at.get("download_button")}
     assert {"Rebuilt Q/DQ model (.onnx)", "layers.csv", "summary.json", "HTML report"} <= labels
-    # every download made on the click: an eager one's file is replaced by the next rerun, and a click in between failed
-    assert all(d.proto.deferred_file_id and not d.proto.url for d in at.get("download_button"))
+    # every download made on the click, and no click reruns the page: a rerun drops the files the last run registered,
+    # and a second download clicked during the first one's rerun failed
+    assert all(d.proto.deferred_file_id and not d.proto.url and d.proto.ignore_rerun for d in at.get("download_button"))
 
     at.switch_page("views/history.py").run()
     assert not at.exception
