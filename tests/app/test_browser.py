@@ -235,6 +235,20 @@ def test_renamed_model_names_ticks_views_ranges_and_cancel_in_a_real_browser(ser
         page.get_by_role("button", name="Rebuild with fallback").click()
         page.get_by_text("This rebuild changed: ranges none", exact=False).wait_for(timeout=180_000)
         settle(page)
+        # four downloads clicked in quick succession all arrive, named after the user's model: a click used to rerun the
+        # page, and the next click during that rerun asked for a file the rerun had dropped (nothing was saved)
+        got = []
+        page.on("download", lambda d: got.append(d))
+        for label in ("Rebuilt Q/DQ model (.onnx)", "layers.csv", "summary.json", "HTML report"):
+            page.get_by_role("button", name=label).click()
+            page.wait_for_timeout(150)
+        for _ in range(100):
+            if len(got) == 4:
+                break
+            page.wait_for_timeout(100)
+        assert sorted(d.suggested_filename for d in got) == [
+            "mobile_digits_int8.onnx", "mobile_digits_int8_layers.csv", "mobile_digits_int8_report.html", "mobile_digits_int8_summary.json"]
+        assert all(d.failure() is None for d in got)
         nav(page, "Layers")
         page.get_by_text(f"Inspect {culprit}").wait_for(timeout=60_000)
         assert before_scale != scale.inner_text() and f"{8 / 127:.6g}" in scale.inner_text()
