@@ -14,7 +14,8 @@ from app.inputs import Inputs
 from app.layer_table import origins
 from app.samples import default_name, sample_inputs
 
-__all__ = ["inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes"]
+__all__ = ["inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+           "not_of_inputs_in_use"]
 
 
 def inputs_in_use() -> tuple[Inputs | None, str | None]:
@@ -40,6 +41,20 @@ def inputs_in_use() -> tuple[Inputs | None, str | None]:
         st.warning(blocked)
         st.page_link("views/load.py", label="Go to Load", icon=":material/upload_file:")
     return inputs, blocked
+
+
+def not_of_inputs_in_use(result: engine.ComparisonResult) -> None:
+    """A warning where the result shown is not of the files in use: after other files were applied on the Load page (or
+    a run of another model opened from History), the last result stays, but under the new model's name it read as the
+    new model's (found trying the app on PP-OCRv4's recogniser)."""
+    inputs: Inputs | None = st.session_state.get(state.INPUTS)
+    if inputs is None:
+        return
+    known = st.session_state.get(state.RUN_INPUTS, {}).get(str(result.run_dir))
+    same = known == inputs if known is not None else result.summary.model == inputs.name
+    if not same:
+        st.warning(f"This result is of **{result.summary.model}**, not of the files in use now (**{inputs.name}**), which "
+                   "have not been compared yet: run a comparison on the Compare page to see them.")
 
 
 def amplifier_notes(result: engine.ComparisonResult, limit: int = 3) -> list[str]:

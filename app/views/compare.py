@@ -9,7 +9,7 @@ import engine
 from app import state
 from app.actions import busy, job_panel, run_comparison, show_error
 from app.cached import model_op_types, readers
-from app.summary_view import amplifier_notes, command_expander, inputs_in_use
+from app.summary_view import amplifier_notes, command_expander, inputs_in_use, not_of_inputs_in_use
 from engine import Precision
 
 st.title("Compare FP32 with INT8")
@@ -66,6 +66,7 @@ job_panel("compare", slots)
 result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is not None:
     s = result.summary
+    not_of_inputs_in_use(result)
     st.info(s.headline, icon=":material/troubleshoot:")  # a finding, good or bad: never the green of a success
     out = result.final_output()
     t = s.task

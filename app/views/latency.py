@@ -11,12 +11,14 @@ import engine
 from app import state
 from app.actions import busy, job_panel, submit
 from app.plots import SNR_DISPLAY_CAP, pareto_figure
+from app.summary_view import not_of_inputs_in_use
 
 st.title("Latency and the accuracy trade-off")
 result = st.session_state.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
+not_of_inputs_in_use(result)
 st.caption("Timed with the run's provider at its batch size; ONNX Runtime uses its full graph optimization here "
            "(its real INT8 kernels), while accuracy is measured with Q/DQ computed as written.")
 c1, c2 = st.columns(2)

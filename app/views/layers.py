@@ -14,7 +14,7 @@ from app import layer_table as lt
 from app import state
 from app.inspector import inspector
 from app.plots import layer_figure
-from app.summary_view import amplifier_notes
+from app.summary_view import amplifier_notes, not_of_inputs_in_use
 
 st.title("Per-layer error")
 ss = st.session_state
@@ -23,6 +23,7 @@ if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.page_link("views/compare.py", label="Go to Compare", icon=":material/arrow_forward:")
     st.stop()
+not_of_inputs_in_use(result)
 
 layers: pd.DataFrame = result.layers.reset_index(drop=True)
 summary = result.summary

@@ -10,7 +10,7 @@ from app import cached, state
 from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
 from app.report import PLOTLY_JS_NAME, build_report, plotly_js
-from app.summary_view import command_expander
+from app.summary_view import command_expander, not_of_inputs_in_use
 
 st.title("Rebuild with fallback")
 ss = st.session_state
@@ -18,6 +18,7 @@ result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
+not_of_inputs_in_use(result)
 s = result.summary
 ticks = state.fallback()
 ranges: dict = ss.setdefault(state.RANGES, {})

@@ -9,6 +9,7 @@ import engine
 from app import state
 from app.actions import busy, job_panel, show_error, submit
 from app.plots import sensitivity_figure, tradeoff_figure
+from app.summary_view import not_of_inputs_in_use
 from engine import STRATEGIES, TARGET_METRICS
 
 st.title("Sensitivity and automatic fallback")
@@ -17,6 +18,7 @@ result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
+not_of_inputs_in_use(result)
 run_dir = result.run_dir
 UNITS = [u.value for u in engine.UnitMode]
 
