@@ -15,7 +15,7 @@ import pandas as pd
 import engine
 from app.plots import NOISE_FLOOR_DB
 
-__all__ = ["TICK", "INSPECT", "candidates", "node_rows", "filter_rows", "table_frame", "column_config", "apply_edits",
+__all__ = ["TICK", "INSPECT", "candidates", "ranking_sentence", "origins", "node_rows", "filter_rows", "table_frame", "column_config", "apply_edits",
            "refusal", "printf"]
 
 TICK = "fallback"
@@ -66,6 +66,8 @@ def table_frame(rows: pd.DataFrame, ticks: set[str] | frozenset[str], cands: set
         "original": rows["original"] if "original" in rows else "",
         "op_type": rows["op_type"],
         "alone_snr_db": rows["alone_snr_db"] if "alone_snr_db" in rows else math.nan,
+        "gain_db": rows["gain_db"] if "gain_db" in rows else math.nan,
+        "ranked_on": rows["ranked_on"] if "ranked_on" in rows else pd.NA,
     })
     for m in engine.METRICS:
         if m.column in rows:
@@ -94,7 +96,14 @@ def column_config(st_column_config, precision: str) -> dict:
                                                          "where your file has no name. Search finds these names too."),
         "op_type": cc.TextColumn("op", width="small"),
         "alone_snr_db": cc.NumberColumn("outputs SNR, only it INT8 (dB)", format="%.2f",
-                                        help="The ranking's measure: final-output SNR with only this node in INT8 (lower is worse)."),
+                                        help="Final-output SNR with only this node in INT8 (lower is worse)."),
+        "gain_db": cc.NumberColumn("outputs SNR gain, only it in fallback (dB)", format="%+.2f",
+                                   help="How much falling back only this node raises the final-output SNR from every node in "
+                                        "INT8 (higher is better)."),
+        "ranked_on": cc.NumberColumn("ranked on (samples)", format="%d", width="small",
+                                     help="The samples this node's two outputs-SNR columns were measured on: the ranking "
+                                          "measures every node on a few, then the strongest on more, so compare values "
+                                          "measured on as many samples."),
         "introduced_db": cc.NumberColumn("noise it adds (dB)", format="%.1f",
                                          help="Noise this node adds relative to its output's signal; blank: none measurable."),
         "tensor": cc.TextColumn("output tensor"),
@@ -130,8 +139,14 @@ def ranking_sentence(ranking: engine.RankingInfo) -> str:
     """What the culprit order means, for the Layers page and the report."""
     if ranking.method != "measured harm":
         return "Ranked by the noise each node adds (harm was not measured)."
-    return (f"Ranked by measured harm: the final outputs' SNR with only that node in INT8, on {ranking.samples} samples "
-            f"(lower is worse; probes: {ranking.plan or 'one stage'}).")
+    if ranking.view == "gain":
+        what = (f"Ranked by measured gain: how much falling back only that node raises the final outputs' SNR from "
+                f"{engine.format_metric('snr_db', ranking.all_int8_snr_db)} dB with every node in INT8 (higher first: here "
+                "any one node alone in INT8 costs nearly all of that, so the SNR with only it in INT8 cannot tell them apart)")
+    else:
+        what = "Ranked by measured harm: the final outputs' SNR with only that node in INT8 (lower is worse)"
+    return (f"{what}; the top of the list on {ranking.samples} samples, the rest on as many as the ranked-on column says "
+            f"(probes: {ranking.plan or 'one stage'}).")
 
 
 def origins(layers: pd.DataFrame) -> dict[str, str]:

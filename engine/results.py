@@ -82,18 +82,21 @@ class Culprit:
     snr_db: float  # layerwise view: SNR of its output tensor in the all-INT8 run
     input_snr_db: float
     introduced_db: float
+    samples: int = 0  # how many samples alone_snr_db and gain_db were measured on (0: not measured); a staged ranking
+    # measures the top of the list on more samples than the rest
 
     def to_dict(self) -> dict:
         return {"rank": self.rank, "node": self.node, "nodes": list(self.nodes), "op_type": self.op_type,
                 "alone_snr_db": json_number(self.alone_snr_db), "gain_db": json_number(self.gain_db), "snr_db": json_number(self.snr_db),
-                "input_snr_db": json_number(self.input_snr_db), "introduced_db": json_number(self.introduced_db)}
+                "input_snr_db": json_number(self.input_snr_db), "introduced_db": json_number(self.introduced_db),
+                "samples": self.samples}
 
     @classmethod
     def from_dict(cls, d: dict, rank: int) -> Culprit:
         return cls(int(d.get("rank", rank)), d["node"], tuple(d.get("nodes", (d["node"],))), d["op_type"],
                    read_number(d.get("alone_snr_db")), read_number(d.get("gain_db")), read_number(d.get("snr_db")),
                    read_number(d.get("input_snr_db")),
-                   read_number(d.get("introduced_db")))
+                   read_number(d.get("introduced_db")), int(d.get("samples", 0)))
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def _culprits(layers: pd.DataFrame, ranking: HarmRanking | None, view: GraphView
                 continue  # already in fallback: no longer a candidate
             main = next((n for n in u.nodes if n in view.quantized_nodes), u.nodes[0])
             out.append(Culprit(len(out) + 1, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db,
-                               layer(main, "snr_db"), layer(main, "input_snr_db"), layer(main, "introduced_db")))
+                               layer(main, "snr_db"), layer(main, "input_snr_db"), layer(main, "introduced_db"), u.samples))
         return tuple(out)
     quantized = layers[layers["node"].isin(view.quantized_nodes) & ~layers["node"].isin(fallback)]
     for _, r in rank_culprits(quantized).iterrows():
@@ -101,14 +101,17 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
 
 
 def ranked_layers(layers: pd.DataFrame, culprits: tuple[Culprit, ...]) -> pd.DataFrame:
-    """layers.csv with each candidate node's place in the ranking and its alone-in-INT8 SNR."""
+    """layers.csv with each candidate node's place in the ranking, its alone-in-INT8 SNR, its alone-in-fallback gain and
+    the samples those two were measured on."""
     rank = {n: c.rank for c in culprits for n in c.nodes}
     alone = {n: c.alone_snr_db for c in culprits for n in c.nodes}
     gain = {n: c.gain_db for c in culprits for n in c.nodes}
+    samples = {n: c.samples for c in culprits for n in c.nodes if c.samples}
     out = layers.copy()
     out["rank"] = out["node"].map(rank).astype("Int64")
     out["alone_snr_db"] = out["node"].map(alone).astype(float)
     out["gain_db"] = out["node"].map(gain).astype(float)
+    out["ranked_on"] = out["node"].map(samples).astype("Int64")
     return out
 
 
