@@ -21,7 +21,16 @@ MAX_AMPLIFIERS = 8
 
 
 def _db(x: float) -> str:
-    return "exact (inf dB)" if not np.isfinite(x) else f"{x:.1f} dB"
+    return "not measured" if np.isnan(x) else "exact (inf dB)" if not np.isfinite(x) else f"{x:.1f} dB"
+
+
+def _snr_change(before: float, after: float) -> str:
+    """'falls from A to B', 'rises from A to B' or 'stays at A' as written (to 0.1 dB): a culprit's SNR can rise across
+    it (PP-OCRv4's recogniser: 'falls from 12.3 dB at its input to 12.6 dB')."""
+    a, b = (round(x, 1) if np.isfinite(x) else x for x in (before, after))
+    if a == b:
+        return f"stays at {_db(after)} from its input to its output"
+    return f"{'rises' if b > a else 'falls'} from {_db(before)} at its input to {_db(after)} at its output"
 
 
 def _node_rows(layers: pd.DataFrame) -> dict[str, pd.Series]:
@@ -77,8 +86,7 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
     if not culprits:
         return "No node is left in INT8 to rank: every quantizable node is in fallback or none was quantized."
     top = culprits[0]
-    curve = (f"on the layerwise curve its SNR falls from {_db(top.input_snr_db)} at its input to {_db(top.snr_db)} "
-             f"at its output")
+    curve = f"on the layerwise curve its SNR {_snr_change(top.input_snr_db, top.snr_db)}"
     if ranking is not None and ranking.view == "gain" and not top.gain_db > 0:
         return (f"No single fallback raises the final outputs on the {ranking.samples} samples the ranking measured "
                 f"(every node in INT8: {_db(ranking.all_int8_snr_db)}; the best, {top.node} ({top.op_type}), changes them "
@@ -95,8 +103,8 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
                 f"samples); {curve}.")
     if not top.introduced_db > FLOOR_DB:
         return "No quantized node adds measurable error: the candidate matches the reference."
-    return (f"Error is introduced at node {top.node} ({top.op_type}): SNR falls from {_db(top.input_snr_db)} at its input "
-            f"to {_db(top.snr_db)} at its output (it adds noise at {top.introduced_db:.1f} dB of the signal power; "
+    return (f"Error is introduced at node {top.node} ({top.op_type}): SNR {_snr_change(top.input_snr_db, top.snr_db)} "
+            f"(it adds noise at {top.introduced_db:.1f} dB of the signal power; "
             "ranking by measured harm was skipped).")
 
 

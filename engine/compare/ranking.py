@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pandas as pd
 
 from engine.compare.graph import ObservedTensor
 
-__all__ = ["nsr", "introduced_db", "rank_culprits", "culprit_sentence", "FLOOR_DB"]
+__all__ = ["nsr", "introduced_db", "rank_culprits", "FLOOR_DB"]
 
 FLOOR_DB = -120.0
 
@@ -49,12 +48,3 @@ def rank_culprits(layers: pd.DataFrame) -> pd.DataFrame:
     per_node = layers.sort_values("introduced_db", ascending=False).drop_duplicates("node")
     per_node = per_node[per_node["introduced_db"] > FLOOR_DB]
     return per_node.sort_values(["introduced_db", "order"], ascending=[False, True]).reset_index(drop=True)
-
-
-def culprit_sentence(row: pd.Series) -> str:
-    def db(x: float) -> str:
-        return "exact (inf dB)" if not np.isfinite(x) else f"{x:.1f} dB"
-
-    return (f"Error is introduced at node {row['node']} ({row['op_type']}): SNR falls from {db(row['input_snr_db'])} "
-            f"at its input to {db(row['snr_db'])} at its output (it adds noise at {row['introduced_db']:.1f} dB "
-            "of the signal power).")

@@ -93,3 +93,24 @@ def test_a_ranking_where_no_fallback_helps_says_so_instead_of_a_negative_recover
     assert "--screen-samples" in headline(0.0)
     assert headline(2.5).startswith("Falling back Conv.12 (Conv) recovers the most: alone in fallback it raises the final "
                                     "outputs by +2.5 dB from 63.9 dB SNR")
+
+
+def test_the_headline_says_whether_the_culprits_snr_falls_or_rises_across_it():
+    """PP-OCRv4's recogniser: 'its SNR falls from 12.3 dB at its input to 12.6 dB at its output'."""
+    import math
+
+    import pandas as pd
+
+    from engine.diagnose.harm_ranking import HarmRanking
+    from engine.results import Culprit
+    from engine.summarize import _headline
+
+    def headline(before, after):
+        top = Culprit(1, "Conv.12", ("Conv.12",), "Conv", 14.0, 1.0, after, before, 10.0)
+        return _headline((top,), HarmRanking((), 14.7, 3, 10, 1.0), pd.DataFrame())
+
+    assert headline(12.3, 12.6).endswith("its SNR rises from 12.3 dB at its input to 12.6 dB at its output.")
+    assert headline(30.0, 12.6).endswith("its SNR falls from 30.0 dB at its input to 12.6 dB at its output.")
+    assert headline(12.61, 12.64).endswith("its SNR stays at 12.6 dB from its input to its output.")
+    assert headline(math.inf, 12.6).endswith("its SNR falls from exact (inf dB) at its input to 12.6 dB at its output.")
+    assert "not measured" in headline(math.nan, 12.6)
