@@ -82,7 +82,19 @@ def _amplifiers(layers: pd.DataFrame, view: GraphView) -> tuple[Amplifier, ...]:
     return tuple(list(best.values())[:MAX_AMPLIFIERS])
 
 
-def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame) -> str:
+def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
+              fallback: frozenset[str] = frozenset(), outputs_snr_db: float = math.nan, samples: int = 0) -> str:
+    sentence = _finding(culprits, ranking, layers)
+    if ranking is None or not culprits or not fallback:
+        return sentence
+    # a rebuild keeps the ranking (it measures each node against every node in INT8, whatever the fallback set), and its
+    # numbers read as this build's: on PP-OCRv4's recogniser '14.7 dB' beside this build's 14.46 dB
+    return (f"{sentence} The ranking measured each node against every node in INT8 ({_db(ranking.all_int8_snr_db)} on "
+            f"{ranking.samples} samples), not against this build with {len(fallback)} node(s) in fallback ({_db(outputs_snr_db)} "
+            f"on {samples} samples): with those in fallback, another node's effect can differ.")
+
+
+def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame) -> str:
     if not culprits:
         return "No node is left in INT8 to rank: every quantizable node is in fallback or none was quantized."
     top = culprits[0]
@@ -141,7 +153,9 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
             if ranking is not None else RankingInfo("introduced noise", 0, 0, math.nan))
     return Summary(
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
-        batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(culprits, ranking, lw.layers),
+        batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
+            culprits, ranking, lw.layers, cfg.quant.fallback, next(iter(outputs.values())).snr_db if outputs else math.nan,
+            lw.samples),
         fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view),

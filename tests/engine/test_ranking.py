@@ -114,3 +114,21 @@ def test_the_headline_says_whether_the_culprits_snr_falls_or_rises_across_it():
     assert headline(12.61, 12.64).endswith("its SNR stays at 12.6 dB from its input to its output.")
     assert headline(math.inf, 12.6).endswith("its SNR falls from exact (inf dB) at its input to 12.6 dB at its output.")
     assert "not measured" in headline(math.nan, 12.6)
+
+
+def test_a_rebuilds_headline_says_the_ranking_was_measured_against_every_node_in_int8():
+    """After a rebuild the headline quoted the all-INT8 ranking's 14.7 dB beside the build's 14.46 dB as if one baseline."""
+    import pandas as pd
+
+    from engine.diagnose.harm_ranking import HarmRanking
+    from engine.results import Culprit
+    from engine.summarize import _headline
+
+    top = Culprit(1, "Conv.12", ("Conv.12",), "Conv", 14.0, 1.0, 20.0, 25.0, 10.0)
+    ranking = HarmRanking((), 14.7, 16, 10, 1.0)
+    assert "The ranking measured" not in _headline((top,), ranking, pd.DataFrame())
+    said = _headline((top,), ranking, pd.DataFrame(), frozenset({"Conv.3"}), 14.46, 64)
+    assert said.startswith("Quantizing Conv.12 (Conv) hurts the final outputs most")
+    assert said.endswith("The ranking measured each node against every node in INT8 (14.7 dB on 16 samples), not against "
+                         "this build with 1 node(s) in fallback (14.5 dB on 64 samples): with those in fallback, another "
+                         "node's effect can differ.")
