@@ -203,7 +203,7 @@ def _poll(kind: str) -> None:
     elif job.cancel_requested:
         text = f"cancelling: stops at the next step of {job.stage or 'the job'}"
     else:
-        text = job.message
+        text = job.label()
     c1, c2 = st.columns([6, 1], vertical_alignment="bottom")
     c1.progress(job.fraction, text=f"{text} ({time.perf_counter() - job.submitted:.0f} s)")
     c2.button("Cancel", key=f"cancel_job_{job.id}", on_click=_cancel, args=(job,), disabled=job.cancel_requested,

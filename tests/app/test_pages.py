@@ -458,3 +458,20 @@ def test_progress_labels_name_the_stage_with_totals_and_time_left():
     assert progress_label(ev(engine.Stage.PREPROCESS, 0, 1, "pre-processing the model"), 0.5) == "preprocess: pre-processing the model (0 of 1)"
     assert progress_label(ev(engine.Stage.AUTOFALLBACK, 40, 300, "greedy, greedy round 1: probe 9/33 of this step"), 20.0) == (
         "fallback search: greedy round 1: probe 9/33 of this step, at most about 130 s left")
+    # between events the time left counts down, whoever estimated it, and says when the estimate has run out
+    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 9 s left"), 4.0, 5.2) == "compare: batch 3/20, about 4 s left"
+    assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0, 4.0) == "latency: timing int8 (2/4), about 5 s left"
+    assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0, 30.0) == (
+        "latency: timing int8 (2/4), taking longer than estimated")
+    assert progress_label(ev(engine.Stage.AUTOFALLBACK, 12, 297, "greedy prune, at most about 142 s left"), 6.0, 42.0) == (
+        "fallback search: greedy prune, at most about 100 s left (12 of at most 297)")
+    # before the first item of several is done there is nothing to estimate from, and the label says so
+    assert progress_label(ev(engine.Stage.SWEEP, 0, 2, "configuration minmax"), 0.0, 30.0) == (
+        "sweep: configuration minmax (0 of 2), time left known after the first of 2")
+    from app.jobs import Job
+
+    job = Job(2, "compare", state="running")
+    job.progress(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 9 s left"))
+    job._event_at -= 5.4  # five seconds on, with no event: what the page's poll shows
+    job._stage_started -= 5.4
+    assert job.label() == "compare: batch 3/20, about 4 s left"
