@@ -261,18 +261,19 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
     cache = ReferenceCache(run.cache_dir, budget=cfg.cache_bytes)
     t0 = time.perf_counter()
     if fresh_source is not None:
-        total = -(-fresh_source.num_samples // cfg.batch_size)
+        total = batch_count = -(-fresh_source.num_samples // cfg.batch_size)
         pairs = ((inputs, None, k) for k, inputs in enumerate(fresh_source.batches(cfg.batch_size)))
         writer = cache
     else:
         total = cache.meta["batches"]
+        batch_count = len(set(cache.meta.get("batch_of") or range(total)))
         keep_ref = cache.has_reference and reducer is None  # a device reducer recomputes the reference on the device
         pairs = ((inputs, ref if keep_ref else None, k) for inputs, ref, k in cache.parts())
         writer = None
     lw = run_layerwise(view, reference, emitted.model, backend, pairs, total, reducer=reducer, on_device=reducer is not None,
                        labels=labels, progress=progress, timings=timings, cache=writer, fallback=cfg.quant.fallback,
                        memory_budget=cfg.memory_bytes, dynamic_batch=model_info(reference).fixed_batch is None,
-                       auto_cache=cfg.cache_auto)
+                       auto_cache=cfg.cache_auto, batch_count=batch_count)
     why = (meta := cache.meta).get("inputs_only_because") if writer is not None and not cache.meta["with_reference"] else None
     # why == "cheaper" warns of nothing: recomputing is the faster choice (cache_policy), and the cache's meta.json says so;
     # shown in the dashboard it told a browser user to set the server's QUANTSCOPE_CACHE_MB

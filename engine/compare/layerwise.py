@@ -89,6 +89,7 @@ def run_layerwise(
     memory_budget: int | None = None,
     dynamic_batch: bool = True,
     auto_cache: bool = False,
+    batch_count: int | None = None,
 ) -> LayerwiseRun:
     """pairs: (inputs, reference tensors or None[, batch number]): a batch, or a part of one (the cache's entries).
     Where the reference is None it runs here, marked, on the backend.
@@ -124,7 +125,17 @@ def run_layerwise(
         for a in final.values():
             a.close_batch()
 
-    progress(ProgressEvent(Stage.COMPARE, 0, total_batches, "starting sessions"))
+    # total_batches counts the entries of `pairs`; where they are parts of batches (a rebuild reads the cache's
+    # micro-batches), batch_count says how many batches they make, and progress names both: a rebuild of 3 batches of 25
+    # said "batch 3/64"
+    batch_count = batch_count if batch_count is not None else total_batches
+    split = batch_count != total_batches
+
+    def where() -> str:
+        return (f"batch {len(batch_ids)}/{batch_count}, part {entries}/{total_batches}" if split
+                else f"batch {entries}/{total_batches}")
+
+    progress(ProgressEvent(Stage.COMPARE, 0, total_batches, f"starting sessions (0/{batch_count} batches)"))
     with ExitStack() as stack:
         ref_runners: dict[int, object] = {}
         cand_runners: dict[int, object] = {}
@@ -236,7 +247,7 @@ def run_layerwise(
             if entries == 1:
                 first_done = time.perf_counter()  # the first batch carries each session's warm-up
             eta = (time.perf_counter() - started) / entries * (total_batches - entries)
-            progress(ProgressEvent(Stage.COMPARE, entries, total_batches, f"batch {entries}/{total_batches}, about {eta:.0f} s left"))
+            progress(ProgressEvent(Stage.COMPARE, entries, total_batches, f"{where()}, about {eta:.0f} s left"))
         close_batch()
         for t, counts in reducer.take_counts().items():  # histograms a device reducer kept on the device
             acc[t].hist.counts += counts

@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from engine import compare, rebuild
+from engine import Stage, compare, rebuild
 from engine.backends import resolve_backend
 from engine.compare.memory_plan import PEAK_FACTOR, plan_memory
 from engine.diagnose.run_probe import cached_probe_data
@@ -62,7 +62,14 @@ def test_micro_batches_give_the_same_metrics(tmp_path):
     ratio = small.layers["rel_err_median"] / whole.layers["rel_err_median"]
     assert ratio.dropna().between(0.9, 1.1).all()  # a histogram of sampled elements: sampled per part now
     # a rebuild reads the parts the cache kept and gets what a rebuild of the unsplit run gets
-    a, b = rebuild(tmp_path / "a", fallback=["block3_2_conv"]), rebuild(tmp_path / "b", fallback=["block3_2_conv"])
+    said = []
+    a = rebuild(tmp_path / "a", fallback=["block3_2_conv"])
+    b = rebuild(tmp_path / "b", fallback=["block3_2_conv"], progress=lambda ev: said.append(ev))
+    # its progress counts the batches the user chose, and the parts as parts: 3 batches of 25 read "batch 3/64"
+    steps = [ev for ev in said if ev.stage == Stage.COMPARE]
+    parts = steps[0].total
+    assert parts > 10 and steps[0].message == "starting sessions (0/10 batches)"
+    assert steps[-1].done == parts and steps[-1].message.startswith(f"batch 10/10, part {parts}/{parts}, about ")
     np.testing.assert_allclose(_numbers(b).to_numpy(), _numbers(a).to_numpy(), rtol=1e-5, atol=1e-7)  # float32 sums over other chunks
     # latency is timed on whole batches: the parts of one batch are joined again, equal to the unsplit run's batches
     backend = resolve_backend("cpu").backend
