@@ -248,7 +248,9 @@ class ComparisonResult:
 def not_like_for_like(a: Summary, b: Summary) -> str | None:
     """One sentence where two results differ in more than the build (another model file, other samples), so their
     difference is not the build's alone; None where they compared the same model on the same data (or cannot tell)."""
-    if a.model_sha256 and b.model_sha256 and a.model_sha256 != b.model_sha256:
+    digests = bool(a.model_sha256 and b.model_sha256)
+    if (digests and a.model_sha256 != b.model_sha256) or (not digests and a.model != b.model):
+        # without both digests (a run from before they were recorded) the names are all there is to go by
         files = f"{a.model} and {b.model}" if a.model != b.model else f"two versions of {a.model}"
         return f"These runs are of different model files ({files}), so their difference is not the build's alone."
     if a.samples != b.samples or (a.data_sha256 and b.data_sha256 and a.data_sha256 != b.data_sha256):

@@ -119,3 +119,7 @@ def test_two_results_say_when_they_are_not_like_for_like(clean_run, outlier_run)
     assert not_like_for_like(a, other).startswith(f"These runs compared on different data ({a.samples} samples each)")
     assert not_like_for_like(a, replace(a, samples=7)).startswith(f"These runs compared on different data ({a.samples} and 7 samples)")
     assert not_like_for_like(a, replace(a, data_sha256="")) is None  # an image folder's digest is not known: no claim
+    # a run from before digests were recorded: the model names are all there is to go by
+    old = replace(outlier_run.summary, model_sha256="")
+    assert not_like_for_like(a, old).startswith("These runs are of different model files (resnet_digits.onnx and resnet_digits_outlier.onnx)")
+    assert not_like_for_like(a, replace(a, model_sha256="")) is None
