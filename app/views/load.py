@@ -50,6 +50,16 @@ def _is_numbers(text: str) -> bool:
         return False
 
 
+def loaded_sentence(model: str, calib_samples: int, eval_samples: int, data: str | None, labels: str | None) -> str:
+    """What "Use these files" applied, every file named: the labels went unmentioned, so a user could not tell whether
+    accuracy would be measured."""
+    evaluation = (f"{eval_samples} evaluation samples from {data}" if data else
+                  f"evaluation on the same {eval_samples} samples")
+    scored = (f"labels from {labels}, so accuracy is measured too" if labels else
+              "no labels, so outputs are compared without accuracy")
+    return f"Loaded {model} with {calib_samples} calibration samples, {evaluation}, and {scored}."
+
+
 def _apply_upload(files: dict, images: engine.ImagePreprocess | None) -> None:
     """Validates the chosen files in a new upload set and makes them the inputs; on failure the inputs in use stay."""
     sid = st.session_state[state.WORKSPACE]
@@ -85,7 +95,9 @@ def _apply_upload(files: dict, images: engine.ImagePreprocess | None) -> None:
         images=images, sample=False, uploaded_as=tuple((role, files[role].name) for role in paths))
     st.session_state.pop(state.PENDING_UPLOAD, None)
     st.session_state.pop(state.LOAD_FAILED, None)
-    st.success(f"Loaded {files['model'].name} with {calib.num_samples} calibration samples.")
+    st.success(loaded_sentence(files["model"].name, calib.num_samples, n,
+                               files["data"].name if files.get("data") is not None else None,
+                               files["labels"].name if files.get("labels") is not None else None))
 
 
 slots: dict = {}

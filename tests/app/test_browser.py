@@ -287,7 +287,7 @@ def test_upload_flow_in_a_real_browser(server):
         inputs.nth(1).set_input_files(str(samples / "digits_calib.npz"))
         settle(page)
         page.get_by_role("button", name="Use these files").click()
-        page.get_by_text("Loaded resnet_digits.onnx with 128 calibration samples.").wait_for(timeout=60_000)
+        page.get_by_text("Loaded resnet_digits.onnx with 128 calibration samples,", exact=False).wait_for(timeout=60_000)
         settle(page)
         nav(page, "Compare")
         page.get_by_text("Model: resnet_digits.onnx", exact=False).wait_for(timeout=30_000)

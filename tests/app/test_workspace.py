@@ -194,7 +194,8 @@ def test_a_bad_upload_keeps_the_files_already_in_use(runs_root):
         next(b for b in a.button if b.label == "Use these files").click().run()
 
     use(("mine.onnx", good_model), ("calib.npz", (samples / "digits_calib.npz").read_bytes()))
-    assert a.success[0].value == "Loaded mine.onnx with 128 calibration samples."
+    assert a.success[0].value == ("Loaded mine.onnx with 128 calibration samples, evaluation on the same 128 samples, and no "
+                                  "labels, so outputs are compared without accuracy.")
     good = a.session_state[state.INPUTS]
     use(("broken.onnx", good_model[: len(good_model) // 2]), ("calib.npz", (samples / "digits_calib.npz").read_bytes()))
     assert a.error[0].value == ("'broken.onnx' is not a valid ONNX model (the file could not be parsed: DecodeError); "
@@ -211,6 +212,14 @@ def test_a_bad_upload_keeps_the_files_already_in_use(runs_root):
     assert a.warning[0].value == "The last files you tried on the Load page were refused, so this still runs on mine.onnx."
     click(a, "Run comparison")
     assert a.session_state[state.RESULT].summary.model == "mine.onnx"
+
+    # evaluation data and labels are named too: whether accuracy would be measured went unsaid
+    a.switch_page("views/load.py").run()
+    a.file_uploader(key="up_eval").set_value(("eval.npz", (samples / "digits_eval.npz").read_bytes(), "application/octet-stream"))
+    a.file_uploader(key="up_labels").set_value(("y.npy", (samples / "digits_eval_labels.npy").read_bytes(), "application/octet-stream"))
+    use(("mine.onnx", good_model), ("calib.npz", (samples / "digits_calib.npz").read_bytes()))
+    assert a.success[0].value == ("Loaded mine.onnx with 128 calibration samples, 500 evaluation samples from eval.npz, and "
+                                  "labels from y.npy, so accuracy is measured too.")
 
 
 def test_files_chosen_but_not_applied_are_never_replaced_by_the_sample(runs_root):
