@@ -6,7 +6,7 @@ from engine.backends import PROVIDERS, available_providers, resolve_backend
 from engine.compare.metrics import METRICS, Metric, format_metric
 from engine.compare.ranking import FLOOR_DB
 from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, load_labels
-from engine.diagnose import AutoFallbackResult, Target, UnitMode, search_fallback, sensitivity
+from engine.diagnose import AutoFallbackResult, Target, UnitMode, search_fallback, sensitivity, sensitivity_estimate
 from engine.diagnose.autofallback import STRATEGIES
 from engine.diagnose.targets import METRICS as TARGET_METRICS
 from engine.doctor import doctor, doctor_lines
@@ -39,7 +39,7 @@ from engine.sweep import SELECT_METRICS, SweepResult, SweepRow, load_sweep, swee
 __all__ = [
     "FLOOR_DB",
     "compare", "rebuild", "load_result", "effective_batch_size",
-    "doctor", "doctor_lines", "sensitivity", "autofallback", "search_fallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
+    "doctor", "doctor_lines", "sensitivity", "sensitivity_estimate", "autofallback", "search_fallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
     "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
     "QuantConfig", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",

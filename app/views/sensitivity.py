@@ -36,6 +36,7 @@ def apply_suggested(nodes: tuple[str, ...]) -> None:
     ss["qs_applied"] = len(nodes)
 
 
+st.caption(f"Sensitivity measures every fallback candidate alone, both ways: {engine.sensitivity_estimate(result.summary).sentence()}")
 if st.button("Run sensitivity", disabled=busy()):  # queued like every heavy job
     submit("sensitivity", lambda progress: engine.sensitivity(run_dir, progress=progress), keep_sensitivity)
 job_panel("sensitivity")

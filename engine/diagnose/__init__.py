@@ -5,9 +5,9 @@ from engine.diagnose.autofallback import AutoFallbackResult, Step, search_fallba
 from engine.diagnose.harm_ranking import HarmRanking, UnitHarm, rank_units
 from engine.diagnose.probe_scoring import ProbeData, ProbeMetrics
 from engine.diagnose.probes import OutputProbe
-from engine.diagnose.sensitivity import sensitivity
+from engine.diagnose.sensitivity import SensitivityEstimate, sensitivity, sensitivity_estimate
 from engine.diagnose.targets import Target
 from engine.diagnose.units import UnitMode, fallback_units
 
-__all__ = ["sensitivity", "search_fallback", "AutoFallbackResult", "Step", "Target", "OutputProbe", "ProbeData", "ProbeMetrics",
+__all__ = ["sensitivity", "sensitivity_estimate", "SensitivityEstimate", "search_fallback", "AutoFallbackResult", "Step", "Target", "OutputProbe", "ProbeData", "ProbeMetrics",
            "UnitMode", "fallback_units", "HarmRanking", "UnitHarm", "rank_units"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -19,8 +20,10 @@ from engine.diagnose.run_probe import open_probe
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.results import Summary
 
-__all__ = ["sensitivity", "sensitivity_frame", "VIEW_METRICS", "DEFAULT_SENSITIVITY_SAMPLES"]
+__all__ = ["sensitivity", "sensitivity_frame", "sensitivity_estimate", "SensitivityEstimate", "VIEW_METRICS",
+           "DEFAULT_SENSITIVITY_SAMPLES"]
 
 VIEW_METRICS = ("cosine", "snr_db", "outputs_snr_db", "top1_agreement", "accuracy")
 DEFAULT_SENSITIVITY_SAMPLES = 64
@@ -53,6 +56,33 @@ def sensitivity_frame(pool: ProbePool, op_types: dict[str, str], progress: Progr
         row["probe_seconds"] = only.seconds + but.seconds
         rows.append(row)
     return pd.DataFrame(rows).sort_values("only_this_quantized_outputs_snr_db", kind="stable").reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class SensitivityEstimate:
+    """What `sensitivity` of a compared run will cost, told before it starts (PP-OCRv4's recogniser took six minutes
+    with nothing said until the button was clicked)."""
+
+    probes: int  # one all-INT8 run, and two per unit (only it in INT8; every unit but it)
+    samples: int  # each probe runs on this many samples
+    seconds: float  # probes x samples x the comparison's candidate time per sample (nan where it was not timed)
+
+    def sentence(self) -> str:
+        runs = (f"{self.probes} probe runs of the INT8 model on {self.samples} samples each (one with every node in INT8, "
+                "then two per fallback candidate)")
+        if not math.isfinite(self.seconds):
+            return runs + "."
+        return (f"{runs}: about {self.seconds:.0f} s here, counting each probe as one pass of the comparison's INT8 model "
+                "over those samples (that pass observed every tensor; a probe reads only the outputs, so it is often "
+                "less).")
+
+
+def sensitivity_estimate(summary: Summary, samples: int | None = DEFAULT_SENSITIVITY_SAMPLES) -> SensitivityEstimate:
+    """Node units: the run's quantized nodes outside its fallback set."""
+    n = summary.samples if samples is None else min(samples, summary.samples)
+    probes = 1 + 2 * summary.quantized_nodes
+    per_sample = summary.timings.get("candidate", math.nan) / summary.samples if summary.samples else math.nan
+    return SensitivityEstimate(probes, n, probes * n * per_sample)
 
 
 def sensitivity(run_dir: str | os.PathLike, *, provider: str | None = None, samples: int | None = DEFAULT_SENSITIVITY_SAMPLES,
