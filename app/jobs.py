@@ -24,30 +24,34 @@ __all__ = ["Job", "JobQueue", "job_queue", "progress_label"]
 UPPER_BOUND_STAGES = {engine.Stage.AUTOFALLBACK}  # their totals are the most probes a search can take
 
 
+ENGINE_ESTIMATE = re.compile(r",? ?(at most )?about (\d+) s left")  # an estimate the engine's message carries
+
+
 def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: float = 0.0) -> str:
     """'stage: what it does (done/total), about N s left', without repeating what the engine's message already says.
     stage_seconds: the stage's time at the event; since_event: the time since, so the time left counts down between
-    events (a sweep's 80 s configuration showed 'about 81 s left' for all of them) whether the app or the engine
-    estimated it."""
+    events (a sweep's 80 s configuration showed 'about 81 s left' for all of them), whether the engine or the app
+    estimated it. A stage whose last step is done says no time left."""
     message = re.sub(r"^(\w+), \1\b", r"\1", ev.message)  # "greedy, greedy round 1" -> "greedy round 1"
-    message = re.sub(r"(at most )?about (\d+) s left", lambda m: _left(float(m.group(2)) - since_event, bool(m.group(1))), message)
-    text = f"{ev.stage}: {message}" if message else ev.stage
     bound = ev.stage in UPPER_BOUND_STAGES
+    estimate = None  # seconds left at the event
+    if found := ENGINE_ESTIMATE.search(message):
+        estimate, bound = float(found.group(2)), bound or bool(found.group(1))
+        message = (message[:found.start()] + message[found.end():]).strip()
+    elif ev.total > ev.done > 0 and stage_seconds > 1:
+        estimate = stage_seconds / ev.done * (ev.total - ev.done)
+    text = f"{ev.stage}: {message}" if message else ev.stage
     if ev.total > 0 and not re.search(r"\d+/\d+", message):  # the engine's message may count already
         text += f" ({ev.done} of {'at most ' if bound else ''}{ev.total})"
-    if re.search(r"\bs left\b|longer than estimated", message):
+    if ev.total > 0 and ev.done >= ev.total:
         return text
-    if ev.total > ev.done > 0 and stage_seconds > 1:
-        text += ", " + _left(stage_seconds / ev.done * (ev.total - ev.done) - since_event, bound)
+    if estimate is not None:
+        if estimate >= 1:
+            left = estimate - since_event
+            text += f", {'at most ' if bound else ''}about {left:.0f} s left" if left >= 1 else ", taking longer than estimated"
     elif ev.total > 1 and ev.done == 0:
-        text += f", time left known after the first of {ev.total}"
+        text += ", time left known after the first one"
     return text
-
-
-def _left(seconds: float, upper_bound: bool) -> str:
-    if seconds < 1:
-        return "taking longer than estimated"
-    return f"{'at most ' if upper_bound else ''}about {seconds:.0f} s left"
 
 
 @dataclass

@@ -449,7 +449,7 @@ def test_a_cancel_before_a_running_jobs_first_event_still_names_its_stage():
     assert job.stage == engine.Stage.PREPROCESS  # so the page says "during its preprocess stage", not "before it started"
 
 
-def test_progress_labels_name_the_stage_with_totals_and_time_left():
+def test_progress_labels_name_the_stage_with_totals_and_time_left(monkeypatch):
     import engine
     from app.jobs import progress_label
 
@@ -467,14 +467,21 @@ def test_progress_labels_name_the_stage_with_totals_and_time_left():
     assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0, 30.0) == (
         "latency: timing int8 (2/4), taking longer than estimated")
     assert progress_label(ev(engine.Stage.AUTOFALLBACK, 12, 297, "greedy prune, at most about 142 s left"), 6.0, 42.0) == (
-        "fallback search: greedy prune, at most about 100 s left (12 of at most 297)")
+        "fallback search: greedy prune (12 of at most 297), at most about 100 s left")
     # before the first item of several is done there is nothing to estimate from, and the label says so
     assert progress_label(ev(engine.Stage.SWEEP, 0, 2, "configuration minmax"), 0.0, 30.0) == (
-        "sweep: configuration minmax (0 of 2), time left known after the first of 2")
-    from app.jobs import Job
+        "sweep: configuration minmax (0 of 2), time left known after the first one")
+    assert progress_label(ev(engine.Stage.COMPARE, 0, 64, "starting sessions (0/10 batches)"), 0.0, 3.0) == (
+        "compare: starting sessions (0/10 batches), time left known after the first one")
+    # the last step done: no time left, and never 'taking longer' for the engine's final 'about 0 s left'
+    assert progress_label(ev(engine.Stage.COMPARE, 10, 10, "batch 10/10, about 0 s left"), 9.0, 3.0) == "compare: batch 10/10"
+    assert progress_label(ev(engine.Stage.SENSITIVITY, 103, 103, "probe 103/103, about 0 s left"), 9.0, 0.0) == (
+        "sensitivity: probe 103/103")
+    from app import jobs
 
-    job = Job(2, "compare", state="running")
+    job = jobs.Job(2, "compare", state="running")
+    clock = iter([100.0, 105.4])  # the event, then the page's poll five seconds on with no event
+    monkeypatch.setattr(jobs.time, "perf_counter", lambda: next(clock))
+    job._stage_started = 96.0
     job.progress(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 9 s left"))
-    job._event_at -= 5.4  # five seconds on, with no event: what the page's poll shows
-    job._stage_started -= 5.4
     assert job.label() == "compare: batch 3/20, about 4 s left"
