@@ -21,12 +21,21 @@ MAX_AMPLIFIERS = 8
 
 
 def _db(x: float) -> str:
-    return "not measured" if np.isnan(x) else "exact (inf dB)" if not np.isfinite(x) else f"{x:.1f} dB"
+    if np.isnan(x):
+        return "not measured"
+    if np.isinf(x):
+        return "exact (inf dB)" if x > 0 else "-inf dB (no signal)"
+    return f"{x:.1f} dB"
 
 
 def _snr_change(before: float, after: float) -> str:
     """'falls from A to B', 'rises from A to B' or 'stays at A' as written (to 0.1 dB): a culprit's SNR can rise across
-    it (PP-OCRv4's recogniser: 'falls from 12.3 dB at its input to 12.6 dB')."""
+    it (PP-OCRv4's recogniser: 'falls from 12.3 dB at its input to 12.6 dB'). Where either end was not measured it
+    says so rather than compare."""
+    if np.isnan(after):
+        return "was not measured at its output"
+    if np.isnan(before):
+        return f"is {_db(after)} at its output (its input was not measured)"
     a, b = (round(x, 1) if np.isfinite(x) else x for x in (before, after))
     if a == b:
         return f"stays at {_db(after)} from its input to its output"

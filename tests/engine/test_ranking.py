@@ -113,7 +113,9 @@ def test_the_headline_says_whether_the_culprits_snr_falls_or_rises_across_it():
     assert headline(30.0, 12.6).endswith("its SNR falls from 30.0 dB at its input to 12.6 dB at its output.")
     assert headline(12.61, 12.64).endswith("its SNR stays at 12.6 dB from its input to its output.")
     assert headline(math.inf, 12.6).endswith("its SNR falls from exact (inf dB) at its input to 12.6 dB at its output.")
-    assert "not measured" in headline(math.nan, 12.6)
+    assert headline(math.nan, 12.6).endswith("its SNR is 12.6 dB at its output (its input was not measured).")
+    assert headline(12.6, math.nan).endswith("its SNR was not measured at its output.")
+    assert headline(12.0, -math.inf).endswith("its SNR falls from 12.0 dB at its input to -inf dB (no signal) at its output.")
 
 
 def test_a_rebuilds_headline_says_the_ranking_was_measured_against_every_node_in_int8():
