@@ -152,3 +152,16 @@ def test_sensitivity_says_what_it_will_cost_before_it_runs():
     untimed = sensitivity_estimate(SimpleNamespace(samples=8, quantized_nodes=2, timings={}))
     assert untimed.sentence() == ("5 probe runs of the INT8 model on 8 samples each (one with every node in INT8, then "
                                   "two per fallback candidate).")
+
+
+def test_a_rebuilds_outputs_are_measured_as_the_ranking_measures_them():
+    """Every float output against its own signal (the ranking's measure), not the first output alone."""
+    import math
+    from types import SimpleNamespace as Out
+
+    from engine.summarize import _outputs_together
+
+    assert _outputs_together({"boxes": Out(snr_db=20.0), "scores": Out(snr_db=10.0)}) == pytest.approx(-10 * math.log10(0.055))
+    assert _outputs_together({"logits": Out(snr_db=20.0)}) == pytest.approx(20.0)
+    assert _outputs_together({"logits": Out(snr_db=20.0), "label": Out(snr_db=math.nan)}) == pytest.approx(20.0)
+    assert _outputs_together({"logits": Out(snr_db=math.inf)}) == math.inf
