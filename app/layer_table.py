@@ -135,18 +135,22 @@ def refusal(node: str, op_type: str, op_types: tuple[str, ...]) -> str:
             f"{'/'.join(op_types)} node from the ranking.")
 
 
-def ranking_sentence(ranking: engine.RankingInfo) -> str:
-    """What the culprit order means, for the Layers page and the report."""
+def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit, ...] = ()) -> str:
+    """What the culprit order means, for the Layers page and the report. culprits: the list it orders, whose first was
+    measured on its own sample count (a budget-limited ranking measures every unit on fewer samples than its all-INT8
+    figure)."""
     if ranking.method != "measured harm":
         return "Ranked by the noise each node adds (harm was not measured)."
     if ranking.view == "gain":
         what = (f"Ranked by measured gain: how much falling back only that node raises the final outputs' SNR from "
-                f"{engine.format_metric('snr_db', ranking.all_int8_snr_db)} dB with every node in INT8 (higher first: here "
-                "any one node alone in INT8 costs nearly all of that, so the SNR with only it in INT8 cannot tell them apart)")
+                f"{engine.format_metric('snr_db', ranking.all_int8_snr_db)} dB with every node in INT8 (higher first; "
+                "this order was chosen because falling back its top three together recovered more than the top three by "
+                "the SNR with only that node in INT8)")
     else:
         what = "Ranked by measured harm: the final outputs' SNR with only that node in INT8 (lower is worse)"
-    return (f"{what}; the top of the list on {ranking.samples} samples, the rest on as many as the ranked-on column says "
-            f"(probes: {ranking.plan or 'one stage'}).")
+    top = (culprits[0].samples if culprits else 0) or ranking.samples
+    return (f"{what}; the top of the list on {top} sample{'s' if top != 1 else ''}, each node on as many as its ranked-on "
+            f"column says (probes: {ranking.plan or 'one stage'}).")
 
 
 def origins(layers: pd.DataFrame) -> dict[str, str]:

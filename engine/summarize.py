@@ -29,6 +29,10 @@ def _db(x: float) -> str:
     return f"{x:.1f} dB"
 
 
+def _samples(n: int) -> str:
+    return f"{n} sample{'s' if n != 1 else ''}"
+
+
 def _snr_change(before: float, after: float) -> str:
     """'falls from A to B', 'rises from A to B' or 'stays at A' as written (to 0.1 dB): a culprit's SNR can rise across
     it (PP-OCRv4's recogniser: 'falls from 12.3 dB at its input to 12.6 dB'). Where either end was not measured it
@@ -109,20 +113,24 @@ def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers:
         return "No node is left in INT8 to rank: every quantizable node is in fallback or none was quantized."
     top = culprits[0]
     curve = f"on the layerwise curve its SNR {_snr_change(top.input_snr_db, top.snr_db)}"
+    if ranking is not None:
+        # the top unit's numbers come from the stage that measured it, which a budget-limited plan may run on fewer
+        # samples than the all-INT8 figure: say both counts then
+        on = top.samples or ranking.samples
+        base = f"every node in INT8: {_db(ranking.all_int8_snr_db)}" + (f" on {_samples(ranking.samples)}" if on != ranking.samples else "")
     if ranking is not None and ranking.view == "gain" and not top.gain_db > 0:
-        return (f"No single fallback raises the final outputs on the {ranking.samples} samples the ranking measured "
-                f"(every node in INT8: {_db(ranking.all_int8_snr_db)}; the best, {top.node} ({top.op_type}), changes them "
+        return (f"No single fallback raises the final outputs on the {_samples(on)} the ranking measured "
+                f"({base}; the best, {top.node} ({top.op_type}), changes them "
                 f"by {top.gain_db:+.1f} dB): there the INT8 error is no larger than what the fallback precision adds, or the "
                 f"samples are too few to tell; rank on more samples (--screen-samples) before you trust this list. "
                 f"For {top.node}, {curve}.")
     if ranking is not None and ranking.view == "gain":
         return (f"Falling back {top.node} ({top.op_type}) recovers the most: alone in fallback it raises the final outputs "
-                f"by {top.gain_db:+.1f} dB from {_db(ranking.all_int8_snr_db)} SNR (on {ranking.samples} samples; with these "
-                f"outputs any one node's noise alone costs nearly all of it, so the list is ordered by this gain); {curve}.")
+                f"by {top.gain_db:+.1f} dB on {_samples(on)} ({base}; the list is ordered by this gain because falling back its "
+                f"top three together recovered more than the top three by harm); {curve}.")
     if ranking is not None:
         return (f"Quantizing {top.node} ({top.op_type}) hurts the final outputs most: alone in INT8 it brings them to "
-                f"{_db(top.alone_snr_db)} SNR (every node in INT8: {_db(ranking.all_int8_snr_db)}, on {ranking.samples} "
-                f"samples); {curve}.")
+                f"{_db(top.alone_snr_db)} SNR on {_samples(on)} ({base}); {curve}.")
     if not top.introduced_db > FLOOR_DB:
         return "No quantized node adds measurable error: the candidate matches the reference."
     return (f"Error is introduced at node {top.node} ({top.op_type}): SNR {_snr_change(top.input_snr_db, top.snr_db)} "

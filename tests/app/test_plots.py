@@ -367,6 +367,9 @@ def test_the_ranking_sentence_names_the_view_that_orders_the_list():
     gain = dataclasses.replace(alone, view="gain")
     assert lt.ranking_sentence(alone).startswith("Ranked by measured harm: the final outputs' SNR with only that node in INT8")
     assert lt.ranking_sentence(gain).startswith("Ranked by measured gain: how much falling back only that node raises the "
-                                                "final outputs' SNR from 14.70 dB with every node in INT8 (higher first")
+                                                "final outputs' SNR from 14.70 dB with every node in INT8 (higher first; this order was chosen because "
+                                                "falling back its top three together recovered more")
     assert "the top of the list on 16 samples" in lt.ranking_sentence(gain)
+    one = engine.Culprit(1, "Conv.3", ("Conv.3",), "Conv", 30.0, 2.0, 20.0, 25.0, 10.0, samples=1)  # a budget-limited plan
+    assert "the top of the list on 1 sample, each node on as many as its ranked-on column says" in lt.ranking_sentence(alone, (one,))
     assert lt.ranking_sentence(dataclasses.replace(alone, method="introduced noise")).startswith("Ranked by the noise")

@@ -92,7 +92,28 @@ def test_a_ranking_where_no_fallback_helps_says_so_instead_of_a_negative_recover
                                      "(every node in INT8: 63.9 dB; the best, Conv.12 (Conv), changes them by -5.2 dB)")
     assert "--screen-samples" in headline(0.0)
     assert headline(2.5).startswith("Falling back Conv.12 (Conv) recovers the most: alone in fallback it raises the final "
-                                    "outputs by +2.5 dB from 63.9 dB SNR")
+                                    "outputs by +2.5 dB on 3 samples (every node in INT8: 63.9 dB; the list is ordered by "
+                                    "this gain because falling back its top three together recovered more")
+
+
+def test_the_headline_gives_the_sample_counts_of_a_budget_limited_ranking():
+    """Every unit on 1 sample, the all-INT8 figure on 16: the headline quoted one count for both."""
+    import dataclasses
+
+    import pandas as pd
+
+    from engine.diagnose.harm_ranking import HarmRanking
+    from engine.results import Culprit
+    from engine.summarize import _headline
+
+    top = Culprit(1, "Conv.12", ("Conv.12",), "Conv", 40.0, 1.0, 20.0, 25.0, 10.0, samples=1)
+    said = _headline((top,), HarmRanking((), 63.9, 16, 10, 1.0), pd.DataFrame())
+    assert said.startswith("Quantizing Conv.12 (Conv) hurts the final outputs most: alone in INT8 it brings them to 40.0 dB "
+                           "SNR on 1 sample (every node in INT8: 63.9 dB on 16 samples)")
+    same = _headline((dataclasses.replace(top, samples=16),),
+                     HarmRanking((), 63.9, 16, 10, 1.0), pd.DataFrame())
+    assert same.startswith("Quantizing Conv.12 (Conv) hurts the final outputs most: alone in INT8 it brings them to 40.0 dB "
+                           "SNR on 16 samples (every node in INT8: 63.9 dB);")
 
 
 def test_the_headline_says_whether_the_culprits_snr_falls_or_rises_across_it():
