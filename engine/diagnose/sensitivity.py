@@ -78,10 +78,13 @@ class SensitivityEstimate:
 
 
 def sensitivity_estimate(summary: Summary, samples: int | None = DEFAULT_SENSITIVITY_SAMPLES) -> SensitivityEstimate:
-    """Node units: the run's quantized nodes outside its fallback set."""
+    """Node units of the all-INT8 build, as `sensitivity` probes them whatever the run's fallback set: its quantized
+    nodes and those it keeps in fallback. The candidate's time is per pass over the samples (a fixed batch observed in
+    several passes ran it that many times)."""
     n = summary.samples if samples is None else min(samples, summary.samples)
-    probes = 1 + 2 * summary.quantized_nodes
-    per_sample = summary.timings.get("candidate", math.nan) / summary.samples if summary.samples else math.nan
+    probes = 1 + 2 * (summary.quantized_nodes + len(summary.fallback))
+    passes = max(1, summary.passes)
+    per_sample = summary.timings.get("candidate", math.nan) / passes / summary.samples if summary.samples else math.nan
     return SensitivityEstimate(probes, n, probes * n * per_sample)
 
 

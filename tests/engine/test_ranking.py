@@ -10,6 +10,7 @@ import pytest
 from engine import compare, rebuild
 from engine.cli.main import main
 from tests.engine.amplified_model import amplified_data, amplified_model
+from tests.engine.conftest import SAMPLES
 
 QUANTIZED = {"early_conv", "branch1_conv", "branch2_conv", "mid_conv", "fc", "late_conv", "late_fc"}
 
@@ -163,14 +164,14 @@ def test_sensitivity_says_what_it_will_cost_before_it_runs():
 
     from engine import sensitivity_estimate
 
-    ppocr = SimpleNamespace(samples=64, quantized_nodes=51, timings={"candidate": 5.12})  # its comparison's summary
+    ppocr = SimpleNamespace(samples=64, quantized_nodes=51, fallback=(), passes=1, timings={"candidate": 5.12})  # its summary
     est = sensitivity_estimate(ppocr)
     assert (est.probes, est.samples, est.seconds) == (103, 64, pytest.approx(103 * 5.12))
     assert est.sentence().startswith("103 probe runs of the INT8 model on 64 samples each (one with every node in INT8, "
                                      "then two per fallback candidate): about 527 s here")
-    big = sensitivity_estimate(SimpleNamespace(samples=500, quantized_nodes=10, timings={"candidate": 5.0}))
-    assert (big.samples, big.seconds) == (64, pytest.approx(21 * 64 * 0.01))  # the first 64 samples, as it runs
-    untimed = sensitivity_estimate(SimpleNamespace(samples=8, quantized_nodes=2, timings={}))
+    big = sensitivity_estimate(SimpleNamespace(samples=500, quantized_nodes=10, fallback=(), passes=2, timings={"candidate": 10.0}))
+    assert (big.samples, big.seconds) == (64, pytest.approx(21 * 64 * 0.01))  # the first 64 samples; per pass of the data
+    untimed = sensitivity_estimate(SimpleNamespace(samples=8, quantized_nodes=2, fallback=(), passes=1, timings={}))
     assert untimed.sentence() == ("5 probe runs of the INT8 model on 8 samples each (one with every node in INT8, then "
                                   "two per fallback candidate).")
 
@@ -186,3 +187,14 @@ def test_a_rebuilds_outputs_are_measured_as_the_ranking_measures_them():
     assert _outputs_together({"logits": Out(snr_db=20.0)}) == pytest.approx(20.0)
     assert _outputs_together({"logits": Out(snr_db=20.0), "label": Out(snr_db=math.nan)}) == pytest.approx(20.0)
     assert _outputs_together({"logits": Out(snr_db=math.inf)}) == math.inf
+
+
+def test_the_sensitivity_estimate_counts_the_probes_sensitivity_runs_after_a_rebuild(tmp_path):
+    """It probes every unit of the all-INT8 build whatever the fallback set: 15 estimated, 21 run (review)."""
+    from engine import sensitivity, sensitivity_estimate
+
+    compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path, provider="cpu", screen_samples=0)
+    rebuilt = rebuild(tmp_path, fallback=["block3_2_conv", "stem_conv", "block1_1_conv"])
+    est = sensitivity_estimate(rebuilt.summary)
+    frame = sensitivity(tmp_path, samples=8)
+    assert est.probes == 1 + 2 * len(frame) and len(frame) > 3
