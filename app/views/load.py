@@ -50,13 +50,18 @@ def _is_numbers(text: str) -> bool:
         return False
 
 
-def loaded_sentence(model: str, calib_samples: int, eval_samples: int, data: str | None, labels: str | None) -> str:
+def loaded_sentence(model: str, calib_samples: int, eval_samples: int, data: str | None, labels: str | None,
+                    class_scores: bool | None) -> str:
     """What "Use these files" applied, every file named: the labels went unmentioned, so a user could not tell whether
-    accuracy would be measured."""
+    accuracy would be measured (it is only where an output holds N x classes scores)."""
     evaluation = (f"{eval_samples} evaluation samples from {data}" if data else
                   f"evaluation on the same {eval_samples} samples")
-    scored = (f"labels from {labels}, so accuracy is measured too" if labels else
-              "no labels, so outputs are compared without accuracy")
+    if labels is None:
+        scored = "no labels, so outputs are compared without accuracy"
+    elif class_scores is False:
+        scored = f"labels from {labels}, but no output is N x classes scores, so accuracy is not measured"
+    else:
+        scored = f"labels from {labels}, so accuracy is measured" + (" if an output is N x classes scores" if class_scores is None else " too")
     return f"Loaded {model} with {calib_samples} calibration samples, {evaluation}, and {scored}."
 
 
@@ -97,7 +102,7 @@ def _apply_upload(files: dict, images: engine.ImagePreprocess | None) -> None:
     st.session_state.pop(state.LOAD_FAILED, None)
     st.success(loaded_sentence(files["model"].name, calib.num_samples, n,
                                files["data"].name if files.get("data") is not None else None,
-                               files["labels"].name if files.get("labels") is not None else None))
+                               files["labels"].name if files.get("labels") is not None else None, info.class_scores()))
 
 
 slots: dict = {}

@@ -48,6 +48,13 @@ class ModelInfo:
         """The batch size the inputs fix on axis 0, or None when axis 0 is dynamic."""
         return next((t.shape[0] for t in self.inputs if t.shape and isinstance(t.shape[0], int)), None)
 
+    def class_scores(self) -> bool | None:
+        """Whether an output is declared N x classes (rank 2, more than one column), the shape accuracy and top-1
+        agreement are computed on (engine/compare/task_metrics.py); None where an output's rank is not declared."""
+        if any(t.rank == 2 and t.shape[1] != 1 for t in self.outputs):
+            return True
+        return None if any(t.rank is None for t in self.outputs) else False
+
     def to_dict(self) -> dict:
         return {
             "inputs": [{"name": t.name, "shape": t.shape_text(), "dtype": t.dtype} for t in self.inputs],

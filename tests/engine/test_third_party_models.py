@@ -50,3 +50,21 @@ def test_compare_and_rebuild_contract_on_a_model_zoo_graph(name, tmp_path):
     assert result.layers.loc[result.layers["node"] == quantized_culprit, "quantized"].all()
     fixed = rebuild(out, fallback=[quantized_culprit])
     assert fixed.summary.recalibrated is False and fixed.summary.fp16_nodes == (quantized_culprit,)
+
+
+def test_whether_accuracy_can_be_measured_is_read_from_the_declared_outputs():
+    """A classifier zoo graph declares N x 1000 scores; a sequence recogniser (PP-OCRv4: N x T x classes) or a detector
+    declares none, and its labels cannot give an accuracy."""
+    from engine.model.info import ModelInfo, TensorSpec
+
+    for name, scores in (("light_bvlc_alexnet", True), ("light_squeezenet", False)):  # N x 1000; N x 1000 x 1 x 1
+        if (LIGHT / f"{name}.onnx").is_file():
+            assert model_info(onnx.load(LIGHT / f"{name}.onnx")).class_scores() is scores, name
+
+    def declared(*shapes):
+        return ModelInfo((), tuple(TensorSpec(f"o{i}", s, "float32") for i, s in enumerate(shapes)), 0, {}, 17, 8, "")
+
+    assert declared(("N", 6625)).class_scores() is True
+    assert declared(("N", 40, 6625)).class_scores() is False
+    assert declared(("N", 1)).class_scores() is False  # one score: nothing to take the arg-max of
+    assert declared(("N", 40, 6625), None).class_scores() is None  # a rank not declared: cannot tell
