@@ -13,7 +13,7 @@ import streamlit as st
 import engine
 from engine import QuantizedReader, quantized_readers, run_neighbourhood
 
-__all__ = ["ModelFacts", "model_facts", "readers", "neighbourhood", "tensor_view", "report", "stamp"]
+__all__ = ["ModelFacts", "model_facts", "data_digest", "readers", "neighbourhood", "tensor_view", "report", "stamp"]
 
 
 def stamp(path: str | os.PathLike) -> tuple[str, int, int]:
@@ -26,13 +26,28 @@ def stamp(path: str | os.PathLike) -> tuple[str, int, int]:
 class ModelFacts:
     info: engine.ModelInfo
     quantizable: tuple[str, ...]  # nodes of the default INT8 op types, named as in the file ('#index Op' if unnamed)
+    digest: str  # the model's content digest, as a run's summary records it (Summary.model_sha256)
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
 def _model_facts(key: tuple) -> ModelFacts:
     proto = engine.load_model(key[0])
     names = tuple(n.name or f"#{i} {n.op_type}" for i, n in enumerate(proto.graph.node) if n.op_type in engine.TRT_INT8_OP_TYPES)
-    return ModelFacts(engine.model_info(proto), names)
+    return ModelFacts(engine.model_info(proto), names, engine.model_digest(proto))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _data_digest(key: tuple, model_key: tuple, images: engine.ImagePreprocess | None) -> str:
+    try:
+        return engine.load_data(key[0], _model_facts(model_key).info, images=images).content_digest() or ""
+    except engine.QuantScopeError:
+        return ""
+
+
+def data_digest(model: str, data: str, images: engine.ImagePreprocess | None) -> str:
+    """The samples' content digest as a run's summary records it (Summary.data_sha256); "" where it is not known cheaply
+    (an image folder) or the files cannot be read."""
+    return _data_digest(stamp(data), stamp(model), images)
 
 
 def model_facts(path: str) -> ModelFacts:

@@ -9,6 +9,7 @@ import streamlit as st
 
 import engine
 from app import state
+from app.cached import data_digest, model_facts
 from app.command import cli_command
 from app.inputs import Inputs
 from app.layer_table import origins
@@ -46,15 +47,22 @@ def inputs_in_use() -> tuple[Inputs | None, str | None]:
 def not_of_inputs_in_use(result: engine.ComparisonResult) -> None:
     """A warning where the result shown is not of the files in use: after other files were applied on the Load page (or
     a run of another model opened from History), the last result stays, but under the new model's name it read as the
-    new model's (found trying the app on PP-OCRv4's recogniser)."""
+    new model's (found trying the app on PP-OCRv4's recogniser). Model and samples are matched by the content digests
+    the run recorded, so the same files applied again are the same; a run from before digests goes by the model's name."""
     inputs: Inputs | None = st.session_state.get(state.INPUTS)
     if inputs is None:
         return
-    known = st.session_state.get(state.RUN_INPUTS, {}).get(str(result.run_dir))
-    same = known == inputs if known is not None else result.summary.model == inputs.name
-    if not same:
-        st.warning(f"This result is of **{result.summary.model}**, not of the files in use now (**{inputs.name}**), which "
-                   "have not been compared yet: run a comparison on the Compare page to see them.")
+    s = result.summary
+    try:
+        model = model_facts(inputs.model).digest
+    except (engine.QuantScopeError, OSError):
+        return  # the Load page says what is wrong with these files
+    if not (s.model_sha256 == model if s.model_sha256 else s.model == inputs.name):
+        st.warning(f"This result is of **{s.model}**, not of the model in use now (**{inputs.name}**): run a comparison "
+                   "on the Compare page to see that one.")
+    elif s.data_sha256 and (data := data_digest(inputs.model, inputs.data or inputs.calib, inputs.images)) and data != s.data_sha256:
+        st.warning(f"This result compared {s.model} on other samples than the files in use now: run a comparison on the "
+                   "Compare page to see it on these.")
 
 
 def amplifier_notes(result: engine.ComparisonResult, limit: int = 3) -> list[str]:

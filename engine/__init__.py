@@ -27,6 +27,7 @@ from engine.node_view import Neighbourhood, TensorView, neighbourhood, tensor_vi
 from engine.pipeline import compare, effective_batch_size, load_result, rebuild
 from engine.progress import ProgressCallback, ProgressEvent, Stage
 from engine.quantize import TRT_INT8_OP_TYPES, CalibrationMethod, FallbackPrecision, Precision, QuantConfig, RangeOverride
+from engine.quantize.preprocess import model_digest
 from engine.report_data import QuantizedReader, quantized_readers, run_neighbourhood
 from engine.results import Amplifier, ComparisonResult, Culprit, OutputMetrics, RankingInfo, Summary, not_like_for_like
 from engine.run_config import RunConfig
@@ -45,7 +46,7 @@ __all__ = [
     "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",
     "ComparisonResult", "Summary", "not_like_for_like", "OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "RunFolder", "RunConfig", "Settings",
     "METRICS", "Metric", "format_metric", "neighbourhood", "Neighbourhood", "tensor_view", "TensorView",
-    "load_model", "load_model_bytes", "model_info", "ModelInfo", "TensorSpec",
+    "load_model", "load_model_bytes", "model_info", "model_digest", "ModelInfo", "TensorSpec",
     "load_data", "load_labels", "ArraySource", "BatchSource", "ImagePreprocess",
     "PROVIDERS", "available_providers", "resolve_backend",
     "ProgressEvent", "ProgressCallback", "Stage",

@@ -136,15 +136,19 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
 
     # other files applied on the Load page: the last result stays, but says it is not of them
     from app.samples import sample_inputs
-    assert not any("not of the files in use" in w.value for w in at.warning)
+    assert not any("in use now" in w.value for w in at.warning)
     at.session_state[state.INPUTS] = sample_inputs("mobile_digits")
     for page in ("views/compare.py", "views/layers.py", "views/rebuild.py"):
         at.switch_page(page).run()
-        assert any(w.value.startswith("This result is of **resnet_digits_outlier**, not of the files in use now "
+        assert any(w.value.startswith("This result is of **resnet_digits_outlier**, not of the model in use now "
                                       "(**mobile_digits**)") for w in at.warning), page
-    at.session_state[state.INPUTS] = sample_inputs("resnet_digits_outlier")
+    same = sample_inputs("resnet_digits_outlier")
+    at.session_state[state.INPUTS] = dataclasses.replace(same, data=same.calib, labels=None)  # the same model, other samples
     at.switch_page("views/layers.py").run()
-    assert not any("not of the files in use" in w.value for w in at.warning)
+    assert any(w.value.startswith("This result compared resnet_digits_outlier on other samples") for w in at.warning)
+    at.session_state[state.INPUTS] = dataclasses.replace(same, name="renamed.onnx")  # the same files under another name
+    at.switch_page("views/layers.py").run()
+    assert not any("in use now" in w.value for w in at.warning)
 
 
 def test_engine_error_is_shown_as_its_sentence_and_keeps_the_previous_result(tmp_path):
