@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -176,11 +178,15 @@ class Summary:
     data_sha256: str = ""
 
     def file_stem(self) -> str:
-        """What this build's downloads are named after: the user's model and the build, e.g. 'resnet18_int8_2fp16'
-        (two nodes in FP16 fallback), never the run folder's generic candidate.onnx."""
+        """What this build's downloads are named after: the user's model, the build in words and a short digest of its
+        whole configuration, e.g. 'resnet18_int8_2fp16_1ranges_3f9a2c' (two nodes in FP16 fallback, one custom range),
+        never the run folder's generic candidate.onnx. The digest tells apart builds the words do not (another
+        calibration method, another pair of nodes, ranges alone): such downloads overwrote each other."""
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem).strip("._") or "model"
         build = self.config.precision.value + (f"_{len(self.fallback)}{self.fallback_precision.value}" if self.fallback else "")
-        return f"{stem}_{build}"
+        build += f"_{len(self.config.ranges)}ranges" if self.config.ranges else ""
+        whole = {**self.config.to_dict(), "fallback": sorted(self.fallback), "fallback_precision": self.fallback_precision.value}
+        return f"{stem}_{build}_{hashlib.sha256(json.dumps(whole, sort_keys=True).encode()).hexdigest()[:6]}"
 
     def to_dict(self) -> dict:
         d = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -92,14 +93,21 @@ def test_load_result_reads_back_the_same_typed_summary(clean_run):
 def test_downloads_are_named_after_the_users_model_and_the_build(clean_run):
     from dataclasses import replace
 
-    from engine.quantize.config import FallbackPrecision, Precision
+    from engine.quantize.config import CalibrationMethod, FallbackPrecision, Precision, RangeOverride
 
     s = clean_run.summary  # compared from resnet_digits.onnx, nothing in fallback
-    assert s.file_stem() == "resnet_digits_int8"
+    assert re.fullmatch(r"resnet_digits_int8_[0-9a-f]{6}", s.file_stem())
     two = replace(s, model="my model (v2).onnx", fallback=("a", "b"), fallback_precision=FallbackPrecision.FP32,
                   config=replace(s.config, precision=Precision.FP8))
-    assert two.file_stem() == "my_model_v2_fp8_2fp32"  # what a browser saves, never candidate.onnx
-    assert replace(s, model="../..onnx").file_stem() == "model_int8"  # nothing usable left of the name
+    assert two.file_stem().startswith("my_model_v2_fp8_2fp32_")  # what a browser saves, never candidate.onnx
+    assert replace(s, model="../..onnx").file_stem().startswith("model_int8_")  # nothing usable left of the name
+    # builds the words do not tell apart get other names; the same build, the same name
+    ranged = replace(s, config=replace(s.config, ranges=(RangeOverride.parse("x=-1,1"),)))
+    others = [ranged, replace(s, config=replace(s.config, calibration=CalibrationMethod.ENTROPY)),
+              replace(two, fallback=("a", "c")), two]
+    names = [s.file_stem()] + [o.file_stem() for o in others]
+    assert len(set(names)) == len(names) and ranged.file_stem().startswith("resnet_digits_int8_1ranges_")
+    assert replace(s, samples=7).file_stem() == s.file_stem()
 
 
 def test_two_results_say_when_they_are_not_like_for_like(clean_run, outlier_run):
