@@ -70,8 +70,9 @@ class Job:
     submitted: float = field(default_factory=time.perf_counter)
     cancel_requested: bool = False
     _stage_started: float = field(default_factory=time.perf_counter)
-    _event: engine.ProgressEvent | None = None  # the last progress event, and when it came
-    _event_at: float = 0.0
+    # the last progress event, when it came and the stage's time then: one tuple, replaced whole by the worker, so the
+    # page's poll never reads an event with another event's times
+    _last: tuple[engine.ProgressEvent, float, float] | None = None
 
     @property
     def active(self) -> bool:
@@ -85,15 +86,16 @@ class Job:
             self.stage, self._stage_started = ev.stage, now
         if self.cancel_requested:
             raise engine.Cancelled()
-        self.fraction, self._event, self._event_at = ev.fraction, ev, now
+        self.fraction, self._last = ev.fraction, (ev, now, now - self._stage_started)
         self.message = progress_label(ev, now - self._stage_started)
 
     def label(self) -> str:
         """The last event's label as of now: its time left counted down since the event."""
-        if self._event is None:
+        last = self._last
+        if last is None:
             return self.message
-        now = time.perf_counter()
-        return progress_label(self._event, self._event_at - self._stage_started, now - self._event_at)
+        ev, at, stage_seconds = last
+        return progress_label(ev, stage_seconds, time.perf_counter() - at)
 
 
 class JobQueue:
