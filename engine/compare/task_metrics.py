@@ -10,7 +10,9 @@ __all__ = ["TaskMetrics", "TaskAccumulator", "is_classifier_shaped"]
 
 
 def is_classifier_shaped(arr: np.ndarray) -> bool:
-    return arr.ndim == 2 and arr.shape[1] > 1
+    """N x classes scores, or N x classes x 1 x 1 as Caffe2-era exports write them (the model zoo's SqueezeNet and
+    DenseNet-121 got no accuracy)."""
+    return arr.ndim >= 2 and arr.shape[1] > 1 and all(d == 1 for d in arr.shape[2:])
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ class TaskAccumulator:
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         if self.output is None:
             return
-        r, c = ref.argmax(axis=1), cand.argmax(axis=1)
+        r, c = ref.reshape(len(ref), -1).argmax(axis=1), cand.reshape(len(cand), -1).argmax(axis=1)
         self.agree += int((r == c).sum())
         if self.labels is not None:
             y = self.labels[self.n : self.n + len(r)]

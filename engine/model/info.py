@@ -49,9 +49,10 @@ class ModelInfo:
         return next((t.shape[0] for t in self.inputs if t.shape and isinstance(t.shape[0], int)), None)
 
     def class_scores(self) -> bool | None:
-        """Whether an output is declared N x classes (rank 2, more than one column), the shape accuracy and top-1
+        """Whether an output is declared N x classes (more than one column, then only 1s), the shape accuracy and top-1
         agreement are computed on (engine/compare/task_metrics.py); None where an output's rank is not declared."""
-        if any(t.rank == 2 and t.shape[1] != 1 for t in self.outputs):
+        if any(t.shape is not None and len(t.shape) >= 2 and t.shape[1] != 1 and all(d == 1 for d in t.shape[2:])
+               for t in self.outputs):
             return True
         return None if any(t.rank is None for t in self.outputs) else False
 

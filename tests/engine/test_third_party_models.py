@@ -41,6 +41,8 @@ def test_compare_and_rebuild_contract_on_a_model_zoo_graph(name, tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["outputs"]) == {o.name for o in original.graph.output}
     assert summary["samples"] == 3 and summary["culprits"]
+    # every one is a classifier: SqueezeNet's N x 1000 x 1 x 1 scores too (it got no top-1 agreement)
+    assert summary["task"]["output"] == original.graph.output[0].name and 0 <= summary["task"]["top1_agreement"] <= 1
 
     sess = ort.InferenceSession(str(out / "candidate.onnx"), providers=["CPUExecutionProvider"])
     assert [o.name for o in sess.get_outputs()] == [o.name for o in original.graph.output]
@@ -57,7 +59,7 @@ def test_whether_accuracy_can_be_measured_is_read_from_the_declared_outputs():
     declares none, and its labels cannot give an accuracy."""
     from engine.model.info import ModelInfo, TensorSpec
 
-    for name, scores in (("light_bvlc_alexnet", True), ("light_squeezenet", False)):  # N x 1000; N x 1000 x 1 x 1
+    for name, scores in (("light_bvlc_alexnet", True), ("light_squeezenet", True)):  # N x 1000; N x 1000 x 1 x 1
         if (LIGHT / f"{name}.onnx").is_file():
             assert model_info(onnx.load(LIGHT / f"{name}.onnx")).class_scores() is scores, name
 
@@ -67,4 +69,5 @@ def test_whether_accuracy_can_be_measured_is_read_from_the_declared_outputs():
     assert declared(("N", 6625)).class_scores() is True
     assert declared(("N", 40, 6625)).class_scores() is False
     assert declared(("N", 1)).class_scores() is False  # one score: nothing to take the arg-max of
+    assert declared(("N", 1000, 1, 1)).class_scores() is True and declared(("N", 80, 20, 20)).class_scores() is False
     assert declared(("N", 40, 6625), None).class_scores() is None  # a rank not declared: cannot tell
