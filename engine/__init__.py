@@ -8,6 +8,7 @@ from engine.compare.ranking import FLOOR_DB
 from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, load_labels
 from engine.diagnose import AutoFallbackResult, Target, UnitMode, search_fallback, sensitivity, sensitivity_estimate
 from engine.diagnose.autofallback import STRATEGIES
+from engine.diagnose.harm_ranking import TOP_SET as RANKING_TOP_SET
 from engine.diagnose.targets import METRICS as TARGET_METRICS
 from engine.doctor import doctor, doctor_lines
 from engine.errors import (
@@ -38,7 +39,7 @@ from engine.sweep import SCREEN_SAMPLES as SWEEP_SCREEN_SAMPLES
 from engine.sweep import SELECT_METRICS, SweepResult, SweepRow, load_sweep, sweep
 
 __all__ = [
-    "FLOOR_DB",
+    "FLOOR_DB", "RANKING_TOP_SET",
     "compare", "rebuild", "load_result", "effective_batch_size",
     "doctor", "doctor_lines", "sensitivity", "sensitivity_estimate", "autofallback", "search_fallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
     "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
