@@ -24,6 +24,7 @@ __all__ = ["Job", "JobQueue", "job_queue", "progress_label"]
 UPPER_BOUND_STAGES = {engine.Stage.AUTOFALLBACK}  # their totals are the most probes a search can take
 
 
+LATE_GRACE_S, LATE_GRACE_SHARE = 2.0, 0.5  # past its estimate by less than this, a stage is "almost done", not late
 ENGINE_ESTIMATE = re.compile(r",? ?(at most )?about (\d+) s left")  # an estimate the engine's message carries
 
 
@@ -31,7 +32,7 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
     """'stage: what it does (done/total), about N s left', without repeating what the engine's message already says.
     stage_seconds: the stage's time at the event; since_event: the time since, so the time left counts down between
     events (a sweep's 80 s configuration showed 'about 81 s left' for all of them), whether the engine or the app
-    estimated it. A stage whose last step is done says no time left."""
+    estimated it. A stage whose last step is done says no time left; one past its estimate by a little is almost done."""
     message = re.sub(r"^(\w+), \1\b", r"\1", ev.message)  # "greedy, greedy round 1" -> "greedy round 1"
     bound = ev.stage in UPPER_BOUND_STAGES
     estimate = None  # seconds left at the event
@@ -41,15 +42,19 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
     elif ev.total > ev.done > 0 and stage_seconds > 1:
         estimate = stage_seconds / ev.done * (ev.total - ev.done)
     text = f"{ev.stage}: {message}" if message else ev.stage
-    if ev.total > 0 and not re.search(r"\d+/\d+", message):  # the engine's message may count already
+    counted = bool(re.search(r"\d+/\d+", message))  # the engine's message may count already
+    if ev.total > 0 and not counted:
         text += f" ({ev.done} of {'at most ' if bound else ''}{ev.total})"
     if ev.total > 0 and ev.done >= ev.total:
         return text
     if estimate is not None:
         if estimate >= 1:
             left = estimate - since_event
-            text += f", {'at most ' if bound else ''}about {left:.0f} s left" if left >= 1 else ", taking longer than estimated"
-    elif ev.total > 1 and ev.done == 0:
+            if left >= 1:
+                text += f", {'at most ' if bound else ''}about {left:.0f} s left"
+            else:  # an estimate is only that: 'about 2 s left' then 'taking longer' a second on read as a fault
+                text += ", almost done" if -left <= max(LATE_GRACE_S, LATE_GRACE_SHARE * estimate) else ", taking longer than estimated"
+    elif ev.total > 1 and ev.done == 0 and not counted:  # "starting sessions (0/3 batches)" says what it waits for
         text += ", time left known after the first one"
     return text
 
