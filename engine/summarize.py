@@ -98,7 +98,9 @@ def _amplifiers(layers: pd.DataFrame, view: GraphView) -> tuple[Amplifier, ...]:
 
 def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
               fallback: frozenset[str] = frozenset(), outputs_snr_db: float = math.nan, samples: int = 0) -> str:
-    sentence = _finding(culprits, ranking, layers)
+    # the all-INT8 figure on every sample, where the ranking measured fewer: the page's "Final-output SNR" beside it
+    whole = (outputs_snr_db, samples) if not fallback and ranking is not None and samples > ranking.samples else None
+    sentence = _finding(culprits, ranking, layers, whole)
     if ranking is None or not culprits or not fallback:
         return sentence
     # a rebuild keeps the ranking (it measures each node against every node in INT8, whatever the fallback set), and its
@@ -108,7 +110,8 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
             f"on {samples} samples): with those in fallback, another node's effect can differ.")
 
 
-def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame) -> str:
+def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
+             whole: tuple[float, int] | None = None) -> str:
     if not culprits:
         return "No node is left in INT8 to rank: every quantizable node is in fallback or none was quantized."
     top = culprits[0]
@@ -117,7 +120,10 @@ def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers:
         # the top unit's numbers come from the stage that measured it, which a budget-limited plan may run on fewer
         # samples than the all-INT8 figure: say both counts then
         on = top.samples or ranking.samples
-        base = f"every node in INT8: {_db(ranking.all_int8_snr_db)}" + (f" on {_samples(ranking.samples)}" if on != ranking.samples else "")
+        base = f"every node in INT8: {_db(ranking.all_int8_snr_db)}" + (
+            f" on {_samples(ranking.samples)}" if on != ranking.samples or whole is not None else "")
+        if whole is not None and not math.isnan(whole[0]):  # PP-OCRv4: '14.7 dB' on 16 beside the page's 14.05 dB on 64
+            base += f", {_db(whole[0])} on all {whole[1]}"
     if ranking is not None and ranking.view == "gain" and not top.gain_db > 0:
         return (f"No single fallback raises the final outputs on the {_samples(on)} the ranking measured "
                 f"({base}; the best, {top.node} ({top.op_type}), changes them "
