@@ -66,7 +66,7 @@ job_panel("compare", slots)
 result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is not None:
     s = result.summary
-    not_of_inputs_in_use(result)
+    not_of_inputs_in_use(result, on_compare=True)
     st.info(s.headline, icon=":material/troubleshoot:")  # a finding, good or bad: never the green of a success
     out = result.final_output()
     t = s.task

@@ -145,10 +145,17 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     from app.samples import sample_inputs
     assert not any("in use now" in w.value for w in at.warning)
     at.session_state[state.INPUTS] = sample_inputs("mobile_digits")
-    for page in ("views/compare.py", "views/layers.py", "views/rebuild.py"):
+    # each page says how to see the new files, and what its buttons act on (Sensitivity and Latency ran on the old
+    # model without a word)
+    for page, ends in (("views/compare.py", ": press **Run comparison** to see that one."),
+                       ("views/layers.py", ": run a comparison on the Compare page to see that one."),
+                       ("views/rebuild.py", " **Rebuild with fallback** here works on this result's run, not on the files in use."),
+                       ("views/sensitivity.py", " **Run sensitivity** and **Find fallback automatically** here work on this "
+                                                "result's run, not on the files in use."),
+                       ("views/latency.py", " **Measure latency** here works on this result's run, not on the files in use.")):
         at.switch_page(page).run()
         assert any(w.value.startswith("This result is of **resnet_digits_outlier**, not of the model in use now "
-                                      "(**mobile_digits**)") for w in at.warning), page
+                                      "(**mobile_digits**)") and w.value.endswith(ends) for w in at.warning), page
     same = sample_inputs("resnet_digits_outlier")
     at.session_state[state.INPUTS] = dataclasses.replace(same, data=same.calib, labels=None)  # the same model, other samples
     at.switch_page("views/layers.py").run()
