@@ -135,10 +135,10 @@ def refusal(node: str, op_type: str, op_types: tuple[str, ...]) -> str:
             f"{'/'.join(op_types)} node from the ranking.")
 
 
-def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit, ...] = ()) -> str:
+def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit, ...] = (), fallback: int = 0) -> str:
     """What the culprit order means, for the Layers page and the report. culprits: the list it orders, whose first was
     measured on its own sample count (a budget-limited ranking measures every unit on fewer samples than its all-INT8
-    figure)."""
+    figure). fallback: how many nodes this build keeps out of INT8; a rebuild keeps the ranking of the all-INT8 build."""
     if ranking.method != "measured harm":
         return "Ranked by the noise each node adds (harm was not measured)."
     if ranking.view == "gain":
@@ -149,8 +149,10 @@ def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit
     else:
         what = "Ranked by measured harm: the final outputs' SNR with only that node in INT8 (lower is worse)"
     top = (culprits[0].samples if culprits else 0) or ranking.samples
+    against = (f" Measured against every node in INT8, not against this build with {fallback} node(s) in fallback: with "
+               "those in fallback, another node's effect can differ." if fallback and ranking.method == "measured harm" else "")
     return (f"{what}; the top of the list on {top} sample{'s' if top != 1 else ''}, each node on as many as its ranked-on "
-            f"column says (probes: {ranking.plan or 'one stage'}).")
+            f"column says (probes: {ranking.plan or 'one stage'}).{against}")
 
 
 def origins(layers: pd.DataFrame) -> dict[str, str]:

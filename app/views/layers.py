@@ -92,7 +92,7 @@ if len(picked) > 1 or tickable:
     c2.button("Tick the picked candidates", on_click=_tick_picked, disabled=not tickable)
 
 st.subheader("Fallback")
-st.caption(f"{lt.ranking_sentence(summary.ranking, summary.culprits)} Only fallback candidates (nodes INT8 quantizes) can be ticked.")
+st.caption(f"{lt.ranking_sentence(summary.ranking, summary.culprits, len(summary.fallback))} Only fallback candidates (nodes INT8 quantizes) can be ticked.")
 c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
 k = c1.number_input("Top-k culprits", min_value=1, max_value=max(1, len(summary.culprits)),
                     value=max(1, min(engine.RANKING_TOP_SET, len(summary.culprits))), key="topk",

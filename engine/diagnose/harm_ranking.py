@@ -208,7 +208,8 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
         total -= 2 * (min(2 * plan.refined, len(units)) - len(shortlist))  # both views' shortlists overlap: fewer probes
         work["total"] -= cost(plan.refined_samples, 2 * (min(2 * plan.refined, len(units)) - len(shortlist)))
         refined_list, base = both_views(shortlist, plan.refined_samples,
-                                        f"the {len(shortlist)} strongest on {full.head(plan.refined_samples).samples} samples")
+                                        f"the {len(shortlist)} strongest of both views ({plan.refined} of each) on "
+                                        f"{full.head(plan.refined_samples).samples} samples")
         refined = {h.nodes: h for h in refined_list}
         rest = [h for h in first if h.nodes not in refined]
         ordered = {view: _order(list(refined.values()), view) + _order(rest, view) for view in ("alone", "gain")}

@@ -238,6 +238,10 @@ def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
     assert "FP32 accuracy" in html and "<pre>" in html and '"top1_agreement"' not in html  # a table, not pasted JSON
     assert "mix_conv, mix_bn" in html  # culprits with the names of the user's file
     assert not re.search(r"\d\.\d{9,}", html.split("<script>")[0])  # no raw floats in the tables
+    # a culprit that adds no measurable noise reads so, not as "none" (which read as 'no noise at all')
+    quiet = dataclasses.replace(result.summary, culprits=(dataclasses.replace(result.summary.culprits[0], introduced_db=engine.FLOOR_DB),))
+    html = build_report(result.layers, quiet, None, None, "quantscope compare m.onnx", ())
+    assert "<td>below the noise floor</td>" in html and "<td>none</td>" not in html
 
 
 def test_the_layer_figure_of_a_large_graph_stays_well_under_a_megabyte():
@@ -373,3 +377,8 @@ def test_the_ranking_sentence_names_the_view_that_orders_the_list():
     one = engine.Culprit(1, "Conv.3", ("Conv.3",), "Conv", 30.0, 2.0, 20.0, 25.0, 10.0, samples=1)  # a budget-limited plan
     assert "the top of the list on 1 sample, each node on as many as its ranked-on column says" in lt.ranking_sentence(alone, (one,))
     assert lt.ranking_sentence(dataclasses.replace(alone, method="introduced noise")).startswith("Ranked by the noise")
+    # after a rebuild the list is still the all-INT8 build's ranking, and the caption says so (PP-OCRv4 trial)
+    assert lt.ranking_sentence(alone, (one,), 3).endswith(
+        " Measured against every node in INT8, not against this build with 3 node(s) in fallback: with those in fallback, "
+        "another node's effect can differ.")
+    assert "Measured against" not in lt.ranking_sentence(alone, (one,), 0)
