@@ -133,7 +133,7 @@ class RankingInfo:
     reused: bool = False  # taken from the run's earlier ranking (same quantization but for the fallback set)
     view: str = ""  # "alone" or "gain": which isolated view orders the list (its top three recovered more)
     top_set_gain_db: dict[str, float] = field(default_factory=dict)  # per view: its top three fallen back together
-    plan: str = ""  # the probe stages within the ranking's budget, e.g. "every unit on 4 samples, the 5 strongest ..."
+    plan: str = ""  # the probe stages within the ranking's budget, e.g. "every unit on 4 samples, the 10 strongest of both views on 32"
 
     def to_dict(self) -> dict:
         return {"method": self.method, "samples": self.samples, "probes": self.probes,

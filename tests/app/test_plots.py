@@ -367,7 +367,7 @@ def test_the_table_shows_each_nodes_gain_and_the_samples_it_was_ranked_on(mobile
 
 def test_the_ranking_sentence_names_the_view_that_orders_the_list():
     """With the gain view the caption said the list was ordered by the SNR with only that node in INT8 (it was not)."""
-    alone = engine.RankingInfo("measured harm", 16, 40, 14.7, view="alone", plan="every unit on 2 samples, the 5 strongest of each view on 16")
+    alone = engine.RankingInfo("measured harm", 16, 40, 14.7, view="alone", plan="every unit on 2 samples, the 10 strongest of both views on 16")
     gain = dataclasses.replace(alone, view="gain")
     assert lt.ranking_sentence(alone).startswith("Ranked by measured harm: the final outputs' SNR with only that node in INT8")
     assert lt.ranking_sentence(gain).startswith("Ranked by measured gain: how much falling back only that node raises the "

@@ -82,3 +82,47 @@ def test_the_time_left_weighs_each_probe_by_its_samples(monkeypatch):
     for k, e in enumerate(events):
         left, exact = float(re.search(r"about (\d+) s left", e.message).group(1)), round(sum(durations[k + 1:]))
         assert (left == exact) if k in later else (left >= exact), (k, e.message, exact)
+
+
+def test_where_both_views_pick_the_same_units_the_next_strongest_are_refined_in_their_place():
+    """PP-OCRv4's recogniser: the two views' five strongest shared most units (8 for 10 places), and a unit 0.5 dB short
+    of 5th, at +29 dB on 2 samples, was never measured again. Here both views order 40 units alike (n0 strongest), so
+    the refined stage must take the 2k strongest, not k, within the same budget."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from engine.diagnose import harm_ranking
+    from engine.diagnose.probe_scoring import ProbeData, ProbeMetrics
+
+    data = ProbeData(tuple({"x": np.zeros((1, 1), np.float32)} for _ in range(32)), tuple({"y": np.zeros(1)} for _ in range(32)))
+    units = [(f"n{i}",) for i in range(40)]
+    refined_only: list[str] = []
+    plan = harm_ranking.plan_stages(len(units), data.samples, 400)
+    assert plan.refined == 5 and plan.refined_samples > plan.first_samples  # a two-stage plan, 5 of each view
+
+    class Pool:
+        probe = SimpleNamespace(units=units, data=data)
+
+        def measure_many(self, requests, on_result):
+            out = []
+            for k, r in enumerate(requests, 1):
+                if r.only:  # only unit i in INT8: n0 hurts most
+                    snr = 10.0 + int(r.only[0][1:])
+                    if r.samples == plan.refined_samples or (r.samples is None and plan.refined_samples >= data.samples):
+                        refined_only.append(r.only[0])
+                elif r.fallback and len(r.fallback) == 1:  # all but unit i in INT8: falling back n0 gains most
+                    snr = 5.0 + (40 - int(next(iter(r.fallback))[1:])) * 0.01
+                else:
+                    snr = 5.0
+                out.append(ProbeMetrics(1.0, snr, snr, None, None, None, 0.0))
+                on_result(k, len(requests))
+            return out
+
+    events = []
+    ranking = harm_ranking.rank_units(Pool(), {u[0]: "Conv" for u in units}, events.append, budget_passes=400)
+    assert refined_only == [f"n{i}" for i in range(10)]  # 2 x 5 places, not the 5 both views share
+    assert [u.samples for u in ranking.units[:10]] == [plan.refined_samples] * 10
+    assert all(u.samples == plan.first_samples for u in ranking.units[10:])
+    assert events[-1].done == events[-1].total == ranking.probes  # the count the progress gave was exact
+    assert ranking.plan == "every unit on 2 samples, the 10 strongest of both views on 8"
