@@ -24,7 +24,7 @@ __all__ = ["Job", "JobQueue", "job_queue", "progress_label"]
 UPPER_BOUND_STAGES = {engine.Stage.AUTOFALLBACK}  # their totals are the most probes a search can take
 
 
-LATE_GRACE_S, LATE_GRACE_SHARE = 2.0, 0.5  # past its estimate by less than this, a stage is "almost done", not late
+LATE_GRACE_S, LATE_GRACE_SHARE = 2.0, 0.5  # past its estimate by less than this (or half a step's share), a stage is not late
 ENGINE_ESTIMATE = re.compile(r",? ?(at most )?about (\d+) s left")  # an estimate the engine's message carries
 
 
@@ -32,7 +32,8 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
     """'stage: what it does (done/total), about N s left', without repeating what the engine's message already says.
     stage_seconds: the stage's time at the event; since_event: the time since, so the time left counts down between
     events (a sweep's 80 s configuration showed 'about 81 s left' for all of them), whether the engine or the app
-    estimated it. A stage whose last step is done says no time left; one past its estimate by a little is almost done."""
+    estimated it. A stage whose last step is done says no time left; one past its estimate by a little is almost done
+    (one step to go) or a little behind (more)."""
     message = re.sub(r"^(\w+), \1\b", r"\1", ev.message)  # "greedy, greedy round 1" -> "greedy round 1"
     bound = ev.stage in UPPER_BOUND_STAGES
     estimate = None  # seconds left at the event
@@ -52,8 +53,13 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
             left = estimate - since_event
             if left >= 1:
                 text += f", {'at most ' if bound else ''}about {left:.0f} s left"
-            else:  # an estimate is only that: 'about 2 s left' then 'taking longer' a second on read as a fault
-                text += ", almost done" if -left <= max(LATE_GRACE_S, LATE_GRACE_SHARE * estimate) else ", taking longer than estimated"
+            else:  # an estimate is only that: 'about 2 s left' then 'taking longer' a second on read as a fault; the grace
+                # is half a step's share of it, so a stage with many steps to go is soon said to be late
+                steps = max(1, ev.total - ev.done) if ev.total > 0 else 1
+                if -left > max(LATE_GRACE_S, LATE_GRACE_SHARE * estimate / steps):
+                    text += ", taking longer than estimated"
+                else:
+                    text += ", almost done" if steps == 1 else ", a little behind the estimate"
     elif ev.total > 1 and ev.done == 0 and not counted:  # "starting sessions (0/3 batches)" says what it waits for
         text += ", time left known after the first one"
     return text

@@ -76,9 +76,10 @@ def _culprits(summary: engine.Summary, layers: pd.DataFrame) -> str:
                      _e(engine.format_metric("snr_db", c.alone_snr_db)),
                      _e("" if c.gain_db != c.gain_db else f"{c.gain_db:+.2f}"), _e(str(c.samples) if c.samples else ""),
                      _e(engine.format_metric("snr_db", c.snr_db)),
-                     _e("below the noise floor" if c.introduced_db <= NOISE_FLOOR_DB else f"{c.introduced_db:.1f}")])
+                     _e("not measured" if c.introduced_db != c.introduced_db else "none measurable" if c.introduced_db <= NOISE_FLOOR_DB
+                        else f"{c.introduced_db:.1f}")])
     more = f"<p>{len(summary.culprits) - MAX_CULPRITS} more in summary.json.</p>" if len(summary.culprits) > MAX_CULPRITS else ""
-    return (f"<p>{_e(ranking_sentence(summary.ranking, summary.culprits, len(summary.fallback)))}</p>" + _table(["rank", "node", "from your file", "op", "outputs SNR (dB), only it INT8",
+    return (f"<p>{_e(ranking_sentence(summary.ranking, summary.culprits))}</p>" + _table(["rank", "node", "from your file", "op", "outputs SNR (dB), only it INT8",
                                           "outputs SNR gain (dB), only it in fallback", "ranked on (samples)",
                                           "its output's SNR (dB)", "noise it adds (dB)"], rows) + more)
 

@@ -44,31 +44,28 @@ def inputs_in_use() -> tuple[Inputs | None, str | None]:
     return inputs, blocked
 
 
-def not_of_inputs_in_use(result: engine.ComparisonResult, *, buttons: str = "", on_compare: bool = False) -> bool:
+def not_of_inputs_in_use(result: engine.ComparisonResult, *, buttons: tuple[str, ...] = (), on_compare: bool = False) -> None:
     """A warning where the result shown is not of the files in use: after other files were applied on the Load page (or
     a run of another model opened from History), the last result stays, but under the new model's name it read as the
     new model's (found trying the app on PP-OCRv4's recogniser). Model and samples are matched by the content digests
     the run recorded, so the same files applied again are the same; a run from before digests goes by the model's name.
     buttons: the page's actions, which work on this result's run, so the warning says so (Sensitivity and Latency ran
-    on the old model without a word). Returns whether it warned."""
+    on the old model without a word)."""
     inputs: Inputs | None = st.session_state.get(state.INPUTS)
     if inputs is None:
-        return False
+        return
     s = result.summary
     try:
         model = model_facts(inputs.model).digest
     except (engine.QuantScopeError, OSError):
-        return False  # the Load page says what is wrong with these files
+        return  # the Load page says what is wrong with these files
     see = "press **Run comparison**" if on_compare else "run a comparison on the Compare page"
-    verb = "work" if " and " in buttons else "works"
-    acts = f" {buttons} here {verb} on this result's run, not on the files in use." if buttons else ""
+    named = " and ".join(f"**{b}**" for b in buttons)
+    acts = f" {named} here work{'s' if len(buttons) == 1 else ''} on this result's run, not on the files in use." if buttons else ""
     if not (s.model_sha256 == model if s.model_sha256 else s.model == inputs.name):
         st.warning(f"This result is of **{s.model}**, not of the model in use now (**{inputs.name}**): {see} to see that one.{acts}")
-        return True
-    if s.data_sha256 and (data := data_digest(inputs.model, inputs.data or inputs.calib, inputs.images)) and data != s.data_sha256:
+    elif s.data_sha256 and (data := data_digest(inputs.model, inputs.data or inputs.calib, inputs.images)) and data != s.data_sha256:
         st.warning(f"This result compared {s.model} on other samples than the files in use now: {see} to see it on these.{acts}")
-        return True
-    return False
 
 
 def amplifier_notes(result: engine.ComparisonResult, limit: int = 3) -> list[str]:

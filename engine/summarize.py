@@ -98,7 +98,8 @@ def _amplifiers(layers: pd.DataFrame, view: GraphView) -> tuple[Amplifier, ...]:
 
 def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
               fallback: frozenset[str] = frozenset(), outputs_snr_db: float = math.nan, samples: int = 0) -> str:
-    # the all-INT8 figure on every sample, where the ranking measured fewer: the page's "Final-output SNR" beside it
+    # the all-INT8 figure on every sample (every output together, as the ranking measures), where the ranking measured
+    # fewer: on a one-output model the Compare page's "Final-output SNR" it sits beside
     whole = (outputs_snr_db, samples) if not fallback and ranking is not None and samples > ranking.samples else None
     sentence = _finding(culprits, ranking, layers, whole)
     if ranking is None or not culprits or not fallback:

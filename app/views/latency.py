@@ -18,7 +18,7 @@ result = st.session_state.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
-not_of_inputs_in_use(result, buttons="**Measure latency**")
+not_of_inputs_in_use(result, buttons=("Measure latency",))
 st.caption("Timed with the run's provider at its batch size; ONNX Runtime uses its full graph optimization here "
            "(its real INT8 kernels), while accuracy is measured with Q/DQ computed as written.")
 c1, c2 = st.columns(2)

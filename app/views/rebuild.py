@@ -18,7 +18,7 @@ result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
-not_of_inputs_in_use(result, buttons="**Rebuild with fallback**")
+not_of_inputs_in_use(result, buttons=("Rebuild with fallback",))
 s = result.summary
 ticks = state.fallback()
 ranges: dict = ss.setdefault(state.RANGES, {})

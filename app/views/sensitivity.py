@@ -18,7 +18,7 @@ result: engine.ComparisonResult | None = ss.get(state.RESULT)
 if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.stop()
-not_of_inputs_in_use(result, buttons="**Run sensitivity** and **Find fallback automatically**")
+not_of_inputs_in_use(result, buttons=("Run sensitivity", "Find fallback automatically"))
 run_dir = result.run_dir
 UNITS = [u.value for u in engine.UnitMode]
 

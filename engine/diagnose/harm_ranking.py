@@ -43,8 +43,9 @@ TOP_SET = 3  # the set both views are tried with ("Tick the top-k culprits" defa
 
 @dataclass(frozen=True)
 class RankPlan:
-    """first_samples: every unit is measured on that many samples; refined: the strongest `refined` units of each view
-    are measured again on `refined_samples` (0: no second stage); final_samples: the subset the top sets are tried on."""
+    """first_samples: every unit is measured on that many samples; refined: the strongest `refined` units of each view,
+    and where the views share some, the next strongest of either in their place (shortlist_size in all), are measured
+    again on `refined_samples` (0: no second stage); final_samples: the subset the top sets are tried on."""
 
     first_samples: int
     refined: int
@@ -52,13 +53,16 @@ class RankPlan:
     final_samples: int
 
     def passes(self, n_units: int) -> int:
-        """Probe passes of one sample each, the shortlist counted at its largest (both views disjoint)."""
-        return (2 * n_units + 1) * self.first_samples + (4 * self.refined + 1) * self.refined_samples + 2 * self.final_samples
+        """Probe passes of one sample each (the shortlist always fills its places)."""
+        return ((2 * n_units + 1) * self.first_samples + (2 * self.shortlist_size(n_units) + 1) * self.refined_samples
+                + 2 * self.final_samples)
 
     def describe(self, n_units: int) -> str:
         first = f"every unit on {self.first_samples} sample{'s' if self.first_samples != 1 else ''}"
         if not self.refined:
             return first if self.final_samples == self.first_samples else f"{first}, the top sets on {self.final_samples}"
+        if self.shortlist_size(n_units) >= n_units:
+            return f"{first}, every unit again on {self.refined_samples}"
         return f"{first}, the {self.shortlist_size(n_units)} strongest of both views on {self.refined_samples}"
 
     def shortlist_size(self, n_units: int) -> int:

@@ -493,16 +493,21 @@ def test_progress_labels_name_the_stage_with_totals_and_time_left(monkeypatch):
         "compare: starting sessions (0/10 batches)")  # it counts already: no second clause in other units
     # an estimate run out by a little is almost done; 'taking longer' only once it is clearly late (PP-OCRv4's trial read
     # 'about 2 s left', then 'taking longer than estimated' a second on)
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 120, 122, "probe 121/122, about 2 s left"), 9.0, 1.5) == (
+    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 1.5) == (
         "sensitivity: probe 121/122, almost done")
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 120, 122, "probe 121/122, about 2 s left"), 9.0, 3.9) == (
+    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 3.9) == (
         "sensitivity: probe 121/122, almost done")
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 120, 122, "probe 121/122, about 2 s left"), 9.0, 4.1) == (
+    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 4.1) == (
         "sensitivity: probe 121/122, taking longer than estimated")
-    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 10 s left"), 4.0, 14.9) == (
-        "compare: batch 3/20, almost done")  # a grace of half the estimate past 2 s
-    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 10 s left"), 4.0, 15.1) == (
+    # with steps to go the grace is half a step's share (here 2 s), and it is not called almost done
+    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 10 s left"), 4.0, 11.9) == (
+        "compare: batch 3/20, a little behind the estimate")
+    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 10 s left"), 4.0, 12.1) == (
         "compare: batch 3/20, taking longer than estimated")
+    assert progress_label(ev(engine.Stage.SWEEP, 1, 2, "configuration 2/2, about 80 s left"), 80.0, 119.0) == (
+        "sweep: configuration 2/2, almost done")  # the last step: half its 80 s estimate
+    assert progress_label(ev(engine.Stage.SWEEP, 1, 2, "configuration 2/2, about 80 s left"), 80.0, 121.0) == (
+        "sweep: configuration 2/2, taking longer than estimated")
     # the last step done: no time left, and never 'taking longer' for the engine's final 'about 0 s left'
     assert progress_label(ev(engine.Stage.COMPARE, 10, 10, "batch 10/10, about 0 s left"), 9.0, 3.0) == "compare: batch 10/10"
     assert progress_label(ev(engine.Stage.SENSITIVITY, 103, 103, "probe 103/103, about 0 s left"), 9.0, 0.0) == (

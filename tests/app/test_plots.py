@@ -238,10 +238,10 @@ def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
     assert "FP32 accuracy" in html and "<pre>" in html and '"top1_agreement"' not in html  # a table, not pasted JSON
     assert "mix_conv, mix_bn" in html  # culprits with the names of the user's file
     assert not re.search(r"\d\.\d{9,}", html.split("<script>")[0])  # no raw floats in the tables
-    # a culprit that adds no measurable noise reads so, not as "none" (which read as 'no noise at all')
+    # a culprit that adds no measurable noise reads so, as the app's hover does, not as "none" (which read as 'no noise at all')
     quiet = dataclasses.replace(result.summary, culprits=(dataclasses.replace(result.summary.culprits[0], introduced_db=engine.FLOOR_DB),))
     html = build_report(result.layers, quiet, None, None, "quantscope compare m.onnx", ())
-    assert "<td>below the noise floor</td>" in html and "<td>none</td>" not in html
+    assert "<td>none measurable</td>" in html and "<td>none</td>" not in html
 
 
 def test_the_layer_figure_of_a_large_graph_stays_well_under_a_megabyte():

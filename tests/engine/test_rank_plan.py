@@ -126,3 +126,13 @@ def test_where_both_views_pick_the_same_units_the_next_strongest_are_refined_in_
     assert all(u.samples == plan.first_samples for u in ranking.units[10:])
     assert events[-1].done == events[-1].total == ranking.probes  # the count the progress gave was exact
     assert ranking.plan == "every unit on 2 samples, the 10 strongest of both views on 8"
+
+
+def test_a_shortlist_as_long_as_the_units_is_counted_and_described_as_every_unit_again():
+    """Six units and five places per view: the refined stage measures the six again, no more (the budget counted 21)."""
+    plan = RankPlan(2, 5, 8, 8)
+    assert plan.shortlist_size(6) == 6 and plan.shortlist_size(40) == 10
+    assert plan.passes(6) == 13 * 2 + 13 * 8 + 2 * 8
+    assert plan.passes(40) == 81 * 2 + 21 * 8 + 2 * 8
+    assert plan.describe(6) == "every unit on 2 samples, every unit again on 8"
+    assert plan.describe(40) == "every unit on 2 samples, the 10 strongest of both views on 8"
