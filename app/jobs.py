@@ -53,6 +53,8 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
             left = estimate - since_event
             if left >= 1:
                 text += f", {'at most ' if bound else ''}about {left:.0f} s left"
+            elif left > 0:  # not yet past it: 'a little behind' showed a second after 'about 2 s left' (YOLOv8n trial)
+                text += f", {'at most ' if bound else ''}about 1 s left"
             else:  # an estimate is only that: 'about 2 s left' then 'taking longer' a second on read as a fault; the grace
                 # is half a step's share of it, so a stage with many steps to go is soon said to be late
                 steps = max(1, ev.total - ev.done) if ev.total > 0 else 1
@@ -60,7 +62,8 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
                     text += ", taking longer than estimated"
                 else:
                     text += ", almost done" if steps == 1 else ", a little behind the estimate"
-    elif ev.total > 1 and ev.done == 0 and not counted:  # "starting sessions (0/3 batches)" says what it waits for
+    elif ev.total > 1 and ev.done == 0 and not message.startswith("starting"):  # "starting sessions (0/3 batches)" says
+        # what it waits for, in its own units
         text += ", time left known after the first one"
     return text
 

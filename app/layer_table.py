@@ -100,8 +100,8 @@ def column_config(st_column_config, precision: str) -> dict:
         "gain_db": cc.NumberColumn("outputs SNR gain, only it in fallback (dB)", format="%+.2f",
                                    help="How much falling back only this node raises the final-output SNR from every node in "
                                         "INT8 (higher is better)."),
-        "ranked_on": cc.NumberColumn("ranked on (samples)", format="%d", width="small",
-                                     help="The samples this node's two outputs-SNR columns were measured on: the ranking "
+        "ranked_on": cc.NumberColumn("ranked on", format="%d", width="small",
+                                     help="How many samples this node's two outputs-SNR columns were measured on: the ranking "
                                           "measures every node on a few, then the strongest on more, so compare values "
                                           "measured on as many samples."),
         "introduced_db": cc.NumberColumn("noise it adds (dB)", format="%.1f",

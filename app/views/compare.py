@@ -34,8 +34,9 @@ percentile = c2.number_input("Percentile", min_value=90.0, max_value=100.0, valu
 batch = c3.number_input("Batch size", min_value=1, max_value=512, value=25, key="cmp_batch")
 provider = c4.selectbox("Provider", list(engine.PROVIDERS), key="cmp_provider")
 screen = c5.number_input("Ranking samples", min_value=0, max_value=100_000, value=32, key="cmp_screen",
-                         help="The culprit ranking measures each node's harm on this many samples (--screen-samples); "
-                              "0 ranks by the noise each node adds, without measuring.")
+                         help="The culprit ranking measures each node's harm on at most this many samples (--screen-samples): "
+                              "within its time budget it may measure every node on a few and only the strongest on more "
+                              "(the Layers page says which). 0 ranks by the noise each node adds, without measuring.")
 precision = c6.selectbox("Precision", [p.value for p in Precision], key="cmp_precision",
                          help="What quantized nodes compute in: INT8, or FP8 E4M3 Q/DQ (TensorRT runs FP8 on Hopper and later) "
                               "(--precision).")

@@ -23,7 +23,7 @@ if result is None:
     st.info("No comparison yet: run one on the Compare page.")
     st.page_link("views/compare.py", label="Go to Compare", icon=":material/arrow_forward:")
     st.stop()
-not_of_inputs_in_use(result)
+not_of_inputs_in_use(result, buttons=("Tick the top-k culprits", "Use on the next rebuild"))
 
 layers: pd.DataFrame = result.layers.reset_index(drop=True)
 summary = result.summary

@@ -148,7 +148,9 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     # each page says how to see the new files, and what its buttons act on (Sensitivity and Latency ran on the old
     # model without a word)
     for page, ends in (("views/compare.py", ": press **Run comparison** to see that one."),
-                       ("views/layers.py", ": run a comparison on the Compare page to see that one."),
+                       ("views/layers.py", ": run a comparison on the Compare page to see that one. **Tick the top-k "
+                                           "culprits** and **Use on the next rebuild** here work on this result's run, not on "
+                                           "the files in use."),
                        ("views/rebuild.py", " **Rebuild with fallback** here works on this result's run, not on the files in use."),
                        ("views/sensitivity.py", " **Run sensitivity** and **Find fallback automatically** here work on this "
                                                 "result's run, not on the files in use."),
@@ -484,6 +486,12 @@ def test_progress_labels_name_the_stage_with_totals_and_time_left(monkeypatch):
     assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0, 4.0) == "latency: timing int8 (2/4), about 5 s left"
     assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0, 30.0) == (
         "latency: timing int8 (2/4), taking longer than estimated")
+    # under a second left, not yet past: still 'about 1 s left' ('a little behind' showed before the time was up)
+    assert progress_label(ev(engine.Stage.RANK, 148, 152, "every unit (148/152 probes), about 2 s left"), 9.0, 1.4) == (
+        "rank: every unit (148/152 probes), about 1 s left")
+    # the first of several builds: its count is of the same steps, so the clause is said
+    assert progress_label(ev(engine.Stage.LATENCY, 0, 3, "timing fp32 (1/3)"), 0.0, 5.0) == (
+        "latency: timing fp32 (1/3), time left known after the first one")
     assert progress_label(ev(engine.Stage.AUTOFALLBACK, 12, 297, "greedy prune, at most about 142 s left"), 6.0, 42.0) == (
         "fallback search: greedy prune (12 of at most 297), at most about 100 s left")
     # before the first item of several is done there is nothing to estimate from, and the label says so
@@ -493,7 +501,7 @@ def test_progress_labels_name_the_stage_with_totals_and_time_left(monkeypatch):
         "compare: starting sessions (0/10 batches)")  # it counts already: no second clause in other units
     # an estimate run out by a little is almost done; 'taking longer' only once it is clearly late (PP-OCRv4's trial read
     # 'about 2 s left', then 'taking longer than estimated' a second on)
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 1.5) == (
+    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 2.5) == (
         "sensitivity: probe 121/122, almost done")
     assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 3.9) == (
         "sensitivity: probe 121/122, almost done")

@@ -14,8 +14,12 @@ def test_latency_of_every_build(tiny, tmp_path, capsys):
     first = compare(tiny / "tiny.onnx", tiny / "data.npz", out_dir=run, batch_size=5, provider="cpu")
     top = first.summary.culprits[0].node
     assert main(["rebuild", str(run), "--fallback", top, "--quiet"]) == 0
-    rows = {r.build.split(" ")[0]: r for r in measure_latency(run, runs=5, warmup=1)}
+    events = []
+    rows = {r.build.split(" ")[0]: r for r in measure_latency(run, runs=5, warmup=1, progress=events.append)}
     assert set(rows) == {"fp32", "fp16", "int8", "mixed"}
+    # the build it cannot time is no step: the count ran 1/4, 3/4 and halved each step's apparent time (YOLOv8n trial)
+    assert [(e.done, e.total, e.message) for e in events] == [
+        (0, 3, "timing fp32 (1/3)"), (1, 3, "timing int8 (2/3)"), (2, 3, "timing mixed (1 in fp16) (3/3)"), (3, 3, "done")]
     assert rows["fp16"].median_ms is None and "no FP16 kernels" in rows["fp16"].note
     for name in ("fp32", "int8", "mixed"):
         r = rows[name]
