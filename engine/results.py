@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from engine.compare.metrics import METRIC_COLUMNS, TensorStats
+from engine.compare.output_channels import ChannelSplit
 from engine.compare.task_metrics import TaskMetrics
 from engine.quantize.config import FallbackPrecision, QuantConfig
 
@@ -176,6 +177,10 @@ class Summary:
     engine: dict | None = None  # TensorRT: the engine's layers, Reformat count and precisions
     model_sha256: str = ""  # what was compared: the model file's and the samples' content digests ("": not known)
     data_sha256: str = ""
+    channel_splits: tuple[ChannelSplit, ...] = ()  # outputs with small-scale channels (a detector's scores) and their SNR
+
+    def small_channels(self, output: str) -> ChannelSplit | None:
+        return next((c for c in self.channel_splits if c.output == output), None)
 
     def file_stem(self) -> str:
         """What this build's downloads are named after: the user's model, the build in words and a short digest of its
@@ -204,6 +209,7 @@ class Summary:
             "not_observable": list(self.not_observable), "warnings": list(self.warnings), "recalibrated": self.recalibrated,
             "unmodified_candidate_batches": self.unmodified_candidate_batches, "passes": self.passes,
             "model_sha256": self.model_sha256, "data_sha256": self.data_sha256,
+            "channel_splits": [c.to_dict() for c in self.channel_splits],
         }
         if self.engine is not None:
             d["engine"] = self.engine
@@ -226,6 +232,7 @@ class Summary:
             recalibrated=bool(d.get("recalibrated", True)), unmodified_candidate_batches=int(d.get("unmodified_candidate_batches", 0)),
             passes=int(d.get("passes", 1)), engine=d.get("engine"), model_sha256=d.get("model_sha256", ""),
             data_sha256=d.get("data_sha256", ""),
+            channel_splits=tuple(ChannelSplit.from_dict(c) for c in d.get("channel_splits", ())),
         )
 
 

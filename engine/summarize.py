@@ -177,6 +177,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
         if m.fusion_disagrees:
             notes.append(f"Output '{o}' has SNR {m.snr_db:.1f} dB in the unmodified candidate but {m.marked_run_snr_db:.1f} dB "
                          "with every tensor marked: marking outputs changed fusion, so trust the unmodified figure.")
+    notes.extend(split.sentence() for split in lw.channel_splits if split.hides)
     if lw.shape_mismatches:
         notes.append(f"{len(lw.shape_mismatches)} tensor(s) differ in shape between reference and candidate and were not compared.")
     info = (RankingInfo("measured harm", ranking.samples, ranking.probes, ranking.all_int8_snr_db, ranking_reused, ranking.view,
@@ -192,4 +193,5 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
         not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
         recalibrated=recalibrated, unmodified_candidate_batches=lw.unmodified_batches, passes=lw.passes,
         engine=lw.artifacts.get("engine"), model_sha256=cfg.model_sha256, data_sha256=cfg.data_sha256,
+        channel_splits=lw.channel_splits,
     )

@@ -3,6 +3,7 @@ before/after, downloads and the equivalent command."""
 
 from __future__ import annotations
 
+import numpy as np
 import streamlit as st
 
 import engine
@@ -95,6 +96,14 @@ if before is not None:
     elif s.task.top1_agreement is not None:
         c3.metric("Top-1 agreement", f"{s.task.top1_agreement:.2%}", f"{s.task.top1_agreement - b.task.top1_agreement:+.2%}")
     c4.metric(f"Nodes INT8 / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}")
+    # a detector's class scores, which the final-output SNR hides under its box coordinates (YOLOv8n: 26.5 dB whole,
+    # 10.4 dB for the scores): their own before and after
+    for split, was in ((c, b.small_channels(c.output)) for c in s.channel_splits):
+        if was is not None and was.small == split.small and (split.hides or was.hides):
+            st.metric(f"SNR of the small-scale channels ({split.label})", f"{engine.format_metric('snr_db', split.small_snr_db)} dB",
+                      f"{split.small_snr_db - was.small_snr_db:+.2f} dB" if np.isfinite([split.small_snr_db, was.small_snr_db]).all() else None,
+                      help="Channels under 1% of the largest channel's scale, such as a detector's class scores beside its box "
+                           "coordinates: the final-output SNR is set by the large ones.")
     st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
 else:
     st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "
@@ -107,7 +116,8 @@ files = result.files
 key = (cached.stamp(files / "summary.json"), cached.stamp(before.files / "summary.json") if before is not None else None, command)
 report = cached.report(key, lambda: build_report(result.layers, s, before.layers if before is not None else None,
                                                  before.summary if before is not None else None, command,
-                                                 tuple(a.sentence for a in s.amplifiers[:5])))
+                                                 tuple(c.sentence() for c in s.channel_splits if c.hides)
+                                                 + tuple(a.sentence for a in s.amplifiers[:5])))
 d1, d2, d3, d4, d5 = st.columns(5)
 stem = s.file_stem()  # the user's model and this build, not the run folder's candidate.onnx
 # Every file is made on the click (deferred) and a click does not rerun the page (on_click="ignore"): each full rerun

@@ -31,6 +31,7 @@ from engine.compare.memory_plan import (
     static_bytes_per_sample,
 )
 from engine.compare.metrics import METRIC_COLUMNS, Accumulator, TensorStats
+from engine.compare.output_channels import ChannelAccumulator, ChannelSplit
 from engine.compare.ranking import input_snr, introduced_db
 from engine.compare.reducers import HostReducer, Reducer
 from engine.compare.reference_cache import ReferenceCache
@@ -61,6 +62,7 @@ class LayerwiseRun:
     artifacts: dict = field(default_factory=dict)  # what the unmodified candidate's runner handed back (TensorRT engine)
     passes: int = 1  # marked passes per batch (see memory_plan)
     micro_batch: int | None = None  # samples per marked pass, where batches were split (see memory_plan)
+    channel_splits: tuple[ChannelSplit, ...] = ()  # final outputs whose small-scale channels the SNR hides
 
 
 class _Clock:
@@ -103,6 +105,7 @@ def run_layerwise(
     cached = list(dict.fromkeys([*names, *view.outputs]))  # integer outputs (an ArgMax label) too: a rebuild reports them
     acc = {t: Accumulator() for t in names}
     final = {o: Accumulator() for o in view.outputs}
+    channels = {o: ChannelAccumulator() for o in view.outputs}  # outputs whose channels differ in scale (a detector's)
     final_reducer = HostReducer()
     mismatched: set[str] = set()
     missing: set[str] = set()
@@ -240,7 +243,7 @@ def run_layerwise(
                     if shapes not in identical:  # checked once per shape, not on every batch that already differed
                         identical[shapes] = all(o in cand_out and o in plain and cand_out[o].shape == plain[o].shape and
                                                 np.array_equal(cand_out[o], plain[o]) for o in view.outputs)
-                task = _update_final_outputs(final, final_reducer, task, view, ref_out, plain, labels)
+                task = _update_final_outputs(final, final_reducer, task, view, ref_out, plain, labels, channels)
                 clock.add("final_outputs", t0)
             entries += 1
             samples += n
@@ -265,6 +268,7 @@ def run_layerwise(
         outputs={o: a.result() for o, a in final.items() if a.batches},
         marked_outputs={o: stats_by_tensor[o] for o in view.outputs if o in stats_by_tensor},
         task=(task or TaskAccumulator(None, None)).result(),
+        channel_splits=tuple(s for o, a in channels.items() if (s := a.result(o)) is not None),
         batches=len(batch_ids),
         samples=samples,
         timings=clock.timings,
@@ -301,13 +305,15 @@ def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs:
 
 
 def _update_final_outputs(final: dict[str, Accumulator], reducer: HostReducer, task: TaskAccumulator | None, view: GraphView,
-                          ref: dict[str, np.ndarray], plain: dict[str, np.ndarray], labels: np.ndarray | None) -> TaskAccumulator:
+                          ref: dict[str, np.ndarray], plain: dict[str, np.ndarray], labels: np.ndarray | None,
+                          channels: dict[str, ChannelAccumulator]) -> TaskAccumulator:
     """Final-output metrics and task metrics from the unmodified candidate's outputs `plain`; returns the task
     accumulator (created on the first batch, when the classifier-shaped output is known)."""
     pairs = [(o, ref[o], plain[o]) for o in final if o in ref and o in plain and ref[o].shape == plain[o].shape]
     stats, counts, sizes = reducer.reduce([(r, c) for _, r, c in pairs])
-    for k, (o, _, _) in enumerate(pairs):
+    for k, (o, r, c) in enumerate(pairs):
         final[o].add_part(stats[k], int(sizes[k]), counts[k])
+        channels[o].update(r, c)
     if task is None:
         task = TaskAccumulator(next((o for o in view.outputs if o in ref and is_classifier_shaped(ref[o])), None), labels)
     if task.output is not None:
