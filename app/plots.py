@@ -180,14 +180,20 @@ def pareto_figure(builds: pd.DataFrame, *, x: str = "median_ms", y: str = "snr_d
 
 
 def sensitivity_figure(sens: pd.DataFrame, metric: str = "snr_db") -> go.Figure:
-    """Both isolated views per node in the engine's order (most harmful alone first), drawn top to bottom."""
+    """Both isolated views per node in the engine's order (most harmful alone first), drawn top to bottom. Each panel's
+    axis spans its values, not zero up: YOLOv8n's 'all but this' values, 26.5 to 32.5 dB, drew as equal bars."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
-                        subplot_titles=(f"only this node INT8: {metric} (lower = more harmful)",
-                                        f"all but this node INT8: {metric} (higher = bigger fallback gain)"))
-    fig.add_trace(go.Bar(y=sens["node"], x=sens[f"only_this_quantized_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
-                         name="only this", marker={"color": COLORS["harm"]}), 1, 1)
-    fig.add_trace(go.Bar(y=sens["node"], x=sens[f"all_but_this_{metric}"].clip(upper=SNR_DISPLAY_CAP), orientation="h",
-                         name="all but this", marker={"color": "#2ca02c"}), 1, 2)
+                        subplot_titles=(f"only this node INT8 ({metric}, lower: more harm)",
+                                        f"all but this node INT8 ({metric}, higher: more gain)"))
+    for col, (view, name, color) in enumerate((("only_this_quantized", "only this", COLORS["harm"]),
+                                               ("all_but_this", "all but this", "#2ca02c")), 1):
+        x = sens[f"{view}_{metric}"].clip(upper=SNR_DISPLAY_CAP)
+        fig.add_trace(go.Bar(y=sens["node"], x=x, orientation="h", name=name, marker={"color": color}), 1, col)
+        finite = x[np.isfinite(x)]
+        if len(finite):
+            lo, hi = float(finite.min()), float(finite.max())
+            pad = max(0.1 * (hi - lo), 1e-3 * max(abs(lo), abs(hi)), 1e-6)
+            fig.update_xaxes(range=[lo - pad, hi + pad], row=1, col=col)
     fig.update_yaxes(autorange="reversed", automargin=True, type="category", dtick=1)
     fig.update_layout(height=max(300, 24 * len(sens) + 120), showlegend=False, margin={"l": 10, "r": 20, "t": 50, "b": 30})
     return fig

@@ -200,4 +200,28 @@ def emit_candidate(reference: onnx.ModelProto, reference_path: Path, cache_path:
     fp32 = tuple(sorted(config.fallback))
     if config.fallback_precision is FallbackPrecision.FP16 and config.fallback:
         fp16, fp32 = convert_nodes_to_fp16(model, config.fallback)
+    drop_unused_opsets(model)
     return EmitResult(model, fp16, fp32)
+
+
+def drop_unused_opsets(model: onnx.ModelProto) -> None:
+    """Removes opset imports no node uses: ONNX Runtime's optimizer, run by pre-processing, declares every domain it
+    knows (ai.onnx.ml, ai.onnx.training, com.microsoft.nchwc, org.pytorch.aten ...), and the model a user downloads
+    carried them all (found trying the app on YOLOv8n). The default domain always stays."""
+    used = {""}
+
+    def walk(nodes) -> None:
+        for n in nodes:
+            used.add(n.domain)
+            for a in n.attribute:
+                for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                    walk(g.node)
+
+    walk(model.graph.node)
+    for f in model.functions:
+        used.add(f.domain)
+        walk(f.node)
+    keep = [o for o in model.opset_import if o.domain in used or o.domain == "ai.onnx"]
+    if len(keep) != len(model.opset_import):
+        del model.opset_import[:]
+        model.opset_import.extend(keep)

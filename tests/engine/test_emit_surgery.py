@@ -140,3 +140,24 @@ def test_a_half_written_all_int8_base_is_emitted_again(outlier_run, tmp_path):
     base.write_bytes(want[: len(want) // 3])  # killed mid-write, its key still in place
     assert rebuild(run, fallback=["block1_1_conv"]).summary.fallback == ("block1_1_conv",)
     assert base.read_bytes() == want  # emitted again, identical
+
+
+def test_opset_imports_no_node_uses_are_dropped_from_the_emitted_model():
+    """ONNX Runtime's optimizer declares every domain it knows; YOLOv8n's download carried eight unused ones."""
+    from onnx import TensorProto, helper
+
+    from engine.quantize.emit import drop_unused_opsets
+
+    inner = helper.make_graph([helper.make_node("FusedGemm", ["a", "a"], ["b"], domain="com.microsoft")], "then", [],
+                              [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1])])
+    other = helper.make_graph([helper.make_node("Identity", ["a"], ["c"])], "else", [],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1])])
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["a"]),
+                           helper.make_node("If", ["cond"], ["y"], then_branch=inner, else_branch=other)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1]),
+                           helper.make_tensor_value_info("cond", TensorProto.BOOL, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 5),
+                                            helper.make_opsetid("com.microsoft", 1), helper.make_opsetid("org.pytorch.aten", 1)])
+    drop_unused_opsets(m)
+    assert [(o.domain, o.version) for o in m.opset_import] == [("", 17), ("com.microsoft", 1)]  # the subgraph's kept
