@@ -29,8 +29,9 @@ def candidates(result: engine.ComparisonResult) -> set[str]:
 
 
 def node_rows(result: engine.ComparisonResult, show_all: bool) -> pd.DataFrame:
-    """Each node's worst output tensor; ranked candidates first in the engine's order, then nodes already in fallback,
-    then (with show_all) every other node in graph order."""
+    """Each node's worst output tensor; nodes this build already keeps in fallback first (after a rebuild they sat below
+    64 ranked rows, and the YOLOv8n trial could not find them to untick), then ranked candidates in the engine's
+    order, then (with show_all) every other node in graph order."""
     layers = result.layers
     per_node = layers.sort_values(["snr_db", "order"], na_position="last").drop_duplicates("node").sort_values("order")
     cands = candidates(result)
@@ -38,7 +39,7 @@ def node_rows(result: engine.ComparisonResult, show_all: bool) -> pd.DataFrame:
     is_cand = per_node["node"].isin(cands)
     ranked = per_node[is_cand & rank.notna()].assign(_r=rank).sort_values(["_r", "order"]).drop(columns="_r")
     held = per_node[is_cand & rank.isna()]
-    parts = [ranked, held] + ([per_node[~is_cand]] if show_all else [])
+    parts = [held, ranked] + ([per_node[~is_cand]] if show_all else [])
     return pd.concat(parts).reset_index(drop=True)
 
 

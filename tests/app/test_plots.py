@@ -139,6 +139,12 @@ def test_table_rows_follow_the_engines_ranking_and_show_where_nodes_came_from(mo
     assert (table["introduced_db"].dropna() > -120).all()  # the floor shows blank, never -120
     metric_columns = [m.column for m in engine.METRICS]
     assert [c for c in table.columns if c in metric_columns] == metric_columns
+    # after a rebuild the nodes in fallback come first, where they can be unticked
+    held = result.summary.culprits[2].node
+    layers = result.layers.copy()
+    layers.loc[layers["node"] == held, ["quantized", "rank"]] = [False, pd.NA]
+    rebuilt = dataclasses.replace(result, layers=layers, summary=dataclasses.replace(result.summary, fallback=(held,)))
+    assert list(lt.node_rows(rebuilt, show_all=False)["node"]) == [held] + [c.node for c in result.summary.culprits if c.node != held]
 
 
 def test_table_edits_tick_candidates_and_refuse_other_nodes(mobile):
