@@ -57,9 +57,13 @@ def explain_slower_than_fp32(rows: list[BuildLatency], backend_name: str) -> lis
     note = (f"slower than FP32 on {backend_name}: this runtime quantizes and dequantizes around the nodes its INT8 kernels "
             "do not cover, and CPUs without INT8 dot-product instructions gain little; time the build with TensorRT or "
             "on your deployment target for the latency that matters")
-    return [dataclasses.replace(r, note="; ".join(n for n in (r.note, note) if n))
-            if r.median_ms is not None and r.median_ms > fp32
-            and r.build.startswith(("int8", "mixed")) else r for r in rows]
+    out, said = [], False
+    for r in rows:
+        if r.median_ms is not None and r.median_ms > fp32 and r.build.startswith(("int8", "mixed")):
+            why = f"slower than FP32 on {backend_name}, for the reason above" if said else note  # the table said it twice
+            r, said = dataclasses.replace(r, note="; ".join(n for n in (r.note, why) if n)), True
+        out.append(r)
+    return out
 
 
 def time_model(backend: Backend, model: onnx.ModelProto, feed: dict[str, np.ndarray], runs: int, warmup: int,

@@ -89,7 +89,7 @@ if result is not None:
             f"(nodes of the quantized op types with a quantized input)" + (f", {len(s.fallback)} in {s.fallback_precision.value}" if s.fallback else "") + ".")
     if others:
         line += (f" {len(others)} other node(s) read a quantized tensor but run in float, so they are not candidates: "
-                 + "; ".join(r.sentence for r in others[:3]) + ("; ..." if len(others) > 3 else "") + ".")
+                 + "; ".join(r.sentence for r in others[:3]) + ("; ..." if len(others) > 3 else "."))
     st.caption(line)
     for note in amplifier_notes(result):
         st.caption(f"Note: {note}; ticking it changes nothing.")

@@ -85,25 +85,25 @@ if before is not None:
     if s.fallback_precision != b.fallback_precision:
         changes.append(f"precision {b.fallback_precision.value} → {s.fallback_precision.value}")
     st.caption("This rebuild changed: " + ("; ".join(changes) or "nothing") + ".")
-    c1, c2, c3, c4 = st.columns(4)
-    c1.metric("Final-output SNR", f"{engine.format_metric('snr_db', out.snr_db)} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB",
-              help="after against before")
-    c2.metric("Final-output cosine", engine.format_metric("cosine", out.cosine), f"{out.cosine - b_out.cosine:+.5f}")
+    shown = [("Final-output SNR", f"{engine.format_metric('snr_db', out.snr_db)} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB",
+              "after against before"),
+             ("Final-output cosine", engine.format_metric("cosine", out.cosine), f"{out.cosine - b_out.cosine:+.5f}", None)]
     if s.task.candidate_accuracy is not None:
-        c3.metric("INT8 build accuracy", f"{s.task.candidate_accuracy:.2%}",
-                  f"{s.task.candidate_accuracy - b.task.candidate_accuracy:+.2%}",
-                  help=f"FP32: {s.task.reference_accuracy:.2%}")
+        shown.append(("INT8 build accuracy", f"{s.task.candidate_accuracy:.2%}",
+                      f"{s.task.candidate_accuracy - b.task.candidate_accuracy:+.2%}", f"FP32: {s.task.reference_accuracy:.2%}"))
     elif s.task.top1_agreement is not None:
-        c3.metric("Top-1 agreement", f"{s.task.top1_agreement:.2%}", f"{s.task.top1_agreement - b.task.top1_agreement:+.2%}")
-    c4.metric(f"Nodes INT8 / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}")
+        shown.append(("Top-1 agreement", f"{s.task.top1_agreement:.2%}", f"{s.task.top1_agreement - b.task.top1_agreement:+.2%}", None))
     # a detector's class scores, which the final-output SNR hides under its box coordinates (YOLOv8n: 26.5 dB whole,
     # 10.4 dB for the scores): their own before and after
     for split, was in ((c, b.small_channels(c.output)) for c in s.channel_splits):
         if was is not None and was.small == split.small and (split.hides or was.hides):
-            st.metric(f"SNR of the small-scale channels ({split.label})", f"{engine.format_metric('snr_db', split.small_snr_db)} dB",
-                      f"{split.small_snr_db - was.small_snr_db:+.2f} dB" if np.isfinite([split.small_snr_db, was.small_snr_db]).all() else None,
-                      help="Channels under 1% of the largest channel's scale, such as a detector's class scores beside its box "
-                           "coordinates: the final-output SNR is set by the large ones.")
+            shown.append((f"SNR of the small-scale channels ({split.label})", f"{engine.format_metric('snr_db', split.small_snr_db)} dB",
+                          f"{split.small_snr_db - was.small_snr_db:+.2f} dB" if np.isfinite([split.small_snr_db, was.small_snr_db]).all() else None,
+                          "Channels under 1% of the largest channel's scale, such as a detector's class scores beside its box "
+                          "coordinates: the final-output SNR is set by the large ones."))
+    shown.append((f"Nodes INT8 / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}", None, None))
+    for col, (label, value, delta, tip) in zip(st.columns(len(shown)), shown):
+        col.metric(label, value, delta, help=tip)
     st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
 else:
     st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "

@@ -43,3 +43,14 @@ def test_a_quantized_build_slower_than_fp32_says_why():
     out = {r.build: r.note for r in explain_slower_than_fp32(rows, "onnxruntime-cpu")}
     assert out["int8"].startswith("slower than FP32 on onnxruntime-cpu: ") and "TensorRT" in out["int8"]
     assert out["fp32"] == "" and out["fp16"] == "not measured" and out["mixed (3 in fp16)"] == ""
+
+
+def test_a_second_slower_build_points_at_the_first_ones_reason():
+    """YOLOv8n trial: the INT8 and mixed rows carried the same long sentence twice."""
+    from engine.latency import BuildLatency, explain_slower_than_fp32
+
+    rows = [BuildLatency("fp32", 428.0, 450.0, 5, 25, math.inf, 0), BuildLatency("int8", 587.0, 600.0, 5, 25, 26.5, 0),
+            BuildLatency("mixed (3 in fp16)", 703.0, 720.0, 5, 25, 34.8, 3)]
+    out = {r.build: r.note for r in explain_slower_than_fp32(rows, "onnxruntime-cpu")}
+    assert out["int8"].startswith("slower than FP32 on onnxruntime-cpu: this runtime quantizes")
+    assert out["mixed (3 in fp16)"] == "slower than FP32 on onnxruntime-cpu, for the reason above"
