@@ -469,67 +469,6 @@ def test_a_cancel_before_a_running_jobs_first_event_still_names_its_stage():
     assert job.stage == engine.Stage.PREPROCESS  # so the page says "during its preprocess stage", not "before it started"
 
 
-def test_progress_labels_name_the_stage_with_totals_and_time_left(monkeypatch):
-    import engine
-    from app.jobs import progress_label
-
-    ev = engine.ProgressEvent
-    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 9 s left"), 4.0) == "compare: batch 3/20, about 9 s left"
-    assert progress_label(ev(engine.Stage.AUTOFALLBACK, 12, 297, "greedy prune: 3 node(s) in fallback"), 6.0) == (
-        "fallback search: greedy prune: 3 node(s) in fallback (12 of at most 297), at most about 142 s left")
-    assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0) == "latency: timing int8 (2/4), about 9 s left"
-    assert progress_label(ev(engine.Stage.PREPROCESS, 0, 1, "pre-processing the model"), 0.5) == "preprocess: pre-processing the model (0 of 1)"
-    assert progress_label(ev(engine.Stage.AUTOFALLBACK, 40, 300, "greedy, greedy round 1: probe 9/33 of this step"), 20.0) == (
-        "fallback search: greedy round 1: probe 9/33 of this step, at most about 130 s left")
-    # between events the time left counts down, whoever estimated it, and says when the estimate has run out
-    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 9 s left"), 4.0, 5.2) == "compare: batch 3/20, about 4 s left"
-    assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0, 4.0) == "latency: timing int8 (2/4), about 5 s left"
-    assert progress_label(ev(engine.Stage.LATENCY, 1, 4, "timing int8 (2/4)"), 3.0, 30.0) == (
-        "latency: timing int8 (2/4), taking longer than estimated")
-    # under a second left, not yet past: still 'about 1 s left' ('a little behind' showed before the time was up)
-    assert progress_label(ev(engine.Stage.RANK, 148, 152, "every unit (148/152 probes), about 2 s left"), 9.0, 1.4) == (
-        "rank: every unit (148/152 probes), about 1 s left")
-    # the first of several builds: its count is of the same steps, so the clause is said
-    assert progress_label(ev(engine.Stage.LATENCY, 0, 3, "timing fp32 (1/3)"), 0.0, 5.0) == (
-        "latency: timing fp32 (1/3), time left known after the first one")
-    assert progress_label(ev(engine.Stage.AUTOFALLBACK, 12, 297, "greedy prune, at most about 142 s left"), 6.0, 42.0) == (
-        "fallback search: greedy prune (12 of at most 297), at most about 100 s left")
-    # before the first item of several is done there is nothing to estimate from, and the label says so
-    assert progress_label(ev(engine.Stage.SWEEP, 0, 2, "configuration minmax"), 0.0, 30.0) == (
-        "sweep: configuration minmax (0 of 2), time left known after the first one")
-    assert progress_label(ev(engine.Stage.COMPARE, 0, 64, "starting sessions (0/10 batches)"), 0.0, 3.0) == (
-        "compare: starting sessions (0/10 batches)")  # it counts already: no second clause in other units
-    # an estimate run out by a little is almost done; 'taking longer' only once it is clearly late (PP-OCRv4's trial read
-    # 'about 2 s left', then 'taking longer than estimated' a second on)
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 2.5) == (
-        "sensitivity: probe 121/122, almost done")
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 3.9) == (
-        "sensitivity: probe 121/122, almost done")
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 121, 122, "probe 121/122, about 2 s left"), 9.0, 4.1) == (
-        "sensitivity: probe 121/122, taking longer than estimated")
-    # with steps to go the grace is half a step's share (here 2 s), and it is not called almost done
-    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 10 s left"), 4.0, 11.9) == (
-        "compare: batch 3/20, a little behind the estimate")
-    assert progress_label(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 10 s left"), 4.0, 12.1) == (
-        "compare: batch 3/20, taking longer than estimated")
-    assert progress_label(ev(engine.Stage.SWEEP, 1, 2, "configuration 2/2, about 80 s left"), 80.0, 119.0) == (
-        "sweep: configuration 2/2, almost done")  # the last step: half its 80 s estimate
-    assert progress_label(ev(engine.Stage.SWEEP, 1, 2, "configuration 2/2, about 80 s left"), 80.0, 121.0) == (
-        "sweep: configuration 2/2, taking longer than estimated")
-    # the last step done: no time left, and never 'taking longer' for the engine's final 'about 0 s left'
-    assert progress_label(ev(engine.Stage.COMPARE, 10, 10, "batch 10/10, about 0 s left"), 9.0, 3.0) == "compare: batch 10/10"
-    assert progress_label(ev(engine.Stage.SENSITIVITY, 103, 103, "probe 103/103, about 0 s left"), 9.0, 0.0) == (
-        "sensitivity: probe 103/103")
-    from app import jobs
-
-    job = jobs.Job(2, "compare", state="running")
-    clock = iter([100.0, 105.4])  # the event, then the page's poll five seconds on with no event
-    monkeypatch.setattr(jobs.time, "perf_counter", lambda: next(clock))
-    job._stage_started = 96.0
-    job.progress(ev(engine.Stage.COMPARE, 3, 20, "batch 3/20, about 9 s left"))
-    assert job.label() == "compare: batch 3/20, about 4 s left"
-
-
 def test_a_detector_heads_scores_get_their_own_snr_before_and_after_a_rebuild(tmp_path):
     """YOLOv8n's final-output SNR went 26.5 -> 34.8 dB on a rebuild while its class scores went 10.4 -> 17.0 dB, shown
     nowhere: the scores' own SNR is stated on Compare and set before/after on Rebuild."""
