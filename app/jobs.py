@@ -43,8 +43,7 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
     elif ev.total > ev.done > 0 and stage_seconds > 1:
         estimate = stage_seconds / ev.done * (ev.total - ev.done)
     text = f"{ev.stage}: {message}" if message else ev.stage
-    counted = bool(re.search(r"\d+/\d+", message))  # the engine's message may count already
-    if ev.total > 0 and not counted:
+    if ev.total > 0 and not re.search(r"\d+/\d+", message):  # the engine's message may count already
         text += f" ({ev.done} of {'at most ' if bound else ''}{ev.total})"
     if ev.total > 0 and ev.done >= ev.total:
         return text

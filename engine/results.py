@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.compare.metrics import METRIC_COLUMNS, TensorStats
+from engine.compare.metrics import METRIC_COLUMNS, TensorStats, json_number
 from engine.compare.output_channels import ChannelSplit
 from engine.compare.task_metrics import TaskMetrics
 from engine.quantize.config import FallbackPrecision, QuantConfig
@@ -20,15 +20,6 @@ __all__ = ["OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "Summary", "C
            "json_number", "read_number", "not_like_for_like"]
 
 FUSION_DISAGREEMENT_DB = 1.0
-
-
-def json_number(x: float | None):
-    """JSON has no inf/nan: write them as strings a reader can parse back with float()."""
-    if x is None:
-        return None
-    if isinstance(x, float) and not math.isfinite(x):
-        return "inf" if x > 0 else "-inf" if x < 0 else "nan"
-    return x
 
 
 def read_number(x) -> float:

@@ -27,13 +27,22 @@ import numpy as np
 
 __all__ = ["Metric", "METRICS", "METRIC_COLUMNS", "TensorStats", "Accumulator", "RelErrHistogram", "STAT_FIELDS",
            "SAMPLE_PER_BATCH", "MANTISSA_BITS", "SHIFT", "N_BINS", "sample_index", "sample_stride", "batch_cosine", "snr_db",
-           "metric", "format_metric"]
+           "metric", "format_metric", "json_number"]
 
 SAMPLE_PER_BATCH = 1 << 16
 MANTISSA_BITS = 5
 SHIFT = 23 - MANTISSA_BITS
 N_BINS = 1 << (8 + MANTISSA_BITS)  # sign bit is always 0: |d|/|r| >= 0
 STAT_FIELDS = ("rr", "cc", "rc", "dd", "sum_abs", "max_abs")  # per batch, what every reducer returns per tensor
+
+
+def json_number(x: float | None):
+    """JSON has no inf/nan: write them as strings a reader can parse back with float()."""
+    if x is None:
+        return None
+    if isinstance(x, float) and not math.isfinite(x):
+        return "inf" if x > 0 else "-inf" if x < 0 else "nan"
+    return x
 
 
 def batch_cosine(rr: float, cc: float, rc: float) -> float:

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from engine.compare.metrics import json_number, snr_db
+
 __all__ = ["ChannelSplit", "ChannelAccumulator", "SMALL_SHARE", "HIDDEN_DB"]
 
 SMALL_SHARE = 0.01  # a channel whose RMS is under this share of the largest channel's RMS is small-scale
@@ -49,11 +51,8 @@ class ChannelSplit:
                 f"judge the build by {self.small_snr_db:.1f} dB.")
 
     def to_dict(self) -> dict:
-        def num(x: float) -> float | str:
-            return x if math.isfinite(x) else str(x)  # JSON has no inf
-
         return {"output": self.output, "axis": self.axis, "channels": self.channels, "small": list(self.small),
-                "small_snr_db": num(self.small_snr_db), "large_snr_db": num(self.large_snr_db), "small_rms": self.small_rms,
+                "small_snr_db": json_number(self.small_snr_db), "large_snr_db": json_number(self.large_snr_db), "small_rms": self.small_rms,
                 "large_rms": self.large_rms}
 
     @classmethod
@@ -71,12 +70,6 @@ def _ranges(idx: tuple[int, ...]) -> str:
             start = b
     shown = ", ".join(parts[:MAX_RANGES]) + (", ..." if len(parts) > MAX_RANGES else "")
     return ("channel " if len(idx) == 1 else "channels ") + shown
-
-
-def _db(signal: float, noise: float) -> float:
-    if noise == 0:
-        return math.inf
-    return 10 * math.log10(signal / noise) if signal > 0 else -math.inf
 
 
 def _channel_axes(ndim: int) -> tuple[int, ...]:
@@ -126,8 +119,8 @@ class ChannelAccumulator:
         large = np.flatnonzero(rms >= SMALL_SHARE * rms.max())
         if not len(small) or not len(large):
             return None
-        small_db = _db(self.signal[small].sum(), self.noise[small].sum())
-        large_db = _db(self.signal[large].sum(), self.noise[large].sum())
+        small_db = snr_db(float(self.signal[small].sum()), float(self.noise[small].sum()))
+        large_db = snr_db(float(self.signal[large].sum()), float(self.noise[large].sum()))
         small_rms = math.sqrt(self.signal[small].sum() / self.count[small].sum())
         return ChannelSplit(output, self.axis, len(rms), tuple(int(i) for i in small), small_db, large_db, small_rms,
                             float(rms.max()))

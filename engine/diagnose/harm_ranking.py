@@ -27,6 +27,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from engine.compare.metrics import json_number
 from engine.diagnose.probe_scoring import ProbeMetrics
 from engine.diagnose.probes import ProbePool, ProbeRequest
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
@@ -136,10 +137,10 @@ class HarmRanking:
 
     def to_dict(self) -> dict:
         return {"samples": self.samples, "probes": self.probes, "seconds": round(self.seconds, 4), "view": self.view, "plan": self.plan,
-                "all_int8_snr_db": _num(self.all_int8_snr_db),
-                "top_set_gain_db": {k: _num(v) for k, v in (self.top_set_gain_db or {}).items()},
-                "units": [{"nodes": list(u.nodes), "op_types": list(u.op_types), "alone_snr_db": _num(u.alone_snr_db),
-                           "gain_db": _num(u.gain_db), "samples": u.samples} for u in self.units]}
+                "all_int8_snr_db": json_number(self.all_int8_snr_db),
+                "top_set_gain_db": {k: json_number(v) for k, v in (self.top_set_gain_db or {}).items()},
+                "units": [{"nodes": list(u.nodes), "op_types": list(u.op_types), "alone_snr_db": json_number(u.alone_snr_db),
+                           "gain_db": json_number(u.gain_db), "samples": u.samples} for u in self.units]}
 
     @classmethod
     def from_dict(cls, d: dict) -> HarmRanking:
@@ -147,10 +148,6 @@ class HarmRanking:
                                int(u["samples"])) for u in d["units"])
         return cls(units, float(d["all_int8_snr_db"]), int(d["samples"]), int(d["probes"]), float(d["seconds"]),
                    d.get("view", "alone"), {k: float(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""))
-
-
-def _num(x: float):
-    return x if math.isfinite(x) else str(x)
 
 
 def _order(harms: list[UnitHarm], view: str) -> list[UnitHarm]:
