@@ -91,9 +91,11 @@ def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backe
         if samples is not None and n >= samples or (whole_batches and samples is not None and n + size > samples and n):
             break
         take = size if samples is None or whole_batches else min(size, samples - n)
-        batches.append({k: np.array(v[:take]) for k, v in inputs.items()})
-        # an output whose axis 0 is not the batch cannot be cut: it is recomputed below
-        refs.append({o: np.array(ref[o][:take]) for o in outputs if o in ref and (take == size or ref[o].shape[:1] == (size,))})
+        batches.append({k: np.array(v[:take] if take < size else v) for k, v in inputs.items()})
+        # an output whose axis 0 is not the batch (a CTC recogniser's time-major T x N x classes) is kept whole, and where
+        # only part of the batch is taken it cannot be cut: it is recomputed below
+        refs.append({o: np.array(ref[o] if take == size else ref[o][:take]) for o in outputs
+                     if o in ref and (take == size or ref[o].shape[:1] == (size,))})
         n += take
     if any(len(r) < len(outputs) for r in refs):  # the cache kept inputs only
         with backend.runner(reference) as runner:
