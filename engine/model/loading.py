@@ -150,6 +150,21 @@ def check_ops(model: onnx.ModelProto, name: str) -> None:
                              f"{versions.get(node.domain, versions.get('', 0))}) does not define; fix the export or replace the op.")
 
 
+# ops that only a quantized graph holds: ONNX Runtime's static Q/DQ and QOperator formats and its dynamic quantization
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger", "MatMulInteger", "QLinearConv",
+                 "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearMul", "QAttention", "DynamicQuantizeMatMul",
+                 "DynamicQuantizeLSTM", "MatMulIntegerToFloat", "MatMulNBits")
+
+
+def check_not_quantized(model: onnx.ModelProto, name: str) -> None:
+    """QuantScope quantizes an FP32 model itself: quantizing an already quantized one again compares nothing useful."""
+    found = Counter(n.op_type for n in model.graph.node if n.op_type in QUANTIZED_OPS)
+    if found:
+        ops = " and ".join(f"{c} {op}" for op, c in found.most_common(2))
+        raise ModelError(f"{name} is already quantized (it has {ops} nodes); load the FP32 model it was quantized from, "
+                         "which QuantScope quantizes and compares itself.")
+
+
 def check_graph(model: onnx.ModelProto, name: str = "the model") -> None:
     """Structural checks the runtime would fail on later with a less readable message. A file corrupt enough
     to break the checks themselves (invalid UTF-8 in an op name, say) is reported as corrupt."""
@@ -174,6 +189,7 @@ def _check_graph(model: onnx.ModelProto, name: str) -> None:
         raise ModelError(f"{name} produces the tensor '{dup_t[0]}' more than once; every tensor must have exactly one producer.")
     _check_acyclic(g, name)
     check_ops(model, name)
+    check_not_quantized(model, name)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as err:

@@ -127,6 +127,13 @@ def build(out: Path) -> list[dict]:
     _save_raw(_tiny([helper.make_node("Foo", ["x"], ["y"], name="mystery", domain="com.example")], domains=["com.example"]), out / "custom_op.onnx")
     case("custom op ORT cannot run", "model", out / "custom_op.onnx", "'custom_op.onnx' uses op 'com.example::Foo' at node 'mystery', a custom "
          "op ONNX Runtime cannot run here; replace it with standard ONNX ops before quantizing.")
+    # ddddocr's common_old.onnx ships dynamically quantized (DynamicQuantizeLinear + ConvInteger); a Q/DQ export is the same case
+    qdq = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"], name="q"),
+           helper.make_node("DequantizeLinear", ["q", "s", "z"], ["dq"], name="dq"), helper.make_node("Relu", ["dq"], ["y"], name="r")]
+    _save_raw(_tiny(qdq, inits=[numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")]),
+              out / "quantized.onnx")
+    case("already quantized", "model", out / "quantized.onnx", "'quantized.onnx' is already quantized (it has 1 QuantizeLinear and 1 "
+         "DequantizeLinear nodes); load the FP32 model it was quantized from, which QuantScope quantizes and compares itself.")
     _save_raw(_tiny([helper.make_node("FooBar", ["x"], ["y"], name="odd")]), out / "unknown_op.onnx")
     case("unknown standard op", "model", out / "unknown_op.onnx", "'unknown_op.onnx' uses op 'FooBar' at node 'odd', which ONNX (opset 17) "
          "does not define; fix the export or replace the op.")
