@@ -23,6 +23,7 @@ from engine.data.source import BatchSource
 from engine.diagnose.probes import PoolFactory, local_pool
 from engine.diagnose.rank_run import rank_run
 from engine.errors import ConfigError, DataError, RunFolderError
+from engine.model.graph_reads import nested_op_counts
 from engine.model.info import ModelInfo, model_info
 from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, read_model
 from engine.model.provenance import Origin, origin_text, resolve_node
@@ -116,6 +117,11 @@ def compare(
     name = model_name or (Path(model).name if not isinstance(model, onnx.ModelProto) else proto.graph.name or "model")
     info = model_info(proto)
     if not any(n.op_type in config.op_types for n in proto.graph.node):
+        nested = nested_op_counts(proto.graph, config.op_types)
+        if nested:
+            raise ConfigError(f"The model's {' and '.join(f'{c} {op}' for op, c in nested.most_common())} nodes all sit inside "
+                              "control-flow subgraphs (If, Loop, Scan), which QuantScope does not quantize; export the model "
+                              "without control flow around them.")
         raise ConfigError(f"The model has no {', '.join(config.op_types)} node to quantize; choose op types it has "
                           f"(it has {', '.join(list(info.op_histogram)[:8])}) with --op-types.")
     batch, batch_note = effective_batch_size(info, batch_size)

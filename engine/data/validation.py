@@ -11,7 +11,22 @@ from engine.model.info import ModelInfo
 __all__ = ["check_source", "check_finite"]
 
 
+def check_batch_axes(info: ModelInfo) -> None:
+    """Every input must take its samples on axis 0: a scalar input or a batch axis further in (silero-vad's state is
+    [2, batch, 128], its sample rate a scalar) cannot be batched, whatever the data file holds."""
+    batch = next((t.shape[0] for t in info.inputs if t.shape and isinstance(t.shape[0], str)), None)
+    for spec in info.inputs:
+        if spec.shape is not None and not spec.shape:
+            raise DataError(f"Model input '{spec.name}' is a scalar, so it cannot take one value per sample: QuantScope batches "
+                            f"every input on axis 0; export the model with '{spec.name}' as a constant or with a batch axis first.")
+        if spec.shape and batch is not None and spec.shape[0] != batch and batch in spec.shape[1:]:
+            raise DataError(f"Model input '{spec.name}' has its batch axis '{batch}' at position {spec.shape.index(batch)} "
+                            f"{spec.shape_text()}, but QuantScope batches every input on axis 0; export the model with the "
+                            "batch axis first.")
+
+
 def check_source(source: BatchSource, info: ModelInfo, what: str = "the data") -> None:
+    check_batch_axes(info)
     expected = {t.name: t for t in info.inputs}
     given = set(source.input_names)
     missing = [n for n in expected if n not in given]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 import onnx
 
-__all__ = ["subgraphs", "names_read", "drop_unread_qdq"]
+__all__ = ["subgraphs", "names_read", "drop_unread_qdq", "nested_op_counts"]
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -31,6 +32,19 @@ def names_read(graph: onnx.GraphProto) -> set[str]:
             stack.extend(subgraphs(n))
         read.update(o.name for o in g.output)
     return read
+
+
+def nested_op_counts(graph: onnx.GraphProto, op_types: Iterable[str]) -> Counter[str]:
+    """How many nodes of `op_types` sit inside the subgraphs of `graph`'s nodes (at any depth), by op type."""
+    wanted, found = set(op_types), Counter[str]()
+    stack = [sub for n in graph.node for sub in subgraphs(n)]
+    while stack:
+        g = stack.pop()
+        for n in g.node:
+            if n.op_type in wanted:
+                found[n.op_type] += 1
+            stack.extend(subgraphs(n))
+    return found
 
 
 def drop_unread_qdq(model: onnx.ModelProto) -> None:

@@ -134,6 +134,31 @@ def build(out: Path) -> list[dict]:
               out / "quantized.onnx")
     case("already quantized", "model", out / "quantized.onnx", "'quantized.onnx' is already quantized (it has 1 QuantizeLinear and 1 "
          "DequantizeLinear nodes); load the FP32 model it was quantized from, which QuantScope quantizes and compares itself.")
+    # silero-vad 6.2.3: state [2, batch, 128] and a scalar sample rate; its plain export nests every Conv in an If
+    conv_in = [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])]
+    state = helper.make_tensor_value_info("state", TensorProto.FLOAT, [2, "batch", 4])
+    eye = numpy_helper.from_array(np.eye(4, dtype=np.float32), "w")
+    _save_raw(_tiny([helper.make_node("MatMul", ["x", "w"], ["xm"], name="mm"), helper.make_node("Add", ["xm", "state"], ["y"], name="a")],
+                    inputs=[*conv_in, state], outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, "batch", 4])],
+                    inits=[eye]), out / "batch_second.onnx")
+    case("batch axis not first", "model", out / "batch_second.onnx", "Model input 'state' has its batch axis 'batch' at position 1 "
+         "[2, batch, 4], but QuantScope batches every input on axis 0; export the model with the batch axis first.")
+    rate = helper.make_tensor_value_info("sr", TensorProto.INT64, [])
+    _save_raw(_tiny([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm"), helper.make_node("Identity", ["sr"], ["sr_out"], name="i")],
+                    inputs=[*conv_in, rate], outputs=[helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4]),
+                                                      helper.make_tensor_value_info("sr_out", TensorProto.INT64, [])], inits=[eye]),
+              out / "scalar_input.onnx")
+    case("scalar input", "model", out / "scalar_input.onnx", "Model input 'sr' is a scalar, so it cannot take one value per sample: "
+         "QuantScope batches every input on axis 0; export the model with 'sr' as a constant or with a batch axis first.")
+    branch = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["b"], name="mm")], "branch", [],
+                               [helper.make_tensor_value_info("b", TensorProto.FLOAT, ["n", 4])])
+    nested = [helper.make_node("ReduceMax", ["x"], ["m"], name="max", keepdims=0),
+              helper.make_node("Greater", ["m", "zero"], ["cond"], name="gt"),
+              helper.make_node("If", ["cond"], ["y"], name="branch_if", then_branch=branch, else_branch=branch)]
+    _save_raw(_tiny(nested, inits=[numpy_helper.from_array(np.eye(4, dtype=np.float32), "w"),
+                                   numpy_helper.from_array(np.float32(0), "zero")]), out / "nested.onnx")
+    case("quantizable nodes only in an If", "model", out / "nested.onnx", "The model's 2 MatMul nodes all sit inside control-flow "
+         "subgraphs (If, Loop, Scan), which QuantScope does not quantize; export the model without control flow around them.")
     _save_raw(_tiny([helper.make_node("FooBar", ["x"], ["y"], name="odd")]), out / "unknown_op.onnx")
     case("unknown standard op", "model", out / "unknown_op.onnx", "'unknown_op.onnx' uses op 'FooBar' at node 'odd', which ONNX (opset 17) "
          "does not define; fix the export or replace the op.")
