@@ -299,7 +299,7 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
     summary = summarize(lw, view, cfg, fp16_nodes=emitted.fp16_nodes, backend_note=choice.note, ranking=ranking,
                         ranking_reused=reused, timings=timings, recalibrated=recalibrated, warnings=warnings)
     prov = run.read_provenance()
-    layers = ranked_layers(lw.layers, summary.culprits)
+    layers = ranked_layers(lw.layers, summary.culprits, summary.held)
     layers["original"] = layers["node"].map(lambda n: origin_text(prov.get(n, ())))
     if not recalibrated:  # a rebuild replaces the results only now: cancelled or failed before here, the run is as it was
         run.archive_results()

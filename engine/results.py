@@ -169,6 +169,9 @@ class Summary:
     model_sha256: str = ""  # what was compared: the model file's and the samples' content digests ("": not known)
     data_sha256: str = ""
     channel_splits: tuple[ChannelSplit, ...] = ()  # outputs with small-scale channels (a detector's scores) and their SNR
+    # the units this build keeps in fallback, as the all-INT8 ranking measured them (rank 0: not a candidate any more), so a
+    # user deciding whether to untick one still sees what it cost in INT8
+    held: tuple[Culprit, ...] = ()
 
     def small_channels(self, output: str) -> ChannelSplit | None:
         return next((c for c in self.channel_splits if c.output == output), None)
@@ -201,6 +204,7 @@ class Summary:
             "unmodified_candidate_batches": self.unmodified_candidate_batches, "passes": self.passes,
             "model_sha256": self.model_sha256, "data_sha256": self.data_sha256,
             "channel_splits": [c.to_dict() for c in self.channel_splits],
+            "held_in_fallback": [c.to_dict() for c in self.held],
         }
         if self.engine is not None:
             d["engine"] = self.engine
@@ -224,6 +228,7 @@ class Summary:
             passes=int(d.get("passes", 1)), engine=d.get("engine"), model_sha256=d.get("model_sha256", ""),
             data_sha256=d.get("data_sha256", ""),
             channel_splits=tuple(ChannelSplit.from_dict(c) for c in d.get("channel_splits", ())),
+            held=tuple(Culprit.from_dict(c, 0) for c in d.get("held_in_fallback", ())),
         )
 
 

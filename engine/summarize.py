@@ -53,27 +53,31 @@ def _node_rows(layers: pd.DataFrame) -> dict[str, pd.Series]:
     return {r["node"]: r for _, r in ordered.iterrows()}
 
 
-def _culprits(layers: pd.DataFrame, ranking: HarmRanking | None, view: GraphView, fallback: frozenset[str]) -> tuple[Culprit, ...]:
+def _culprits(layers: pd.DataFrame, ranking: HarmRanking | None, view: GraphView,
+              fallback: frozenset[str]) -> tuple[tuple[Culprit, ...], tuple[Culprit, ...]]:
+    """The candidates, most harmful first, and the units this build holds in fallback as the ranking measured them
+    (rank 0; their layerwise columns are this build's, where they are no longer quantized)."""
     rows = _node_rows(layers)
 
     def layer(node: str, col: str) -> float:
         r = rows.get(node)
         return float(r[col]) if r is not None and r[col] == r[col] else math.nan
 
-    out = []
+    out, held = [], []
     if ranking is not None:
         for u in ranking.units:
-            if set(u.nodes) <= fallback:
-                continue  # already in fallback: no longer a candidate
             main = next((n for n in u.nodes if n in view.quantized_nodes), u.nodes[0])
-            out.append(Culprit(len(out) + 1, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db,
-                               layer(main, "snr_db"), layer(main, "input_snr_db"), layer(main, "introduced_db"), u.samples))
-        return tuple(out)
+            cols = (layer(main, "snr_db"), layer(main, "input_snr_db"), layer(main, "introduced_db"))
+            if set(u.nodes) <= fallback:  # already in fallback: no longer a candidate
+                held.append(Culprit(0, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db, *cols, u.samples))
+                continue
+            out.append(Culprit(len(out) + 1, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db, *cols, u.samples))
+        return tuple(out), tuple(held)
     quantized = layers[layers["node"].isin(view.quantized_nodes) & ~layers["node"].isin(fallback)]
     for _, r in rank_culprits(quantized).iterrows():
         out.append(Culprit(len(out) + 1, r["node"], (r["node"],), r["op_type"], math.nan, math.nan, float(r["snr_db"]),
                            float(r["input_snr_db"]), float(r["introduced_db"])))
-    return tuple(out)
+    return tuple(out), ()
 
 
 def _amplifiers(layers: pd.DataFrame, view: GraphView) -> tuple[Amplifier, ...]:
@@ -145,13 +149,14 @@ def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers:
             "ranking by measured harm was skipped).")
 
 
-def ranked_layers(layers: pd.DataFrame, culprits: tuple[Culprit, ...]) -> pd.DataFrame:
+def ranked_layers(layers: pd.DataFrame, culprits: tuple[Culprit, ...], held: tuple[Culprit, ...] = ()) -> pd.DataFrame:
     """layers.csv with each candidate node's place in the ranking, its alone-in-INT8 SNR, its alone-in-fallback gain and
-    the samples those two were measured on."""
+    the samples those two were measured on; nodes held in fallback (`held`) keep the last two without a place."""
     rank = {n: c.rank for c in culprits for n in c.nodes}
-    alone = {n: c.alone_snr_db for c in culprits for n in c.nodes}
-    gain = {n: c.gain_db for c in culprits for n in c.nodes}
-    samples = {n: c.samples for c in culprits for n in c.nodes if c.samples}
+    measured = (*culprits, *held)
+    alone = {n: c.alone_snr_db for c in measured for n in c.nodes}
+    gain = {n: c.gain_db for c in measured for n in c.nodes}
+    samples = {n: c.samples for c in measured for n in c.nodes if c.samples}
     out = layers.copy()
     out["rank"] = out["node"].map(rank).astype("Int64")
     out["alone_snr_db"] = out["node"].map(alone).astype(float)
@@ -169,7 +174,7 @@ def _outputs_together(outputs: dict[str, OutputMetrics]) -> float:
 def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: tuple[str, ...], backend_note: str,
               ranking: HarmRanking | None, ranking_reused: bool, timings: dict[str, float], recalibrated: bool,
               warnings: tuple[str, ...]) -> Summary:
-    culprits = _culprits(lw.layers, ranking, view, cfg.quant.fallback)
+    culprits, held = _culprits(lw.layers, ranking, view, cfg.quant.fallback)
     outputs = {o: OutputMetrics(o, s, lw.marked_outputs[o].snr_db if o in lw.marked_outputs else math.nan)
                for o, s in lw.outputs.items()}
     notes = list(warnings)
@@ -193,5 +198,5 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
         not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
         recalibrated=recalibrated, unmodified_candidate_batches=lw.unmodified_batches, passes=lw.passes,
         engine=lw.artifacts.get("engine"), model_sha256=cfg.model_sha256, data_sha256=cfg.data_sha256,
-        channel_splits=lw.channel_splits,
+        channel_splits=lw.channel_splits, held=held,
     )

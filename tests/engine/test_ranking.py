@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import pandas as pd
 import pytest
 
+import engine
 from engine import compare, rebuild
 from engine.cli.main import main
 from tests.engine.amplified_model import amplified_data, amplified_model
@@ -63,6 +65,14 @@ def test_a_rebuild_reuses_the_ranking_and_drops_the_fallback_units(run):
     again = rebuild(run.run_dir, fallback=["early_conv"])
     assert again.summary.ranking.reused and again.summary.ranking.probes == run.summary.ranking.probes
     assert [c.node for c in again.summary.culprits] == [c.node for c in run.summary.culprits][1:]
+    # the unit in fallback keeps what the all-INT8 ranking measured, without a place, so it can be judged before unticking
+    first = run.summary.culprits[0]
+    (held,) = again.summary.held
+    assert (held.node, held.rank, held.alone_snr_db, held.gain_db, held.samples) == ("early_conv", 0, first.alone_snr_db,
+                                                                                     first.gain_db, first.samples)
+    row = again.layers.drop_duplicates("node").set_index("node").loc["early_conv"]
+    assert pd.isna(row["rank"]) and (row["alone_snr_db"], row["gain_db"]) == (first.alone_snr_db, first.gain_db)
+    assert engine.load_result(again.run_dir).summary.held == again.summary.held  # summary.json keeps it
 
 
 def test_a_node_that_is_not_quantized_cannot_be_fallen_back(run, capsys):
