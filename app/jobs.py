@@ -73,7 +73,7 @@ class Job:
     kind: str
     state: str = "queued"  # queued | running | done | failed | cancelled
     fraction: float = 0.0
-    message: str = "waiting for a free worker"
+    message: str = "starting"  # until its first event; a job waiting for a worker reads "queued: position N"
     stage: str = ""  # the engine stage it was in last (what a cancel interrupted)
     result: object = None
     error: str | None = None
@@ -118,6 +118,7 @@ class JobQueue:
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._queued: list[Job] = []
+        self._running = 0
 
     def submit(self, kind: str, fn: Callable[[Callable[[engine.ProgressEvent], None]], object]) -> Job:
         job = Job(next(self._ids), kind)
@@ -129,6 +130,7 @@ class JobQueue:
                 if job.state == "cancelled":  # cancelled while it waited: it never starts
                     return
                 self._queued.remove(job)
+                self._running += 1
                 job.state, job.message = "running", "starting"
             try:
                 if job.cancel_requested:
@@ -141,6 +143,9 @@ class JobQueue:
                 job.error, job.error_option, job.state = str(err), err.option, "failed"
             except Exception as err:  # noqa: BLE001 - one sentence, never a traceback
                 job.error, job.state = engine.unexpected_error_sentence(err), "failed"
+            finally:
+                with self._lock:
+                    self._running -= 1
 
         self._pool.submit(work)
         return job
@@ -154,9 +159,13 @@ class JobQueue:
                 job.state, job.message = "cancelled", "cancelled before it started"
 
     def position(self, job: Job) -> int:
-        """1 = next to start; 0 = running or finished."""
+        """Its place among the jobs waiting for a worker (1 = next to start); 0 = running, finished, or about to start
+        on a free worker (a job is queued until a worker thread picks it up, which the first poll used to show as
+        "queued: position 1" with nothing else running)."""
         with self._lock:
-            return self._queued.index(job) + 1 if job in self._queued else 0
+            if job not in self._queued:
+                return 0
+            return max(0, self._queued.index(job) + 1 - max(0, self.workers - self._running))
 
 
 @st.cache_resource(show_spinner=False)

@@ -429,6 +429,27 @@ def test_queue_positions_are_reported():
     assert failing.state == "failed" and failing.error.startswith("QuantScope failed unexpectedly (RuntimeError: boom)")
 
 
+def test_a_job_bound_for_a_free_worker_reads_starting_not_queued():
+    """Between submit and a worker thread picking it up, a job sits in the queue: the first poll showed
+    "queued: position 1" with nothing else running."""
+    from app.jobs import JobQueue
+
+    class Later:  # an executor that starts nothing until told: the moment before a worker picks the job up
+        def __init__(self):
+            self.fns = []
+
+        def submit(self, fn):
+            self.fns.append(fn)
+
+    q = JobQueue(workers=1)
+    q._pool = Later()
+    first, second = q.submit("compare", lambda progress: "a"), q.submit("compare", lambda progress: "b")
+    assert (first.state, q.position(first), first.label()) == ("queued", 0, "starting")
+    assert q.position(second) == 1  # one job ahead of it for the one worker
+    q._pool.fns[0]()
+    assert first.state == "done" and q.position(second) == 0  # the worker is free again: next to start
+
+
 def test_a_queued_job_is_cancelled_before_it_starts_and_a_running_one_at_its_next_step():
     import threading
 
