@@ -2,13 +2,15 @@
 
 Every quantized node N becomes If(gate_N): the then-branch is N on its Q/DQ inputs (activation Q/DQ as emitted,
 weights pre-dequantized as constants), the else-branch is N on the float inputs in its fallback precision (FP32, or
-FP16 as a runtime without FP16 kernels runs it: inputs and output rounded to FP16, arithmetic in FP32). A tensor's
-other readers (an Add on a quantized skip branch) read it through If(any gate of its quantized readers): quantized
-while one of them is, as the quantizer emits it. Only the taken branch runs, so a unit that is off costs what its
+FP16 exactly as emission writes it: Casts to FP16, the node on FP16 weights, a Cast back, so the runtime's own FP16
+kernels run it where it has them; ONNX Runtime 1.32's CPU FP16 Conv rounds differently from FP32 arithmetic on
+FP16-rounded values, which put ddddocr's recogniser 3.4 dB away from its build). A tensor's other readers (an Add on a
+quantized skip branch) read it through If(any gate of its quantized readers): quantized while one of them is, as the
+quantizer emits it. Only the taken branch runs, so a unit that is off costs what its
 FP32 node costs, and the float graph around the branches is optimized by the runtime as usual.
 
 With every gate on the graph computes the all-INT8 candidate; with a unit's gate off it computes what a rebuild
-with that unit in fallback emits (bit for bit for FP32 at ORT's accuracy settings; see tests). So every isolated
+with that unit in fallback emits (bit for bit, FP32 and FP16, at ORT's accuracy settings; see tests). So every isolated
 probe (ranking, sensitivity, automatic fallback) runs in one session, with no re-emission."""
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class AnyGate:
 
 class BranchlessEdits:
     """What the branchless gated builders (gated_where.py, gated_tiled.py) share: the copy of the candidate they edit,
-    one gate input per unit, the float tensor a dequantized input stands for, FP16-rounded copies of tensors, and the
+    one gate input per unit, the float tensor a dequantized input stands for, FP16 copies of tensors and nodes, and the
     node list they build."""
 
     def __init__(self, reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Sequence[str]],
@@ -93,7 +95,7 @@ class BranchlessEdits:
                     if i in self.dq_nodes:
                         self.gates_of_dq.setdefault(i, set()).add(self.gate_of_node[node.name])
         self.nodes: list[onnx.NodeProto] = []
-        self._rounded: dict[str, str] = {}
+        self._half: dict[str, str] = {}
 
     def float_source(self, dq_out: str, node_name: str, position: int) -> str | None:
         """The float tensor a dequantized input of `node_name` stands for: the Q's input for an activation, the reference's
@@ -110,18 +112,31 @@ class BranchlessEdits:
             return source
         return None
 
-    def fp16_rounded(self, source: str) -> str:
-        """`source` rounded to FP16 and back: an initializer rounded once, an activation through two Casts."""
-        if source not in self._rounded:
-            out = f"{source}__fp16_rounded"
+    def fp16(self, source: str) -> str:
+        """`source` in FP16, as emission writes a fallback node's input (fallback_fp16.py): an initializer converted once,
+        an activation through one Cast shared by its readers."""
+        if source not in self._half:
+            out = f"{source}__fp16"
             if source in self.inits:
-                half = numpy_helper.to_array(self.inits[source]).astype(np.float16).astype(np.float32)
-                self.graph.initializer.append(numpy_helper.from_array(half, out))
+                self.graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(self.inits[source]).astype(np.float16), out))
             else:
-                self.nodes.append(helper.make_node("Cast", [source], [f"{out}__half"], name=f"{out}_to16", to=TensorProto.FLOAT16))
-                self.nodes.append(helper.make_node("Cast", [f"{out}__half"], [out], name=f"{out}_to32", to=TensorProto.FLOAT))
-            self._rounded[source] = out
-        return self._rounded[source]
+                self.nodes.append(helper.make_node("Cast", [source], [out], name=f"{out}_to16", to=TensorProto.FLOAT16))
+            self._half[source] = out
+        return self._half[source]
+
+    def fp16_node(self, node: onnx.NodeProto, sources: dict[int, str], outputs: dict[int, str], name: str) -> None:
+        """A copy of `node` in FP16 on `sources` (input position -> float tensor; the other inputs as they are), writing
+        its outputs back in float32 to `outputs` (position -> name): what emission writes for an FP16 fallback node."""
+        half = onnx.NodeProto()
+        half.CopyFrom(node)
+        half.name = name
+        for pos, source in sources.items():
+            half.input[pos] = self.fp16(source)
+        for j, out in outputs.items():
+            half.output[j] = f"{out}__half"
+        self.nodes.append(half)
+        self.nodes.extend(helper.make_node("Cast", [half.output[j]], [out], name=f"{out}_to32", to=TensorProto.FLOAT)
+                          for j, out in outputs.items())
 
     def gated(self, nodes: Sequence[onnx.NodeProto] | None = None) -> GatedModel:
         """The edited model with `nodes` (default: the node list built) as its graph."""
@@ -182,23 +197,23 @@ class _Builder:
         zero = self.inits.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
         return _dequantized(self.inits[dq.input[0]], self.inits[dq.input[1]], zero, axis)
 
-    def rounded(self, nodes: list, inits: list, tensor: str) -> str:
-        """`tensor` rounded to FP16 and back, inside a branch."""
+    def half(self, nodes: list, inits: list, tensor: str) -> str:
+        """`tensor` in FP16, inside a branch, as emission writes it (fallback_fp16.py): an initializer converted once, an
+        activation through a Cast."""
         if tensor in self.ref_inits or tensor in self.inits:
             src = self.ref_inits.get(tensor) or self.inits[tensor]
             arr = numpy_helper.to_array(src)
             if arr.dtype != np.float32:
                 return tensor
             name = self.name(f"{tensor}_fp16")
-            inits.append(numpy_helper.from_array(arr.astype(np.float16).astype(np.float32), name))
+            inits.append(numpy_helper.from_array(arr.astype(np.float16), name))
             return name
-        half, back = self.name(f"{tensor}_half"), self.name(f"{tensor}_fp16")
+        half = self.name(f"{tensor}_half")
         nodes.append(helper.make_node("Cast", [tensor], [half], name=self.name("to16"), to=TensorProto.FLOAT16))
-        nodes.append(helper.make_node("Cast", [half], [back], name=self.name("to32"), to=TensorProto.FLOAT))
-        return back
+        return half
 
     def branch_pair(self, node: onnx.NodeProto) -> tuple[onnx.GraphProto, onnx.GraphProto]:
-        """then: `node` on its quantized inputs; else: `node` on float inputs (rounded to FP16 where asked)."""
+        """then: `node` on its quantized inputs; else: `node` on float inputs (in FP16, as emission writes it, where asked)."""
         then_nodes, then_inits, else_nodes, else_inits = [], [], [], []
         then_in, else_in = [], []
         ref = self.ref_nodes.get(node.name)
@@ -217,18 +232,20 @@ class _Builder:
                     float_in = ref.input[pos] if ref is not None and pos < len(ref.input) else name
                     if float_in in self.ref_inits and float_in not in self.inits:
                         else_inits.append(self.ref_inits[float_in])
-                else_in.append(self.rounded(else_nodes, else_inits, float_in) if self.fp16 else float_in)
+                else_in.append(self.half(else_nodes, else_inits, float_in) if self.fp16 else float_in)
             else:
                 then_in.append(name)
-                else_in.append(self.rounded(else_nodes, else_inits, name) if self.fp16 and name else name)
+                else_in.append(self.half(else_nodes, else_inits, name) if self.fp16 and name else name)
         outputs = []
         for branch, inputs, nodes, inits in (("then", then_in, then_nodes, then_inits), ("else", else_in, else_nodes, else_inits)):
             out = self.name(f"{node.output[0]}_{branch}")
             copy = helper.make_node(node.op_type, inputs, [out], name=self.name(node.name), domain=node.domain)
             copy.attribute.extend(node.attribute)
             nodes.append(copy)
-            if branch == "else" and self.fp16:
-                out = self.rounded(nodes, inits, out)
+            if branch == "else" and self.fp16:  # the FP16 node's output back in float32, as emission's Cast restores it
+                back = self.name(f"{node.output[0]}_fp32")
+                nodes.append(helper.make_node("Cast", [out], [back], name=self.name("to32"), to=TensorProto.FLOAT))
+                out = back
             outputs.append(helper.make_graph(nodes, self.name(f"{node.name}_{branch}"), [],
                                              [helper.make_tensor_value_info(out, TensorProto.FLOAT, None)], inits))
         return outputs[0], outputs[1]
@@ -237,7 +254,7 @@ class _Builder:
 def gate_model(reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Sequence[str]],
                fp16: bool = False) -> GatedModel:
     """`candidate`: the run's Q/DQ model emitted with no fallback; `units`: groups of quantized node names;
-    fp16: a unit gated off computes on FP16-rounded values (else in FP32)."""
+    fp16: a unit gated off computes in FP16 as emission writes it (else in FP32)."""
     b = _Builder(reference, candidate, fp16)
     g = b.model.graph
     gate_of: dict[str, str] = {}

@@ -48,7 +48,7 @@ def _ranks_and_floats(model: onnx.ModelProto) -> tuple[dict[str, int], set[str]]
 def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Sequence[str]],
                      fp16: bool = False) -> GatedModel | None:
     """`candidate`: the run's Q/DQ model emitted with no fallback; `units`: groups of quantized node names; fp16: a unit
-    gated off computes on FP16-rounded values (else in FP32). None where a switched tensor's rank is unknown."""
+    gated off computes in FP16 as emission writes it (else in FP32). None where a switched tensor's rank is unknown."""
     e = BranchlessEdits(reference, candidate, units, [TILE_AXIS])
     ranks, float_tensors = _ranks_and_floats(candidate)
     counter = itertools.count()
@@ -84,24 +84,32 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
                     node.input[pos] = out
             e.nodes.append(node)
             continue
-        fallback = onnx.NodeProto()
-        fallback.CopyFrom(node)
-        fallback.name = fresh(f"{node.name}_fallback")
+        sources = {}
         for pos, name in enumerate(node.input):
             source = e.float_source(name, node.name, pos) if name in e.dq_nodes else name if fp16 and name in float_tensors else None
             if source is not None:
-                fallback.input[pos] = e.fp16_rounded(source) if fp16 else source
-        mixes = []
+                sources[pos] = source
+        mixes, raws = [], {}
         for j, name in enumerate(node.output):
             if not name:
                 continue
             if name not in ranks or name not in float_tensors:
                 return None  # cannot take it sample by sample
-            quantized, raw = fresh(f"{name}__int8"), fresh(f"{name}__fallback")
-            node.output[j], fallback.output[j] = quantized, raw
-            chosen = e.fp16_rounded(raw) if fp16 else raw  # its Casts come before the fallback node: see _topological
-            mixes.append(helper.make_node("Where", [per_sample(gate, ranks[name]), quantized, chosen], [name], name=fresh("where")))
-        e.nodes.extend([node, fallback, *mixes])
+            quantized, raws[j] = fresh(f"{name}__int8"), fresh(f"{name}__fallback")
+            mixes.append(helper.make_node("Where", [per_sample(gate, ranks[name]), quantized, raws[j]], [name], name=fresh("where")))
+            node.output[j] = quantized
+        if fp16:  # as emission writes it: Casts to FP16, the node on FP16 weights, a Cast back (see _topological)
+            e.fp16_node(node, sources, raws, fresh(f"{node.name}_fallback"))
+        else:
+            fallback = onnx.NodeProto()
+            fallback.CopyFrom(node)
+            fallback.name = fresh(f"{node.name}_fallback")
+            for pos, source in sources.items():
+                fallback.input[pos] = source
+            for j, raw in raws.items():
+                fallback.output[j] = raw
+            e.nodes.append(fallback)
+        e.nodes.extend([node, *mixes])
     available = {i.name for i in e.graph.input} | {i.name for i in e.graph.initializer}
     return e.gated(_topological(e.nodes, available))
 

@@ -7,10 +7,10 @@ Every input of a quantized node that comes from a DequantizeLinear becomes Where
 where the float source is the Q's input (activations) or the reference's float initializer (weights). A tensor's
 other consumers (an Add reading a dequantized skip branch) read it quantized while any quantized consumer of that
 tensor is gated on, exactly as the quantizer emits it. With every gate on the graph computes the all-INT8 candidate
-bit for bit; with a unit's gate off it computes that unit in its fallback precision: FP32, or FP16 as a runtime
-without FP16 kernels runs it (every float input and the output rounded to FP16, arithmetic in FP32), which is what
-ONNX Runtime CPU computes for the FP16 fallback that emission writes. So all isolated probes (sensitivity, ranking,
-automatic fallback) run in one session, with no re-emission."""
+bit for bit; with a unit's gate off it computes that unit in its fallback precision: FP32, or FP16 as emission writes
+it (a second copy of the node on FP16 inputs and weights, its output cast back and chosen by a Where, so the runtime's
+own FP16 kernels run it). So all isolated probes (sensitivity, ranking, automatic fallback) run in one session, with
+no re-emission."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ __all__ = ["gate_model_where"]
 def gate_model_where(reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Sequence[str]],
                      fp16: bool = False) -> GatedModel:
     """`candidate`: the run's Q/DQ model emitted with no fallback; `units`: groups of quantized node names;
-    fp16: a unit gated off computes on FP16-rounded values (else in FP32)."""
+    fp16: a unit gated off computes in FP16 as emission writes it (else in FP32)."""
     e = BranchlessEdits(reference, candidate, units, [])
     float_tensors = _float_tensors(candidate) | {n for n, i in e.ref_inits.items() if i.data_type == TensorProto.FLOAT} if fp16 else set()
     ors = itertools.count()
@@ -39,35 +39,46 @@ def gate_model_where(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
             e.nodes.append(node)
             continue
         unit_gate = e.gate_of_node.get(node.name)
+        if fp16 and unit_gate is not None:
+            _fp16_pair(e, node, unit_gate, float_tensors)
+            continue
         for pos, name in enumerate(node.input):
-            if name in e.dq_nodes:
-                if unit_gate is not None:
-                    gate = unit_gate
-                elif name in e.gates_of_dq:
-                    gate = combined_gate(e.gates_of_dq[name])
-                else:
-                    continue  # dequantized for nodes outside every unit: stays quantized
-                source = e.float_source(name, node.name, pos)
-                if source is None:
-                    continue
-                if fp16 and unit_gate is not None:
-                    source = e.fp16_rounded(source)
-            elif fp16 and unit_gate is not None and name and name in float_tensors:
-                gate, source = unit_gate, e.fp16_rounded(name)  # a float input without Q/DQ (a bias): rounded too
+            if name not in e.dq_nodes:
+                continue
+            if unit_gate is not None:
+                gate = unit_gate
+            elif name in e.gates_of_dq:
+                gate = combined_gate(e.gates_of_dq[name])
             else:
+                continue  # dequantized for nodes outside every unit: stays quantized
+            source = e.float_source(name, node.name, pos)
+            if source is None:
                 continue
             out = f"{name}__gated_{node.name}_{pos}"
             e.nodes.append(helper.make_node("Where", [gate, name, source], [out], name=f"{out}_where"))
             node.input[pos] = out
         e.nodes.append(node)
-        if fp16 and unit_gate is not None:  # the FP16 node's output, rounded, where its gate is off
-            for j, name in enumerate(node.output):
-                if name and name in float_tensors:
-                    raw = f"{name}__gated_raw"
-                    node.output[j] = raw
-                    half = e.fp16_rounded(raw)
-                    e.nodes.append(helper.make_node("Where", [unit_gate, raw, half], [name], name=f"{name}__gated_out"))
     return e.gated()
+
+
+def _fp16_pair(e: BranchlessEdits, node: onnx.NodeProto, gate: str, float_tensors: set[str]) -> None:
+    """A unit node whose fallback is FP16: the node on its quantized inputs, and beside it the node in FP16 on the float
+    sources as emission writes it (Casts, FP16 weights, a Cast back), selected by the gate. Both run; a runtime's FP16
+    kernels round differently from FP32 arithmetic on FP16-rounded values (ddddocr's recogniser: 3.4 dB apart)."""
+    sources = {}
+    for pos, name in enumerate(node.input):
+        if name in e.dq_nodes:
+            if (source := e.float_source(name, node.name, pos)) is not None:
+                sources[pos] = source
+        elif name and name in float_tensors:
+            sources[pos] = name  # a float input without Q/DQ (a bias)
+    outputs = {j: f"{name}__fp16_fallback" for j, name in enumerate(node.output) if name and name in float_tensors}
+    e.fp16_node(node, sources, outputs, f"{node.name}__fp16_fallback")
+    for j, half in outputs.items():
+        name = node.output[j]
+        node.output[j] = f"{name}__gated_int8"
+        e.nodes.append(helper.make_node("Where", [gate, node.output[j], half], [name], name=f"{name}__gated_out"))
+    e.nodes.insert(len(e.nodes) - len(outputs), node)  # before the Wheres that read it
 
 
 def _float_tensors(model: onnx.ModelProto) -> set[str]:

@@ -40,7 +40,7 @@ class OutputProbe:
     """Measures fallback sets on `data`. Use as a context manager: the gated session stays open for every probe.
 
     emit(fallback) -> the Q/DQ model of a fallback set; used where the backend cannot switch Q/DQ at run time.
-    fp16: units in fallback compute on FP16-rounded values (the run's fallback precision), else in FP32.
+    fp16: units in fallback compute in FP16 as emission writes them (the run's fallback precision), else in FP32.
     device_library: on a backend with device outputs, the library (cupy, torch; None: the first importable) that scores
     the outputs where they are; the probe data is then copied to the device once, not every probe.
     tile: run the probes of a stage several to a run, each on its own copy of the samples (gated_tiled.py); None: where
