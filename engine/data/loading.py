@@ -10,7 +10,7 @@ import numpy as np
 from engine.data.arrays import _np_load, load_npy, load_npz, load_polygraphy_json
 from engine.data.images import ImagePreprocess, ImageSource
 from engine.data.source import BatchSource
-from engine.data.validation import check_source
+from engine.data.validation import check_batch_axes, check_source
 from engine.errors import DataError
 from engine.model.info import ModelInfo
 
@@ -31,6 +31,7 @@ def load_data(
     label = what or f"'{p.name}'"
     if not p.exists():
         raise DataError(f"The data path {p} does not exist; check the path.")
+    check_batch_axes(info)  # the model's reason first: a data file's scalar would send the user to reshape data in vain
     suffix = p.suffix.lower()
     if p.is_dir() or suffix == ".zip":
         image_inputs = [t for t in info.inputs]

@@ -149,3 +149,13 @@ def test_unknown_format(tmp_path):
     p = tmp_path / "d.csv"
     p.write_text("1,2")
     assert "has an unsupported format" in _err(lambda: load_data(p, INFO))
+
+
+def test_the_model_reason_comes_before_what_the_data_file_holds(tmp_path):
+    """silero-vad's sample rate is a scalar input: an .npz holding it as a scalar was refused for its array ("needs a
+    sample axis"), which sent the user to reshape data for a model that cannot be batched at all."""
+    info = ModelInfo((TensorSpec("input", ("batch", 512), "float32"), TensorSpec("sr", (), "int64")), (), 0, {}, 17, 10, "")
+    p = _npz(tmp_path, input=np.zeros((4, 512), np.float32), sr=np.array(16000, np.int64))
+    assert _err(lambda: load_data(p, info)) == (
+        "Model input 'sr' is a scalar, so it cannot take one value per sample: QuantScope batches every input on axis 0; "
+        "export the model with 'sr' as a constant or with a batch axis first.")
