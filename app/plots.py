@@ -14,7 +14,7 @@ from plotly.subplots import make_subplots
 import engine
 
 __all__ = ["layer_figure", "before_after_figure", "pareto_figure", "sensitivity_figure", "tradeoff_figure", "op_type_figure",
-           "sweep_figure", "hover_texts", "node_ticks", "SNR_DISPLAY_CAP", "NOISE_FLOOR_DB", "COLORS", "MAX_TICK_LABELS"]
+           "sweep_figure", "hover_texts", "node_ticks", "exact_level", "SNR_DISPLAY_CAP", "NOISE_FLOOR_DB", "COLORS", "MAX_TICK_LABELS"]
 
 SNR_DISPLAY_CAP = 100.0  # exact tensors (inf dB) are drawn at the cap; hover says "exact"
 NOISE_FLOOR_DB = engine.FLOOR_DB  # the engine's introduced_db for "no measurable noise added"
@@ -23,6 +23,15 @@ MAX_TICK_LABELS = 48  # node names on the x axis; beyond this every k-th is writ
 COLORS = {"int8": "#1f77b4", "ticked": "#d62728", "float": "#9e9e9e", "inspect": "#111111", "harm": "#d62728",
           "noise": "#ff7f0e", "none": "#c7c7c7", "threshold": "#7f7f7f", "best": "#2ca02c"}
 STATE_NAMES = {"int8": "INT8 (fallback candidate)", "ticked": "ticked for fallback", "float": "not quantized (runs in float)"}
+
+
+def exact_level(*snr: pd.Series) -> float:
+    """Where exact tensors (inf dB) are drawn: the next ten above the highest finite SNR plus ten, at most
+    SNR_DISPLAY_CAP. At a fixed 100, ddddocr's LSTM zero state (exact) stretched the axis and pressed its 15-37 dB curve
+    into the bottom fifth."""
+    finite = [float(v) for s in snr for v in s if np.isfinite(v)]
+    top = max(finite, default=0.0)
+    return float(min(SNR_DISPLAY_CAP, max(10.0, math.ceil((top + 10) / 10) * 10)))
 
 
 def _state(df: pd.DataFrame, fallback: set[str]) -> list[str]:
@@ -81,9 +90,10 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
     states = _state(df, fallback)
     marker = {"color": [COLORS[s] for s in states], "size": [10 if s == "ticked" else 7 if s == "int8" else 5 for s in states],
               "symbol": ["diamond" if s == "ticked" else "circle" for s in states]}
-    snr = df["snr_db"].clip(upper=SNR_DISPLAY_CAP).replace(-np.inf, np.nan)
+    exact = exact_level(df["snr_db"])
+    snr = df["snr_db"].clip(upper=exact).replace(-np.inf, np.nan)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.33, 0.33, 0.34],
-                        subplot_titles=("cosine similarity (higher is better)", "SNR in dB (higher is better; exact drawn at 100)",
+                        subplot_titles=("cosine similarity (higher is better)", f"SNR in dB (higher is better; exact drawn at {exact:g})",
                                         "noise each node adds, dB of its output's signal (higher is worse)"))
     # the full hover (every metric) on the SNR curve; the cosine points and noise bars name the node and their own value,
     # which keeps a report of a large graph small
@@ -141,10 +151,11 @@ def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, labels: tuple
     merged = before[["tensor", "node", "cosine", "snr_db", "order"]].merge(
         after[["tensor", "cosine", "snr_db"]], on="tensor", suffixes=("_a", "_b")).sort_values("order")
     x = np.arange(len(merged))
+    exact = exact_level(merged["snr_db_a"], merged["snr_db_b"])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
-                        subplot_titles=("SNR in dB (higher is better)", "cosine similarity (higher is better)"))
+                        subplot_titles=(f"SNR in dB (higher is better; exact drawn at {exact:g})", "cosine similarity (higher is better)"))
     for suffix, label, color in (("_a", labels[0], "#9e9e9e"), ("_b", labels[1], "#2ca02c")):
-        fig.add_trace(go.Scattergl(x=x, y=merged["snr_db" + suffix].clip(upper=SNR_DISPLAY_CAP), mode="lines+markers", name=f"SNR {label}",
+        fig.add_trace(go.Scattergl(x=x, y=merged["snr_db" + suffix].clip(upper=exact), mode="lines+markers", name=f"SNR {label}",
                                    text=merged["node"], hovertemplate="%{text}: %{y:.2f} dB<extra>" + label + "</extra>",
                                    line={"color": color}), 1, 1)
         fig.add_trace(go.Scattergl(x=x, y=merged["cosine" + suffix], mode="lines+markers", name=f"cosine {label}",

@@ -63,11 +63,11 @@ have = (frozenset(s.fallback), frozenset((r.tensor, float(r.min), float(r.max)) 
 unchanged = wanted == have
 reason = ("Nothing to rebuild: the ticks, ranges and precision are those of the current build." if unchanged
           else "A job of this session is running." if busy() else None)
-if st.button("Rebuild with fallback", type="primary", disabled=busy() or unchanged, help=reason):
+if st.button("Rebuild with fallback", type="primary", disabled=busy() or unchanged, help=None if unchanged and not busy() else reason):
     run_rebuild(ticks, tuple(engine.RangeOverride(t, lo, hi) for t, (lo, hi) in sorted(ranges.items())),
                 engine.FallbackPrecision.parse(ss[state.PRECISION]))
 if unchanged and not busy():
-    st.caption(reason)
+    st.caption(reason)  # written out under the button, so not its tooltip as well (it showed twice)
 job_panel("rebuild", slots)
 
 result = ss[state.RESULT]

@@ -18,7 +18,7 @@ from app import layer_table as lt
 from app.command import cli_command
 from app.inputs import Inputs
 from app.node_plots import channel_figure, histogram_figure, neighbourhood_dot
-from app.plots import SNR_DISPLAY_CAP, before_after_figure, layer_figure, node_ticks, op_type_figure
+from app.plots import SNR_DISPLAY_CAP, before_after_figure, exact_level, layer_figure, node_ticks, op_type_figure
 from app.report import build_report
 from app.samples import sample_inputs
 
@@ -53,7 +53,10 @@ def test_layer_figure_has_one_point_per_layer_a_legend_and_labelled_thresholds()
     cos, snr, bars = fig.data[:3]
     assert cos.type == "scatter" and snr.type == "scatter" and bars.type == "bar"  # SVG: a click selects a point
     assert len(cos.x) == len(snr.x) == len(bars.x) == 5
-    assert snr.y[1] == SNR_DISPLAY_CAP  # exact drawn at the cap
+    assert snr.y[1] == 50  # exact drawn at the next ten above the highest finite SNR (40) plus ten, not at 100
+    assert any(a.text == "SNR in dB (higher is better; exact drawn at 50)" for a in fig.layout.annotations)
+    assert exact_level(pd.Series([15.2, math.inf, 37.0])) == 50 and exact_level(pd.Series([95.0, math.inf])) == SNR_DISPLAY_CAP
+    assert exact_level(pd.Series([math.inf])) == 10
     assert "SNR (dB): exact" in snr.text[1] and "from your file: #0 Conv, #1 BatchNormalization" in snr.text[0]
     assert all(m.label in snr.text[0] for m in engine.METRICS)  # the full hover iterates the engine's metrics
     assert cos.text[0].startswith("n0 (Conv)<br>from your file: #0 Conv")
@@ -86,6 +89,7 @@ def test_before_after_matches_by_tensor_name():
     b = frame().iloc[::-1].assign(snr_db=[1.0, 2.0, 3.0, 4.0, 5.0])
     fig = before_after_figure(a, b)
     assert list(fig.data[2].y) == [5.0, 4.0, 3.0, 2.0, 1.0]  # re-ordered to a's topological order by tensor name
+    assert list(fig.data[0].y) == [40.0, 50.0, 3.0, 10.0, 12.0]  # before's exact tensor at the level both runs share
 
 
 def test_op_type_chart_writes_every_label_in_full_most_frequent_first():
