@@ -71,8 +71,10 @@ if result is not None:
     st.info(s.headline, icon=":material/troubleshoot:")  # a finding, good or bad: never the green of a success
     out = result.final_output()
     t = s.task
-    shown = [("Final-output SNR", f"{engine.format_metric('snr_db', out.snr_db)} dB", None),
-             ("Final-output cosine", engine.format_metric("cosine", out.cosine), None)]
+    # a model with several outputs: name the one the figures are of (silero-vad's 'speech_probs' read as the whole model)
+    of = f" of '{next(iter(s.outputs))}'" if len(s.outputs) > 1 else ""
+    shown = [(f"Final-output SNR{of}", f"{engine.format_metric('snr_db', out.snr_db)} dB", None),
+             (f"Final-output cosine{of}", engine.format_metric("cosine", out.cosine), None)]
     if t.reference_accuracy is not None:
         shown.append(("FP32 accuracy", f"{t.reference_accuracy:.2%}", None))
     if t.candidate_accuracy is not None:
@@ -81,6 +83,10 @@ if result is not None:
         shown.append(("Top-1 agreement with FP32", f"{t.top1_agreement:.2%}", None))
     for col, (label, value, delta) in zip(st.columns(5), shown):
         col.metric(label, value, delta)
+    if of:
+        st.caption("Every output: " + "; ".join(f"'{name}' {engine.format_metric('snr_db', m.snr_db)} dB SNR, cosine "
+                                                 f"{engine.format_metric('cosine', m.cosine)}" for name, m in s.outputs.items())
+                   + ". The ranking and the headline count every float output, each against its own signal.")
     try:
         others = readers(result)
     except Exception:  # noqa: BLE001 - only an explanation: without it the count still stands

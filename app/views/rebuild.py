@@ -85,9 +85,10 @@ if before is not None:
     if s.fallback_precision != b.fallback_precision:
         changes.append(f"precision {b.fallback_precision.value} → {s.fallback_precision.value}")
     st.caption("This rebuild changed: " + ("; ".join(changes) or "nothing") + ".")
-    shown = [("Final-output SNR", f"{engine.format_metric('snr_db', out.snr_db)} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB",
+    of = f" of '{next(iter(s.outputs))}'" if len(s.outputs) > 1 else ""  # several outputs: the figures are the first's
+    shown = [(f"Final-output SNR{of}", f"{engine.format_metric('snr_db', out.snr_db)} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB",
               "after against before"),
-             ("Final-output cosine", engine.format_metric("cosine", out.cosine), f"{out.cosine - b_out.cosine:+.5f}", None)]
+             (f"Final-output cosine{of}", engine.format_metric("cosine", out.cosine), f"{out.cosine - b_out.cosine:+.5f}", None)]
     if s.task.candidate_accuracy is not None:
         shown.append(("INT8 build accuracy", f"{s.task.candidate_accuracy:.2%}",
                       f"{s.task.candidate_accuracy - b.task.candidate_accuracy:+.2%}", f"FP32: {s.task.reference_accuracy:.2%}"))

@@ -512,3 +512,30 @@ def test_a_detector_heads_scores_get_their_own_snr_before_and_after_a_rebuild(tm
     shown = {m.label: m for m in at.metric}["SNR of the small-scale channels (y, channels 4-7)"]
     assert shown.value == f"{after.small_snr_db:.2f} dB" and shown.delta == f"{after.small_snr_db - first.small_snr_db:+.2f} dB"
     assert after.small_snr_db > first.small_snr_db + 10  # the conv in fallback: the scores nearly exact
+
+
+def test_a_model_with_several_outputs_names_the_one_its_figures_are_of(tmp_path):
+    """silero-vad's sequence export (speech_probs and its state): "Final-output SNR" showed the first output's figure as
+    if it were the model's, beside a headline that counts every output."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from app.inputs import Inputs
+    from tests.engine.conftest import tiny_model
+
+    m = tiny_model()
+    m.graph.output.append(helper.make_tensor_value_info("f", TensorProto.FLOAT, ["n", 4]))  # the pooled features too
+    onnx.save(m, tmp_path / "two.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(2).standard_normal((10, 2, 8, 8)).astype(np.float32))
+    at = fresh()
+    at.session_state[state.INPUTS] = Inputs("two.onnx", str(tmp_path / "two.onnx"), str(tmp_path / "d.npz"))
+    at.switch_page("views/compare.py").run()
+    at.number_input(key="cmp_screen").set_value(0).run()
+    click(at, "Run comparison")
+    s = at.session_state[state.RESULT].summary
+    assert list(s.outputs) == ["y", "f"]
+    labels = [m.label for m in at.metric]
+    assert labels[:2] == ["Final-output SNR of 'y'", "Final-output cosine of 'y'"]
+    every = next(c.value for c in at.caption if c.value.startswith("Every output: "))
+    assert f"'f' {s.outputs['f'].snr_db:.2f} dB SNR" in every and f"'y' {s.outputs['y'].snr_db:.2f} dB SNR" in every
