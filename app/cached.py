@@ -66,6 +66,16 @@ def model_op_types(path: str | None) -> list[str]:
         return []
 
 
+def model_fixed_batch(path: str | None) -> int | None:
+    """The batch size the model at `path` fixes on axis 0; None where it is dynamic or the model cannot be read."""
+    if path is None:
+        return None
+    try:
+        return model_facts(path).info.fixed_batch
+    except engine.QuantScopeError:
+        return None
+
+
 @st.cache_data(show_spinner=False, max_entries=16)
 def _readers(key: tuple, run_dir: str) -> tuple[QuantizedReader, ...]:
     return quantized_readers(run_dir, Path(key[0]).parent)

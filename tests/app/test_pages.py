@@ -539,3 +539,22 @@ def test_a_model_with_several_outputs_names_the_one_its_figures_are_of(tmp_path)
     assert labels[:2] == ["Final-output SNR of 'y'", "Final-output cosine of 'y'"]
     every = next(c.value for c in at.caption if c.value.startswith("Every output: "))
     assert f"'f' {s.outputs['f'].snr_db:.2f} dB SNR" in every and f"'y' {s.outputs['y'].snr_db:.2f} dB SNR" in every
+
+
+def test_a_fixed_batch_is_shown_as_fixed_before_the_run(tmp_path):
+    """ddddocr's recogniser fixes its batch at 1: the page offered 25 and said afterwards that batches of 1 were used."""
+    import numpy as np
+    import onnx
+
+    from app.inputs import Inputs
+    from tests.engine.conftest import tiny_model
+
+    m = tiny_model()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(m, tmp_path / "fixed.onnx")
+    np.savez(tmp_path / "d.npz", x=np.zeros((8, 2, 8, 8), np.float32))
+    at = fresh()
+    at.session_state[state.INPUTS] = Inputs("fixed.onnx", str(tmp_path / "fixed.onnx"), str(tmp_path / "d.npz"))
+    at.switch_page("views/compare.py").run()
+    box = next(n for n in at.number_input if n.label == "Batch size")
+    assert (box.value, box.disabled) == (4, True) and "fixes its batch dimension at 4" in box.help
