@@ -105,7 +105,7 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
     # the all-INT8 figure on every sample (every output together, as the ranking measures), where the ranking measured
     # fewer: on a one-output model the Compare page's "Final-output SNR" it sits beside
     whole = (outputs_snr_db, samples) if not fallback and ranking is not None and samples > ranking.samples else None
-    sentence = _finding(culprits, ranking, layers, whole)
+    sentence = _finding(culprits, ranking, layers, whole, this_build=bool(fallback))
     if ranking is None or not culprits or not fallback:
         return sentence
     # a rebuild keeps the ranking (it measures each node against every node in INT8, whatever the fallback set), and its
@@ -116,11 +116,14 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
 
 
 def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
-             whole: tuple[float, int] | None = None) -> str:
+             whole: tuple[float, int] | None = None, this_build: bool = False) -> str:
+    """this_build: a rebuild with nodes in fallback, whose layerwise curve is its own while the ranking is the all-INT8
+    build's (the captcha trial read both halves of one sentence as one build's)."""
     if not culprits:
         return "No node is left in INT8 to rank: every quantizable node is in fallback or none was quantized."
     top = culprits[0]
-    curve = f"on the layerwise curve its SNR {_snr_change(top.input_snr_db, top.snr_db)}"
+    which = "this build's" if this_build else "the"
+    curve = f"on {which} layerwise curve its SNR {_snr_change(top.input_snr_db, top.snr_db)}"
     if ranking is not None:
         # the top unit's numbers come from the stage that measured it, which a budget-limited plan may run on fewer
         # samples than the all-INT8 figure: say both counts then

@@ -73,6 +73,9 @@ def test_a_rebuild_reuses_the_ranking_and_drops_the_fallback_units(run):
     row = again.layers.drop_duplicates("node").set_index("node").loc["early_conv"]
     assert pd.isna(row["rank"]) and (row["alone_snr_db"], row["gain_db"]) == (first.alone_snr_db, first.gain_db)
     assert engine.load_result(again.run_dir).summary.held == again.summary.held  # summary.json keeps it
+    # the headline's ranking figures are the all-INT8 build's, its layerwise curve this build's: it says which is which
+    assert "on this build's layerwise curve its SNR" in again.summary.headline
+    assert "on the layerwise curve its SNR" in run.summary.headline
 
 
 def test_a_node_that_is_not_quantized_cannot_be_fallen_back(run, capsys):
