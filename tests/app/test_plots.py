@@ -395,3 +395,11 @@ def test_the_ranking_sentence_names_the_view_that_orders_the_list():
         " Measured against every node in INT8, not against this build with 3 node(s) in fallback: with those in fallback, "
         "another node's effect can differ.")
     assert "Measured against" not in lt.ranking_sentence(alone, (one,), 0)
+    # a staged list: the refined block first, then the rest in their first-stage order (captcha trial: rank 6 at 30.1 dB
+    # above rank 7 at 23.0 dB read as a broken sort)
+    staged = [dataclasses.replace(one, rank=i + 1, samples=n) for i, n in enumerate((8, 8, 4, 4))]
+    assert lt.ranking_sentence(alone, tuple(staged)) == (
+        "Ranked by measured harm: the final outputs' SNR with only that node in INT8 (lower is worse). The first 2 were "
+        "measured again on 8 samples and come first, in order among themselves; the rest follow in their order on 4 "
+        "samples, so a value further down can be worse than one above it (probes: every unit on 2 samples, the 10 "
+        "strongest of both views on 16).")
