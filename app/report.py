@@ -55,12 +55,13 @@ def _outputs(summary: engine.Summary) -> str:
 
 def _task(summary: engine.Summary, before: engine.Summary | None) -> str:
     t = summary.task
-    if t.top1_agreement is None:
-        return "<p>The outputs are not classifier-shaped, so there are no task metrics.</p>"
+    if t.top1_agreement is None and t.text_agreement is None:
+        return "<p>The outputs are neither classifier-shaped nor a CTC recogniser's scores, so there are no task metrics.</p>"
     b = before.task if before is not None else None
     rows = []
     for label, attr in (("FP32 accuracy", "reference_accuracy"), ("accuracy of this build", "candidate_accuracy"),
-                        ("accuracy drop", "accuracy_drop"), ("top-1 agreement with FP32", "top1_agreement")):
+                        ("accuracy drop", "accuracy_drop"), ("top-1 agreement with FP32", "top1_agreement"),
+                        ("text read the same as FP32 (greedy CTC decoding)", "text_agreement")):
         if getattr(t, attr) is None:
             continue  # no labels: no accuracy rows
         rows.append([label] + ([_pct(getattr(b, attr))] if b is not None else []) + [_pct(getattr(t, attr))])

@@ -86,6 +86,8 @@ if result is not None:
         shown.append((f"{s.config.precision.value.upper()} accuracy", f"{t.candidate_accuracy:.2%}", f"{-t.accuracy_drop:+.2%}"))
     if t.top1_agreement is not None:
         shown.append(("Top-1 agreement with FP32", f"{t.top1_agreement:.2%}", None))
+    if t.text_agreement is not None:  # a CTC recogniser: does the text it reads change?
+        shown.append(("Text read the same as FP32", f"{t.text_agreement:.2%}", None))
     for col, (label, value, delta) in zip(st.columns(5), shown):
         col.metric(label, value, delta)
     if of:

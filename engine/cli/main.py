@@ -150,6 +150,8 @@ def _report(result, out=None) -> None:
     if t.top1_agreement is not None:
         acc = "" if t.candidate_accuracy is None else f"  accuracy {t.reference_accuracy:.4f} -> {t.candidate_accuracy:.4f}"
         print(f"top-1 agreement {t.top1_agreement:.4f}{acc}", file=out)
+    if t.text_agreement is not None:
+        print(f"text read the same as FP32 (greedy CTC decoding of {t.output}): {t.text_agreement:.4f} of {t.samples} samples", file=out)
     print(s.headline, file=out)
     if s.culprits:
         measured = s.ranking.method == "measured harm"

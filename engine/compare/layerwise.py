@@ -35,7 +35,7 @@ from engine.compare.output_channels import ChannelAccumulator, ChannelSplit
 from engine.compare.ranking import input_snr, introduced_db
 from engine.compare.reducers import HostReducer, Reducer
 from engine.compare.reference_cache import ReferenceCache
-from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, is_classifier_shaped
+from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, ctc_batch_axis, is_classifier_shaped
 from engine.data.source import Batch
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 
@@ -243,7 +243,8 @@ def run_layerwise(
                     if shapes not in identical:  # checked once per shape, not on every batch that already differed
                         identical[shapes] = all(o in cand_out and o in plain and cand_out[o].shape == plain[o].shape and
                                                 np.array_equal(cand_out[o], plain[o]) for o in view.outputs)
-                task = _update_final_outputs(final, final_reducer, task, view, ref_out, plain, labels, channels)
+                task = _update_final_outputs(final, final_reducer, task, view, ref_out, plain, labels, channels,
+                                             sl.stop - sl.start)
                 clock.add("final_outputs", t0)
             entries += 1
             samples += n
@@ -306,16 +307,19 @@ def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs:
 
 def _update_final_outputs(final: dict[str, Accumulator], reducer: HostReducer, task: TaskAccumulator | None, view: GraphView,
                           ref: dict[str, np.ndarray], plain: dict[str, np.ndarray], labels: np.ndarray | None,
-                          channels: dict[str, ChannelAccumulator]) -> TaskAccumulator:
-    """Final-output metrics and task metrics from the unmodified candidate's outputs `plain`; returns the task
-    accumulator (created on the first batch, when the classifier-shaped output is known)."""
+                          channels: dict[str, ChannelAccumulator], samples: int) -> TaskAccumulator:
+    """Final-output metrics and task metrics from the unmodified candidate's outputs `plain` (of `samples` samples);
+    returns the task accumulator (created on the first batch, when the classifier-shaped or CTC output is known)."""
     pairs = [(o, ref[o], plain[o]) for o in final if o in ref and o in plain and ref[o].shape == plain[o].shape]
     stats, counts, sizes = reducer.reduce([(r, c) for _, r, c in pairs])
     for k, (o, r, c) in enumerate(pairs):
         final[o].add_part(stats[k], int(sizes[k]), counts[k])
         channels[o].update(r, c)
     if task is None:
-        task = TaskAccumulator(next((o for o in view.outputs if o in ref and is_classifier_shaped(ref[o])), None), labels)
+        classes = next((o for o in view.outputs if o in ref and is_classifier_shaped(ref[o])), None)
+        ctc = next(((o, ax) for o in view.outputs if o in ref and (ax := ctc_batch_axis(ref[o], samples)) is not None), None)
+        task = (TaskAccumulator(classes, labels) if classes is not None or ctc is None
+                else TaskAccumulator(ctc[0], None, ctc_axis=ctc[1]))
     if task.output is not None:
         task.update(ref[task.output], plain[task.output])
     return task

@@ -1,4 +1,5 @@
-"""Task-level metrics on the final outputs: top-1 accuracy and agreement for classifier-shaped outputs."""
+"""Task-level metrics on the final outputs: top-1 accuracy and agreement for classifier-shaped outputs, and for a CTC
+text recogniser's scores whether the greedily decoded text is the same as FP32's."""
 
 from __future__ import annotations
 
@@ -6,13 +7,34 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TaskMetrics", "TaskAccumulator", "is_classifier_shaped"]
+__all__ = ["TaskMetrics", "TaskAccumulator", "is_classifier_shaped", "ctc_batch_axis", "ctc_greedy"]
+
+CTC_MIN_CLASSES = 32  # a recogniser's alphabet; a detector's N x anchors x (4 + classes) rows are narrower (YOLOX: 6)
+CTC_MIN_BLANK = 0.3  # blank (class 0) wins at least this share of positions in CTC scores; a detector's class 0 rarely
 
 
 def is_classifier_shaped(arr: np.ndarray) -> bool:
     """N x classes scores, or N x classes x 1 x 1 as Caffe2-era exports write them (the model zoo's SqueezeNet and
     DenseNet-121 got no accuracy)."""
     return arr.ndim >= 2 and arr.shape[1] > 1 and all(d == 1 for d in arr.shape[2:])
+
+
+def ctc_batch_axis(arr: np.ndarray, batch: int) -> int | None:
+    """The batch axis of a CTC recogniser's scores, or None where `arr` does not look like them: rank 3, at least
+    CTC_MIN_CLASSES classes on the last axis, the batch on axis 0 (N x T x classes: PP-OCRv4) or 1 (T x N x classes:
+    ddddocr), and blank (class 0, the PaddleOCR and ddddocr convention) the best class at CTC_MIN_BLANK of positions."""
+    if arr.ndim != 3 or arr.shape[2] < CTC_MIN_CLASSES or arr.dtype.kind != "f":
+        return None
+    axis = 0 if arr.shape[0] == batch else 1 if arr.shape[1] == batch else None
+    if axis is None or (arr.argmax(axis=2) == 0).mean() < CTC_MIN_BLANK:
+        return None
+    return axis
+
+
+def ctc_greedy(best: np.ndarray) -> tuple[int, ...]:
+    """Greedy CTC decoding of one sample's best classes over time: repeats merged, blanks (0) dropped."""
+    keep = np.r_[True, best[1:] != best[:-1]] & (best != 0)
+    return tuple(int(k) for k in best[keep])
 
 
 @dataclass(frozen=True)
@@ -22,6 +44,7 @@ class TaskMetrics:
     reference_accuracy: float | None
     candidate_accuracy: float | None
     samples: int
+    text_agreement: float | None = None  # a CTC recogniser's output: samples whose decoded text equals FP32's
 
     @property
     def accuracy_drop(self) -> float | None:
@@ -31,23 +54,33 @@ class TaskMetrics:
 
     def to_dict(self) -> dict:
         return {"output": self.output, "top1_agreement": self.top1_agreement, "reference_accuracy": self.reference_accuracy,
-                "candidate_accuracy": self.candidate_accuracy, "accuracy_drop": self.accuracy_drop, "samples": self.samples}
+                "candidate_accuracy": self.candidate_accuracy, "accuracy_drop": self.accuracy_drop, "samples": self.samples,
+                "text_agreement": self.text_agreement}
 
     @classmethod
     def from_dict(cls, d: dict) -> TaskMetrics:
         def num(key: str) -> float | None:
             return None if d.get(key) is None else float(d[key])
 
-        return cls(d.get("output"), num("top1_agreement"), num("reference_accuracy"), num("candidate_accuracy"), int(d.get("samples", 0)))
+        return cls(d.get("output"), num("top1_agreement"), num("reference_accuracy"), num("candidate_accuracy"), int(d.get("samples", 0)),
+                   num("text_agreement"))
 
 
 class TaskAccumulator:
-    def __init__(self, output: str | None, labels: np.ndarray | None) -> None:
-        self.output, self.labels = output, labels
+    """ctc_axis: `output` holds CTC scores with the batch on this axis (ctc_batch_axis): the decoded texts are compared,
+    not top-1 classes."""
+
+    def __init__(self, output: str | None, labels: np.ndarray | None, ctc_axis: int | None = None) -> None:
+        self.output, self.labels, self.ctc_axis = output, labels, ctc_axis
         self.n = self.agree = self.ref_ok = self.cand_ok = 0
 
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
         if self.output is None:
+            return
+        if self.ctc_axis is not None:
+            r, c = np.moveaxis(ref.argmax(axis=2), self.ctc_axis, 0), np.moveaxis(cand.argmax(axis=2), self.ctc_axis, 0)
+            self.agree += sum(ctc_greedy(a) == ctc_greedy(b) for a, b in zip(r, c))
+            self.n += len(r)
             return
         r, c = ref.reshape(len(ref), -1).argmax(axis=1), cand.reshape(len(cand), -1).argmax(axis=1)
         self.agree += int((r == c).sum())
@@ -60,6 +93,8 @@ class TaskAccumulator:
     def result(self) -> TaskMetrics:
         if self.output is None or self.n == 0:
             return TaskMetrics(None, None, None, None, self.n)
+        if self.ctc_axis is not None:
+            return TaskMetrics(self.output, None, None, None, self.n, self.agree / self.n)
         has = self.labels is not None
         return TaskMetrics(self.output, self.agree / self.n, self.ref_ok / self.n if has else None,
                            self.cand_ok / self.n if has else None, self.n)

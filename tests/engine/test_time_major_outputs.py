@@ -11,6 +11,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+import engine
 from engine import compare
 
 
@@ -45,3 +46,44 @@ def test_a_time_major_output_is_ranked_on_all_its_time_steps(tmp_path):
     assert all(math.isfinite(c.alone_snr_db) and math.isfinite(c.gain_db) for c in s.culprits)
     # with every unit in INT8 the probe computes the candidate: the same final-output SNR the compare measured
     assert s.ranking.all_int8_snr_db == pytest.approx(result.final_output().snr_db, abs=0.01)
+
+
+def test_a_ctc_recognisers_decoded_text_is_compared_with_fp32s(tmp_path, capsys):
+    """Scores over 40 classes with blank (class 0) mostly best, time-major as ddddocr writes them: the summary, the CLI
+    and the report say how many samples read the same text as FP32 (the captcha trial: 29 of 32, counted by hand)."""
+    from engine.backends import resolve_backend
+    from engine.cli.main import main
+    from engine.compare.task_metrics import ctc_greedy
+
+    m = _time_major_model()
+    rng = np.random.default_rng(5)
+    fc = rng.standard_normal((4, 40)).astype(np.float32)
+    blank = np.zeros(40, np.float32)
+    blank[0] = 1.0
+    m.graph.initializer[1].CopyFrom(numpy_helper.from_array(fc, "fc"))
+    m.graph.initializer.append(numpy_helper.from_array(blank, "blank"))
+    m.graph.node[-1].output[0] = "logits"
+    m.graph.node.append(helper.make_node("Add", ["logits", "blank"], ["y"], name="blank_bias"))
+    m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, ["t", 1, 40]))
+    onnx.save(m, tmp_path / "ctc.onnx")
+    x = rng.standard_normal((16, 2, 4, 64)).astype(np.float32)  # 64 time steps: INT8 noise changes some texts
+    np.savez(tmp_path / "d.npz", x=x)
+    result = compare(tmp_path / "ctc.onnx", tmp_path / "d.npz", out_dir=tmp_path / "run", batch_size=1, provider="cpu",
+                     screen_samples=0)
+    backend = resolve_backend("cpu").backend
+    with backend.runner(onnx.load(tmp_path / "run" / "reference.onnx")) as r, \
+            backend.runner(onnx.load(tmp_path / "run" / "candidate.onnx")) as c:
+        same = sum(ctc_greedy(r.infer({"x": x[i:i + 1]})["y"].argmax(2)[:, 0]) == ctc_greedy(c.infer({"x": x[i:i + 1]})["y"].argmax(2)[:, 0])
+                   for i in range(16))
+    t = result.summary.task
+    assert (t.output, t.samples, t.top1_agreement) == ("y", 16, None) and t.text_agreement == same / 16
+    assert 0 < same < 16, same  # the noise changes some texts and not others: a count, not all or nothing
+    assert main(["rebuild", str(tmp_path / "run"), "--fallback", "classes", "--no-index"]) == 0
+    out = capsys.readouterr().out
+    assert "text read the same as FP32 (greedy CTC decoding of y): " in out and " of 16 samples" in out
+    from app.report import build_report  # the report's task table, before and after
+
+    after = engine.load_result(tmp_path / "run")
+    html = build_report(after.layers, after.summary, result.layers, result.summary)
+    assert (f"<td>text read the same as FP32 (greedy CTC decoding)</td><td>{same / 16:.2%}</td>"
+            f"<td>{after.summary.task.text_agreement:.2%}</td>") in html
