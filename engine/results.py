@@ -126,18 +126,22 @@ class RankingInfo:
     view: str = ""  # "alone" or "gain": which isolated view orders the list (its top three recovered more)
     top_set_gain_db: dict[str, float] = field(default_factory=dict)  # per view: its top three fallen back together
     plan: str = ""  # the probe stages within the ranking's budget, e.g. "every unit on 4 samples, the 10 strongest of both views on 32"
+    seconds: float = math.nan  # what its probes took when they were measured (a reused ranking keeps the original's)
+    work: float = 0.0  # their cost in sample-passes (HarmRanking.work): seconds / work is a probe sample's cost here
 
     def to_dict(self) -> dict:
         return {"method": self.method, "samples": self.samples, "probes": self.probes,
                 "all_int8_snr_db": json_number(self.all_int8_snr_db), "reused": self.reused, "view": self.view,
-                "top_set_gain_db": {k: json_number(v) for k, v in self.top_set_gain_db.items()}, "plan": self.plan}
+                "top_set_gain_db": {k: json_number(v) for k, v in self.top_set_gain_db.items()}, "plan": self.plan,
+                "seconds": json_number(self.seconds), "work": self.work}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RankingInfo:
         d = d or {}
         return cls(d.get("method", "introduced noise"), int(d.get("samples", 0)), int(d.get("probes", 0)),
                    read_number(d.get("all_int8_snr_db")), bool(d.get("reused", False)), d.get("view", ""),
-                   {k: read_number(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""))
+                   {k: read_number(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""),
+                   read_number(d.get("seconds")), float(d.get("work", 0.0)))
 
 
 @dataclass(frozen=True)

@@ -189,7 +189,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
     if lw.shape_mismatches:
         notes.append(f"{len(lw.shape_mismatches)} tensor(s) differ in shape between reference and candidate and were not compared.")
     info = (RankingInfo("measured harm", ranking.samples, ranking.probes, ranking.all_int8_snr_db, ranking_reused, ranking.view,
-                        dict(ranking.top_set_gain_db or {}), ranking.plan)
+                        dict(ranking.top_set_gain_db or {}), ranking.plan, ranking.seconds, ranking.work)
             if ranking is not None else RankingInfo("introduced noise", 0, 0, math.nan))
     return Summary(
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,

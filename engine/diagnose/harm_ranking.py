@@ -126,6 +126,8 @@ class HarmRanking:
     view: str = "alone"  # the view that orders the list: "alone" or "gain"
     top_set_gain_db: dict[str, float] | None = None  # per view: what falling back its top three together gains
     plan: str = ""  # the stages the probes ran in (see plan_stages)
+    work: float = 0.0  # what the probes cost in sample-passes (each probe: its samples + 1 for the run): seconds / work
+    # is what a probe sample costs here, which the sensitivity estimate uses
 
     def to_frame(self) -> pd.DataFrame:
         rows = [{"rank": i + 1, "unit": u.name, "nodes": " ".join(u.nodes), "op_types": " ".join(u.op_types),
@@ -137,6 +139,7 @@ class HarmRanking:
 
     def to_dict(self) -> dict:
         return {"samples": self.samples, "probes": self.probes, "seconds": round(self.seconds, 4), "view": self.view, "plan": self.plan,
+                "work": self.work,
                 "all_int8_snr_db": json_number(self.all_int8_snr_db),
                 "top_set_gain_db": {k: json_number(v) for k, v in (self.top_set_gain_db or {}).items()},
                 "units": [{"nodes": list(u.nodes), "op_types": list(u.op_types), "alone_snr_db": json_number(u.alone_snr_db),
@@ -147,7 +150,8 @@ class HarmRanking:
         units = tuple(UnitHarm(tuple(u["nodes"]), tuple(u["op_types"]), float(u["alone_snr_db"]), float(u.get("gain_db", "nan")),
                                int(u["samples"])) for u in d["units"])
         return cls(units, float(d["all_int8_snr_db"]), int(d["samples"]), int(d["probes"]), float(d["seconds"]),
-                   d.get("view", "alone"), {k: float(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""))
+                   d.get("view", "alone"), {k: float(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""),
+                   float(d.get("work", 0.0)))
 
 
 def _order(harms: list[UnitHarm], view: str) -> list[UnitHarm]:
@@ -235,4 +239,4 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
     top_gain = {"alone": res[0].outputs_snr_db - base, "gain": res[1].outputs_snr_db - base}
     view = "gain" if top_gain["gain"] > top_gain["alone"] else "alone"
     return HarmRanking(tuple(ordered[view]), base, full.head(plan.final_samples).samples, done, time.perf_counter() - t0, view,
-                       top_gain, plan.describe(len(units)))
+                       top_gain, plan.describe(len(units)), work["done"])

@@ -65,13 +65,17 @@ class SensitivityEstimate:
 
     probes: int  # one all-INT8 run, and two per unit (only it in INT8; every unit but it)
     samples: int  # each probe runs on this many samples
-    seconds: float  # probes x samples x the comparison's candidate time per sample (nan where it was not timed)
+    seconds: float  # probes x what a probe of that many samples cost the ranking here (else the comparison's candidate
+    # time per sample); nan where neither was timed
+    from_ranking: bool = False  # timed from the ranking's own probes
 
     def sentence(self) -> str:
         runs = (f"{self.probes} probe runs of the INT8 model on {self.samples} samples each (one with every node in INT8, "
                 "then two per fallback candidate)")
         if not math.isfinite(self.seconds):
             return runs + "."
+        if self.from_ranking:
+            return f"{runs}: about {self.seconds:.0f} s here, at what the culprit ranking's probes cost a sample."
         return (f"{runs}: about {self.seconds:.0f} s here, counting each probe as one pass of the comparison's INT8 model "
                 "over those samples (that pass observed every tensor; a probe reads only the outputs, so it is often "
                 "less).")
@@ -83,6 +87,11 @@ def sensitivity_estimate(summary: Summary, samples: int | None = DEFAULT_SENSITI
     several passes ran it that many times)."""
     n = summary.samples if samples is None else min(samples, summary.samples)
     probes = 1 + 2 * (summary.quantized_nodes + len(summary.fallback))
+    ranking = summary.ranking
+    if ranking.work > 0 and math.isfinite(ranking.seconds):
+        # the ranking's probes are sensitivity's probes on fewer samples: the captcha recogniser's estimate from the
+        # marked candidate pass said 76 s for a 33 s run
+        return SensitivityEstimate(probes, n, probes * (n + 1) * ranking.seconds / ranking.work, from_ranking=True)
     passes = max(1, summary.passes)
     per_sample = summary.timings.get("candidate", math.nan) / passes / summary.samples if summary.samples else math.nan
     return SensitivityEstimate(probes, n, probes * n * per_sample)

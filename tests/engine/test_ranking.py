@@ -3,6 +3,9 @@ introduced-noise ranking (tests/engine/amplified_model.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+import math
+
 import numpy as np
 import onnx
 import pandas as pd
@@ -185,16 +188,25 @@ def test_sensitivity_says_what_it_will_cost_before_it_runs():
 
     from engine import sensitivity_estimate
 
-    ppocr = SimpleNamespace(samples=64, quantized_nodes=51, fallback=(), passes=1, timings={"candidate": 5.12})  # its summary
+    unranked = engine.RankingInfo("introduced noise", 0, 0, math.nan)
+    ppocr = SimpleNamespace(samples=64, quantized_nodes=51, fallback=(), passes=1, timings={"candidate": 5.12}, ranking=unranked)
     est = sensitivity_estimate(ppocr)
     assert (est.probes, est.samples, est.seconds) == (103, 64, pytest.approx(103 * 5.12))
     assert est.sentence().startswith("103 probe runs of the INT8 model on 64 samples each (one with every node in INT8, "
                                      "then two per fallback candidate): about 527 s here")
-    big = sensitivity_estimate(SimpleNamespace(samples=500, quantized_nodes=10, fallback=(), passes=2, timings={"candidate": 10.0}))
+    big = sensitivity_estimate(SimpleNamespace(samples=500, quantized_nodes=10, fallback=(), passes=2, timings={"candidate": 10.0},
+                                               ranking=unranked))
     assert (big.samples, big.seconds) == (64, pytest.approx(21 * 64 * 0.01))  # the first 64 samples; per pass of the data
-    untimed = sensitivity_estimate(SimpleNamespace(samples=8, quantized_nodes=2, fallback=(), passes=1, timings={}))
+    untimed = sensitivity_estimate(SimpleNamespace(samples=8, quantized_nodes=2, fallback=(), passes=1, timings={}, ranking=unranked))
     assert untimed.sentence() == ("5 probe runs of the INT8 model on 8 samples each (one with every node in INT8, then "
                                   "two per fallback candidate).")
+    # a measured ranking prices a probe sample itself: 300 sample-passes in 6 s is 20 ms a sample-pass (captcha
+    # recogniser: the candidate pass said 76 s for a 33 s sensitivity)
+    ranked = dataclasses.replace(unranked, method="measured harm", seconds=6.0, work=300.0)
+    est = sensitivity_estimate(SimpleNamespace(samples=32, quantized_nodes=22, fallback=(), passes=1, timings={"candidate": 9.0},
+                                               ranking=ranked))
+    assert (est.probes, est.samples, est.seconds) == (45, 32, pytest.approx(45 * 33 * 0.02))
+    assert est.sentence().endswith(": about 30 s here, at what the culprit ranking's probes cost a sample.")
 
 
 def test_a_rebuilds_outputs_are_measured_as_the_ranking_measures_them():
