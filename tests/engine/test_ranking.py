@@ -231,3 +231,15 @@ def test_the_sensitivity_estimate_counts_the_probes_sensitivity_runs_after_a_reb
     est = sensitivity_estimate(rebuilt.summary)
     frame = sensitivity(tmp_path, samples=8)
     assert est.probes == 1 + 2 * len(frame) and len(frame) > 3
+
+
+def test_the_ranking_says_it_is_starting_before_it_builds_its_probe_session(amplified, tmp_path):
+    """After the last batch the captcha recogniser's page sat ~3 s with nothing said while the gated model was built."""
+    from engine import Stage
+
+    said = []
+    compare(amplified / "m.onnx", amplified / "x.npz", out_dir=tmp_path / "run", batch_size=16, provider="cpu", progress=said.append)
+    ranking = [ev for ev in said if ev.stage == Stage.RANK]
+    assert (ranking[0].done, ranking[0].total, ranking[0].message) == (
+        0, 1, "starting: building the probes' gated model and its session (0/1)")
+    assert ranking[1].message.startswith("every unit on ") and ranking[-1].done == ranking[-1].total > 1
