@@ -8,7 +8,7 @@ from engine.data.source import ArraySource, BatchSource
 from engine.errors import DataError
 from engine.model.info import ModelInfo
 
-__all__ = ["check_source", "check_finite"]
+__all__ = ["check_source", "check_finite", "check_batch_axes"]
 
 
 def check_batch_axes(info: ModelInfo) -> None:
@@ -19,7 +19,8 @@ def check_batch_axes(info: ModelInfo) -> None:
         if spec.shape is not None and not spec.shape:
             raise DataError(f"Model input '{spec.name}' is a scalar, so it cannot take one value per sample: QuantScope batches "
                             f"every input on axis 0; export the model with '{spec.name}' as a constant or with a batch axis first.")
-        if spec.shape and batch is not None and spec.shape[0] != batch and batch in spec.shape[1:]:
+        # a fixed 1 first ([1, batch, H], a PyTorch RNN's h0) fixes the batch at 1, where samples go one a batch as they are
+        if spec.shape and batch is not None and spec.shape[0] not in (batch, 1) and batch in spec.shape[1:]:
             raise DataError(f"Model input '{spec.name}' has its batch axis '{batch}' at position {spec.shape.index(batch)} "
                             f"{spec.shape_text()}, but QuantScope batches every input on axis 0; export the model with the "
                             "batch axis first.")

@@ -159,3 +159,13 @@ def test_the_model_reason_comes_before_what_the_data_file_holds(tmp_path):
     assert _err(lambda: load_data(p, info)) == (
         "Model input 'sr' is a scalar, so it cannot take one value per sample: QuantScope batches every input on axis 0; "
         "export the model with 'sr' as a constant or with a batch axis first.")
+
+
+def test_an_rnn_state_with_a_fixed_1_first_is_not_refused(tmp_path):
+    """A PyTorch RNN export's h0 is [1, batch, H]: its fixed 1 fixes the batch at 1, and samples go one a batch as they
+    are, as before the batch-axis check (only silero's [2, batch, 128] cannot take samples on axis 0)."""
+    info = ModelInfo((TensorSpec("x", ("batch", 8), "float32"), TensorSpec("h0", (1, "batch", 8), "float32")), (), 0, {}, 17, 10, "")
+    p = _npz(tmp_path, x=np.zeros((4, 8), np.float32), h0=np.zeros((4, 1, 8), np.float32))
+    assert load_data(p, info).num_samples == 4
+    silero = ModelInfo((TensorSpec("x", ("batch", 8), "float32"), TensorSpec("state", (2, "batch", 8), "float32")), (), 0, {}, 17, 10, "")
+    assert _err(lambda: load_data(p, silero)).startswith("Model input 'state' has its batch axis 'batch' at position 1")

@@ -87,3 +87,22 @@ def test_a_ctc_recognisers_decoded_text_is_compared_with_fp32s(tmp_path, capsys)
     html = build_report(after.layers, after.summary, result.layers, result.summary)
     assert (f"<td>text read the same as FP32 (greedy CTC decoding)</td><td>{same / 16:.2%}</td>"
             f"<td>{after.summary.task.text_agreement:.2%}</td>") in html
+
+
+def test_an_rnn_state_input_with_a_fixed_1_first_is_compared(tmp_path):
+    """h0 [1, batch, H] as PyTorch exports an RNN's state: the fixed 1 fixes the batch at 1 and the compare runs."""
+    rng = np.random.default_rng(6)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["xm"], name="proj"),
+             helper.make_node("Squeeze", ["h0", "axis0"], ["h"], name="state"),
+             helper.make_node("Add", ["xm", "h"], ["y"], name="mix")]
+    g = helper.make_graph(nodes, "rnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 8]),
+                                         helper.make_tensor_value_info("h0", TensorProto.FLOAT, [1, "batch", 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 8])],
+                          [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), "w"),
+                           numpy_helper.from_array(np.array([0], np.int64), "axis0")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 10
+    onnx.save(m, tmp_path / "rnn.onnx")
+    np.savez(tmp_path / "d.npz", x=rng.standard_normal((6, 8)).astype(np.float32), h0=rng.standard_normal((6, 1, 8)).astype(np.float32))
+    result = compare(tmp_path / "rnn.onnx", tmp_path / "d.npz", out_dir=tmp_path / "run", batch_size=4, provider="cpu")
+    assert result.summary.batch_size == 1 and result.summary.samples == 6 and 20 < result.final_output().snr_db < 80
