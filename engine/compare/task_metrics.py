@@ -9,8 +9,12 @@ import numpy as np
 
 __all__ = ["TaskMetrics", "TaskAccumulator", "is_classifier_shaped", "ctc_batch_axis", "ctc_greedy"]
 
-CTC_MIN_CLASSES = 32  # a recogniser's alphabet; a detector's N x anchors x (4 + classes) rows are narrower (YOLOX: 6)
-CTC_MIN_BLANK = 0.3  # blank (class 0) wins at least this share of positions in CTC scores; a detector's class 0 rarely
+CTC_MIN_CLASSES = 32  # a recogniser's alphabet
+CTC_MIN_BLANK = 0.3  # blank (class 0) wins at least this share of positions in CTC scores
+# the other winners are characters: at least two classes, none with most of the places. A YOLOv5 head (N x 25200 x 85,
+# box x and y in pixels first) passes the two rules above with its x column, but y then wins nearly every other place;
+# rows of zeros (ties) give class 0 and nothing else
+CTC_MIN_SYMBOLS, CTC_MAX_SHARE = 2, 0.75
 
 
 def is_classifier_shaped(arr: np.ndarray) -> bool:
@@ -22,13 +26,19 @@ def is_classifier_shaped(arr: np.ndarray) -> bool:
 def ctc_batch_axis(arr: np.ndarray, batch: int) -> int | None:
     """The batch axis of a CTC recogniser's scores, or None where `arr` does not look like them: rank 3, at least
     CTC_MIN_CLASSES classes on the last axis, the batch on axis 0 (N x T x classes: PP-OCRv4) or 1 (T x N x classes:
-    ddddocr), and blank (class 0, the PaddleOCR and ddddocr convention) the best class at CTC_MIN_BLANK of positions."""
+    ddddocr) but not both, blank (class 0, the PaddleOCR and ddddocr convention) the best class at CTC_MIN_BLANK of
+    positions, and the other winners spread over characters (CTC_MIN_SYMBOLS, CTC_MAX_SHARE)."""
     if arr.ndim != 3 or arr.shape[2] < CTC_MIN_CLASSES or arr.dtype.kind != "f":
         return None
-    axis = 0 if arr.shape[0] == batch else 1 if arr.shape[1] == batch else None
-    if axis is None or (arr.argmax(axis=2) == 0).mean() < CTC_MIN_BLANK:
+    axes = [a for a in (0, 1) if arr.shape[a] == batch]
+    if len(axes) != 1:  # neither, or both (time steps as many as the samples): which is time cannot be told
         return None
-    return axis
+    best = arr.argmax(axis=2)
+    chars = best[best != 0]
+    if (best == 0).mean() < CTC_MIN_BLANK or len(np.unique(chars)) < CTC_MIN_SYMBOLS \
+            or np.bincount(chars).max() > CTC_MAX_SHARE * len(chars):
+        return None
+    return axes[0]
 
 
 def ctc_greedy(best: np.ndarray) -> tuple[int, ...]:

@@ -21,7 +21,7 @@ def test_greedy_decoding_merges_repeats_and_drops_blanks():
 
 def test_ctc_scores_are_told_from_other_rank_3_outputs():
     best = np.zeros((4, 20), np.int64)
-    best[:, 5] = 7
+    best[:, 5], best[:, 9] = 7, 12
     scores = _scores(best)
     assert ctc_batch_axis(scores, 4) == 0  # N x T x classes (PP-OCRv4's recogniser)
     assert ctc_batch_axis(scores.transpose(1, 0, 2), 4) == 1  # T x N x classes (ddddocr's)
@@ -29,6 +29,14 @@ def test_ctc_scores_are_told_from_other_rank_3_outputs():
     assert ctc_batch_axis(_scores(np.full((4, 20), 7)), 4) is None  # no blank anywhere: not CTC scores
     assert ctc_batch_axis(scores, 3) is None  # no axis holds the batch
     assert ctc_batch_axis(scores[0], 4) is None  # rank 2
+    assert ctc_batch_axis(_scores(np.zeros((4, 4), np.int64)), 4) is None  # as many time steps as samples: which is which?
+    # a YOLOv5 head, N x anchors x (x, y, w, h, objectness, 80 classes) in pixels: x wins about half the rows, y the rest
+    rng = np.random.default_rng(0)
+    head = rng.random((2, 300, 85)).astype(np.float32)
+    head[..., :2] = rng.uniform(0, 640, (2, 300, 2))
+    head[..., 2:4] = rng.uniform(0, 60, (2, 300, 2))
+    assert 0.3 < (head.argmax(2) == 0).mean() < 0.7 and ctc_batch_axis(head, 2) is None
+    assert ctc_batch_axis(np.zeros((4, 20, 40), np.float32), 4) is None  # rows of ties (zeros after a ReLU)
 
 
 def test_text_agreement_counts_samples_whose_decoded_text_is_unchanged():
