@@ -100,10 +100,9 @@ def _ctc(out: Outputs, labels: np.ndarray | None, meta: dict[str, str]) -> Check
 
 def _ctc_time_major(out: Outputs, labels: np.ndarray | None, meta: dict[str, str]) -> Check:
     """ddddocr's recogniser: T x N x classes, blank 0; no charset in the file, so the check counts symbols read."""
-    counts = []
-    for seq in out[0].argmax(axis=2).T:  # N x T
-        keep = np.r_[True, seq[1:] != seq[:-1]] & (seq != 0)
-        counts.append(int(keep.sum()))
+    from engine.compare.task_metrics import ctc_greedy
+
+    counts = [len(ctc_greedy(seq)) for seq in out[0].argmax(axis=2).T]  # N x T
     read = sum(c >= 2 for c in counts) / len(counts)
     return Check(read >= 0.9, f"{read:.0%} of crops read as 2+ symbols; symbols per crop {min(counts)}..{max(counts)}")
 

@@ -173,8 +173,9 @@ class Summary:
     model_sha256: str = ""  # what was compared: the model file's and the samples' content digests ("": not known)
     data_sha256: str = ""
     channel_splits: tuple[ChannelSplit, ...] = ()  # outputs with small-scale channels (a detector's scores) and their SNR
-    # the units this build keeps in fallback, as the all-INT8 ranking measured them (rank 0: not a candidate any more), so a
-    # user deciding whether to untick one still sees what it cost in INT8
+    # the units this build keeps in fallback, their alone/gain figures as the all-INT8 ranking measured them (rank 0: not a
+    # candidate any more; the layerwise columns are this build's), so a user deciding whether to untick one still sees
+    # what it cost in INT8
     held: tuple[Culprit, ...] = ()
 
     def small_channels(self, output: str) -> ChannelSplit | None:

@@ -6,8 +6,8 @@ FP16 exactly as emission writes it: Casts to FP16, the node on FP16 weights, a C
 kernels run it where it has them; ONNX Runtime 1.32's CPU FP16 Conv rounds differently from FP32 arithmetic on
 FP16-rounded values, which put ddddocr's recogniser 3.4 dB away from its build). A tensor's other readers (an Add on a
 quantized skip branch) read it through If(any gate of its quantized readers): quantized while one of them is, as the
-quantizer emits it. Only the taken branch runs, so a unit that is off costs what its
-FP32 node costs, and the float graph around the branches is optimized by the runtime as usual.
+quantizer emits it. Only the taken branch runs, so a unit that is off costs what its fallback node costs (in FP16, with
+its Casts), and the float graph around the branches is optimized by the runtime as usual.
 
 With every gate on the graph computes the all-INT8 candidate; with a unit's gate off it computes what a rebuild
 with that unit in fallback emits (bit for bit, FP32 and FP16, at ORT's accuracy settings; see tests). So every isolated
@@ -23,6 +23,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.model.graph_reads import drop_unread_qdq
+from engine.quantize.fallback_fp16 import float_tensors, fp16_capable
 
 __all__ = ["GatedModel", "gate_model", "GATE_PREFIX", "BranchlessEdits"]
 
@@ -168,6 +169,7 @@ class _Builder:
         self.inits = {i.name: i for i in g.initializer}
         self.q_of = {n.output[0]: n for n in g.node if n.op_type == "QuantizeLinear"}
         self.dq_of = {n.output[0]: n for n in g.node if n.op_type == "DequantizeLinear"}
+        self.floats = float_tensors(candidate) if fp16 else set()  # the inputs an FP16 fallback node casts
         self.counter = 0
 
     def name(self, base: str) -> str:
@@ -217,6 +219,7 @@ class _Builder:
         then_nodes, then_inits, else_nodes, else_inits = [], [], [], []
         then_in, else_in = [], []
         ref = self.ref_nodes.get(node.name)
+        half = self.fp16 and fp16_capable(node)  # emission keeps the others in FP32 (fallback_fp16.py), and so do we
         for pos, name in enumerate(node.input):
             if name in self.dq_of:
                 source = self.activation_source(name)
@@ -230,19 +233,19 @@ class _Builder:
                     then_inits.append(numpy_helper.from_array(self.constant_dequantized(name), deq))
                     then_in.append(deq)
                     float_in = ref.input[pos] if ref is not None and pos < len(ref.input) else name
-                    if float_in in self.ref_inits and float_in not in self.inits:
+                    if float_in in self.ref_inits and float_in not in self.inits and not half:  # FP16: half() converts it
                         else_inits.append(self.ref_inits[float_in])
-                else_in.append(self.half(else_nodes, else_inits, float_in) if self.fp16 else float_in)
+                else_in.append(self.half(else_nodes, else_inits, float_in) if half else float_in)
             else:
                 then_in.append(name)
-                else_in.append(self.half(else_nodes, else_inits, name) if self.fp16 and name else name)
+                else_in.append(self.half(else_nodes, else_inits, name) if half and name in self.floats else name)
         outputs = []
         for branch, inputs, nodes, inits in (("then", then_in, then_nodes, then_inits), ("else", else_in, else_nodes, else_inits)):
             out = self.name(f"{node.output[0]}_{branch}")
             copy = helper.make_node(node.op_type, inputs, [out], name=self.name(node.name), domain=node.domain)
             copy.attribute.extend(node.attribute)
             nodes.append(copy)
-            if branch == "else" and self.fp16:  # the FP16 node's output back in float32, as emission's Cast restores it
+            if branch == "else" and half:  # the FP16 node's output back in float32, as emission's Cast restores it
                 back = self.name(f"{node.output[0]}_fp32")
                 nodes.append(helper.make_node("Cast", [out], [back], name=self.name("to32"), to=TensorProto.FLOAT))
                 out = back

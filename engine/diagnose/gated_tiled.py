@@ -22,6 +22,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from engine.diagnose.gated import AnyGate, BranchlessEdits, GatedModel
+from engine.quantize.fallback_fp16 import fp16_capable
 
 __all__ = ["gate_model_tiled", "tiled_gates", "TILE_AXIS"]
 
@@ -84,9 +85,13 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
                     node.input[pos] = out
             e.nodes.append(node)
             continue
+        half = fp16 and fp16_capable(node)  # emission keeps the others in FP32, and so do we
         sources = {}
         for pos, name in enumerate(node.input):
-            source = e.float_source(name, node.name, pos) if name in e.dq_nodes else name if fp16 and name in float_tensors else None
+            if name in e.dq_nodes:  # its float source; in FP16 one without any stays dequantized and is cast like the rest
+                source = e.float_source(name, node.name, pos) or (name if half else None)
+            else:
+                source = name if half and name in float_tensors else None
             if source is not None:
                 sources[pos] = source
         mixes, raws = [], {}
@@ -98,7 +103,7 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
             quantized, raws[j] = fresh(f"{name}__int8"), fresh(f"{name}__fallback")
             mixes.append(helper.make_node("Where", [per_sample(gate, ranks[name]), quantized, raws[j]], [name], name=fresh("where")))
             node.output[j] = quantized
-        if fp16:  # as emission writes it: Casts to FP16, the node on FP16 weights, a Cast back (see _topological)
+        if half:  # as emission writes it: Casts to FP16, the node on FP16 weights, a Cast back (see _topological)
             e.fp16_node(node, sources, raws, fresh(f"{node.name}_fallback"))
         else:
             fallback = onnx.NodeProto()

@@ -21,6 +21,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from engine.diagnose.gated import AnyGate, BranchlessEdits, GatedModel
+from engine.quantize.fallback_fp16 import float_tensors, fp16_capable
 
 __all__ = ["gate_model_where"]
 
@@ -30,7 +31,7 @@ def gate_model_where(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
     """`candidate`: the run's Q/DQ model emitted with no fallback; `units`: groups of quantized node names;
     fp16: a unit gated off computes in FP16 as emission writes it (else in FP32)."""
     e = BranchlessEdits(reference, candidate, units, [])
-    float_tensors = _float_tensors(candidate) | {n for n, i in e.ref_inits.items() if i.data_type == TensorProto.FLOAT} if fp16 else set()
+    floats = float_tensors(candidate) | {n for n, i in e.ref_inits.items() if i.data_type == TensorProto.FLOAT} if fp16 else set()
     ors = itertools.count()
     combined_gate = AnyGate(e.nodes, lambda base: f"{base}__or{next(ors)}")
 
@@ -39,8 +40,8 @@ def gate_model_where(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
             e.nodes.append(node)
             continue
         unit_gate = e.gate_of_node.get(node.name)
-        if fp16 and unit_gate is not None:
-            _fp16_pair(e, node, unit_gate, float_tensors)
+        if fp16 and unit_gate is not None and fp16_capable(node):  # emission keeps the others in FP32, and so do we
+            _fp16_pair(e, node, unit_gate, floats)
             continue
         for pos, name in enumerate(node.input):
             if name not in e.dq_nodes:
@@ -61,18 +62,18 @@ def gate_model_where(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
     return e.gated()
 
 
-def _fp16_pair(e: BranchlessEdits, node: onnx.NodeProto, gate: str, float_tensors: set[str]) -> None:
+def _fp16_pair(e: BranchlessEdits, node: onnx.NodeProto, gate: str, floats: set[str]) -> None:
     """A unit node whose fallback is FP16: the node on its quantized inputs, and beside it the node in FP16 on the float
     sources as emission writes it (Casts, FP16 weights, a Cast back), selected by the gate. Both run; a runtime's FP16
     kernels round differently from FP32 arithmetic on FP16-rounded values (ddddocr's recogniser: 3.4 dB apart)."""
     sources = {}
     for pos, name in enumerate(node.input):
-        if name in e.dq_nodes:
-            if (source := e.float_source(name, node.name, pos)) is not None:
-                sources[pos] = source
-        elif name and name in float_tensors:
+        if name in e.dq_nodes:  # its float source; where there is none it stays dequantized, and is cast like the rest
+            sources[pos] = e.float_source(name, node.name, pos) or name
+        elif name and name in floats:
             sources[pos] = name  # a float input without Q/DQ (a bias)
-    outputs = {j: f"{name}__fp16_fallback" for j, name in enumerate(node.output) if name and name in float_tensors}
+    # every output: a quantized op type writes float (one left out would have two producers)
+    outputs = {j: f"{name}__fp16_fallback" for j, name in enumerate(node.output) if name}
     e.fp16_node(node, sources, outputs, f"{node.name}__fp16_fallback")
     for j, half in outputs.items():
         name = node.output[j]
@@ -80,9 +81,3 @@ def _fp16_pair(e: BranchlessEdits, node: onnx.NodeProto, gate: str, float_tensor
         e.nodes.append(helper.make_node("Where", [gate, node.output[j], half], [name], name=f"{name}__gated_out"))
     e.nodes.insert(len(e.nodes) - len(outputs), node)  # before the Wheres that read it
 
-
-def _float_tensors(model: onnx.ModelProto) -> set[str]:
-    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False).graph
-    out = {v.name for v in list(inferred.value_info) + list(inferred.input) + list(inferred.output)
-           if v.type.tensor_type.elem_type == TensorProto.FLOAT}
-    return out | {i.name for i in model.graph.initializer if i.data_type == TensorProto.FLOAT}

@@ -75,7 +75,8 @@ class SensitivityEstimate:
         if not math.isfinite(self.seconds):
             return runs + "."
         if self.from_ranking:
-            return f"{runs}: about {self.seconds:.0f} s here, at what the culprit ranking's probes cost a sample."
+            return (f"{runs}: about {self.seconds:.0f} s here, a rough guide from what the culprit ranking's probes cost a "
+                    "sample (not counting the probe session's start).")
         return (f"{runs}: about {self.seconds:.0f} s here, counting each probe as one pass of the comparison's INT8 model "
                 "over those samples (that pass observed every tensor; a probe reads only the outputs, so it is often "
                 "less).")

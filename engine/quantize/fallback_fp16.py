@@ -1,8 +1,9 @@
 """FP16 fallback: the chosen nodes compute in float16, with casts at their boundaries.
 
 Output tensors keep their names (the node writes `<name>__fp16`, a Cast restores `<name>` in float32),
-so the layerwise comparison still pairs them by exact name. Runtimes without an FP16 kernel for an op
-(ONNX Runtime CPU) insert their own casts and compute in float32 on FP16-rounded values."""
+so the layerwise comparison still pairs them by exact name. A runtime runs its own FP16 kernel where it has one (ONNX
+Runtime 1.32's CPU has an FP16 Conv, which rounds differently from FP32 arithmetic on FP16-rounded values) and
+otherwise inserts casts of its own. Probes (engine/diagnose/gated*.py) write the same nodes by the same rule."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-__all__ = ["convert_nodes_to_fp16", "FP16_UNSAFE_OPS"]
+__all__ = ["convert_nodes_to_fp16", "FP16_UNSAFE_OPS", "fp16_capable", "float_tensors"]
 
 # Ops whose float inputs are not all of one type T (sizes, scales, quantization parameters...).
 FP16_UNSAFE_OPS = frozenset({
@@ -20,7 +21,13 @@ FP16_UNSAFE_OPS = frozenset({
 })
 
 
-def _float_tensors(model: onnx.ModelProto) -> set[str]:
+def fp16_capable(node: onnx.NodeProto) -> bool:
+    """Whether FP16 fallback converts `node`; the others stay in FP32 (their float inputs are not all one type T)."""
+    return node.op_type not in FP16_UNSAFE_OPS and node.domain in ("", "ai.onnx")
+
+
+def float_tensors(model: onnx.ModelProto) -> set[str]:
+    """The float32 tensors of `model` as shape inference types them, and its float32 initializers."""
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
     g = inferred.graph
     out = {v.name for v in list(g.value_info) + list(g.input) + list(g.output)
@@ -30,7 +37,7 @@ def _float_tensors(model: onnx.ModelProto) -> set[str]:
 
 def convert_nodes_to_fp16(model: onnx.ModelProto, nodes: frozenset[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Rewrites `model` in place. Returns (nodes now in fp16, nodes left in fp32 because the op is unsafe)."""
-    floats = _float_tensors(model)
+    floats = float_tensors(model)
     inits = {i.name: i for i in model.graph.initializer}
     fp16_inits: dict[str, str] = {}
     half_of: dict[str, str] = {}  # float32 tensor -> its fp16 twin, for outputs of converted nodes
@@ -40,7 +47,7 @@ def convert_nodes_to_fp16(model: onnx.ModelProto, nodes: frozenset[str]) -> tupl
         if node.name not in nodes:
             new_nodes.append(node)
             continue
-        if node.op_type in FP16_UNSAFE_OPS or node.domain not in ("", "ai.onnx"):
+        if not fp16_capable(node):
             kept.append(node.name)
             new_nodes.append(node)
             continue

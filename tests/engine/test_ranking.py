@@ -206,7 +206,8 @@ def test_sensitivity_says_what_it_will_cost_before_it_runs():
     est = sensitivity_estimate(SimpleNamespace(samples=32, quantized_nodes=22, fallback=(), passes=1, timings={"candidate": 9.0},
                                                ranking=ranked))
     assert (est.probes, est.samples, est.seconds) == (45, 32, pytest.approx(45 * 33 * 0.02))
-    assert est.sentence().endswith(": about 30 s here, at what the culprit ranking's probes cost a sample.")
+    assert est.sentence().endswith(": about 30 s here, a rough guide from what the culprit ranking's probes cost a sample "
+                                   "(not counting the probe session's start).")
 
 
 def test_a_rebuilds_outputs_are_measured_as_the_ranking_measures_them():
