@@ -157,7 +157,8 @@ def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit
     if head and rest:  # a staged ranking: its two blocks are each in order, the list as a whole is not (captcha trial:
         # rank 6 at 30.1 dB above rank 7 at 23.0 read as a broken sort)
         fewer = " or ".join(str(n) for n in sorted(rest))
-        return (f"{what}. The first {head} were measured again on {top} samples and come first, in order among themselves; "
+        first = f"Below the {fallback} node(s) in fallback, the first" if fallback else "The first"
+        return (f"{what}. {first} {head} were measured again on {top} samples and come first, in order among themselves; "
                 f"the rest follow in their order on {fewer} sample{'s' if rest != {1} else ''}, so a value further down can "
                 f"be worse than one above it (probes: {ranking.plan}).{against}")
     return (f"{what}; the top of the list on {top} sample{'s' if top != 1 else ''}, each node on as many as its ranked-on "

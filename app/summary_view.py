@@ -9,13 +9,13 @@ import streamlit as st
 
 import engine
 from app import state
-from app.cached import data_digest, model_facts
+from app.cached import data_digest, model_facts, model_fixed_batch
 from app.command import cli_command
 from app.inputs import Inputs
 from app.layer_table import origins
 from app.samples import default_name, sample_inputs
 
-__all__ = ["inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+__all__ = ["batch_size_input", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
            "not_of_inputs_in_use"]
 
 
@@ -118,3 +118,13 @@ def command_expander(result: engine.ComparisonResult, expanded: bool = False) ->
             st.caption("The paths are the names of the files you uploaded (the server keeps its own copies under its runs "
                        "folder): run it in the folder that holds them.")
     return command
+
+
+def batch_size_input(column, inputs: Inputs | None, key: str) -> int:
+    """The batch size control of Compare and Sweep: fixed and disabled where the model fixes its batch dimension (the
+    captcha recogniser's 25 became 1 only after the run, and a sweep recorded 25 for a batch of 1)."""
+    fixed = model_fixed_batch(inputs.model if inputs is not None else None)
+    if fixed is not None:
+        return int(column.number_input("Batch size", min_value=fixed, max_value=fixed, value=fixed, key=f"{key}_fixed_{fixed}",
+                                       disabled=True, help=f"The model fixes its batch dimension at {fixed}, so batches are {fixed}."))
+    return int(column.number_input("Batch size", min_value=1, max_value=512, value=25, key=key))

@@ -8,8 +8,8 @@ import streamlit as st
 import engine
 from app import state
 from app.actions import busy, job_panel, run_comparison, show_error
-from app.cached import model_fixed_batch, model_op_types, readers
-from app.summary_view import amplifier_notes, command_expander, inputs_in_use, not_of_inputs_in_use
+from app.cached import model_op_types, readers
+from app.summary_view import amplifier_notes, batch_size_input, command_expander, inputs_in_use, not_of_inputs_in_use
 from engine import Precision
 
 st.title("Compare FP32 with INT8")
@@ -31,12 +31,7 @@ method = c1.selectbox("Calibration", methods, key="cmp_method")
 percentile = c2.number_input("Percentile", min_value=90.0, max_value=100.0, value=99.999, step=0.001, format="%.4f",
                              key="cmp_percentile", disabled=method != engine.CalibrationMethod.PERCENTILE.value,
                              help="For percentile calibration: the range keeps this % of the calibration values (--percentile).")
-fixed = model_fixed_batch(inputs.model if inputs is not None else None)
-if fixed is not None:  # not an input the user can change: the captcha recogniser's 25 became 1 only after the run
-    batch = c3.number_input("Batch size", min_value=fixed, max_value=fixed, value=fixed, key=f"cmp_batch_fixed_{fixed}",
-                            disabled=True, help=f"The model fixes its batch dimension at {fixed}, so batches are {fixed}.")
-else:
-    batch = c3.number_input("Batch size", min_value=1, max_value=512, value=25, key="cmp_batch")
+batch = batch_size_input(c3, inputs, "cmp_batch")
 provider = c4.selectbox("Provider", list(engine.PROVIDERS), key="cmp_provider")
 screen = c5.number_input("Ranking samples", min_value=0, max_value=100_000, value=32, key="cmp_screen",
                          help="The culprit ranking measures each node's harm on at most this many samples (--screen-samples): "

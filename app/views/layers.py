@@ -96,12 +96,12 @@ st.caption(f"{lt.ranking_sentence(summary.ranking, summary.culprits, len(summary
 c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
 k = c1.number_input("Top-k culprits", min_value=1, max_value=max(1, len(summary.culprits)),
                     value=max(1, min(engine.RANKING_TOP_SET, len(summary.culprits))), key="topk",
-                    help=f"The ranking chose its view by how well its top {engine.RANKING_TOP_SET} together restore the outputs."
+                    help=f"The ranking measured every node two ways (alone in INT8; alone in fallback) and orders the list "
+                         f"by the way whose top {engine.RANKING_TOP_SET}, fallen back together, restored the outputs more."
                     if summary.ranking.method == "measured harm" else None)
 c2.button("Tick the top-k culprits", on_click=_tick_top, args=(int(k),), disabled=not summary.culprits,
-          help="The ranking measures each node alone; some nodes matter more together (on ddddocr's recogniser the top "
-               "three gained 2.9 dB and the fallback search's pair 7.2 dB). For the smallest set that meets a target, "
-               "use the fallback search on the Sensitivity page.")
+          help="The ranking measures each node alone, and some nodes matter more together than alone. For the smallest "
+               "set that meets a target, use the fallback search on the Sensitivity page.")
 c3.button("Clear all ticks", on_click=state.set_fallback, args=((),), disabled=not ticks)
 f1, f2, f3 = st.columns([2, 2, 1], vertical_alignment="bottom")
 ops = f1.multiselect("Filter by op type", sorted(layers["op_type"].unique()), key="flt_ops")

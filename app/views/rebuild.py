@@ -97,7 +97,8 @@ if before is not None:
     elif s.task.text_agreement is not None:
         shown.append(("Text read the same as FP32", f"{s.task.text_agreement:.2%}",
                       f"{s.task.text_agreement - b.task.text_agreement:+.2%}" if b.task.text_agreement is not None else None,
-                      f"Samples whose greedily decoded CTC text ('{s.task.output}') equals what FP32 reads."))
+                      f"Samples whose text, decoded greedily from the CTC scores of output '{s.task.output}', is what "
+                      "FP32 reads."))
     # a detector's class scores, which the final-output SNR hides under its box coordinates (YOLOv8n: 26.5 dB whole,
     # 10.4 dB for the scores): their own before and after
     for split, was in ((c, b.small_channels(c.output)) for c in s.channel_splits):

@@ -11,7 +11,7 @@ from app import sweeps as sw
 from app.actions import busy, job_panel, open_configuration, run_sweep, show_error
 from app.cached import model_op_types
 from app.plots import sweep_figure
-from app.summary_view import inputs_in_use
+from app.summary_view import batch_size_input, inputs_in_use
 from engine import Precision
 
 st.title("Sweep quantization configurations")
@@ -37,7 +37,7 @@ chosen_sets = st.multiselect("Op types to quantize (one configuration per set)",
                                                     "inputs carry Q/DQ; the other sets add this model's own op types.")
 slots["op_types"] = st.empty()
 c4, c5, c6 = st.columns(3)
-batch = c4.number_input("Batch size", min_value=1, max_value=512, value=25, key="sw_batch")
+batch = batch_size_input(c4, inputs, "sw_batch")
 provider = c5.selectbox("Provider", list(engine.PROVIDERS), key="sw_provider")
 select = c6.selectbox("Best by", list(engine.SELECT_METRICS), format_func=lambda m: sw.SELECT_LABELS.get(m, m), key="sw_select",
                       help="The metric that marks the best configuration (--select).")

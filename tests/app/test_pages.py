@@ -558,3 +558,6 @@ def test_a_fixed_batch_is_shown_as_fixed_before_the_run(tmp_path):
     at.switch_page("views/compare.py").run()
     box = next(n for n in at.number_input if n.label == "Batch size")
     assert (box.value, box.disabled) == (4, True) and "fixes its batch dimension at 4" in box.help
+    at.switch_page("views/sweep.py").run()  # a sweep recorded 'Batch 25' for a model that ran batches of 1
+    box = next(n for n in at.number_input if n.label == "Batch size")
+    assert (box.value, box.disabled) == (4, True)

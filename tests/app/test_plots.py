@@ -403,3 +403,5 @@ def test_the_ranking_sentence_names_the_view_that_orders_the_list():
         "measured again on 8 samples and come first, in order among themselves; the rest follow in their order on 4 "
         "samples, so a value further down can be worse than one above it (probes: every unit on 2 samples, the 10 "
         "strongest of both views on 16).")
+    assert "measured harm: the final outputs' SNR with only that node in INT8 (lower is worse). Below the 3 node(s) in " \
+           "fallback, the first 2 were measured again on 8 samples" in lt.ranking_sentence(alone, tuple(staged), 3)
