@@ -15,7 +15,7 @@ from app.inputs import Inputs
 from app.layer_table import origins
 from app.samples import default_name, sample_inputs
 
-__all__ = ["batch_size_input", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+__all__ = ["batch_size_input", "delta_color", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
            "not_of_inputs_in_use"]
 
 
@@ -128,3 +128,9 @@ def batch_size_input(column, inputs: Inputs | None, key: str) -> int:
         return int(column.number_input("Batch size", min_value=fixed, max_value=fixed, value=fixed, key=f"{key}_fixed_{fixed}",
                                        disabled=True, help=f"The model fixes its batch dimension at {fixed}, so batches are {fixed}."))
     return int(column.number_input("Batch size", min_value=1, max_value=512, value=25, key=key))
+
+
+def delta_color(delta: str | None) -> str:
+    """A metric's delta colour: grey where it shows no change ('+0.00%' drew a green arrow up, read as a gain in the
+    captcha re-trial), else Streamlit's usual green up and red down."""
+    return "off" if delta is not None and not any(ch in "123456789" for ch in delta) else "normal"

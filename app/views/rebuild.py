@@ -11,7 +11,7 @@ from app import cached, state
 from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
 from app.report import PLOTLY_JS_NAME, build_report, plotly_js
-from app.summary_view import command_expander, not_of_inputs_in_use
+from app.summary_view import command_expander, delta_color, not_of_inputs_in_use
 
 st.title("Rebuild with fallback")
 ss = st.session_state
@@ -109,7 +109,7 @@ if before is not None:
                           "coordinates: the final-output SNR is set by the large ones."))
     shown.append((f"Nodes INT8 / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}", None, None))
     for col, (label, value, delta, tip) in zip(st.columns(len(shown)), shown):
-        col.metric(label, value, delta, help=tip)
+        col.metric(label, value, delta, help=tip, delta_color=delta_color(delta))
     st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
 else:
     st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "

@@ -405,3 +405,11 @@ def test_the_ranking_sentence_names_the_view_that_orders_the_list():
         "strongest of both views on 16).")
     assert "measured harm: the final outputs' SNR with only that node in INT8 (lower is worse). Below the 3 node(s) in " \
            "fallback, the first 2 were measured again on 8 samples" in lt.ranking_sentence(alone, tuple(staged), 3)
+
+
+def test_a_delta_of_no_change_is_grey_not_a_gain():
+    """The captcha re-trial read 'Text read the same as FP32 90.62% +0.00%' under a green arrow up as a gain."""
+    from app.summary_view import delta_color
+
+    assert [delta_color(d) for d in ("+0.00%", "-0.00 dB", "+0.000000", None)] == ["off", "off", "off", "normal"]
+    assert [delta_color(d) for d in ("+2.89 dB", "-0.01%", "+0.00681")] == ["normal"] * 3
