@@ -49,7 +49,7 @@ if sens and sens[0] == str(run_dir):
 st.subheader("Find a fallback set automatically")
 c1, c2, c3, c4, c5 = st.columns(5)
 metric = c1.selectbox("Target metric", TARGET_METRICS, index=TARGET_METRICS.index("snr_db"), key="af_metric")
-value = c2.number_input("Target value", value=30.0 if metric == "snr_db" else 0.999 if metric != "accuracy_drop" else 0.005,
+value = c2.number_input("Target value", value={"snr_db": 30.0, "accuracy_drop": 0.005, "text_agreement": 1.0}.get(metric, 0.999),
                         format="%.4f", key=f"af_value_{metric}")
 max_nodes = c3.number_input("Max nodes (0 = no limit)", min_value=0, value=0, key="af_max")
 strategy = c4.selectbox("Strategy", STRATEGIES, index=STRATEGIES.index("both"), key="af_strategy",

@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_arg(se)
     af = sub.add_parser("autofallback", help="find a small fallback set meeting a target, rebuild with it -> DIR/autofallback.json")
     af.add_argument("run_dir")
-    af.add_argument("--target", required=True, help="cosine=X | snr_db=Y | top1_agreement=Z | accuracy_drop=D")
+    af.add_argument("--target", required=True, help="cosine=X | snr_db=Y | top1_agreement=Z | accuracy_drop=D | text_agreement=T")
     af.add_argument("--max-nodes", type=int, default=None)
     af.add_argument("--strategy", default="both", help="greedy | bisect | both")
     af.add_argument("--units", default="node", help="node | residual | activation")

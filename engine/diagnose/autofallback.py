@@ -231,6 +231,7 @@ def search_fallback(
         base = s.value(s.measure([], "all INT8"))
         if base is None:
             why = ("the run has no labels (give --labels to compare)" if target.metric == "accuracy_drop"
+                   else "no output of the model holds a CTC recogniser's scores" if target.metric == "text_agreement"
                    else "no output of the model is classifier-shaped (N x classes)")
             raise ConfigError(f"The target {target} cannot be measured on this run: {why}; target snr_db or cosine instead.",
                               option="target")

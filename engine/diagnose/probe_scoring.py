@@ -16,7 +16,7 @@ import onnx
 from engine.backends.base import Backend
 from engine.compare.metrics import batch_cosine, snr_db
 from engine.compare.reducers import CHUNK, DeviceReducer, host_segment_sums, host_stats
-from engine.compare.task_metrics import TaskAccumulator, is_classifier_shaped
+from engine.compare.task_metrics import TaskAccumulator, ctc_batch_axis, is_classifier_shaped
 from engine.data.source import Batch
 
 __all__ = ["ProbeMetrics", "ProbeData", "Score", "ScoreOps", "HOST_OPS", "Resident", "new_scores", "add_copies", "score_batches",
@@ -33,6 +33,7 @@ class ProbeMetrics:
     accuracy_drop: float | None
     seconds: float
     unpaired: int = 0  # output batches whose shape differed from the reference's (an in-graph NMS keeping other boxes)
+    text_agreement: float | None = None  # a CTC recogniser: samples whose decoded text is FP32's (task_metrics.py)
 
     def get(self, metric: str) -> float | None:
         return getattr(self, metric)
@@ -87,13 +88,14 @@ def outputs_snr_db(noise_ratios: Sequence[float]) -> float:
 class Score:
     """Sums for the final outputs of one probe."""
 
-    def __init__(self, outputs: Sequence[str], task_output: str | None, labels: np.ndarray | None) -> None:
+    def __init__(self, outputs: Sequence[str], task_output: str | None, labels: np.ndarray | None,
+                 ctc_axis: int | None = None) -> None:
         self.outputs = list(outputs)
         self.sums = {o: np.zeros(4) for o in outputs}  # r.r, c.c, r.c, d.d
         self.paired = dict.fromkeys(outputs, 0)
         self.unpaired = 0
         self._scratch = np.empty(CHUNK, np.float32)
-        self.task = TaskAccumulator(task_output, labels)
+        self.task = TaskAccumulator(task_output, labels, ctc_axis)
 
     def add_sums(self, output: str, row: np.ndarray) -> None:
         """One batch's r.r, c.c, r.c, d.d of `output`."""
@@ -120,7 +122,7 @@ class Score:
             cosine, snr = batch_cosine(rr, cc, rc), snr_db(rr, dd)
         t = self.task.result()
         return ProbeMetrics(cosine, snr, outputs_snr_db(ratios), t.top1_agreement, t.candidate_accuracy, t.accuracy_drop, seconds,
-                            self.unpaired)
+                            self.unpaired, t.text_agreement)
 
 
 def float_outputs(outputs: Sequence[str], reference_outputs: dict[str, np.ndarray]) -> list[str]:
@@ -129,11 +131,15 @@ def float_outputs(outputs: Sequence[str], reference_outputs: dict[str, np.ndarra
 
 
 def new_scores(data: ProbeData, outputs: Sequence[str], count: int) -> list[Score]:
-    """One empty score a probe for `count` probes on `data`: its float outputs, the classifier-shaped one for task metrics."""
+    """One empty score a probe for `count` probes on `data`: its float outputs, and for task metrics the classifier-shaped
+    one, else a CTC recogniser's scores (its decoded text against FP32's)."""
     first = data.reference_outputs[0]
     outputs = float_outputs(outputs, first)
-    task = next((o for o in outputs if is_classifier_shaped(first[o])), None)
-    return [Score(outputs, task, data.labels) for _ in range(count)]
+    task, ctc_axis = next((o for o in outputs if is_classifier_shaped(first[o])), None), None
+    if task is None:
+        batch = len(next(iter(data.batches[0].values())))
+        task, ctc_axis = next(((o, ax) for o in outputs if (ax := ctc_batch_axis(first[o], batch)) is not None), (None, None))
+    return [Score(outputs, task, data.labels, ctc_axis) for _ in range(count)]
 
 
 def add_copies(scores: Sequence[Score], ref: dict[str, np.ndarray], ref_scored: dict, out: dict, ops: ScoreOps) -> None:
@@ -148,10 +154,13 @@ def add_copies(scores: Sequence[Score], ref: dict[str, np.ndarray], ref_scored: 
             continue
         for sc, row in zip(scores, ops.segment_sums(ref_scored[o], out[o], k)):
             sc.add_sums(o, row)
-    t = first.task.output
-    if t is not None and t in out and tuple(ops.shape(out[t])) == (k * np.shape(ref[t])[0], *np.shape(ref[t])[1:]):
-        for sc, part in zip(scores, np.split(np.asarray(ops.to_host(out[t])), k)):
-            sc.task.update(ref[t], part)
+    t, axis = first.task.output, first.task.ctc_axis or 0  # the copies lie along the batch axis
+    if t is not None and t in out:
+        want = list(np.shape(ref[t]))
+        want[axis] *= k
+        if tuple(ops.shape(out[t])) == tuple(want):
+            for sc, part in zip(scores, np.split(np.asarray(ops.to_host(out[t])), k, axis=axis)):
+                sc.task.update(ref[t], part)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""A fallback target on the final outputs: `cosine=X`, `snr_db=Y`, `top1_agreement=Z` or `accuracy_drop=D`."""
+"""A fallback target on the final outputs: `cosine=X`, `snr_db=Y`, `top1_agreement=Z`, `accuracy_drop=D` or, for a CTC
+text recogniser, `text_agreement=T` (the share of samples that must read the same text as FP32)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from engine.errors import ConfigError
 
 __all__ = ["Target", "METRICS"]
 
-METRICS = ("cosine", "snr_db", "top1_agreement", "accuracy_drop")
+METRICS = ("cosine", "snr_db", "top1_agreement", "accuracy_drop", "text_agreement")
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ def test_unreachable_target_reports_the_best_reached(run_copy):
 def test_bad_target_is_one_sentence(run_copy, capsys):
     assert main(["autofallback", str(run_copy), "--target", "speed=3", "--quiet"]) == 2
     assert capsys.readouterr().err == ("error: The target 'speed=3' is not METRIC=VALUE with METRIC one of cosine, snr_db, "
-                                       "top1_agreement, accuracy_drop, e.g. snr_db=30.\n")
+                                       "top1_agreement, accuracy_drop, text_agreement, e.g. snr_db=30.\n")
 
 
 def test_a_target_the_run_cannot_measure_is_one_sentence(tiny, tmp_path):
@@ -78,3 +78,7 @@ def test_a_target_the_run_cannot_measure_is_one_sentence(tiny, tmp_path):
         autofallback(run, "accuracy_drop=0.01", apply=False)
     assert str(err.value) == ("The target accuracy_drop=0.01 cannot be measured on this run: the run has no labels (give --labels "
                               "to compare); target snr_db or cosine instead.")
+    with pytest.raises(ConfigError) as err:  # a classifier has no text to read
+        autofallback(run, "text_agreement=1", apply=False)
+    assert str(err.value) == ("The target text_agreement=1 cannot be measured on this run: no output of the model holds a CTC "
+                              "recogniser's scores; target snr_db or cosine instead.")

@@ -48,13 +48,9 @@ def test_a_time_major_output_is_ranked_on_all_its_time_steps(tmp_path):
     assert s.ranking.all_int8_snr_db == pytest.approx(result.final_output().snr_db, abs=0.01)
 
 
-def test_a_ctc_recognisers_decoded_text_is_compared_with_fp32s(tmp_path, capsys):
-    """Scores over 40 classes with blank (class 0) mostly best, time-major as ddddocr writes them: the summary, the CLI
-    and the report say how many samples read the same text as FP32 (the captcha trial: 29 of 32, counted by hand)."""
-    from engine.backends import resolve_backend
-    from engine.cli.main import main
-    from engine.compare.task_metrics import ctc_greedy
-
+def _ctc_files(tmp_path) -> np.ndarray:
+    """ctc.onnx (scores over 40 classes, blank = class 0 mostly best, time-major as ddddocr writes them) and d.npz of 16
+    samples in tmp_path; returns the samples."""
     m = _time_major_model()
     rng = np.random.default_rng(5)
     fc = rng.standard_normal((4, 40)).astype(np.float32)
@@ -68,6 +64,17 @@ def test_a_ctc_recognisers_decoded_text_is_compared_with_fp32s(tmp_path, capsys)
     onnx.save(m, tmp_path / "ctc.onnx")
     x = rng.standard_normal((16, 2, 4, 64)).astype(np.float32)  # 64 time steps: INT8 noise changes some texts
     np.savez(tmp_path / "d.npz", x=x)
+    return x
+
+
+def test_a_ctc_recognisers_decoded_text_is_compared_with_fp32s(tmp_path, capsys):
+    """The summary, the CLI and the report say how many samples read the same text as FP32 (the captcha trial: 29 of
+    32, counted by hand)."""
+    from engine.backends import resolve_backend
+    from engine.cli.main import main
+    from engine.compare.task_metrics import ctc_greedy
+
+    x = _ctc_files(tmp_path)
     result = compare(tmp_path / "ctc.onnx", tmp_path / "d.npz", out_dir=tmp_path / "run", batch_size=1, provider="cpu",
                      screen_samples=0)
     backend = resolve_backend("cpu").backend
@@ -106,3 +113,18 @@ def test_an_rnn_state_input_with_a_fixed_1_first_is_compared(tmp_path):
     np.savez(tmp_path / "d.npz", x=rng.standard_normal((6, 8)).astype(np.float32), h0=rng.standard_normal((6, 1, 8)).astype(np.float32))
     result = compare(tmp_path / "rnn.onnx", tmp_path / "d.npz", out_dir=tmp_path / "run", batch_size=4, provider="cpu")
     assert result.summary.batch_size == 1 and result.summary.samples == 6 and 20 < result.final_output().snr_db < 80
+
+
+def test_a_fallback_search_can_target_the_text_reading_the_same(tmp_path):
+    """--target text_agreement=1: every sample must read FP32's text. The probes decode as the compare does, and the
+    build they choose reads what they promised."""
+    from engine import autofallback
+
+    _ctc_files(tmp_path)
+    before = compare(tmp_path / "ctc.onnx", tmp_path / "d.npz", out_dir=tmp_path / "run", batch_size=1, provider="cpu",
+                     screen_samples=0)
+    assert before.summary.task.text_agreement < 1
+    found = autofallback(tmp_path / "run", "text_agreement=1")
+    assert found.met and found.achieved == 1.0 and found.fallback
+    assert found.steps[0].value == before.summary.task.text_agreement  # the all-INT8 probe decodes as the compare did
+    assert engine.load_result(tmp_path / "run").summary.task.text_agreement == 1.0
