@@ -18,7 +18,7 @@ __all__ = ["METHOD_NAMES", "SELECT_LABELS", "PERCENTILE_RANGE", "BEST", "SweepPl
 
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 SELECT_LABELS = {"snr_db": "final-output SNR", "cosine": "final-output cosine", "top1_agreement": "top-1 agreement with FP32",
-                 "accuracy": "accuracy"}
+                 "accuracy": "accuracy", "text_agreement": "text read the same as FP32"}
 PERCENTILE_RANGE = (90.0, 100.0)  # the Compare page's percentile bounds: an opened configuration always fits its control
 BEST = "★"
 
@@ -119,6 +119,7 @@ def table_frame(result: engine.SweepResult) -> pd.DataFrame:
             "percentile": c.calibration.percentile if percentile else None, "op_types": ", ".join(c.op_types),
             "precision": c.precision.value.upper(), "snr_db": _num(r.snr_db), "cosine": _num(r.cosine),
             "outputs_snr_db": _num(r.outputs_snr_db), "top1_agreement": _num(r.top1_agreement), "accuracy": _num(r.accuracy),
+            "text_agreement": _num(r.text_agreement),
             "quantized_nodes": None if r.note else r.quantized_nodes, "culprit": r.culprit,
             "culprit_alone_snr_db": _num(r.culprit_alone_snr_db), "latency_ms": _num(r.latency_ms), "seconds": r.seconds,
             "note": r.note or None,
@@ -138,6 +139,8 @@ def column_config(st_column_config, select: str) -> dict:
         "outputs_snr_db": cc.NumberColumn("worst output SNR dB", format="%.2f", help="The lowest SNR of any model output."),
         "top1_agreement": cc.NumberColumn("top-1 agreement", format="%.4f"),
         "accuracy": cc.NumberColumn("accuracy", format="%.4f"),
+        "text_agreement": cc.NumberColumn("text read the same", format="%.4f",
+                                          help="A CTC recogniser: the share of samples whose decoded text is FP32's."),
         "quantized_nodes": cc.NumberColumn("fallback candidates", format="%d",
                                            help="Nodes of the quantized op types with a quantized input."),
         "culprit": cc.TextColumn("culprit", help="The node that hurts the final outputs most alone in INT8 (quick screen)."),

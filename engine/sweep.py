@@ -49,7 +49,7 @@ from engine.settings import Settings
 
 __all__ = ["SweepConfig", "SweepRow", "SweepResult", "sweep", "load_sweep", "SELECT_METRICS", "SCREEN_SAMPLES"]
 
-SELECT_METRICS = ("snr_db", "cosine", "top1_agreement", "accuracy")
+SELECT_METRICS = ("snr_db", "cosine", "top1_agreement", "accuracy", "text_agreement")
 
 
 @dataclass(frozen=True)
@@ -95,13 +95,15 @@ class SweepRow:
     seconds: float = 0.0
     note: str = ""  # why a configuration has no numbers (FP8 the backend cannot run, say)
     best: bool = False
+    text_agreement: float | None = None  # a CTC recogniser: samples reading FP32's text
 
     def to_dict(self) -> dict:
         return {"model": self.model, "config": self.config.label, **self.config.to_dict(), "snr_db": json_number(self.snr_db),
                 "cosine": json_number(self.cosine), "outputs_snr_db": json_number(self.outputs_snr_db),
                 "top1_agreement": self.top1_agreement, "accuracy": self.accuracy, "quantized_nodes": self.quantized_nodes,
                 "culprit": self.culprit, "culprit_alone_snr_db": json_number(self.culprit_alone_snr_db),
-                "latency_ms": self.latency_ms, "seconds": round(self.seconds, 3), "note": self.note, "best": self.best}
+                "latency_ms": self.latency_ms, "seconds": round(self.seconds, 3), "note": self.note, "best": self.best,
+                "text_agreement": self.text_agreement}
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepRow:
@@ -109,7 +111,7 @@ class SweepRow:
         return cls(d["model"], SweepConfig.from_dict(d), num(d["snr_db"]), num(d["cosine"]), num(d["outputs_snr_db"]),
                    d.get("top1_agreement"), d.get("accuracy"), int(d.get("quantized_nodes", 0)), d.get("culprit"),
                    num(d.get("culprit_alone_snr_db")), d.get("latency_ms"), float(d.get("seconds", 0)), d.get("note", ""),
-                   bool(d.get("best", False)))
+                   bool(d.get("best", False)), d.get("text_agreement"))
 
 
 @dataclass(frozen=True)
@@ -202,7 +204,8 @@ def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, 
         culprit, alone = _screen_culprit(backend, reference, candidate, config.op_types, data, screen)
         latency = _latency(backend, candidate, data.batches[0], latency_runs)
         return SweepRow(model, config, m.snr_db, m.cosine, m.outputs_snr_db, m.top1_agreement, m.accuracy,
-                        len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0)
+                        len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0,
+                        text_agreement=m.text_agreement)
     except QuantScopeError as err:
         return SweepRow(model, config, seconds=time.perf_counter() - t0, note=str(err))
     except Exception as err:  # noqa: BLE001 - one configuration failing keeps the rest of the sweep

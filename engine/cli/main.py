@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--provider", default="auto")
     sw.add_argument("--screen-samples", type=int, default=8, help="samples of each configuration's culprit screen (0: none)")
     sw.add_argument("--latency-runs", type=int, default=10, help="timed runs per configuration (0: no latency)")
-    sw.add_argument("--select", default="snr_db", choices=["snr_db", "cosine", "top1_agreement", "accuracy"],
+    sw.add_argument("--select", default="snr_db", choices=["snr_db", "cosine", "top1_agreement", "accuracy", "text_agreement"],
                     help="the metric that marks each model's best configuration")
     sw.add_argument("--out", required=True)
     sw.add_argument("--quiet", action="store_true")
@@ -269,12 +269,14 @@ def _sweep(args, settings, progress, executor) -> int:
                 percentiles=args.percentiles, precisions=args.precisions, batch_size=args.batch, provider=args.provider,
                 images=_images(args), screen_samples=args.screen_samples, latency_runs=args.latency_runs, select=args.select,
                 progress=progress, executor=executor, settings=settings, **kw)
-    print(f"{'model':28} {'configuration':52} {'SNR dB':>8} {'top-1':>6} {'culprit':28} {'ms':>8}")
+    texts = any(r.text_agreement is not None for r in res.rows)  # a CTC recogniser: its text, not a top-1 class
+    print(f"{'model':28} {'configuration':52} {'SNR dB':>8} {'text' if texts else 'top-1':>6} {'culprit':28} {'ms':>8}")
     for r in res.rows:
         if r.note:
             print(f"{r.model[:28]:28} {r.config.label[:52]:52} {r.note}")
             continue
-        top1 = "-" if r.top1_agreement is None else f"{r.top1_agreement:.3f}"
+        task = r.text_agreement if texts else r.top1_agreement
+        top1 = "-" if task is None else f"{task:.3f}"
         ms = "-" if r.latency_ms is None else f"{r.latency_ms:.2f}"
         print(f"{r.model[:28]:28} {r.config.label[:52]:52} {_fmt(r.snr_db):>8} {top1:>6} {str(r.culprit)[:28]:28} {ms:>8}"
               f"{'  <- best' if r.best else ''}")

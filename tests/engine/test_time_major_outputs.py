@@ -128,3 +128,19 @@ def test_a_fallback_search_can_target_the_text_reading_the_same(tmp_path):
     assert found.met and found.achieved == 1.0 and found.fallback
     assert found.steps[0].value == before.summary.task.text_agreement  # the all-INT8 probe decodes as the compare did
     assert engine.load_result(tmp_path / "run").summary.task.text_agreement == 1.0
+
+
+def test_a_sweep_picks_the_configuration_whose_text_reads_the_same(tmp_path, capsys):
+    """The sweep's rows carry the text read the same, and --select text_agreement marks the best by it."""
+    from engine.cli.main import main
+    from engine.sweep import load_sweep
+
+    _ctc_files(tmp_path)
+    assert main(["sweep", str(tmp_path / "ctc.onnx"), "--calib", str(tmp_path / "d.npz"), "--methods", "minmax", "percentile",
+                 "--batch", "1", "--out", str(tmp_path / "sw"), "--select", "text_agreement", "--quiet", "--provider", "cpu"]) == 0
+    rows = load_sweep(tmp_path / "sw").rows
+    assert len(rows) == 2 and all(0 < r.text_agreement <= 1 for r in rows)
+    best = max(rows, key=lambda r: r.text_agreement)  # the first of equals, as the sweep picks
+    assert [r.best for r in rows] == [r is best for r in rows]
+    out = capsys.readouterr().out
+    assert "  text " in out.splitlines()[0] and f"{rows[0].text_agreement:.3f}" in out.splitlines()[1]
