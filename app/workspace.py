@@ -142,6 +142,21 @@ def _resume(index: RunIndex, ws: str) -> None:
                 reopen(latest)
             except engine.QuantScopeError as err:
                 st.session_state[state.NOTICE] = str(err)
+    _resume_before(done)
+
+
+def _resume_before(done: list[RunRecord]) -> None:
+    """Where the latest run was a rebuild, the result it started from comes back as the Rebuild page's 'before' (the
+    captcha re-trial's reopened link showed no before/after); nothing where that result is gone."""
+    latest = next((r for r in reversed(done) if not r.is_sweep), None)
+    if latest is None or latest.kind != "rebuild" or latest.seq is None:
+        return
+    earlier = next((r for r in reversed(done) if not r.is_sweep and r.run_dir == latest.run_dir and r.seq == latest.seq - 1), None)
+    if earlier is not None:
+        try:
+            st.session_state[state.BEFORE] = earlier.load()
+        except engine.QuantScopeError:
+            pass  # its files were deleted: the page shows this build alone, as before
 
 
 def open_run(record: RunRecord) -> engine.ComparisonResult:

@@ -60,6 +60,10 @@ def test_the_link_reopens_the_workspace_after_a_restart_with_its_last_result(run
     assert resumed.run_dir == last.run_dir and resumed.summary.fallback == last.summary.fallback
     np.testing.assert_array_equal(resumed.layers["snr_db"], last.layers["snr_db"])
     assert back.session_state[state.FALLBACK] == set(last.summary.fallback)
+    before = back.session_state[state.BEFORE]  # the rebuild's before/after comes back with it (captcha re-trial)
+    assert before is not None and before.summary.fallback == () and before.files == last.run_dir / "history" / "1"
+    back.switch_page("views/rebuild.py").run()
+    assert any(c.value.startswith("This rebuild changed: fallback none → ") for c in back.caption)
 
     back.switch_page("views/history.py").run()
     rows = back.dataframe[0].value
