@@ -113,8 +113,8 @@ class _Search:
         def on_result(done: int, total: int) -> None:
             overall = max(self.budget, base + total)
             step = phase if phase.startswith(self.strategy) else f"{self.strategy} search, {phase}"
-            self.progress(ProgressEvent(Stage.AUTOFALLBACK, base + done, overall,
-                                        f"{step}: probe {done}/{total} of this step{self._eta(base + done, overall)}"))
+            count = f": probe {done}/{total} of this step" if total > 1 else ""  # a step of one probe: 'probe 1/1' said nothing
+            self.progress(ProgressEvent(Stage.AUTOFALLBACK, base + done, overall, f"{step}{count}{self._eta(base + done, overall)}"))
 
         for k, m in zip(todo, self.pool.measure_many([ProbeRequest(fallback=k) for k in todo], on_result)):
             self.memo[k] = m
@@ -141,10 +141,16 @@ class _Search:
         return m.get(self.target.metric)
 
     def prune(self, chosen: list[Unit]) -> list[Unit]:
-        for unit in list(reversed(chosen)):
+        """Each unit dropped where the rest still meet the target, last picked first. Each try is said before it runs: a
+        try is one probe over every sample, and the captcha trial's page read 'probe 1/1 of this step' for 35 s at a time."""
+        order = list(reversed(chosen))
+        for i, unit in enumerate(order, 1):
             if len(chosen) > 1:
                 rest = [u for u in chosen if u != unit]
-                if self.target.met(self.value(self.measure(rest, "prune"))):
+                overall = max(self.budget, self.count + 1)
+                self.progress(ProgressEvent(Stage.AUTOFALLBACK, self.count, overall, f"{self.strategy} search, prune "
+                                            f"{i}/{len(order)}: without {'+'.join(unit)}{self._eta(self.count, overall)}"))
+                if self.target.met(self.value(self.measure(rest, f"prune {i}/{len(order)}"))):
                     chosen = rest
         return chosen
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pandas as pd
 import pytest
@@ -52,8 +53,12 @@ def test_autofallback_finds_the_planted_node(run_copy, clean_run, catalog, no_ca
 
 
 def test_residual_units_are_probed_with_their_add_and_applied_as_their_quantized_nodes(run_copy, clean_run):
-    res = autofallback(run_copy, f"snr_db={clean_run.final_output().snr_db - 1}", units="residual")
+    said = []
+    res = autofallback(run_copy, f"snr_db={clean_run.final_output().snr_db - 1}", units="residual", progress=said.append)
     assert res.met and "block3_2_conv" in res.fallback and "block3_add" not in res.fallback  # an Add has no Q/DQ to drop
+    # each prune try is said before it runs, naming what it drops; a one-probe step no longer reads 'probe 1/1'
+    tries = [ev.message for ev in said if re.match(r"(greedy|bisect) search, prune \d+/\d+: without \S+", ev.message)]
+    assert tries and not any("probe 1/1 of this step" in ev.message for ev in said)
     assert any("block3_add" in step.fallback for step in res.steps)  # it travelled with its feeders in the probes
     assert load_result(run_copy).summary.fallback == tuple(sorted(res.fallback))  # and the rebuild took the set
 
