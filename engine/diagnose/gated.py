@@ -125,19 +125,36 @@ class BranchlessEdits:
             self._half[source] = out
         return self._half[source]
 
-    def fp16_node(self, node: onnx.NodeProto, sources: dict[int, str], outputs: dict[int, str], name: str) -> None:
-        """A copy of `node` in FP16 on `sources` (input position -> float tensor; the other inputs as they are), writing
-        its outputs back in float32 to `outputs` (position -> name): what emission writes for an FP16 fallback node."""
-        half = onnx.NodeProto()
-        half.CopyFrom(node)
-        half.name = name
+    def fallback_sources(self, node: onnx.NodeProto, floats: set[str], half: bool) -> dict[int, str]:
+        """Input position -> the float tensor a fallback copy of `node` reads: each dequantized input's float source and,
+        in FP16, every other float input (a bias), which emission casts too; in FP16 a dequantized input without a
+        float source stays dequantized and is cast like the rest."""
+        sources = {}
+        for pos, name in enumerate(node.input):
+            if name in self.dq_nodes:
+                source = self.float_source(name, node.name, pos) or (name if half else None)
+            else:
+                source = name if half and name and name in floats else None
+            if source is not None:
+                sources[pos] = source
+        return sources
+
+    def fallback_node(self, node: onnx.NodeProto, sources: dict[int, str], outputs: dict[int, str], name: str,
+                      half: bool) -> None:
+        """A copy of `node` on `sources` (input position -> float tensor; the other inputs as they are) writing `outputs`
+        (position -> name): in FP32, or with `half` in FP16 with its outputs cast back to float32, as emission writes an
+        FP16 fallback node."""
+        copy = onnx.NodeProto()
+        copy.CopyFrom(node)
+        copy.name = name
         for pos, source in sources.items():
-            half.input[pos] = self.fp16(source)
+            copy.input[pos] = self.fp16(source) if half else source
         for j, out in outputs.items():
-            half.output[j] = f"{out}__half"
-        self.nodes.append(half)
-        self.nodes.extend(helper.make_node("Cast", [half.output[j]], [out], name=f"{out}_to32", to=TensorProto.FLOAT)
-                          for j, out in outputs.items())
+            copy.output[j] = f"{out}__half" if half else out
+        self.nodes.append(copy)
+        if half:
+            self.nodes.extend(helper.make_node("Cast", [copy.output[j]], [out], name=f"{out}_to32", to=TensorProto.FLOAT)
+                              for j, out in outputs.items())
 
     def gated(self, nodes: Sequence[onnx.NodeProto] | None = None) -> GatedModel:
         """The edited model with `nodes` (default: the node list built) as its graph."""

@@ -86,14 +86,7 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
             e.nodes.append(node)
             continue
         half = fp16 and fp16_capable(node)  # emission keeps the others in FP32, and so do we
-        sources = {}
-        for pos, name in enumerate(node.input):
-            if name in e.dq_nodes:  # its float source; in FP16 one without any stays dequantized and is cast like the rest
-                source = e.float_source(name, node.name, pos) or (name if half else None)
-            else:
-                source = name if half and name in float_tensors else None
-            if source is not None:
-                sources[pos] = source
+        sources = e.fallback_sources(node, float_tensors, half)
         mixes, raws = [], {}
         for j, name in enumerate(node.output):
             if not name:
@@ -103,17 +96,7 @@ def gate_model_tiled(reference: onnx.ModelProto, candidate: onnx.ModelProto, uni
             quantized, raws[j] = fresh(f"{name}__int8"), fresh(f"{name}__fallback")
             mixes.append(helper.make_node("Where", [per_sample(gate, ranks[name]), quantized, raws[j]], [name], name=fresh("where")))
             node.output[j] = quantized
-        if half:  # as emission writes it: Casts to FP16, the node on FP16 weights, a Cast back (see _topological)
-            e.fp16_node(node, sources, raws, fresh(f"{node.name}_fallback"))
-        else:
-            fallback = onnx.NodeProto()
-            fallback.CopyFrom(node)
-            fallback.name = fresh(f"{node.name}_fallback")
-            for pos, source in sources.items():
-                fallback.input[pos] = source
-            for j, raw in raws.items():
-                fallback.output[j] = raw
-            e.nodes.append(fallback)
+        e.fallback_node(node, sources, raws, fresh(f"{node.name}_fallback"), half)  # FP16 Casts: see _topological
         e.nodes.extend([node, *mixes])
     available = {i.name for i in e.graph.input} | {i.name for i in e.graph.initializer}
     return e.gated(_topological(e.nodes, available))

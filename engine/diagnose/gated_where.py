@@ -66,15 +66,10 @@ def _fp16_pair(e: BranchlessEdits, node: onnx.NodeProto, gate: str, floats: set[
     """A unit node whose fallback is FP16: the node on its quantized inputs, and beside it the node in FP16 on the float
     sources as emission writes it (Casts, FP16 weights, a Cast back), selected by the gate. Both run; a runtime's FP16
     kernels round differently from FP32 arithmetic on FP16-rounded values (ddddocr's recogniser: 3.4 dB apart)."""
-    sources = {}
-    for pos, name in enumerate(node.input):
-        if name in e.dq_nodes:  # its float source; where there is none it stays dequantized, and is cast like the rest
-            sources[pos] = e.float_source(name, node.name, pos) or name
-        elif name and name in floats:
-            sources[pos] = name  # a float input without Q/DQ (a bias)
+    sources = e.fallback_sources(node, floats, half=True)
     # every output: a quantized op type writes float (one left out would have two producers)
     outputs = {j: f"{name}__fp16_fallback" for j, name in enumerate(node.output) if name}
-    e.fp16_node(node, sources, outputs, f"{node.name}__fp16_fallback")
+    e.fallback_node(node, sources, outputs, f"{node.name}__fp16_fallback", half=True)
     for j, half in outputs.items():
         name = node.output[j]
         node.output[j] = f"{name}__gated_int8"
