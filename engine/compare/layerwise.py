@@ -35,7 +35,7 @@ from engine.compare.output_channels import ChannelAccumulator, ChannelSplit
 from engine.compare.ranking import input_snr, introduced_db
 from engine.compare.reducers import HostReducer, Reducer
 from engine.compare.reference_cache import ReferenceCache
-from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, ctc_batch_axis, is_classifier_shaped
+from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, task_output
 from engine.data.source import Batch
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 
@@ -316,10 +316,8 @@ def _update_final_outputs(final: dict[str, Accumulator], reducer: HostReducer, t
         final[o].add_part(stats[k], int(sizes[k]), counts[k])
         channels[o].update(r, c)
     if task is None:
-        classes = next((o for o in view.outputs if o in ref and is_classifier_shaped(ref[o])), None)
-        ctc = next(((o, ax) for o in view.outputs if o in ref and (ax := ctc_batch_axis(ref[o], samples)) is not None), None)
-        task = (TaskAccumulator(classes, labels) if classes is not None or ctc is None
-                else TaskAccumulator(ctc[0], None, ctc_axis=ctc[1]))
+        output, ctc_axis = task_output(view.outputs, ref, samples)
+        task = TaskAccumulator(output, labels, ctc_axis)
     if task.output is not None:
         task.update(ref[task.output], plain[task.output])
     return task

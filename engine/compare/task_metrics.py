@@ -3,11 +3,12 @@ text recogniser's scores whether the greedily decoded text is the same as FP32's
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TaskMetrics", "TaskAccumulator", "is_classifier_shaped", "ctc_batch_axis", "ctc_greedy"]
+__all__ = ["TaskMetrics", "TaskAccumulator", "is_classifier_shaped", "ctc_batch_axis", "ctc_greedy", "task_output"]
 
 CTC_MIN_CLASSES = 32  # a recogniser's alphabet
 CTC_MIN_BLANK = 0.3  # blank (class 0) wins at least this share of positions in CTC scores
@@ -39,6 +40,15 @@ def ctc_batch_axis(arr: np.ndarray, batch: int) -> int | None:
             or np.bincount(chars).max() > CTC_MAX_SHARE * len(chars):
         return None
     return axes[0]
+
+
+def task_output(outputs: Sequence[str], ref: dict[str, np.ndarray], batch: int) -> tuple[str | None, int | None]:
+    """(the output task metrics are of, its CTC batch axis): the first classifier-shaped output (axis None), else the
+    first holding a CTC recogniser's scores, else (None, None). `ref`: one batch of `batch` samples' reference outputs."""
+    classes = next((o for o in outputs if o in ref and is_classifier_shaped(ref[o])), None)
+    if classes is not None:
+        return classes, None
+    return next(((o, ax) for o in outputs if o in ref and (ax := ctc_batch_axis(ref[o], batch)) is not None), (None, None))
 
 
 def ctc_greedy(best: np.ndarray) -> tuple[int, ...]:

@@ -16,7 +16,7 @@ import onnx
 from engine.backends.base import Backend
 from engine.compare.metrics import batch_cosine, snr_db
 from engine.compare.reducers import CHUNK, DeviceReducer, host_segment_sums, host_stats
-from engine.compare.task_metrics import TaskAccumulator, ctc_batch_axis, is_classifier_shaped
+from engine.compare.task_metrics import TaskAccumulator, task_output
 from engine.data.source import Batch
 
 __all__ = ["ProbeMetrics", "ProbeData", "Score", "ScoreOps", "HOST_OPS", "Resident", "new_scores", "add_copies", "score_batches",
@@ -135,10 +135,7 @@ def new_scores(data: ProbeData, outputs: Sequence[str], count: int) -> list[Scor
     one, else a CTC recogniser's scores (its decoded text against FP32's)."""
     first = data.reference_outputs[0]
     outputs = float_outputs(outputs, first)
-    task, ctc_axis = next((o for o in outputs if is_classifier_shaped(first[o])), None), None
-    if task is None:
-        batch = len(next(iter(data.batches[0].values())))
-        task, ctc_axis = next(((o, ax) for o in outputs if (ax := ctc_batch_axis(first[o], batch)) is not None), (None, None))
+    task, ctc_axis = task_output(outputs, first, len(next(iter(data.batches[0].values()))))
     return [Score(outputs, task, data.labels, ctc_axis) for _ in range(count)]
 
 
