@@ -58,8 +58,9 @@ def effective_batch_size(info: ModelInfo, requested: int) -> tuple[int, str | No
 def _source(arg: DataArg, info: ModelInfo, images: ImagePreprocess | None, what: str) -> BatchSource:
     if isinstance(arg, (str, os.PathLike)):  # name the file and its role: 'x.npz' (calibration data)
         return load_data(arg, info, images=images, what=f"'{Path(arg).name}' ({what.removeprefix('the ')})")
-    from engine.data.validation import check_source
+    from engine.data.validation import check_batch_axes, check_source
 
+    check_batch_axes(info)
     check_source(arg, info, what)
     return arg
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -67,11 +68,12 @@ def _culprits(layers: pd.DataFrame, ranking: HarmRanking | None, view: GraphView
     if ranking is not None:
         for u in ranking.units:
             main = next((n for n in u.nodes if n in view.quantized_nodes), u.nodes[0])
-            cols = (layer(main, "snr_db"), layer(main, "input_snr_db"), layer(main, "introduced_db"))
+            c = Culprit(0, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db, layer(main, "snr_db"),
+                        layer(main, "input_snr_db"), layer(main, "introduced_db"), u.samples)
             if set(u.nodes) <= fallback:  # already in fallback: no longer a candidate
-                held.append(Culprit(0, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db, *cols, u.samples))
-                continue
-            out.append(Culprit(len(out) + 1, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db, *cols, u.samples))
+                held.append(c)
+            else:
+                out.append(dataclasses.replace(c, rank=len(out) + 1))
         return tuple(out), tuple(held)
     quantized = layers[layers["node"].isin(view.quantized_nodes) & ~layers["node"].isin(fallback)]
     for _, r in rank_culprits(quantized).iterrows():

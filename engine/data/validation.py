@@ -27,7 +27,7 @@ def check_batch_axes(info: ModelInfo) -> None:
 
 
 def check_source(source: BatchSource, info: ModelInfo, what: str = "the data") -> None:
-    check_batch_axes(info)
+    """The source against the model's inputs; callers check the model's own batch axes first (check_batch_axes)."""
     expected = {t.name: t for t in info.inputs}
     given = set(source.input_names)
     missing = [n for n in expected if n not in given]
