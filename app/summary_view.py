@@ -15,7 +15,7 @@ from app.inputs import Inputs
 from app.layer_table import origins
 from app.samples import default_name, sample_inputs
 
-__all__ = ["batch_size_input", "delta_color", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+__all__ = ["batch_size_input", "delta_color", "of_output", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
            "not_of_inputs_in_use"]
 
 
@@ -134,3 +134,9 @@ def delta_color(delta: str | None) -> str:
     """A metric's delta colour: grey where it shows no change ('+0.00%' drew a green arrow up, read as a gain in the
     captcha re-trial), else Streamlit's usual green up and red down."""
     return "off" if delta is not None and not any(ch in "123456789" for ch in delta) else "normal"
+
+
+def of_output(summary: engine.Summary) -> str:
+    """What the final-output figures (the first output's) are of, where a model has several: " of 'name'" (silero-vad's
+    'speech_probs' read as the whole model's figure); "" for one output."""
+    return f" of '{next(iter(summary.outputs))}'" if len(summary.outputs) > 1 else ""

@@ -9,7 +9,7 @@ import engine
 from app import state
 from app.actions import busy, job_panel, run_comparison, show_error
 from app.cached import model_op_types, readers
-from app.summary_view import amplifier_notes, batch_size_input, command_expander, inputs_in_use, not_of_inputs_in_use
+from app.summary_view import amplifier_notes, batch_size_input, command_expander, inputs_in_use, not_of_inputs_in_use, of_output
 from engine import Precision
 
 st.title("Compare FP32 with INT8")
@@ -71,8 +71,7 @@ if result is not None:
     st.info(s.headline, icon=":material/troubleshoot:")  # a finding, good or bad: never the green of a success
     out = result.final_output()
     t = s.task
-    # a model with several outputs: name the one the figures are of (silero-vad's 'speech_probs' read as the whole model)
-    of = f" of '{next(iter(s.outputs))}'" if len(s.outputs) > 1 else ""
+    of = of_output(s)
     shown = [(f"Final-output SNR{of}", f"{engine.format_metric('snr_db', out.snr_db)} dB", None),
              (f"Final-output cosine{of}", engine.format_metric("cosine", out.cosine), None)]
     if t.reference_accuracy is not None:

@@ -11,7 +11,7 @@ from app import cached, state
 from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
 from app.report import PLOTLY_JS_NAME, build_report, plotly_js
-from app.summary_view import command_expander, delta_color, not_of_inputs_in_use
+from app.summary_view import command_expander, delta_color, not_of_inputs_in_use, of_output
 
 st.title("Rebuild with fallback")
 ss = st.session_state
@@ -85,7 +85,7 @@ if before is not None:
     if s.fallback_precision != b.fallback_precision:
         changes.append(f"precision {b.fallback_precision.value} → {s.fallback_precision.value}")
     st.caption("This rebuild changed: " + ("; ".join(changes) or "nothing") + ".")
-    of = f" of '{next(iter(s.outputs))}'" if len(s.outputs) > 1 else ""  # several outputs: the figures are the first's
+    of = of_output(s)
     shown = [(f"Final-output SNR{of}", f"{engine.format_metric('snr_db', out.snr_db)} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB",
               "after against before"),
              (f"Final-output cosine{of}", engine.format_metric("cosine", out.cosine), f"{out.cosine - b_out.cosine:+.5f}", None)]
