@@ -24,12 +24,15 @@ from engine.diagnose.gated import GatedModel, gate_model
 from engine.diagnose.gated_tiled import gate_model_tiled, tiled_gates
 from engine.diagnose.gated_where import gate_model_where
 from engine.diagnose.probe_scoring import HOST_OPS, ProbeData, ProbeMetrics, Resident, add_copies, new_scores, score_batches
+from engine.diagnose.resumed_runs import BASELINES, ResumedRuns, SamplesKey, same_outputs, worth_resuming
 from engine.errors import ModelError
 
 __all__ = ["OutputProbe", "ProbeRequest", "ProbePool", "LocalProbePool", "PoolFactory", "OnResult", "local_pool", "serial_pool"]
 
 Unit = tuple[str, ...]
 TILE_SAMPLES = 64  # samples a tiled run holds at most: the probes of a stage on 2 samples go 32 to a run
+RESUME_BYTES = 512 * 1024**2  # baselines' tensors kept for resumed probes (resumed_runs.py), at most
+FOREIGN = object()  # probe data that is not a head of the probe's own: never resumed
 
 
 def _same(a: float, b: float, tol_db: float = 1e-3) -> bool:
@@ -45,13 +48,17 @@ class OutputProbe:
     the outputs where they are; the probe data is then copied to the device once, not every probe.
     tile: run the probes of a stage several to a run, each on its own copy of the samples (gated_tiled.py); None: where
     the backend leaves outputs on a device, whose runs cost their launches more than their samples. Used only where the
-    tiled graph can be built and a tiled run agrees with single runs."""
+    tiled graph can be built and a tiled run agrees with single runs.
+    resume_bytes: where outputs come back to the host one probe a run, probes resume past the part of the graph they
+    share with the all-INT8 or all-fallback candidate (resumed_runs.py), keeping at most this much of their tensors;
+    0: every probe runs the whole graph."""
 
     def __init__(self, backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Unit],
                  data: ProbeData, emit: Callable[[frozenset[str]], onnx.ModelProto], fp16: bool = False,
-                 device_library: str | None = None, tile: bool | None = None) -> None:
+                 device_library: str | None = None, tile: bool | None = None, resume_bytes: int = RESUME_BYTES) -> None:
         self.backend, self.reference, self.candidate = backend, reference, candidate
         self.tile = tile
+        self.resume_bytes = resume_bytes
         self.device_library = device_library  # where the backend leaves outputs on a device: the library scoring them there
         self.units = tuple(tuple(u) for u in units)
         self.data, self.emit, self.fp16 = data, emit, fp16
@@ -62,6 +69,9 @@ class OutputProbe:
         self._runner = None
         self._resident: Resident | None = None
         self._tiled = False
+        self._resume: ResumedRuns | None = None
+        self._open_seconds = 0.0  # opening the gated session: what the resumed runs' sessions are priced in
+        self._pass_seconds: float | None = None  # a whole-graph run, per sample + 1 (see harm_ranking's cost)
 
     @property
     def nodes(self) -> tuple[str, ...]:
@@ -82,11 +92,15 @@ class OutputProbe:
                 self._stack = ExitStack()
             build = gate_model_where if self.backend.capabilities.branchless else gate_model
             self._open(build(self.reference, self.candidate, self.units, fp16=self.fp16), reducer, tiled=False)
+            if reducer is None:
+                self._resume = ResumedRuns.plan_for(self.backend, self._gated, self.resume_bytes)
         return self
 
     def _open(self, gated: GatedModel, reducer: DeviceReducer | None, tiled: bool) -> None:
         self._gated, self._tiled = gated, tiled
+        t0 = time.perf_counter()
         self._runner = self._stack.enter_context(self.backend.runner(gated.model, on_device=reducer is not None))
+        self._open_seconds = time.perf_counter() - t0
         self._resident = Resident(self._runner, reducer) if reducer is not None else None
 
     def _tiling_agrees(self) -> bool:
@@ -106,19 +120,81 @@ class OutputProbe:
         if self._stack is not None:
             self._stack.close()
         self._stack, self._runner, self._gated, self._resident, self._tiled = None, None, None, None, False
+        self._resume, self._pass_seconds = None, None
 
     def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
              resident: Resident | None = None) -> ProbeMetrics:
         self.probes += 1
         return score_batches(data or self.data, infer, self.outputs, t0, resident)
 
-    def _run_gated(self, gates: dict[str, np.ndarray], t0: float, data: ProbeData | None) -> ProbeMetrics:
+    def _run_gated(self, gates: dict[str, np.ndarray], t0: float, data: ProbeData | None,
+                   key: SamplesKey | object = FOREIGN) -> ProbeMetrics:
+        """key: `data` is the probe data's first `key` samples (None: all of it), so kept baselines apply."""
         if self._tiled:  # one probe alone (a Ray worker's, or a direct call): one copy, not a padded tile of copies
             self.probes += 1
             return self._tiled_run(data or self.data, [gates])[0]
         if self._resident is not None:
             gates = self._resident.gates(gates)
-        return self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
+        r = self._resume
+        if r is not None and r.is_open and key is not FOREIGN:
+            if (at := r.resume_cut(gates, key)) is not None:
+                return self._run(r.resumed(gates, key, at), t0, data)
+            if r.baseline(gates) is not None:
+                infer, keep = r.recording(self._stack, gates, key)
+                result = self._run(infer, t0, data)
+                keep()
+                return result
+        result = self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
+        if self._resident is None:
+            self._pass_seconds = (time.perf_counter() - t0) / ((data or self.data).samples + 1)
+        return result
+
+    def _prepare_resume(self, requests: Sequence[ProbeRequest]) -> None:
+        """Before `requests` run: open the resumed runs' sessions where these probes would save more than they cost
+        (worth_resuming), then keep each baseline that two or more of them would resume from."""
+        r = self._resume
+        if r is None or self._pass_seconds is None or not requests:
+            return
+        feeds = [(req.samples, self._feed(req)) for req in requests]
+        if not r.is_open:
+            saving = sum(r.skipped(g) * self._pass_seconds * (self._samples(k) + 1) for k, g in feeds)
+            if not worth_resuming(saving, r.open_cost() * self._open_seconds, 2 * self._pass_seconds * (self._samples(feeds[0][0]) + 1)):
+                return
+            if not self._open_resume():
+                self._resume = None
+                return
+        for key in dict.fromkeys(k for k, _ in feeds):
+            wanted = [at[1] for k, g in feeds if k == key and (at := r.resume_cut(g, key, kept_only=False)) is not None]
+            for name in BASELINES:
+                if wanted.count(name) >= 2 and not r.has(key, name):
+                    gates = self._gated.feed(()) if name == "int8" else self._gated.feed_only(None)
+                    self._run_gated(gates, time.perf_counter(), self.data.head(key) if key is not None else None, key)
+                    self.probes -= 1  # a baseline kept, not a probe asked for
+
+    def _samples(self, key: SamplesKey) -> int:
+        return self.data.head(key).samples if key is not None else self.data.samples
+
+    def _open_resume(self) -> bool:
+        """The recorder and suffix sessions, used only if resumed runs give the whole graph's outputs bit for bit: both
+        baselines and, from each, the last unit and a middle one switched, on two samples."""
+        r, stack = self._resume, self._stack
+        data, key = self.data.head(2), -1
+        plain = lambda g: [self._runner.infer({**b, **g}) for b in data.batches]  # noqa: E731
+        ok = True
+        for gates in (self._gated.feed(()), self._gated.feed_only(None)):
+            infer, keep = r.recording(stack, gates, key)
+            ok = ok and same_outputs([infer(b) for b in data.batches], plain(gates), self.outputs)
+            keep()
+        if ok and r.has(key, "int8") and len(r.dtypes()) == len(r.plan.observed):
+            r.open(stack, r.dtypes())
+            n = len(self.units)
+            for k in (n - 1, n // 2):
+                for gates in (self._gated.feed(self.units[k]), self._gated.feed_only(k)):
+                    at = r.resume_cut(gates, key)
+                    ok = ok and at is not None and same_outputs(list(map(r.resumed(gates, key, at), data.batches)),
+                                                                plain(gates), self.outputs)
+        r.forget(key)
+        return ok and r.is_open
 
     def _tiled_run(self, data: ProbeData, feeds: Sequence[dict[str, np.ndarray]]) -> list[ProbeMetrics]:
         """Probes (their gate values) on `data`, all in each run: one copy of a batch per probe along the batch axis."""
@@ -167,8 +243,11 @@ class OutputProbe:
         TILE_SAMPLES allows; otherwise one after another."""
         if not self._tiled:
             out = []
+            self._prepare_resume(requests)
             for r in requests:
                 out.append(r.run(self))
+                if len(out) == 1 and self._resume is not None and not self._resume.is_open:
+                    self._prepare_resume(requests[1:])  # the first run priced a pass
                 if on_result is not None:
                     on_result(len(out), len(requests))
             return out
@@ -197,13 +276,22 @@ class OutputProbe:
             out += [members[k : k + size] for k in range(0, len(members), size)]
         return out
 
+    def run_request(self, request: ProbeRequest) -> ProbeMetrics:
+        """One request on the probe data's first `request.samples` samples (resumed where a baseline is kept for them)."""
+        data = self.data.head(request.samples) if request.samples is not None else None
+        if self._runner is not None:
+            return self._run_gated(self._feed(request), time.perf_counter(), data, request.samples)
+        if request.only is not None:
+            return self.measure_only(request.only, data)
+        return self.measure(request.fallback, data)
+
     def measure(self, fallback: Iterable[str], data: ProbeData | None = None) -> ProbeMetrics:
         """Final outputs with the units holding any of `fallback` in fallback precision and every other unit in INT8,
         on `data` (default: the probe's data)."""
         t0 = time.perf_counter()
         fallback = frozenset(fallback)
         if self._runner is not None:
-            return self._run_gated(self._gated.feed(fallback), t0, data)
+            return self._run_gated(self._gated.feed(fallback), t0, data, None if data is None else FOREIGN)
         with self.backend.runner(self.emit(fallback)) as runner:
             return self._run(runner.infer, t0, data)
 
@@ -211,7 +299,8 @@ class OutputProbe:
         """Only `unit` in INT8 (None: nothing quantized), on `data` (default: the probe's data)."""
         t0 = time.perf_counter()
         if self._runner is not None:
-            return self._run_gated(self._gated.feed_only(None if unit is None else self.units.index(tuple(unit))), t0, data)
+            return self._run_gated(self._gated.feed_only(None if unit is None else self.units.index(tuple(unit))), t0, data,
+                                   None if data is None else FOREIGN)
         keep = set(unit or ())
         with self.backend.runner(self.emit(frozenset(n for n in self.nodes if n not in keep))) as runner:
             return self._run(runner.infer, t0, data)
@@ -227,8 +316,7 @@ class ProbeRequest:
     samples: int | None = None
 
     def run(self, probe: OutputProbe) -> ProbeMetrics:
-        data = probe.data.head(self.samples) if self.samples is not None else None
-        return probe.measure_only(self.only, data) if self.only is not None else probe.measure(self.fallback, data)
+        return probe.run_request(self)
 
 
 OnResult = Callable[[int, int], None]  # (results so far, requests in all)

@@ -133,7 +133,8 @@ def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, ba
         return None
     data = cached_probe_data(run, reference, backend, samples, whole_batches=model_info(reference).fixed_batch is not None)
     return OutputProbe(backend, reference, candidate, fallback_units(reference, nodes, units), data, emit,
-                       fp16=config.fallback_precision is FallbackPrecision.FP16, device_library=device_library)
+                       fp16=config.fallback_precision is FallbackPrecision.FP16, device_library=device_library,
+                       resume_bytes=cfg.memory_bytes // 2)
 
 
 def open_probe(run_dir: str | os.PathLike, provider: str | None = None, units: UnitMode = UnitMode.NODE,

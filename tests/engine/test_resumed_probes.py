@@ -1,0 +1,148 @@
+"""Probes resumed at a cut of the gated graph from a baseline's tensors give what whole-graph runs give, bit for bit."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import numpy as np
+import pandas as pd
+import pytest
+from onnx import TensorProto, helper
+
+from engine import sensitivity
+from engine.backends.onnxrt import OnnxRuntimeBackend
+from engine.diagnose import probes as probes_module
+from engine.diagnose.gated import GatedModel
+from engine.diagnose.gated_cuts import plan_cuts
+from engine.diagnose.resumed_runs import ResumedRuns
+from engine.scale import SerialExecutor
+
+UNITS = 10
+
+
+def _switched_chain() -> GatedModel:
+    """x -> ten steps, step k taking Relu(h) with gate k on and Neg(h) with it off (a Where, as the branchless gated
+    graph switches); step 1 reads Or(g1, g9), as a tensor shared by two units is switched; Shape(x) (int64) is carried
+    to a Reshape at the very end."""
+    nodes = [helper.make_node("Shape", ["x"], ["shape"], name="shape"),
+             helper.make_node("Or", ["g1", "g9"], ["g1_or_g9"], name="or")]
+    h = "x"
+    for k in range(UNITS):
+        on, off, out = f"on{k}", f"off{k}", f"h{k}"
+        nodes += [helper.make_node("Relu", [h], [on], name=f"relu{k}"), helper.make_node("Neg", [h], [off], name=f"neg{k}"),
+                  helper.make_node("Where", ["g1_or_g9" if k == 1 else f"g{k}", on, off], [out], name=f"step{k}")]
+        h = out
+    nodes.append(helper.make_node("Reshape", [h, "shape"], ["y"], name="reshape"))
+    gates = [f"g{k}" for k in range(UNITS)]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3]),
+                                               *(helper.make_tensor_value_info(g, TensorProto.BOOL, []) for g in gates)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return GatedModel(model, tuple((f"step{k}",) for k in range(UNITS)), tuple(gates))
+
+
+def test_cuts_carry_what_the_rest_reads_and_the_gates_before_them():
+    gated = _switched_chain()
+    plan = plan_cuts(gated.model, gated.gates, parts=4)
+    assert plan is not None and [n.name for n in plan.gate_only] == ["or"]
+    assert len(plan.cuts) == 3
+    assert [plan.main[c.position].name for c in plan.cuts] == ["step2", "step4", "step6"]  # before the node reading a gate
+    for cut, k in zip(plan.cuts, (2, 4, 6)):
+        assert set(cut.tensors) == {"shape", f"on{k}", f"off{k}"}  # the int64 shape crosses every cut
+        assert cut.gates == {f"g{j}" for j in range(k)} | {"g9"}  # step 1, before every cut, reads g9 too
+    assert plan_cuts(gated.model, gated.gates, parts=6) is None  # fewer than two units a part: not worth cutting
+
+
+def test_a_suffix_run_from_a_baselines_tensors_equals_the_whole_graph():
+    gated = _switched_chain()
+    plan = plan_cuts(gated.model, gated.gates, parts=4)
+    backend = OnnxRuntimeBackend("cpu")
+    x = np.random.default_rng(0).standard_normal((5, 3)).astype(np.float32)
+    off = {g: np.array(False) for g in gated.gates}
+    runs = ResumedRuns(backend, gated, plan, budget_bytes=1 << 20)
+
+    with ExitStack() as stack, backend.runner(gated.model) as whole:
+        infer, keep = runs.recording(stack, off, None)
+        assert np.array_equal(infer({"x": x})["y"], whole.infer({"x": x, **off})["y"])
+        keep()
+        assert runs.dtypes()["shape"] == np.int64
+        runs.open(stack, runs.dtypes())
+        probe = {**off, "g8": np.array(True)}  # agrees with the all-off baseline before every cut
+        at = runs.resume_cut(probe, None)
+        assert at == (2, "fallback")
+        assert np.array_equal(runs.resumed(probe, None, at)({"x": x})["y"], whole.infer({"x": x, **probe})["y"])
+        assert runs.resume_cut({**off, "g9": np.array(True)}, None) is None  # g9 is read before every cut, by the Or
+        assert runs.resume_cut({**off, "g8": np.array(True)}, 3) is None  # nothing kept for the first 3 samples
+
+
+def test_a_tight_budget_keeps_the_deepest_cuts_that_fit():
+    gated = _switched_chain()
+    plan = plan_cuts(gated.model, gated.gates, parts=4)
+    backend = OnnxRuntimeBackend("cpu")
+    x = np.ones((1000, 3), np.float32)  # a cut holds 2 x 12,000 bytes (on, off) and 16 of shape
+    off = {g: np.array(False) for g in gated.gates}
+    for budget, usable in ((100_000, {0, 1, 2}), (50_000, {1, 2}), (30_000, {2}), (10_000, None)):
+        runs = ResumedRuns(backend, gated, plan, budget_bytes=budget)
+        with ExitStack() as stack:
+            infer, keep = runs.recording(stack, off, None)
+            infer({"x": x})
+            keep()
+        assert runs.has(None, "fallback") == (usable is not None)
+        if usable is not None:
+            assert runs._usable[(None, "fallback")] == usable
+
+
+def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.drop(columns=["probe_seconds"]).set_index("node")
+
+
+@pytest.fixture()
+def resumed_count(monkeypatch):
+    """How many probe runs were resumed, with resuming always judged worth its sessions."""
+    calls = []
+    original = ResumedRuns.resumed
+
+    def counted(self, gates, key, at):
+        calls.append(at)
+        return original(self, gates, key, at)
+
+    monkeypatch.setattr(ResumedRuns, "resumed", counted)
+    monkeypatch.setattr(probes_module, "worth_resuming", lambda *a: True)
+    return calls
+
+
+def test_sensitivity_resumed_equals_whole_graph_runs(run_copy, resumed_count, monkeypatch):
+    resumed = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
+    used = len(resumed_count)
+    monkeypatch.setattr(ResumedRuns, "plan_for", classmethod(lambda cls, *a: None))
+    whole = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
+    assert used >= 10  # most of the 20 single-unit probes resumed at some cut
+    pd.testing.assert_frame_equal(_numbers(resumed), _numbers(whole), check_exact=True)
+
+
+def test_resumed_runs_that_differ_from_the_whole_graph_are_never_used(run_copy, resumed_count, monkeypatch):
+    """The check when the sessions open compares resumed and whole-graph outputs: a suffix that computes anything else
+    (here: outputs nudged by 1e-3) switches resuming off, and every probe runs the whole graph."""
+    original = ResumedRuns.open
+
+    def nudged(self, stack, dtypes):
+        original(self, stack, dtypes)
+        runners = self._suffixes
+
+        class Nudged:
+            def __init__(self, r):
+                self.r = r
+
+            def infer(self, feed):
+                return {k: v + np.float32(1e-3) for k, v in self.r.infer(feed).items()}
+
+        self._suffixes = [Nudged(r) for r in runners]
+
+    monkeypatch.setattr(ResumedRuns, "open", nudged)
+    checked = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
+    checks = len(resumed_count)
+    monkeypatch.setattr(ResumedRuns, "plan_for", classmethod(lambda cls, *a: None))
+    whole = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
+    assert 1 <= checks <= 4  # the check's own resumed runs, then none
+    pd.testing.assert_frame_equal(_numbers(checked), _numbers(whole), check_exact=True)
