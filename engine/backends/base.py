@@ -57,7 +57,6 @@ class Backend(Protocol):
         (only where `capabilities.device_outputs`). optimized: the runtime's deployment optimizations (latency), not
         the as-written Q/DQ arithmetic (accuracy). fallback: the nodes the model keeps out of INT8, for backends that
         must be told at build time. `infer` returns its graph outputs plus those of the `observe` tensors
-        the backend can see. `infer` returns its graph outputs plus those of the `observe` tensors
         the backend can see. How it observes them is the backend's business: ONNX Runtime marks them as
         outputs; TensorRT reads debug tensors so fusion is kept, and tensors fused away are simply absent
         (the caller reports them as not observable, never pairs anything else)."""

@@ -7,8 +7,8 @@ it and the gates the part before it reads (directly, through the Or nodes of sha
 A probe whose gates equal the baseline's on those gates gives, after the cut, what the baseline run would give
 there, so it can run only the graph after the cut (`suffix_model`), fed the baseline's tensors at the cut.
 
-Nodes that compute only from gates (the Or nodes) are copied into every suffix: they depend on the probe's gates, never
-on the baseline's, and cost nothing."""
+Nodes that compute only from gates and constants (the Or nodes, a weight's DequantizeLinear) are copied into every
+suffix: they depend on the probe's gates, never on the baseline's, and would otherwise be kept for every sample."""
 
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ class Cut:
 
 @dataclass(frozen=True)
 class GraphCuts:
-    gate_only: tuple[onnx.NodeProto, ...]  # nodes computing only from gates: copied into every suffix
+    gate_only: tuple[onnx.NodeProto, ...]  # nodes computing only from gates and constants: copied into every suffix
     main: tuple[onnx.NodeProto, ...]  # every other node, in graph order
     cuts: tuple[Cut, ...]  # shallowest first
 
@@ -76,11 +76,11 @@ def plan_cuts(model: onnx.ModelProto, gates: Sequence[str], parts: int = PARTS) 
     inits = {i.name for i in g.initializer}
     gate_deps: dict[str, frozenset[str]] = {x: frozenset([x]) for x in gates}  # tensor -> the gates it is computed from
     gate_only, main = [], []
-    for node in g.node:
+    for node in g.node:  # nodes computing from gates and constants only (an Or, a weight's DequantizeLinear) are copied
         reads = node_reads(node) - inits
-        if reads and not _subgraphs(node) and all(r in gate_deps for r in reads):
+        if not _subgraphs(node) and all(r in gate_deps for r in reads):
             gate_only.append(node)
-            deps = frozenset().union(*(gate_deps[r] for r in reads))
+            deps: frozenset[str] = frozenset().union(*(gate_deps[r] for r in reads))
             gate_deps.update(dict.fromkeys(node.output, deps))
         else:
             main.append(node)

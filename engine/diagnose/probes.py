@@ -70,6 +70,7 @@ class OutputProbe:
         self._resident: Resident | None = None
         self._tiled = False
         self._resume: ResumedRuns | None = None
+        self._resume_stack: ExitStack | None = None  # the recorder and suffix sessions
         self._open_seconds = 0.0  # opening the gated session: what the resumed runs' sessions are priced in
         self._pass_seconds: float | None = None  # a whole-graph run, per sample + 1 (see harm_ranking's cost)
 
@@ -120,7 +121,7 @@ class OutputProbe:
         if self._stack is not None:
             self._stack.close()
         self._stack, self._runner, self._gated, self._resident, self._tiled = None, None, None, None, False
-        self._resume, self._pass_seconds = None, None
+        self._resume, self._resume_stack, self._pass_seconds = None, None, None
 
     def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
              resident: Resident | None = None) -> ProbeMetrics:
@@ -137,13 +138,18 @@ class OutputProbe:
             gates = self._resident.gates(gates)
         r = self._resume
         if r is not None and r.is_open and key is not FOREIGN:
-            if (at := r.resume_cut(gates, key)) is not None:
-                return self._run(r.resumed(gates, key, at), t0, data)
-            if r.baseline(gates) is not None:
-                infer, keep = r.recording(self._stack, gates, key)
-                result = self._run(infer, t0, data)
-                keep()
-                return result
+            counted = self.probes
+            try:
+                if (at := r.resume_cut(gates, key)) is not None:
+                    return self._run(r.resumed(gates, key, at), t0, data)
+                if r.baseline(gates) is not None:
+                    infer, keep = r.recording(self._resume_stack, gates, key, len((data or self.data).batches))
+                    result = self._run(infer, t0, data)
+                    keep()
+                    return result
+            except Exception:  # noqa: BLE001 - whatever a cut graph meets, the whole graph answers as before
+                self.probes = counted
+                self._stop_resuming()
         result = self._run(lambda b: self._runner.infer({**b, **gates}), t0, data, self._resident)
         if self._resident is None:
             self._pass_seconds = (time.perf_counter() - t0) / ((data or self.data).samples + 1)
@@ -160,8 +166,13 @@ class OutputProbe:
             saving = sum(r.skipped(g) * self._pass_seconds * (self._samples(k) + 1) for k, g in feeds)
             if not worth_resuming(saving, r.open_cost() * self._open_seconds, 2 * self._pass_seconds * (self._samples(feeds[0][0]) + 1)):
                 return
-            if not self._open_resume():
-                self._resume = None
+            self._resume_stack = self._stack.enter_context(ExitStack())
+            try:
+                opened = self._open_resume()
+            except Exception:  # noqa: BLE001 - the runtime refused a cut graph: every probe runs the whole graph, as before
+                opened = False
+            if not opened:
+                self._stop_resuming()
                 return
         for key in dict.fromkeys(k for k, _ in feeds):
             wanted = [at[1] for k, g in feeds if k == key and (at := r.resume_cut(g, key, kept_only=False)) is not None]
@@ -171,30 +182,38 @@ class OutputProbe:
                     self._run_gated(gates, time.perf_counter(), self.data.head(key) if key is not None else None, key)
                     self.probes -= 1  # a baseline kept, not a probe asked for
 
+    def _stop_resuming(self) -> None:
+        """Every later probe runs the whole graph; the recorder and suffix sessions close now."""
+        self._resume = None
+        if self._resume_stack is not None:
+            self._resume_stack.close()
+            self._resume_stack = None
+
     def _samples(self, key: SamplesKey) -> int:
         return self.data.head(key).samples if key is not None else self.data.samples
 
     def _open_resume(self) -> bool:
         """The recorder and suffix sessions, used only if resumed runs give the whole graph's outputs bit for bit: both
-        baselines and, from each, the last unit and a middle one switched, on two samples."""
-        r, stack = self._resume, self._stack
+        baselines and, at every cut, from each baseline, the first unit after it switched, on two samples."""
+        r, stack = self._resume, self._resume_stack
         data, key = self.data.head(2), -1
         plain = lambda g: [self._runner.infer({**b, **g}) for b in data.batches]  # noqa: E731
         ok = True
         for gates in (self._gated.feed(()), self._gated.feed_only(None)):
-            infer, keep = r.recording(stack, gates, key)
+            infer, keep = r.recording(stack, gates, key, len(data.batches))
             ok = ok and same_outputs([infer(b) for b in data.batches], plain(gates), self.outputs)
             keep()
-        if ok and r.has(key, "int8") and len(r.dtypes()) == len(r.plan.observed):
-            r.open(stack, r.dtypes())
-            n = len(self.units)
-            for k in (n - 1, n // 2):
-                for gates in (self._gated.feed(self.units[k]), self._gated.feed_only(k)):
-                    at = r.resume_cut(gates, key)
-                    ok = ok and at is not None and same_outputs(list(map(r.resumed(gates, key, at), data.batches)),
-                                                                plain(gates), self.outputs)
+        if not (ok and r.has(key, "int8") and r.has(key, "fallback") and len(r.dtypes()) == len(r.plan.observed)):
+            return False
+        r.open(stack, r.dtypes())
+        for cut in r.plan.cuts:
+            k = next((i for i, g in enumerate(self._gated.gates) if g not in cut.gates), None)
+            for gates in ((self._gated.feed(self.units[k]), self._gated.feed_only(k)) if k is not None else ()):
+                at = r.resume_cut(gates, key)
+                ok = ok and at is not None and same_outputs(list(map(r.resumed(gates, key, at), data.batches)),
+                                                            plain(gates), self.outputs)
         r.forget(key)
-        return ok and r.is_open
+        return ok
 
     def _tiled_run(self, data: ProbeData, feeds: Sequence[dict[str, np.ndarray]]) -> list[ProbeMetrics]:
         """Probes (their gate values) on `data`, all in each run: one copy of a batch per probe along the batch axis."""

@@ -103,24 +103,19 @@ class ResumedRuns:
     def has(self, key: SamplesKey, name: str) -> bool:
         return (key, name) in self._kept
 
-    def recording(self, stack: ExitStack, gates: dict[str, np.ndarray], key: SamplesKey) -> tuple[Infer, Callable[[], None]]:
-        """infer for a baseline's run through the recorder, and what keeps its tensors once every batch has run."""
+    def recording(self, stack: ExitStack, gates: dict[str, np.ndarray], key: SamplesKey,
+                  batches: int) -> tuple[Infer, Callable[[], None]]:
+        """infer for a baseline's run through the recorder over `batches` batches, and what keeps its tensors once every
+        batch has run. Which cuts are kept is chosen after the first batch (its sizes times `batches`): the deepest cuts
+        that fit the budget left after an earlier stage's baselines, so a run never holds more than that."""
         runner, name, kept = self.recorder(stack), self.baseline(gates), []
         observed = self.plan.observed
+        chosen: dict[str, object] = {}
 
-        def infer(batch: Batch) -> dict[str, np.ndarray]:
-            out = runner.infer({**batch, **gates})
-            kept.append({t: out.pop(t) for t in observed if t in out})
-            self._types.update((t, a.dtype) for t, a in kept[-1].items())
-            return out
-
-        def keep() -> None:
-            if name is None or not kept or any(len(part) < len(observed) for part in kept):
-                return
-            sizes = {t: sum(part[t].nbytes for part in kept) for t in observed}
-            whole = sum(sizes.values())
+        def choose(first: dict[str, np.ndarray]) -> None:
+            sizes = {t: first[t].nbytes * batches for t in observed}
             for old in [k for k in self._kept if k[0] != key]:  # an earlier stage's baselines, least recently used first
-                if sum(self._bytes.values()) + whole <= self.budget:
+                if sum(self._bytes.values()) + sum(sizes.values()) <= self.budget:
                     break
                 self.forget_one(old)
             free = self.budget - sum(self._bytes.values())
@@ -130,11 +125,24 @@ class ResumedRuns:
                 if sum(sizes[t] for t in tensors | more) <= free:
                     usable.append(i)
                     tensors |= more
-            if not usable:
+            chosen.update(usable=frozenset(usable), tensors=tensors)
+
+        def infer(batch: Batch) -> dict[str, np.ndarray]:
+            out = runner.infer({**batch, **gates})
+            part = {t: out.pop(t) for t in observed if t in out}
+            self._types.update((t, np.asarray(a).dtype) for t, a in part.items())
+            if name is not None and len(part) == len(observed) and all(isinstance(a, np.ndarray) for a in part.values()):
+                if not chosen:
+                    choose(part)
+                kept.append({t: part[t] for t in chosen["tensors"]})
+            return out
+
+        def keep() -> None:
+            if not chosen or not chosen["usable"] or len(kept) != batches:
                 return
-            self._kept[(key, name)] = [{t: part[t] for t in tensors} for part in kept]
-            self._bytes[(key, name)] = sum(sizes[t] for t in tensors)
-            self._usable[(key, name)] = frozenset(usable)
+            self._kept[(key, name)] = kept
+            self._bytes[(key, name)] = sum(a.nbytes for part in kept for a in part.values())
+            self._usable[(key, name)] = chosen["usable"]
 
         return infer, keep
 

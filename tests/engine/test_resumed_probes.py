@@ -63,7 +63,7 @@ def test_a_suffix_run_from_a_baselines_tensors_equals_the_whole_graph():
     runs = ResumedRuns(backend, gated, plan, budget_bytes=1 << 20)
 
     with ExitStack() as stack, backend.runner(gated.model) as whole:
-        infer, keep = runs.recording(stack, off, None)
+        infer, keep = runs.recording(stack, off, None, 1)
         assert np.array_equal(infer({"x": x})["y"], whole.infer({"x": x, **off})["y"])
         keep()
         assert runs.dtypes()["shape"] == np.int64
@@ -85,7 +85,7 @@ def test_a_tight_budget_keeps_the_deepest_cuts_that_fit():
     for budget, usable in ((100_000, {0, 1, 2}), (50_000, {1, 2}), (30_000, {2}), (10_000, None)):
         runs = ResumedRuns(backend, gated, plan, budget_bytes=budget)
         with ExitStack() as stack:
-            infer, keep = runs.recording(stack, off, None)
+            infer, keep = runs.recording(stack, off, None, 1)
             infer({"x": x})
             keep()
         assert runs.has(None, "fallback") == (usable is not None)
@@ -104,7 +104,8 @@ def resumed_count(monkeypatch):
     original = ResumedRuns.resumed
 
     def counted(self, gates, key, at):
-        calls.append(at)
+        if key != -1:  # not the check's own runs (on its two samples) when the sessions open
+            calls.append(at)
         return original(self, gates, key, at)
 
     monkeypatch.setattr(ResumedRuns, "resumed", counted)
@@ -117,7 +118,7 @@ def test_sensitivity_resumed_equals_whole_graph_runs(run_copy, resumed_count, mo
     used = len(resumed_count)
     monkeypatch.setattr(ResumedRuns, "plan_for", classmethod(lambda cls, *a: None))
     whole = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
-    assert used >= 10  # most of the 20 single-unit probes resumed at some cut
+    assert used >= 10  # most of the 20 single-unit probes resumed at some cut (the check's own runs not counted)
     pd.testing.assert_frame_equal(_numbers(resumed), _numbers(whole), check_exact=True)
 
 
@@ -144,5 +145,5 @@ def test_resumed_runs_that_differ_from_the_whole_graph_are_never_used(run_copy, 
     checks = len(resumed_count)
     monkeypatch.setattr(ResumedRuns, "plan_for", classmethod(lambda cls, *a: None))
     whole = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
-    assert 1 <= checks <= 4  # the check's own resumed runs, then none
+    assert checks == 0  # the check failed on its own runs: no probe resumed
     pd.testing.assert_frame_equal(_numbers(checked), _numbers(whole), check_exact=True)
