@@ -19,6 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
+from engine.model.graph_reads import node_reads, subgraphs
+
 __all__ = ["Cut", "GraphCuts", "plan_cuts", "suffix_model", "PARTS"]
 
 PARTS = 4  # the graph is cut into this many parts, balanced by units (8 or 16 parts measured no faster on MobileNetV3)
@@ -44,31 +46,6 @@ class GraphCuts:
         return list(dict.fromkeys(t for c in self.cuts for t in c.tensors))
 
 
-def _graph_reads(graph: onnx.GraphProto, acc: set[str]) -> None:
-    """Names a subgraph reads from the scopes around it."""
-    local = {i.name for i in graph.initializer} | {i.name for i in graph.input}
-    for node in graph.node:
-        acc.update(i for i in node.input if i and i not in local)
-        for sub in _subgraphs(node):
-            inner: set[str] = set()
-            _graph_reads(sub, inner)
-            acc.update(inner - local)
-        local.update(node.output)
-
-
-def _subgraphs(node: onnx.NodeProto) -> list[onnx.GraphProto]:
-    return [a.g for a in node.attribute if a.type == onnx.AttributeProto.GRAPH] + \
-        [g for a in node.attribute if a.type == onnx.AttributeProto.GRAPHS for g in a.graphs]
-
-
-def node_reads(node: onnx.NodeProto) -> set[str]:
-    """What a node reads: its inputs and, for If/Loop/Scan, what its branches read from outside them."""
-    reads = {i for i in node.input if i}
-    for sub in _subgraphs(node):
-        _graph_reads(sub, reads)
-    return reads
-
-
 def plan_cuts(model: onnx.ModelProto, gates: Sequence[str], parts: int = PARTS) -> GraphCuts | None:
     """Up to `parts - 1` cuts, each just before the first node of a unit, the units shared out evenly between the parts;
     None where there is no useful cut (too few units, nodes out of order, or every place keeps a final output before it)."""
@@ -78,7 +55,7 @@ def plan_cuts(model: onnx.ModelProto, gates: Sequence[str], parts: int = PARTS) 
     gate_only, main = [], []
     for node in g.node:  # nodes computing from gates and constants only (an Or, a weight's DequantizeLinear) are copied
         reads = node_reads(node) - inits
-        if not _subgraphs(node) and all(r in gate_deps for r in reads):
+        if not any(subgraphs(node)) and all(r in gate_deps for r in reads):
             gate_only.append(node)
             deps: frozenset[str] = frozenset().union(*(gate_deps[r] for r in reads))
             gate_deps.update(dict.fromkeys(node.output, deps))

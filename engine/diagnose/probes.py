@@ -70,7 +70,6 @@ class OutputProbe:
         self._resident: Resident | None = None
         self._tiled = False
         self._resume: ResumedRuns | None = None
-        self._resume_stack: ExitStack | None = None  # the recorder and suffix sessions
         self._open_seconds = 0.0  # opening the gated session: what the resumed runs' sessions are priced in
         self._pass_seconds: float | None = None  # a whole-graph run, per sample + 1 (see harm_ranking's cost)
 
@@ -93,8 +92,9 @@ class OutputProbe:
                 self._stack = ExitStack()
             build = gate_model_where if self.backend.capabilities.branchless else gate_model
             self._open(build(self.reference, self.candidate, self.units, fp16=self.fp16), reducer, tiled=False)
-            if reducer is None:
-                self._resume = ResumedRuns.plan_for(self.backend, self._gated, self.resume_bytes)
+            if reducer is None and (resume := ResumedRuns.plan_for(self.backend, self._gated, self.resume_bytes)) is not None:
+                self._resume = resume
+                self._stack.callback(resume.close)
         return self
 
     def _open(self, gated: GatedModel, reducer: DeviceReducer | None, tiled: bool) -> None:
@@ -121,7 +121,7 @@ class OutputProbe:
         if self._stack is not None:
             self._stack.close()
         self._stack, self._runner, self._gated, self._resident, self._tiled = None, None, None, None, False
-        self._resume, self._resume_stack, self._pass_seconds = None, None, None
+        self._resume, self._pass_seconds = None, None
 
     def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
              resident: Resident | None = None) -> ProbeMetrics:
@@ -143,7 +143,7 @@ class OutputProbe:
                 if (at := r.resume_cut(gates, key)) is not None:
                     return self._run(r.resumed(gates, key, at), t0, data)
                 if r.baseline(gates) is not None:
-                    infer, keep = r.recording(self._resume_stack, gates, key, len((data or self.data).batches))
+                    infer, keep = r.recording(gates, key, len((data or self.data).batches))
                     result = self._run(infer, t0, data)
                     keep()
                     return result
@@ -163,10 +163,9 @@ class OutputProbe:
             return
         feeds = [(req.samples, self._feed(req)) for req in requests]
         if not r.is_open:
-            saving = sum(r.skipped(g) * self._pass_seconds * (self._samples(k) + 1) for k, g in feeds)
-            if not worth_resuming(saving, r.open_cost() * self._open_seconds, 2 * self._pass_seconds * (self._samples(feeds[0][0]) + 1)):
+            saving = sum(r.skipped(g) * self._pass_seconds * (self._head(k).samples + 1) for k, g in feeds)
+            if not worth_resuming(saving, r.open_cost() * self._open_seconds, 2 * self._pass_seconds * (self._head(feeds[0][0]).samples + 1)):
                 return
-            self._resume_stack = self._stack.enter_context(ExitStack())
             try:
                 opened = self._open_resume()
             except Exception:  # noqa: BLE001 - the runtime refused a cut graph: every probe runs the whole graph, as before
@@ -179,33 +178,33 @@ class OutputProbe:
             for name in BASELINES:
                 if wanted.count(name) >= 2 and not r.has(key, name):
                     gates = self._gated.feed(()) if name == "int8" else self._gated.feed_only(None)
-                    self._run_gated(gates, time.perf_counter(), self.data.head(key) if key is not None else None, key)
+                    self._run_gated(gates, time.perf_counter(), self._head(key), key)
                     self.probes -= 1  # a baseline kept, not a probe asked for
 
     def _stop_resuming(self) -> None:
         """Every later probe runs the whole graph; the recorder and suffix sessions close now."""
+        if self._resume is not None:
+            self._resume.close()
         self._resume = None
-        if self._resume_stack is not None:
-            self._resume_stack.close()
-            self._resume_stack = None
 
-    def _samples(self, key: SamplesKey) -> int:
-        return self.data.head(key).samples if key is not None else self.data.samples
+    def _head(self, samples: SamplesKey) -> ProbeData:
+        """The probe data's first `samples` samples (None: all of it)."""
+        return self.data.head(samples) if samples is not None else self.data
 
     def _open_resume(self) -> bool:
         """The recorder and suffix sessions, used only if resumed runs give the whole graph's outputs bit for bit: both
         baselines and, at every cut, from each baseline, the first unit after it switched, on two samples."""
-        r, stack = self._resume, self._resume_stack
+        r = self._resume
         data, key = self.data.head(2), -1
         plain = lambda g: [self._runner.infer({**b, **g}) for b in data.batches]  # noqa: E731
         ok = True
         for gates in (self._gated.feed(()), self._gated.feed_only(None)):
-            infer, keep = r.recording(stack, gates, key, len(data.batches))
+            infer, keep = r.recording(gates, key, len(data.batches))
             ok = ok and same_outputs([infer(b) for b in data.batches], plain(gates), self.outputs)
             keep()
         if not (ok and r.has(key, "int8") and r.has(key, "fallback") and len(r.dtypes()) == len(r.plan.observed)):
             return False
-        r.open(stack, r.dtypes())
+        r.open(r.dtypes())
         for cut in r.plan.cuts:
             k = next((i for i, g in enumerate(self._gated.gates) if g not in cut.gates), None)
             for gates in ((self._gated.feed(self.units[k]), self._gated.feed_only(k)) if k is not None else ()):
@@ -273,8 +272,7 @@ class OutputProbe:
         results: list[ProbeMetrics | None] = [None] * len(requests)
         done = 0
         for chunk in self.runs(requests):
-            samples = requests[chunk[0]].samples
-            data = self.data.head(samples) if samples is not None else self.data
+            data = self._head(requests[chunk[0]].samples)
             for i, m in zip(chunk, self._run_tile(data, [self._feed(requests[i]) for i in chunk])):
                 results[i] = m
             self.probes += len(chunk)
@@ -297,7 +295,7 @@ class OutputProbe:
 
     def run_request(self, request: ProbeRequest) -> ProbeMetrics:
         """One request on the probe data's first `request.samples` samples (resumed where a baseline is kept for them)."""
-        data = self.data.head(request.samples) if request.samples is not None else None
+        data = self._head(request.samples)
         if self._runner is not None:
             return self._run_gated(self._feed(request), time.perf_counter(), data, request.samples)
         if request.only is not None:

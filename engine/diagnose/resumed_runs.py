@@ -8,13 +8,14 @@ graph after the deepest such cut. Every other run is the plain gated session's, 
 On this 2-core CPU, with every probe of a ranking's stage resumed: MobileNetV3 2.1x, YOLOv8n 1.8x, ddddocr's detector
 1.8x faster probes, outputs bit for bit the same. A probe opens the suffix sessions only where the probes to come
 promise to save more than they cost (the recorder and suffix sessions cost about 2.5 openings of the gated graph), and
-uses them only where a resumed run equals a full one bit for bit (`agrees`)."""
+uses them only where a resumed run equals a full one bit for bit (checked when they open: probes.py)."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
@@ -24,25 +25,32 @@ from engine.data.source import Batch
 from engine.diagnose.gated import GatedModel
 from engine.diagnose.gated_cuts import Cut, GraphCuts, plan_cuts, suffix_model
 
-__all__ = ["ResumedRuns", "BASELINES", "same_outputs", "worth_resuming"]
+__all__ = ["ResumedRuns", "Kept", "BASELINES", "same_outputs", "worth_resuming"]
 
 BASELINES = ("int8", "fallback")  # every gate on, every gate off
 Infer = Callable[[Batch], dict[str, np.ndarray]]
 SamplesKey = int | None  # the probe data's first N samples (None: all of it)
 
 
+@dataclass(frozen=True)
+class Kept:
+    """One baseline's tensors on one samples key: a dict a batch, holding the tensors of the `usable` cuts."""
+
+    parts: list[dict[str, np.ndarray]]
+    usable: frozenset[int]
+    nbytes: int
+
+
 class ResumedRuns:
-    """The recorder and suffix sessions of one gated probe, and the baselines' kept tensors."""
+    """The recorder and suffix sessions of one gated probe (open until `close`), and the baselines' kept tensors."""
 
     def __init__(self, backend: Backend, gated: GatedModel, plan: GraphCuts, budget_bytes: int) -> None:
         self.backend, self.gated, self.plan, self.budget = backend, gated, plan, budget_bytes
-        self._stack: ExitStack | None = None
+        self._sessions = ExitStack()
         self._recorder = None
         self._suffixes: list = []
         self._inputs: list[set[str]] = []  # what each suffix session takes
-        self._kept: OrderedDict[tuple[SamplesKey, str], list[dict[str, np.ndarray]]] = OrderedDict()
-        self._bytes: dict[tuple[SamplesKey, str], int] = {}
-        self._usable: dict[tuple[SamplesKey, str], frozenset[int]] = {}  # the cuts whose tensors a baseline kept
+        self._kept: OrderedDict[tuple[SamplesKey, str], Kept] = OrderedDict()  # least recently used first
         self._types: dict[str, np.dtype] = {}  # each cut tensor's type, from the recorder's runs
 
     @classmethod
@@ -58,14 +66,19 @@ class ResumedRuns:
         """The recorder and the suffix sessions, in openings of the whole gated graph."""
         return 1.0 + sum(1.0 - c.skipped for c in self.plan.cuts)
 
-    def open(self, stack: ExitStack, dtypes: dict[str, np.dtype]) -> None:
-        self._stack = stack
+    def open(self, dtypes: dict[str, np.dtype]) -> None:
         for cut in self.plan.cuts:
             model = suffix_model(self.gated.model, self.plan, cut, dtypes)
-            self._suffixes.append(stack.enter_context(self.backend.runner(model)))
+            self._suffixes.append(self._sessions.enter_context(self.backend.runner(model)))
             self._inputs.append({i.name for i in model.graph.input})
 
-    def recorder(self, stack: ExitStack):
+    def close(self) -> None:
+        """The recorder and suffix sessions closed, the kept tensors dropped."""
+        self._sessions.close()
+        self._recorder, self._suffixes, self._inputs = None, [], []
+        self._kept.clear()
+
+    def recorder(self):
         """The gated graph with every cut's tensors also as outputs, left untyped: the runtime infers their types (a cut
         can carry an int64 shape as well as activations)."""
         if self._recorder is None:
@@ -73,7 +86,7 @@ class ResumedRuns:
             model.CopyFrom(self.gated.model)
             present = {o.name for o in model.graph.output}
             model.graph.output.extend(onnx.ValueInfoProto(name=t) for t in self.plan.observed if t not in present)
-            self._recorder = stack.enter_context(self.backend.runner(model))
+            self._recorder = self._sessions.enter_context(self.backend.runner(model))
         return self._recorder
 
     @staticmethod
@@ -87,7 +100,7 @@ class ResumedRuns:
         for name in BASELINES:
             if kept_only and (key, name) not in self._kept:
                 continue
-            want, usable = name == "int8", self._usable.get((key, name))
+            want, usable = name == "int8", self._kept[(key, name)].usable if (key, name) in self._kept else None
             for i, cut in enumerate(self.plan.cuts):
                 if any(bool(gates[g]) != want for g in cut.gates):
                     break
@@ -103,22 +116,21 @@ class ResumedRuns:
     def has(self, key: SamplesKey, name: str) -> bool:
         return (key, name) in self._kept
 
-    def recording(self, stack: ExitStack, gates: dict[str, np.ndarray], key: SamplesKey,
-                  batches: int) -> tuple[Infer, Callable[[], None]]:
+    def recording(self, gates: dict[str, np.ndarray], key: SamplesKey, batches: int) -> tuple[Infer, Callable[[], None]]:
         """infer for a baseline's run through the recorder over `batches` batches, and what keeps its tensors once every
         batch has run. Which cuts are kept is chosen after the first batch (its sizes times `batches`): the deepest cuts
         that fit the budget left after an earlier stage's baselines, so a run never holds more than that."""
-        runner, name, kept = self.recorder(stack), self.baseline(gates), []
+        runner, name, kept = self.recorder(), self.baseline(gates), []
         observed = self.plan.observed
         chosen: dict[str, object] = {}
 
         def choose(first: dict[str, np.ndarray]) -> None:
             sizes = {t: first[t].nbytes * batches for t in observed}
             for old in [k for k in self._kept if k[0] != key]:  # an earlier stage's baselines, least recently used first
-                if sum(self._bytes.values()) + sum(sizes.values()) <= self.budget:
+                if self._held() + sum(sizes.values()) <= self.budget:
                     break
-                self.forget_one(old)
-            free = self.budget - sum(self._bytes.values())
+                del self._kept[old]
+            free = self.budget - self._held()
             usable, tensors = [], set()  # the deepest cuts first: a CNN's later tensors are the smaller ones
             for i in reversed(range(len(self.plan.cuts))):
                 more = set(self.plan.cuts[i].tensors) - tensors
@@ -140,9 +152,7 @@ class ResumedRuns:
         def keep() -> None:
             if not chosen or not chosen["usable"] or len(kept) != batches:
                 return
-            self._kept[(key, name)] = kept
-            self._bytes[(key, name)] = sum(a.nbytes for part in kept for a in part.values())
-            self._usable[(key, name)] = chosen["usable"]
+            self._kept[(key, name)] = Kept(kept, chosen["usable"], sum(a.nbytes for part in kept for a in part.values()))
 
         return infer, keep
 
@@ -150,7 +160,7 @@ class ResumedRuns:
         """infer for a run resumed at cut `at[0]` from baseline `at[1]`'s kept tensors (batches in the kept order)."""
         index, name = at
         cut: Cut = self.plan.cuts[index]
-        runner, takes, parts = self._suffixes[index], self._inputs[index], iter(self._kept[(key, name)])
+        runner, takes, parts = self._suffixes[index], self._inputs[index], iter(self._kept[(key, name)].parts)
         self._kept.move_to_end((key, name))
 
         def infer(batch: Batch) -> dict[str, np.ndarray]:
@@ -166,12 +176,10 @@ class ResumedRuns:
 
     def forget(self, key: SamplesKey) -> None:
         for k in [k for k in self._kept if k[0] == key]:
-            self.forget_one(k)
+            del self._kept[k]
 
-    def forget_one(self, k: tuple[SamplesKey, str]) -> None:
-        del self._kept[k]
-        self._bytes.pop(k)
-        self._usable.pop(k)
+    def _held(self) -> int:
+        return sum(k.nbytes for k in self._kept.values())
 
 
 def worth_resuming(saving_seconds: float, sessions_seconds: float, baselines_seconds: float) -> bool:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator
 
 import onnx
 
-__all__ = ["subgraphs", "names_read", "drop_unread_qdq", "nested_op_counts"]
+__all__ = ["subgraphs", "names_read", "node_reads", "drop_unread_qdq", "nested_op_counts"]
 
 QDQ = ("QuantizeLinear", "DequantizeLinear")
 
@@ -32,6 +32,19 @@ def names_read(graph: onnx.GraphProto) -> set[str]:
             stack.extend(subgraphs(n))
         read.update(o.name for o in g.output)
     return read
+
+
+def node_reads(node: onnx.NodeProto) -> set[str]:
+    """The names a node reads from its graph: its inputs and, for If / Loop / Scan, what its bodies read from outside
+    themselves (names a body defines, its inputs, initializers and node outputs, are its own)."""
+    reads = {i for i in node.input if i}
+    for sub in subgraphs(node):
+        local = {i.name for i in sub.initializer} | {i.name for i in sub.input}
+        for n in sub.node:
+            reads.update(r for r in node_reads(n) if r not in local)
+            local.update(n.output)
+        reads.update(o.name for o in sub.output if o.name not in local)
+    return reads
 
 
 def nested_op_counts(graph: onnx.GraphProto, op_types: Iterable[str]) -> Counter[str]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import ExitStack
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -15,6 +13,7 @@ from engine.diagnose import probes as probes_module
 from engine.diagnose.gated import GatedModel
 from engine.diagnose.gated_cuts import plan_cuts
 from engine.diagnose.resumed_runs import ResumedRuns
+from engine.model.graph_reads import node_reads
 from engine.scale import SerialExecutor
 
 UNITS = 10
@@ -54,6 +53,16 @@ def test_cuts_carry_what_the_rest_reads_and_the_gates_before_them():
     assert plan_cuts(gated.model, gated.gates, parts=6) is None  # fewer than two units a part: not worth cutting
 
 
+def test_a_branch_reads_what_its_body_reads_from_outside_it():
+    """An If whose then-branch reads an outer tensor `w` and returns an outer tensor `v` as it is: both are the If's
+    reads, so a cut between their writers and the If keeps them; names the body writes itself are not."""
+    then = helper.make_graph([helper.make_node("Add", ["w", "w"], ["inner"])], "then", [],
+                             [helper.make_tensor_value_info("inner", TensorProto.FLOAT, None)])
+    other = helper.make_graph([], "else", [], [helper.make_tensor_value_info("v", TensorProto.FLOAT, None)])
+    node = helper.make_node("If", ["cond"], ["out"], then_branch=then, else_branch=other)
+    assert node_reads(node) == {"cond", "w", "v"}
+
+
 def test_a_suffix_run_from_a_baselines_tensors_equals_the_whole_graph():
     gated = _switched_chain()
     plan = plan_cuts(gated.model, gated.gates, parts=4)
@@ -62,18 +71,20 @@ def test_a_suffix_run_from_a_baselines_tensors_equals_the_whole_graph():
     off = {g: np.array(False) for g in gated.gates}
     runs = ResumedRuns(backend, gated, plan, budget_bytes=1 << 20)
 
-    with ExitStack() as stack, backend.runner(gated.model) as whole:
-        infer, keep = runs.recording(stack, off, None, 1)
+    with backend.runner(gated.model) as whole:
+        infer, keep = runs.recording(off, None, 1)
         assert np.array_equal(infer({"x": x})["y"], whole.infer({"x": x, **off})["y"])
         keep()
         assert runs.dtypes()["shape"] == np.int64
-        runs.open(stack, runs.dtypes())
+        runs.open(runs.dtypes())
         probe = {**off, "g8": np.array(True)}  # agrees with the all-off baseline before every cut
         at = runs.resume_cut(probe, None)
         assert at == (2, "fallback")
         assert np.array_equal(runs.resumed(probe, None, at)({"x": x})["y"], whole.infer({"x": x, **probe})["y"])
         assert runs.resume_cut({**off, "g9": np.array(True)}, None) is None  # g9 is read before every cut, by the Or
         assert runs.resume_cut({**off, "g8": np.array(True)}, 3) is None  # nothing kept for the first 3 samples
+        runs.close()
+        assert not runs.is_open and not runs.has(None, "fallback")
 
 
 def test_a_tight_budget_keeps_the_deepest_cuts_that_fit():
@@ -84,13 +95,13 @@ def test_a_tight_budget_keeps_the_deepest_cuts_that_fit():
     off = {g: np.array(False) for g in gated.gates}
     for budget, usable in ((100_000, {0, 1, 2}), (50_000, {1, 2}), (30_000, {2}), (10_000, None)):
         runs = ResumedRuns(backend, gated, plan, budget_bytes=budget)
-        with ExitStack() as stack:
-            infer, keep = runs.recording(stack, off, None, 1)
-            infer({"x": x})
-            keep()
+        infer, keep = runs.recording(off, None, 1)
+        infer({"x": x})
+        keep()
         assert runs.has(None, "fallback") == (usable is not None)
         if usable is not None:
-            assert runs._usable[(None, "fallback")] == usable
+            assert runs._kept[(None, "fallback")].usable == usable
+        runs.close()
 
 
 def _numbers(frame: pd.DataFrame) -> pd.DataFrame:
@@ -127,8 +138,8 @@ def test_resumed_runs_that_differ_from_the_whole_graph_are_never_used(run_copy, 
     (here: outputs nudged by 1e-3) switches resuming off, and every probe runs the whole graph."""
     original = ResumedRuns.open
 
-    def nudged(self, stack, dtypes):
-        original(self, stack, dtypes)
+    def nudged(self, dtypes):
+        original(self, dtypes)
         runners = self._suffixes
 
         class Nudged:
