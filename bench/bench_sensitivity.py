@@ -8,12 +8,15 @@ Per model (the bundled `sample`, or a real third-party model of bench/real_model
   autofallback   the search to a target (both strategies, then the set applied by a rebuild)   target <= 5x
   sweep          MinMax, Entropy and Percentile, one shared calibration pass and reference    target <= 2x (issue 15)
 The autofallback target: the sample's clean twin's INT8 SNR - 1 dB; a real model: its all-INT8 final-output SNR
-+ 10 dB (what the Layers page's first fix usually aims at). All serial, on this machine's CPU."""
++ 10 dB (what the Layers page's first fix usually aims at). All serial, on this machine's CPU. Each model gets a
+fresh runs root, so the compare calibrates and pre-processes as a user's first compare does (an earlier bench run's
+calibration store would otherwise spare it the calibration the sweep must do)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -48,6 +51,7 @@ def _inputs(name: str, tmp: Path):
 def measure(name: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
+        os.environ["QUANTSCOPE_RUNS_ROOT"] = str(tmp / "runs")  # read by every engine call below (Settings.from_env)
         model, data, labels, batch, target = _inputs(name, tmp)
         run = tmp / "run"
         t0 = time.perf_counter()

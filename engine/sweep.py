@@ -3,7 +3,8 @@
 Per model, what every configuration shares is done once: pre-processing (cached), the reference's final outputs
 on the evaluation data, and one pass over the calibration data whose activations feed every calibration method
 (calibrate_many). Per configuration (calibration x op types x precision): emit its Q/DQ candidate, run it on the
-evaluation data, find its culprit with a quick screen (every unit alone in INT8 on a few samples) and time it. The
+evaluation data, find its culprit with a quick screen (every unit alone in INT8 on a few samples) and time it (once per op-type set
+and precision: calibration changes scales, not the graph, so the others take its latency). The
 configurations are independent tasks: an engine.scale executor runs them on Ray workers.
 
 DIR/sweep.json and DIR/sweep.csv hold the table, the best configuration of each model marked; DIR/<model>/ holds
@@ -57,6 +58,12 @@ class SweepConfig:
     calibration: CalibrationSpec
     op_types: tuple[str, ...]
     precision: Precision
+
+    @property
+    def graph(self) -> tuple:
+        """What decides the emitted graph's structure: configurations that differ only in calibration emit the same
+        nodes with other scales, so they run at the same speed and are timed once."""
+        return self.op_types, self.precision
 
     @property
     def label(self) -> str:
@@ -158,8 +165,8 @@ def _screen_culprit(backend: Backend, reference: onnx.ModelProto, candidate: onn
         return None, math.nan
     units = fallback_units(reference, nodes, UnitMode.NODE)
     probe = OutputProbe(backend, reference, candidate, units, data.head(screen), lambda f: candidate)
-    with probe:
-        alone = [ProbeRequest(only=u).run(probe).outputs_snr_db for u in units]
+    with probe:  # one batch of requests, so the probe can resume them from its all-fallback run
+        alone = [m.outputs_snr_db for m in probe.measure_many([ProbeRequest(only=u) for u in units])]
     k = int(np.nanargmin(alone)) if not all(math.isnan(a) for a in alone) else 0
     return "+".join(units[k]), alone[k]
 
@@ -167,6 +174,12 @@ def _screen_culprit(backend: Backend, reference: onnx.ModelProto, candidate: onn
 def _latency(backend: Backend, model: onnx.ModelProto, feed: dict, runs: int) -> float | None:
     """Median ms of `runs` runs after a short warm-up (None: not timed)."""
     return time_model(backend, model, feed, runs, warmup=min(3, runs))[0] if runs > 0 else None
+
+
+def _shared_latency(rows: Sequence[SweepRow]) -> list[SweepRow]:
+    """Each configuration's latency: its own where it was timed, else that of the timed one with the same graph."""
+    by_graph = {r.config.graph: r.latency_ms for r in rows if r.latency_ms is not None}
+    return [r if r.note or r.latency_ms is not None else replace(r, latency_ms=by_graph.get(r.config.graph)) for r in rows]
 
 
 def _calibration_cache(folder: Path, spec: CalibrationSpec) -> Path:
@@ -193,8 +206,9 @@ def _timed(config: SweepConfig, folder: Path, provider: str, data: ProbeData, ru
 
 
 def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, data: ProbeData, screen: int,
-                latency_runs: int) -> SweepRow:
-    """One configuration, start to end: a task (it can run on a Ray worker; everything it reads is in `folder`)."""
+                latency_runs: int, timed: frozenset[SweepConfig]) -> SweepRow:
+    """One configuration, start to end: a task (it can run on a Ray worker; everything it reads is in `folder`).
+    Its latency is timed only if it is in `timed` (the first configuration of each graph structure)."""
     t0 = time.perf_counter()
     base = Path(folder)
     try:
@@ -202,7 +216,7 @@ def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, 
         reference, candidate = _emit(config, base)
         m = measure_model(backend, candidate, data)
         culprit, alone = _screen_culprit(backend, reference, candidate, config.op_types, data, screen)
-        latency = _latency(backend, candidate, data.batches[0], latency_runs)
+        latency = _latency(backend, candidate, data.batches[0], latency_runs if config in timed else 0)
         return SweepRow(model, config, m.snr_db, m.cosine, m.outputs_snr_db, m.top1_agreement, m.accuracy,
                         len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0,
                         text_agreement=m.text_agreement)
@@ -289,12 +303,15 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
 
         # the stage starts now (not at the first configuration's end), so a time left is not based on one too few
         progress(ProgressEvent(Stage.SWEEP, 0, len(configs), f"{name}: {len(configs)} configuration(s) to run"))
+        timed = frozenset({c.graph: c for c in reversed(configs)}.values())  # the first configuration of each structure
         shared = {"model": name, "folder": str(folder), "provider": resolved.provider, "data": probe_data,
-                  "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs}
+                  "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs, "timed": timed}
         model_rows = executor.map_tasks(_run_config, configs, shared, on_result, device=resolved.backend.capabilities.device)
         if executor.concurrent and latency_runs > 0:  # timed here one at a time: concurrent tasks slow each other down
-            model_rows = [r if r.note else replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
+            model_rows = [r if r.note or r.config not in timed
+                          else replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
                           for r in model_rows]
+        model_rows = _shared_latency(model_rows)
         timings[f"configurations:{name}"] = time.perf_counter() - t0
         scored = [r for r in model_rows if not r.note and getattr(r, select) is not None and not math.isnan(getattr(r, select))]
         best = max(scored, key=lambda r: getattr(r, select), default=None)

@@ -29,25 +29,30 @@ def eval_100(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def swept(eval_100, tmp_path_factory):
-    calls = []
-    real = sweep_module.calibrate_many
+    calls, timed = [], []
+    real, real_latency = sweep_module.calibrate_many, sweep_module._latency
 
     def counting(*a, **k):
         calls.append(a[3])
         return real(*a, **k)
 
-    sweep_module.calibrate_many = counting
+    def counting_latency(backend, model, feed, runs):
+        if runs > 0:
+            timed.append(sum(n.op_type == "QuantizeLinear" for n in model.graph.node))
+        return real_latency(backend, model, feed, runs)
+
+    sweep_module.calibrate_many, sweep_module._latency = counting, counting_latency
     try:
         out = tmp_path_factory.mktemp("sweep") / "s"
         result = sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz",
                        labels=eval_100 / "labels.npy", out_dir=out, methods=("minmax", "entropy"), precisions=("int8", "fp8"), **KW)
     finally:
-        sweep_module.calibrate_many = real
-    return result, calls
+        sweep_module.calibrate_many, sweep_module._latency = real, real_latency
+    return result, calls, timed
 
 
 def test_every_configuration_once_with_one_calibration_pass(swept):
-    result, calls = swept
+    result, calls, _ = swept
     assert len(calls) == 1 and {s.method for s in calls[0]} == {CalibrationMethod.MINMAX, CalibrationMethod.ENTROPY}
     labels = [r.config.label for r in result.rows]
     assert len(labels) == 4 and len(set(labels)) == 4
@@ -60,8 +65,18 @@ def test_every_configuration_once_with_one_calibration_pass(swept):
     assert load_sweep(result.folder).best().config == best.config
 
 
+def test_latency_is_timed_once_per_graph_and_shared_by_its_calibrations(swept):
+    result, _, timed = swept
+    assert len(timed) == 2 and all(q > 0 for q in timed)  # INT8 and FP8: two graphs, each timed once
+    by_precision: dict[str, set] = {}
+    for r in result.rows:
+        by_precision.setdefault(r.config.precision.value, set()).add(r.latency_ms)
+    assert sorted(by_precision) == ["fp8", "int8"]
+    assert all(len(v) == 1 and None not in v for v in by_precision.values())  # MinMax and Entropy: the same number
+
+
 def test_a_configuration_equals_a_compare_with_those_settings(swept, eval_100, tmp_path):
-    result, _ = swept
+    result, _, _ = swept
     row = next(r for r in result.rows if r.config.calibration.method is CalibrationMethod.ENTROPY and r.config.precision.value == "int8")
     ran = compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz",
                   labels=eval_100 / "labels.npy", out_dir=tmp_path / "c", batch_size=50, provider="cpu", screen_samples=0,
@@ -72,14 +87,14 @@ def test_a_configuration_equals_a_compare_with_those_settings(swept, eval_100, t
 
 
 def test_fp8_spares_the_outlier_layer(swept):
-    result, _ = swept
+    result, _, _ = swept
     by = {(r.config.calibration.method.value, r.config.precision.value): r for r in result.rows}
     assert by[("minmax", "fp8")].snr_db > by[("minmax", "int8")].snr_db + 8  # ~24 dB against ~11.7 dB
     assert by[("minmax", "fp8")].culprit != "block3_2_conv"
 
 
 def test_compare_starts_from_the_best_configuration(swept, tmp_path, capsys):
-    result, _ = swept
+    result, _, _ = swept
     out = tmp_path / "run"
     assert main(["compare", str(SAMPLES / "resnet_digits_outlier.onnx"), "--calib", str(SAMPLES / "digits_calib.npz"),
                  "--sweep", str(result.folder), "--out", str(out), "--batch", "50", "--provider", "cpu", "--screen-samples", "0",
