@@ -24,7 +24,7 @@ from engine.diagnose.gated import GatedModel, gate_model
 from engine.diagnose.gated_tiled import gate_model_tiled, tiled_gates
 from engine.diagnose.gated_where import gate_model_where
 from engine.diagnose.probe_scoring import HOST_OPS, ProbeData, ProbeMetrics, Resident, add_copies, new_scores, score_batches
-from engine.diagnose.resumed_runs import BASELINES, ResumedRuns, SamplesKey, same_outputs, worth_resuming
+from engine.diagnose.resumed_runs import ResumedRuns, SamplesKey, consensus, off_gates, same_outputs, worth_resuming
 from engine.errors import ModelError
 
 __all__ = ["OutputProbe", "ProbeRequest", "ProbePool", "LocalProbePool", "PoolFactory", "OnResult", "local_pool", "serial_pool"]
@@ -140,13 +140,13 @@ class OutputProbe:
         if r is not None and r.is_open and key is not FOREIGN:
             counted = self.probes
             try:
-                if (at := r.resume_cut(gates, key)) is not None:
-                    return self._run(r.resumed(gates, key, at), t0, data)
-                if r.baseline(gates) is not None:
+                if r.wants(gates) and not r.has(key, off_gates(gates)):  # a baseline to keep: the recorder runs it whole
                     infer, keep = r.recording(gates, key, len((data or self.data).batches))
                     result = self._run(infer, t0, data)
                     keep()
                     return result
+                if (at := r.resume_cut(gates, key)) is not None:
+                    return self._run(r.resumed(gates, key, at), t0, data)
             except Exception:  # noqa: BLE001 - whatever a cut graph meets, the whole graph answers as before
                 self.probes = counted
                 self._stop_resuming()
@@ -157,7 +157,9 @@ class OutputProbe:
 
     def _prepare_resume(self, requests: Sequence[ProbeRequest]) -> None:
         """Before `requests` run: open the resumed runs' sessions where these probes would save more than they cost
-        (worth_resuming), then keep each baseline that two or more of them would resume from."""
+        (worth_resuming), then keep each baseline that two or more of them would resume from: all-INT8, all-fallback,
+        or the set most of them share (the units off in more than half), where resuming from it rather than from those
+        two saves more than the pass that records it."""
         r = self._resume
         if r is None or self._pass_seconds is None or not requests:
             return
@@ -174,11 +176,15 @@ class OutputProbe:
                 self._stop_resuming()
                 return
         for key in dict.fromkeys(k for k, _ in feeds):
-            wanted = [at[1] for k, g in feeds if k == key and (at := r.resume_cut(g, key, kept_only=False)) is not None]
-            for name in BASELINES:
-                if wanted.count(name) >= 2 and not r.has(key, name):
-                    gates = self._gated.feed(()) if name == "int8" else self._gated.feed_only(None)
-                    self._run_gated(gates, time.perf_counter(), self._head(key), key)
+            group = [g for k, g in feeds if k == key]
+            shared = consensus(group)
+            fixed = (r.int8, r.fallback)
+            candidates = [*fixed, shared] if shared not in fixed and \
+                sum(r.skipped(g, [*fixed, shared]) - r.skipped(g, fixed) for g in group) > 1.0 else list(fixed)
+            wanted = [at[1] for g in group if (at := r.resume_cut(g, key, kept_only=False, candidates=candidates)) is not None]
+            for baseline in candidates:
+                if wanted.count(baseline) >= 2 and not r.has(key, baseline):
+                    self._run_gated(r.want(baseline), time.perf_counter(), self._head(key), key)
                     self.probes -= 1  # a baseline kept, not a probe asked for
 
     def _stop_resuming(self) -> None:
@@ -202,7 +208,7 @@ class OutputProbe:
             infer, keep = r.recording(gates, key, len(data.batches))
             ok = ok and same_outputs([infer(b) for b in data.batches], plain(gates), self.outputs)
             keep()
-        if not (ok and r.has(key, "int8") and r.has(key, "fallback") and len(r.dtypes()) == len(r.plan.observed)):
+        if not (ok and r.has(key, r.int8) and r.has(key, r.fallback) and len(r.dtypes()) == len(r.plan.observed)):
             return False
         r.open(r.dtypes())
         for cut in r.plan.cuts:

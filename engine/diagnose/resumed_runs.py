@@ -1,9 +1,11 @@
 """Probe runs resumed at a cut of the gated candidate (gated_cuts.py), from a baseline run's tensors there.
 
-The two baselines are the all-INT8 candidate and the all-fallback one. A run of a baseline's gates goes through the
-recorder (the gated graph with every cut's tensors also observed) and keeps those tensors per batch, while they fit
-`budget_bytes`; a later probe on the same samples whose gates agree with a kept baseline before some cut runs only the
-graph after the deepest such cut. Every other run is the plain gated session's, as before.
+A baseline is a set of units in fallback: always the all-INT8 candidate and the all-fallback one, and any other set
+the probe asks for (a greedy search's round: every probe is the set chosen so far plus one unit). A run of a
+baseline's gates goes through the recorder (the gated graph with every cut's tensors also observed) and keeps those
+tensors per batch, while they fit `budget_bytes` (the least recently used baselines go first); a later probe on the
+same samples whose gates agree with a kept baseline before some cut runs only the graph after the deepest such cut.
+Every other run is the plain gated session's, as before.
 
 On this 2-core CPU, with every probe of a ranking's stage resumed: MobileNetV3 2.1x, YOLOv8n 1.8x, ddddocr's detector
 1.8x faster probes, outputs bit for bit the same. A probe opens the suffix sessions only where the probes to come
@@ -25,11 +27,24 @@ from engine.data.source import Batch
 from engine.diagnose.gated import GatedModel
 from engine.diagnose.gated_cuts import Cut, GraphCuts, plan_cuts, suffix_model
 
-__all__ = ["ResumedRuns", "Kept", "BASELINES", "same_outputs", "worth_resuming"]
+__all__ = ["ResumedRuns", "Kept", "Baseline", "off_gates", "consensus", "same_outputs", "worth_resuming"]
 
-BASELINES = ("int8", "fallback")  # every gate on, every gate off
+Baseline = frozenset[str]  # the gates a baseline run has off: its units in fallback
 Infer = Callable[[Batch], dict[str, np.ndarray]]
 SamplesKey = int | None  # the probe data's first N samples (None: all of it)
+
+
+def off_gates(gates: dict[str, np.ndarray]) -> Baseline:
+    return frozenset(g for g, v in gates.items() if not bool(v))
+
+
+def consensus(feeds: Sequence[dict[str, np.ndarray]]) -> Baseline:
+    """The gates off in more than half of `feeds`: the set a batch of probes shares (a greedy round's chosen units)."""
+    counts: dict[str, int] = {}
+    for gates in feeds:
+        for g in off_gates(gates):
+            counts[g] = counts.get(g, 0) + 1
+    return frozenset(g for g, c in counts.items() if 2 * c > len(feeds))
 
 
 @dataclass(frozen=True)
@@ -50,7 +65,9 @@ class ResumedRuns:
         self._recorder = None
         self._suffixes: list = []
         self._inputs: list[set[str]] = []  # what each suffix session takes
-        self._kept: OrderedDict[tuple[SamplesKey, str], Kept] = OrderedDict()  # least recently used first
+        self._kept: OrderedDict[tuple[SamplesKey, Baseline], Kept] = OrderedDict()  # least recently used first
+        self.int8, self.fallback = frozenset(), frozenset(gated.gates)
+        self._wanted: set[Baseline] = {self.int8, self.fallback}  # the baselines a run of their gates records
         self._types: dict[str, np.dtype] = {}  # each cut tensor's type, from the recorder's runs
 
     @classmethod
@@ -89,44 +106,50 @@ class ResumedRuns:
             self._recorder = self._sessions.enter_context(self.backend.runner(model))
         return self._recorder
 
-    @staticmethod
-    def baseline(gates: dict[str, np.ndarray]) -> str | None:
-        values = [bool(v) for v in gates.values()]
-        return "int8" if all(values) else "fallback" if not any(values) else None
+    def wants(self, gates: dict[str, np.ndarray]) -> bool:
+        """Whether a run of `gates` is a baseline to record."""
+        return off_gates(gates) in self._wanted
 
-    def resume_cut(self, gates: dict[str, np.ndarray], key: SamplesKey, kept_only: bool = True) -> tuple[int, str] | None:
-        """(cut index, baseline) of the deepest cut where `gates` agree with a baseline (kept_only: one kept for `key`)."""
-        best: tuple[int, str] | None = None
-        for name in BASELINES:
-            if kept_only and (key, name) not in self._kept:
-                continue
-            want, usable = name == "int8", self._kept[(key, name)].usable if (key, name) in self._kept else None
+    def want(self, baseline: Baseline) -> dict[str, np.ndarray]:
+        """`baseline` recorded from now on when it runs; returns its gates."""
+        self._wanted.add(baseline)
+        return {g: np.array(g not in baseline, dtype=np.bool_) for g in self.gated.gates}
+
+    def resume_cut(self, gates: dict[str, np.ndarray], key: SamplesKey, kept_only: bool = True,
+                   candidates: Sequence[Baseline] | None = None) -> tuple[int, Baseline] | None:
+        """(cut index, baseline) of the deepest cut where `gates` agree with a baseline: one kept for `key`, or
+        (kept_only False) one of `candidates` (default: all-INT8 and all-fallback) as if it were kept whole."""
+        off = off_gates(gates)
+        pool = [b for k, b in self._kept if k == key] if kept_only else list(candidates or (self.int8, self.fallback))
+        best: tuple[int, Baseline] | None = None
+        for baseline in pool:
+            usable = self._kept[(key, baseline)].usable if kept_only else None
             for i, cut in enumerate(self.plan.cuts):
-                if any(bool(gates[g]) != want for g in cut.gates):
+                if off & cut.gates != baseline & cut.gates:
                     break
                 if (usable is None or i in usable) and (best is None or i > best[0]):
-                    best = (i, name)
+                    best = (i, baseline)
         return best
 
-    def skipped(self, gates: dict[str, np.ndarray]) -> float:
-        """Share of the graph a run of `gates` would skip with both baselines kept."""
-        at = self.resume_cut(gates, None, kept_only=False)
+    def skipped(self, gates: dict[str, np.ndarray], candidates: Sequence[Baseline] | None = None) -> float:
+        """Share of the graph a run of `gates` would skip with `candidates` kept (default: all-INT8 and all-fallback)."""
+        at = self.resume_cut(gates, None, kept_only=False, candidates=candidates)
         return 0.0 if at is None else self.plan.cuts[at[0]].skipped
 
-    def has(self, key: SamplesKey, name: str) -> bool:
-        return (key, name) in self._kept
+    def has(self, key: SamplesKey, baseline: Baseline) -> bool:
+        return (key, baseline) in self._kept
 
     def recording(self, gates: dict[str, np.ndarray], key: SamplesKey, batches: int) -> tuple[Infer, Callable[[], None]]:
         """infer for a baseline's run through the recorder over `batches` batches, and what keeps its tensors once every
         batch has run. Which cuts are kept is chosen after the first batch (its sizes times `batches`): the deepest cuts
         that fit the budget left after an earlier stage's baselines, so a run never holds more than that."""
-        runner, name, kept = self.recorder(), self.baseline(gates), []
+        runner, name, kept = self.recorder(), off_gates(gates), []
         observed = self.plan.observed
         chosen: dict[str, object] = {}
 
         def choose(first: dict[str, np.ndarray]) -> None:
             sizes = {t: first[t].nbytes * batches for t in observed}
-            for old in [k for k in self._kept if k[0] != key]:  # an earlier stage's baselines, least recently used first
+            for old in list(self._kept):  # the least recently used baselines first (an earlier stage's, a past round's)
                 if self._held() + sum(sizes.values()) <= self.budget:
                     break
                 del self._kept[old]
@@ -143,7 +166,7 @@ class ResumedRuns:
             out = runner.infer({**batch, **gates})
             part = {t: out.pop(t) for t in observed if t in out}
             self._types.update((t, np.asarray(a).dtype) for t, a in part.items())
-            if name is not None and len(part) == len(observed) and all(isinstance(a, np.ndarray) for a in part.values()):
+            if len(part) == len(observed) and all(isinstance(a, np.ndarray) for a in part.values()):
                 if not chosen:
                     choose(part)
                 kept.append({t: part[t] for t in chosen["tensors"]})
@@ -156,7 +179,7 @@ class ResumedRuns:
 
         return infer, keep
 
-    def resumed(self, gates: dict[str, np.ndarray], key: SamplesKey, at: tuple[int, str]) -> Infer:
+    def resumed(self, gates: dict[str, np.ndarray], key: SamplesKey, at: tuple[int, Baseline]) -> Infer:
         """infer for a run resumed at cut `at[0]` from baseline `at[1]`'s kept tensors (batches in the kept order)."""
         index, name = at
         cut: Cut = self.plan.cuts[index]

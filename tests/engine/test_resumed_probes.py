@@ -10,6 +10,7 @@ from onnx import TensorProto, helper
 from engine import sensitivity
 from engine.backends.onnxrt import OnnxRuntimeBackend
 from engine.diagnose import probes as probes_module
+from engine.diagnose.autofallback import search_fallback
 from engine.diagnose.gated import GatedModel
 from engine.diagnose.gated_cuts import plan_cuts
 from engine.diagnose.resumed_runs import ResumedRuns
@@ -79,12 +80,12 @@ def test_a_suffix_run_from_a_baselines_tensors_equals_the_whole_graph():
         runs.open(runs.dtypes())
         probe = {**off, "g8": np.array(True)}  # agrees with the all-off baseline before every cut
         at = runs.resume_cut(probe, None)
-        assert at == (2, "fallback")
+        assert at == (2, runs.fallback)
         assert np.array_equal(runs.resumed(probe, None, at)({"x": x})["y"], whole.infer({"x": x, **probe})["y"])
         assert runs.resume_cut({**off, "g9": np.array(True)}, None) is None  # g9 is read before every cut, by the Or
         assert runs.resume_cut({**off, "g8": np.array(True)}, 3) is None  # nothing kept for the first 3 samples
         runs.close()
-        assert not runs.is_open and not runs.has(None, "fallback")
+        assert not runs.is_open and not runs.has(None, runs.fallback)
 
 
 def test_a_tight_budget_keeps_the_deepest_cuts_that_fit():
@@ -98,9 +99,9 @@ def test_a_tight_budget_keeps_the_deepest_cuts_that_fit():
         infer, keep = runs.recording(off, None, 1)
         infer({"x": x})
         keep()
-        assert runs.has(None, "fallback") == (usable is not None)
+        assert runs.has(None, runs.fallback) == (usable is not None)
         if usable is not None:
-            assert runs._kept[(None, "fallback")].usable == usable
+            assert runs._kept[(None, runs.fallback)].usable == usable
         runs.close()
 
 
@@ -131,6 +132,19 @@ def test_sensitivity_resumed_equals_whole_graph_runs(run_copy, resumed_count, mo
     whole = sensitivity(run_copy, samples=64, pools=SerialExecutor().probe_pool)
     assert used >= 10  # most of the 20 single-unit probes resumed at some cut (the check's own runs not counted)
     pd.testing.assert_frame_equal(_numbers(resumed), _numbers(whole), check_exact=True)
+
+
+def test_a_greedy_search_resumes_from_the_set_it_has_chosen_and_finds_the_same(run_copy, resumed_count, monkeypatch):
+    """A greedy round's probes are the units chosen so far plus one: they resume from a baseline of the chosen set
+    (recorded once a round), not only from all-INT8 or all-fallback, and every step measures what whole-graph runs do."""
+    resumed = search_fallback(run_copy, "snr_db=45", strategy="greedy", samples=64)
+    gates = len(resumed_count) and max(len(b) for _, b in resumed_count)
+    shared = [b for _, b in resumed_count if 0 < len(b) < 10]  # neither all-INT8 (no gate off) nor all-fallback
+    monkeypatch.setattr(ResumedRuns, "plan_for", classmethod(lambda cls, *a: None))
+    whole = search_fallback(run_copy, "snr_db=45", strategy="greedy", samples=64)
+    assert len(resumed.fallback) >= 3 and resumed.fallback == whole.fallback and resumed.achieved == whole.achieved
+    assert [(s.fallback, s.value) for s in resumed.steps] == [(s.fallback, s.value) for s in whole.steps]
+    assert gates <= 10 and len(shared) >= 5 and len({b for b in shared}) >= 2  # several rounds, each from its own set
 
 
 def test_resumed_runs_that_differ_from_the_whole_graph_are_never_used(run_copy, resumed_count, monkeypatch):
