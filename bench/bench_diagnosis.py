@@ -14,7 +14,8 @@ For every model it prints:
   old                 the same figures for the introduced-noise ranking QuantScope used before (its headline could be
                       a node that is not quantized; its top 3 counted only quantized nodes)
   cost                the ranking stage's seconds against the rest of the compare (timings['rank'] vs the others),
-                      and the probe plan its budget allowed
+                      and the probe plan its budget allowed; each model gets a fresh runs root, so the rest is a
+                      user's first compare of it (calibration and pre-processing not yet in the runs root's stores)
 Final-output figures are all float outputs together, each relative to its own signal power (outputs_snr_db).
 Isolated views run on the gated candidate over all the samples (bit-exact to emission for FP32 fallback)."""
 
@@ -23,6 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -59,6 +62,9 @@ def _model(name: str, samples: int | None):
 def measure(name: str, screen: int, samples: int | None, work: Path) -> dict:
     path, data, labels, batch, description = _model(name, samples)
     out = work / name
+    for old in (out, work / f"{name}-runs"):  # an earlier bench run's folder and stores: this is a first compare
+        shutil.rmtree(old, ignore_errors=True)
+    os.environ["QUANTSCOPE_RUNS_ROOT"] = str(work / f"{name}-runs")
     settings = Settings.from_env()
     t0 = time.perf_counter()
     result = compare(path, data, out_dir=out, labels=labels, batch_size=batch, provider="cpu", screen_samples=screen,

@@ -158,13 +158,14 @@ def _configs(methods, percentiles, op_type_sets, precisions) -> list[SweepConfig
 
 
 def _screen_culprit(backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, op_types, data: ProbeData,
-                    screen: int) -> tuple[str | None, float]:
-    """The unit that hurts the final outputs most alone in INT8, on the first `screen` samples."""
+                    screen: int, resume_bytes: int) -> tuple[str | None, float]:
+    """The unit that hurts the final outputs most alone in INT8, on the first `screen` samples (resume_bytes: what its
+    probes may keep of the all-fallback run, as a compare's ranking: half of the memory setting)."""
     nodes = fallback_candidates(candidate, op_types)
     if not nodes or screen <= 0:
         return None, math.nan
     units = fallback_units(reference, nodes, UnitMode.NODE)
-    probe = OutputProbe(backend, reference, candidate, units, data.head(screen), lambda f: candidate)
+    probe = OutputProbe(backend, reference, candidate, units, data.head(screen), lambda f: candidate, resume_bytes=resume_bytes)
     with probe:  # one batch of requests, so the probe can resume them from its all-fallback run
         alone = [m.outputs_snr_db for m in probe.measure_many([ProbeRequest(only=u) for u in units])]
     k = int(np.nanargmin(alone)) if not all(math.isnan(a) for a in alone) else 0
@@ -174,6 +175,12 @@ def _screen_culprit(backend: Backend, reference: onnx.ModelProto, candidate: onn
 def _latency(backend: Backend, model: onnx.ModelProto, feed: dict, runs: int) -> float | None:
     """Median ms of `runs` runs after a short warm-up (None: not timed)."""
     return time_model(backend, model, feed, runs, warmup=min(3, runs))[0] if runs > 0 else None
+
+
+def _untimed(rows: Sequence[SweepRow]) -> list[SweepRow]:
+    """One successful row of each graph no row has a latency for (its timed configuration failed)."""
+    timed = {r.config.graph for r in rows if r.latency_ms is not None}
+    return list({r.config.graph: r for r in reversed(rows) if not r.note and r.config.graph not in timed}.values())
 
 
 def _shared_latency(rows: Sequence[SweepRow]) -> list[SweepRow]:
@@ -206,7 +213,7 @@ def _timed(config: SweepConfig, folder: Path, provider: str, data: ProbeData, ru
 
 
 def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, data: ProbeData, screen: int,
-                latency_runs: int, timed: frozenset[SweepConfig]) -> SweepRow:
+                latency_runs: int, timed: frozenset[SweepConfig], resume_bytes: int) -> SweepRow:
     """One configuration, start to end: a task (it can run on a Ray worker; everything it reads is in `folder`).
     Its latency is timed only if it is in `timed` (the first configuration of each graph structure)."""
     t0 = time.perf_counter()
@@ -215,7 +222,7 @@ def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, 
         backend = probe_backend(resolve_backend(provider).backend)
         reference, candidate = _emit(config, base)
         m = measure_model(backend, candidate, data)
-        culprit, alone = _screen_culprit(backend, reference, candidate, config.op_types, data, screen)
+        culprit, alone = _screen_culprit(backend, reference, candidate, config.op_types, data, screen, resume_bytes)
         latency = _latency(backend, candidate, data.batches[0], latency_runs if config in timed else 0)
         return SweepRow(model, config, m.snr_db, m.cosine, m.outputs_snr_db, m.top1_agreement, m.accuracy,
                         len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0,
@@ -305,12 +312,17 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
         progress(ProgressEvent(Stage.SWEEP, 0, len(configs), f"{name}: {len(configs)} configuration(s) to run"))
         timed = frozenset({c.graph: c for c in reversed(configs)}.values())  # the first configuration of each structure
         shared = {"model": name, "folder": str(folder), "provider": resolved.provider, "data": probe_data,
-                  "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs, "timed": timed}
+                  "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs, "timed": timed,
+                  "resume_bytes": settings.memory_bytes // 2}
         model_rows = executor.map_tasks(_run_config, configs, shared, on_result, device=resolved.backend.capabilities.device)
-        if executor.concurrent and latency_runs > 0:  # timed here one at a time: concurrent tasks slow each other down
-            model_rows = [r if r.note or r.config not in timed
-                          else replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
-                          for r in model_rows]
+        if latency_runs > 0:
+            def timed_row(r: SweepRow, folder=folder, probe_data=probe_data) -> SweepRow:
+                return replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
+
+            if executor.concurrent:  # timed here one at a time: concurrent tasks slow each other down
+                model_rows = [timed_row(r) if not r.note and r.config in timed else r for r in model_rows]
+            late = _untimed(model_rows)  # a graph whose timed configuration failed: another of its configurations
+            model_rows = [timed_row(r) if any(r is x for x in late) else r for r in model_rows]
         model_rows = _shared_latency(model_rows)
         timings[f"configurations:{name}"] = time.perf_counter() - t0
         scored = [r for r in model_rows if not r.note and getattr(r, select) is not None and not math.isnan(getattr(r, select))]

@@ -41,6 +41,11 @@ class GatedModel:
         off = set(fallback)
         return {g: np.array(not (off & set(u)), dtype=np.bool_) for g, u in zip(self.gates, self.units)}
 
+    def feed_off(self, gates: Iterable[str]) -> dict[str, np.ndarray]:
+        """Gate values with exactly `gates` off (their units in fallback)."""
+        off = set(gates)
+        return {g: np.array(g not in off, dtype=np.bool_) for g in self.gates}
+
     def feed_only(self, k: int | None) -> dict[str, np.ndarray]:
         """Only unit k quantized (None: nothing quantized)."""
         return {g: np.array(i == k, dtype=np.bool_) for i, g in enumerate(self.gates)}

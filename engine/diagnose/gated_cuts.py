@@ -1,7 +1,7 @@
 """Cuts through a gated candidate, so that a probe can resume where it parts from a baseline.
 
-Most probes switch one unit, or a few, away from a baseline: the all-INT8 candidate (the gain view, the fallback
-searches) or the all-fallback one (the alone view). Every node before the first unit a probe switches computes what the
+Most probes switch one unit, or a few, away from a baseline: the all-INT8 candidate (the gain view, a greedy
+search's first round), the all-fallback one (the alone view), or the set a greedy round has chosen so far. Every node before the first unit a probe switches computes what the
 baseline computed. A cut is a place in the graph's node order with the tensors the rest of the graph reads from before
 it and the gates the part before it reads (directly, through the Or nodes of shared tensors, or inside If branches).
 A probe whose gates equal the baseline's on those gates gives, after the cut, what the baseline run would give

@@ -50,8 +50,8 @@ class OutputProbe:
     the backend leaves outputs on a device, whose runs cost their launches more than their samples. Used only where the
     tiled graph can be built and a tiled run agrees with single runs.
     resume_bytes: where outputs come back to the host one probe a run, probes resume past the part of the graph they
-    share with the all-INT8 or all-fallback candidate (resumed_runs.py), keeping at most this much of their tensors;
-    0: every probe runs the whole graph."""
+    share with a baseline (the all-INT8 or all-fallback candidate, or the set a batch of probes shares: resumed_runs.py),
+    keeping at most this much of the baselines' tensors; 0: every probe runs the whole graph."""
 
     def __init__(self, backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, units: Sequence[Unit],
                  data: ProbeData, emit: Callable[[frozenset[str]], onnx.ModelProto], fp16: bool = False,
@@ -183,6 +183,8 @@ class OutputProbe:
                 sum(r.skipped(g, [*fixed, shared]) - r.skipped(g, fixed) for g in group) > 1.0 else list(fixed)
             wanted = [at[1] for g in group if (at := r.resume_cut(g, key, kept_only=False, candidates=candidates)) is not None]
             for baseline in candidates:
+                if self._resume is None:  # a recording failed: every probe runs the whole graph now
+                    return
                 if wanted.count(baseline) >= 2 and not r.has(key, baseline):
                     self._run_gated(r.want(baseline), time.perf_counter(), self._head(key), key)
                     self.probes -= 1  # a baseline kept, not a probe asked for

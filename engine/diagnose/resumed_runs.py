@@ -111,9 +111,9 @@ class ResumedRuns:
         return off_gates(gates) in self._wanted
 
     def want(self, baseline: Baseline) -> dict[str, np.ndarray]:
-        """`baseline` recorded from now on when it runs; returns its gates."""
-        self._wanted.add(baseline)
-        return {g: np.array(g not in baseline, dtype=np.bool_) for g in self.gated.gates}
+        """`baseline` recorded from now on when it runs, in place of an earlier batch's shared set; returns its gates."""
+        self._wanted = {self.int8, self.fallback, baseline}
+        return self.gated.feed_off(baseline)
 
     def resume_cut(self, gates: dict[str, np.ndarray], key: SamplesKey, kept_only: bool = True,
                    candidates: Sequence[Baseline] | None = None) -> tuple[int, Baseline] | None:
@@ -142,14 +142,16 @@ class ResumedRuns:
     def recording(self, gates: dict[str, np.ndarray], key: SamplesKey, batches: int) -> tuple[Infer, Callable[[], None]]:
         """infer for a baseline's run through the recorder over `batches` batches, and what keeps its tensors once every
         batch has run. Which cuts are kept is chosen after the first batch (its sizes times `batches`): the deepest cuts
-        that fit the budget left after an earlier stage's baselines, so a run never holds more than that."""
+        that fit the budget, once the least recently used baselines have made room (any baseline of another samples
+        key, and a past round's set; never all-INT8 or all-fallback of this key), so a run never holds more than it."""
         runner, name, kept = self.recorder(), off_gates(gates), []
         observed = self.plan.observed
         chosen: dict[str, object] = {}
 
         def choose(first: dict[str, np.ndarray]) -> None:
             sizes = {t: first[t].nbytes * batches for t in observed}
-            for old in list(self._kept):  # the least recently used baselines first (an earlier stage's, a past round's)
+            fixed = (self.int8, self.fallback)
+            for old in [k for k in self._kept if k[0] != key or k[1] not in fixed]:  # least recently used first
                 if self._held() + sum(sizes.values()) <= self.budget:
                     break
                 del self._kept[old]

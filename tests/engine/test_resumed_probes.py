@@ -11,9 +11,11 @@ from engine import sensitivity
 from engine.backends.onnxrt import OnnxRuntimeBackend
 from engine.diagnose import probes as probes_module
 from engine.diagnose.autofallback import search_fallback
-from engine.diagnose.gated import GatedModel
+from engine.diagnose.gated import GATE_PREFIX, GatedModel
 from engine.diagnose.gated_cuts import plan_cuts
 from engine.diagnose.resumed_runs import ResumedRuns
+from engine.diagnose.run_probe import open_probe
+from engine.diagnose.units import UnitMode
 from engine.model.graph_reads import node_reads
 from engine.scale import SerialExecutor
 
@@ -138,13 +140,39 @@ def test_a_greedy_search_resumes_from_the_set_it_has_chosen_and_finds_the_same(r
     """A greedy round's probes are the units chosen so far plus one: they resume from a baseline of the chosen set
     (recorded once a round), not only from all-INT8 or all-fallback, and every step measures what whole-graph runs do."""
     resumed = search_fallback(run_copy, "snr_db=45", strategy="greedy", samples=64)
-    gates = len(resumed_count) and max(len(b) for _, b in resumed_count)
-    shared = [b for _, b in resumed_count if 0 < len(b) < 10]  # neither all-INT8 (no gate off) nor all-fallback
+    units = len(open_probe(run_copy, None, UnitMode.NODE, 64)[2].units)
+    everything = frozenset(f"{GATE_PREFIX}{k}" for k in range(units))
+    shared = [b for _, b in resumed_count if b not in (frozenset(), everything)]  # neither all-INT8 nor all-fallback
     monkeypatch.setattr(ResumedRuns, "plan_for", classmethod(lambda cls, *a: None))
     whole = search_fallback(run_copy, "snr_db=45", strategy="greedy", samples=64)
     assert len(resumed.fallback) >= 3 and resumed.fallback == whole.fallback and resumed.achieved == whole.achieved
     assert [(s.fallback, s.value) for s in resumed.steps] == [(s.fallback, s.value) for s in whole.steps]
-    assert gates <= 10 and len(shared) >= 5 and len({b for b in shared}) >= 2  # several rounds, each from its own set
+    assert all(b < everything for b in shared)
+    assert len(shared) >= 5 and len(set(shared)) >= 2  # several rounds resumed, each from the set it had chosen
+
+
+def test_a_mixed_baseline_resumes_a_probe_that_differs_from_it_late():
+    """A baseline with some units in fallback and some in INT8 (a greedy round's chosen set): a probe that differs from
+    it only after a cut runs the suffix from its tensors and gives what the whole graph gives."""
+    gated = _switched_chain()
+    plan = plan_cuts(gated.model, gated.gates, parts=4)
+    backend = OnnxRuntimeBackend("cpu")
+    x = np.random.default_rng(1).standard_normal((5, 3)).astype(np.float32)
+    runs = ResumedRuns(backend, gated, plan, budget_bytes=1 << 20)
+    chosen = frozenset({"g0", "g9"})  # Neg first and last, Relu between: the output is -Relu(-x), not zero
+    with backend.runner(gated.model) as whole:
+        infer, keep = runs.recording(runs.want(chosen), None, 1)
+        assert np.array_equal(infer({"x": x})["y"], whole.infer({"x": x, **gated.feed_off(chosen)})["y"])
+        keep()
+        runs.open(runs.dtypes())
+        probe = gated.feed_off(chosen | {"g8"})
+        at = runs.resume_cut(probe, None)
+        assert at is not None and at[1] == chosen and at[0] == len(plan.cuts) - 1
+        out = runs.resumed(probe, None, at)({"x": x})["y"]
+        assert np.array_equal(out, whole.infer({"x": x, **probe})["y"])
+        assert not np.array_equal(out, whole.infer({"x": x, **gated.feed_off(chosen)})["y"])  # g8 did change the result
+        assert runs.resume_cut(gated.feed_off({"g9"}), None) is None  # g0 differs before every cut
+        runs.close()
 
 
 def test_resumed_runs_that_differ_from_the_whole_graph_are_never_used(run_copy, resumed_count, monkeypatch):

@@ -75,6 +75,25 @@ def test_latency_is_timed_once_per_graph_and_shared_by_its_calibrations(swept):
     assert all(len(v) == 1 and None not in v for v in by_precision.values())  # MinMax and Entropy: the same number
 
 
+def test_a_graph_whose_timed_configuration_failed_is_timed_on_another(eval_100, tmp_path, monkeypatch):
+    """MinMax (the first of its graph, the one timed) fails; Entropy, the same graph, still gets a latency."""
+    real = sweep_module.measure_model
+    calls = []
+
+    def first_fails(backend, candidate, data):
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConfigError("this calibration produced a range ONNX Runtime refuses")
+        return real(backend, candidate, data)
+
+    monkeypatch.setattr(sweep_module, "measure_model", first_fails)
+    result = sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz",
+                   out_dir=tmp_path / "s", methods=("minmax", "entropy"), **{**KW, "screen_samples": 0})
+    failed, kept = result.rows
+    assert failed.config.calibration.method is CalibrationMethod.MINMAX and "refuses" in failed.note
+    assert failed.latency_ms is None and not kept.note and kept.latency_ms is not None and kept.latency_ms > 0
+
+
 def test_a_configuration_equals_a_compare_with_those_settings(swept, eval_100, tmp_path):
     result, _, _ = swept
     row = next(r for r in result.rows if r.config.calibration.method is CalibrationMethod.ENTROPY and r.config.precision.value == "int8")
