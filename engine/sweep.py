@@ -315,14 +315,12 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
                   "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs, "timed": timed,
                   "resume_bytes": settings.memory_bytes // 2}
         model_rows = executor.map_tasks(_run_config, configs, shared, on_result, device=resolved.backend.capabilities.device)
+        # graphs no task timed (concurrent tasks time nothing, as they would slow each other down; or the timed
+        # configuration failed): one configuration of each is timed here, one at a time
         if latency_runs > 0:
-            def timed_row(r: SweepRow, folder=folder, probe_data=probe_data) -> SweepRow:
-                return replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
-
-            if executor.concurrent:  # timed here one at a time: concurrent tasks slow each other down
-                model_rows = [timed_row(r) if not r.note and r.config in timed else r for r in model_rows]
-            late = _untimed(model_rows)  # a graph whose timed configuration failed: another of its configurations
-            model_rows = [timed_row(r) if any(r is x for x in late) else r for r in model_rows]
+            late = _untimed(model_rows)
+            model_rows = [replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
+                          if any(r is x for x in late) else r for r in model_rows]
         model_rows = _shared_latency(model_rows)
         timings[f"configurations:{name}"] = time.perf_counter() - t0
         scored = [r for r in model_rows if not r.note and getattr(r, select) is not None and not math.isnan(getattr(r, select))]
