@@ -13,6 +13,7 @@ MobileNetV3: 0.32 GB held after a compare and a rebuild, where an arena a sessio
 
 from __future__ import annotations
 
+import atexit
 import threading
 
 import numpy as np
@@ -29,7 +30,19 @@ class SharedCpuArena:
         self._open = 0
         self._shrinker = None
         self._timer: threading.Timer | None = None
+        self._closed = False
         self.shrinks = 0  # how many times the arena was shrunk (tests)
+        # a shrink running while the interpreter shuts down aborted the process ("terminate called without an active
+        # exception"): at exit, wait for one in flight, start none after, and drop the one-node session while all is alive
+        atexit.register(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            self._shrinker = None
 
     def acquire(self) -> bool:
         """Whether the session about to open may use the shared arena (session.use_env_allocators); counted as open
@@ -57,7 +70,7 @@ class SharedCpuArena:
         SHRINK_AFTER_S later unless a session opened meanwhile."""
         with self._lock:
             self._open = max(0, self._open - 1)
-            if self._open or self._timer is not None:
+            if self._open or self._timer is not None or self._closed:
                 return
             self._timer = threading.Timer(self.SHRINK_AFTER_S, self._shrink_if_idle)
             self._timer.daemon = True
@@ -68,7 +81,7 @@ class SharedCpuArena:
             if self._timer is not threading.current_thread():  # cancelled and replaced, or a session opened
                 return
             self._timer = None
-            if self._open:
+            if self._open or self._closed:
                 return
             try:
                 self._shrink()

@@ -107,3 +107,18 @@ def test_concurrent_sessions_are_counted_exactly(arena):
     assert all(np.array_equal(results[0], r) for r in results[1:])
     assert arena._open == 0
     assert _wait_for(lambda: arena.shrinks >= 1)
+
+
+def test_nothing_shrinks_once_the_interpreter_is_exiting(arena):
+    """A shrink running during interpreter shutdown aborted the process; the exit handler waits for one in flight and
+    starts none after."""
+    model = onnx.load(SAMPLES / "resnet_digits_outlier.onnx")
+    with resolve_backend("cpu").backend.runner(model):
+        pass
+    assert arena._timer is not None
+    arena._close()  # what atexit calls
+    assert arena._timer is None and arena._shrinker is None
+    with resolve_backend("cpu").backend.runner(model):
+        pass
+    time.sleep(0.2)
+    assert arena.shrinks == 0 and arena._timer is None
