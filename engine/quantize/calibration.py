@@ -19,6 +19,7 @@ from engine.data.source import Batch, BatchSource
 from engine.errors import DataError
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.config import CalibrationMethod, QuantConfig
+from engine.quantize.entropy import ENTROPY_BINS, entropy_ranges
 
 __all__ = ["calibrate", "calibrate_many", "CalibrationSpec", "ORT_METHODS"]
 
@@ -93,6 +94,9 @@ def calibrate(
     extra = {"percentile": config.percentile} if config.calibration is CalibrationMethod.PERCENTILE else {}
     if config.calibration is not CalibrationMethod.MINMAX:
         extra["symmetric"] = True  # histograms of |x|, matching symmetric INT8 activations
+    entropy = config.calibration is CalibrationMethod.ENTROPY
+    if entropy:  # ORT's percentile collector builds the |x| histograms entropy.py searches
+        extra["num_bins"] = ENTROPY_BINS
     progress(ProgressEvent(Stage.CALIBRATE, 0, total, "preparing calibration"))
     # ORT's histogram calibrators print() their progress; keep the CLI's stdout for results.
     with tempfile.TemporaryDirectory(prefix="quantscope-calib-") as tmp, contextlib.redirect_stdout(io.StringIO()):
@@ -100,7 +104,7 @@ def calibrate(
             Path(reference_path),
             list(config.op_types),
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=ORT_METHODS()[config.calibration],
+            calibrate_method=ORT_METHODS()[CalibrationMethod.PERCENTILE if entropy else config.calibration],
             providers=["CPUExecutionProvider"],
             extra_options=extra,
         )
@@ -113,7 +117,12 @@ def calibrate(
             first = reader.carry if reader.carry is not None else next(batches, None)
         if seen[0] == 0:
             raise DataError("The calibration data produced no batches; provide at least one sample.")
-        ranges = calibrator.compute_data()
+        if entropy:
+            from onnxruntime.quantization.calibrate import TensorsData
+
+            ranges = TensorsData(ORT_METHODS()[CalibrationMethod.ENTROPY], entropy_ranges(calibrator.collector.histogram_dict))
+        else:
+            ranges = calibrator.compute_data()
         del calibrator
     save_tensors_data(ranges, cache_path)
 
@@ -176,8 +185,9 @@ def calibrate_many(reference_path: Path, source: BatchSource, op_types, specs, b
         wanted = set(calibrator.tensors_to_calibrate)
         lows: dict[str, np.ndarray] = {}
         highs: dict[str, np.ndarray] = {}
-        entropy = HistogramCollector("entropy", True, 128, 128, 99.999, "same") if CalibrationMethod.ENTROPY in methods else None
-        percent = HistogramCollector("percentile", True, 2048, 2048, 99.999, "same") if CalibrationMethod.PERCENTILE in methods else None
+        # one |x| histogram serves percentile and entropy (entropy.py), as calibrate() collects it for either
+        histograms = {CalibrationMethod.ENTROPY, CalibrationMethod.PERCENTILE} & methods
+        percent = HistogramCollector("percentile", True, ENTROPY_BINS, ENTROPY_BINS, 99.999, "same") if histograms else None
         seen = 0
         for chunk in _chunks(iter(source.batches(batch_size))):
             merged: dict[str, list[np.ndarray]] = {}
@@ -193,9 +203,8 @@ def calibrate_many(reference_path: Path, source: BatchSource, op_types, specs, b
                     hi = np.nanmax([np.array([a.max()]) for a in arrays], axis=0)
                     lows[name] = lo if name not in lows else min(lows[name], lo)
                     highs[name] = hi if name not in highs else max(highs[name], hi)
-            for collector in (entropy, percent):
-                if collector is not None:
-                    collector.collect(merged)
+            if percent is not None:
+                percent.collect(merged)
         if seen == 0:
             raise DataError("The calibration data produced no batches; provide at least one sample.")
         out = {}
@@ -203,7 +212,7 @@ def calibrate_many(reference_path: Path, source: BatchSource, op_types, specs, b
             if spec.method is CalibrationMethod.MINMAX:
                 out[spec] = TensorsData(ORT_METHODS()[spec.method], {n: (lows[n], highs[n]) for n in lows})
             elif spec.method is CalibrationMethod.ENTROPY:
-                out[spec] = TensorsData(ORT_METHODS()[spec.method], entropy.compute_collection_result())
+                out[spec] = TensorsData(ORT_METHODS()[spec.method], entropy_ranges(percent.histogram_dict))
             else:
                 percent.percentile = spec.percentile
                 out[spec] = TensorsData(ORT_METHODS()[spec.method], percent.compute_collection_result())

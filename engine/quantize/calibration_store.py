@@ -2,7 +2,7 @@
 on the same calibration data (with other fallback, precision, per-channel or evaluation data) does not calibrate again.
 
 The key: the prepared model (the digest of the user's model and the pre-processing version; FP8 calibrates its opset-19
-twin), the calibration data's content digest, the method and its percentile, the quantized op types (they choose the calibrated tensors), the batch
+twin), the calibration data's content digest, the method and its percentile (entropy: its search's version), the quantized op types (they choose the calibrated tensors), the batch
 size (histogram methods grow their histograms batch by batch), whether the batch is dynamic (MinMax then cuts it) and
 ONNX Runtime's version. Data without a cheap digest (image folders: decoding them is the cost) is calibrated each time.
 
@@ -19,8 +19,9 @@ from pathlib import Path
 
 from engine.cache_files import write_atomic
 from engine.data.source import BatchSource
-from engine.quantize.config import QuantConfig
+from engine.quantize.config import CalibrationMethod, QuantConfig
 from engine.quantize.emit import base_key
+from engine.quantize.entropy import ENTROPY_VERSION
 from engine.quantize.preprocess import PREPROCESS_VERSION
 
 __all__ = ["CALIBRATION_STORE", "calibration_key", "take", "keep", "take_base", "keep_base"]
@@ -38,6 +39,8 @@ def calibration_key(model_digest: str, source: BatchSource, config: QuantConfig,
     what = {"model": f"{PREPROCESS_VERSION}-{model_digest}", "precision": config.precision.value, "data": data,
             "method": config.calibration.value, "percentile": config.percentile, "op_types": sorted(config.op_types), "batch": batch_size,
             "dynamic_batch": dynamic_batch, "onnxruntime": onnxruntime.__version__}
+    if config.calibration is CalibrationMethod.ENTROPY:
+        what["entropy"] = ENTROPY_VERSION  # the search's version: ORT's degenerate 128/128 one gave MinMax's ranges
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
 
 
