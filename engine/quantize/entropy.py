@@ -2,7 +2,14 @@
 each candidate threshold from bin 128 on, the KL divergence between the clipped distribution P (the counts up to the
 threshold, everything beyond it added to the last bin) and Q, the same counts merged into 128 levels (what symmetric
 INT8 keeps of one sign) and spread back evenly over the bins that held anything. The threshold with the least
-divergence wins (the widest of equal ones).
+divergence wins (the widest of equal ones). The first bin counts as much as the second, as NVIDIA's pytorch-quantization
+does: zero quantizes exactly at any scale, and a ReLU's zeros (20-60% of a tensor in PP-OCR's classifier) pulled the
+threshold of a tensor reaching 4.25 down to 1.04.
+
+It is TensorRT's criterion, with its weakness: on spiky histograms (images padded with a constant) it clips hard. PP-OCR's
+text-direction classifier: MinMax 15.6 dB, percentile 24.4 dB, entropy 6.8 dB (one early ReLU clipped at 0.54 of 6.1,
+17% of its values); the MobileNetV3 orientation classifier: MinMax 11.0 dB, percentile 12.2 dB, entropy 13.3 dB. The
+sweep exists to show which.
 
 ONNX Runtime's Entropy calibrator with its defaults (128 bins, 128 quantized bins) has exactly one candidate, the whole
 range, so it gave MinMax's ranges on every tensor we tried; with 2048 bins its pure-Python search takes seconds a
@@ -32,8 +39,10 @@ def _xlogx(x: np.ndarray) -> np.ndarray:
 
 def entropy_amax(hist: np.ndarray, edges: np.ndarray, levels: int = QUANTIZED_LEVELS) -> float:
     """The threshold of least KL divergence for an |x| histogram (`edges` has len(hist) + 1 entries, from 0)."""
-    h = np.asarray(hist, dtype=np.float64)
+    h = np.asarray(hist, dtype=np.float64).copy()
     n = h.size
+    if n > 1:
+        h[0] = h[1]  # zero quantizes exactly at any scale: a ReLU's spike of zeros (20-60% of a tensor) must not choose it
     if n <= levels or h.sum() == 0:
         return float(edges[-1])
     total = h.sum()

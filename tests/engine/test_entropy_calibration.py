@@ -25,8 +25,10 @@ def _kl(p: np.ndarray, q: np.ndarray) -> float:
 
 
 def _reference_amax(hist: np.ndarray, edges: np.ndarray, levels: int = 128) -> float:
-    """The search written plainly, one candidate and one level at a time."""
+    """The search written plainly, one candidate and one level at a time (the first bin counted as the second: zero
+    quantizes exactly at any scale)."""
     h = hist.astype(np.float64)
+    h[0] = h[1]
     best_kl, best_i = math.inf, len(h)
     for i in range(levels, len(h) + 1):
         p = h[:i].copy()
@@ -71,6 +73,8 @@ def test_known_answers():
     amax = entropy_amax(hist, edges)
     assert 3.0 < amax < 8.0  # clips the lone outlier, keeps the Gaussian's tails
     assert entropy_amax(np.zeros(2048), np.linspace(0, 1, 2049)) == 1.0  # nothing seen: the whole range
+    relu = np.concatenate([[10_000_000], np.full(2047, 1000)])  # a ReLU: most values exactly zero, the rest flat
+    assert entropy_amax(relu, np.linspace(0, 1, 2049)) == 1.0  # the zeros do not pull the threshold in
 
 
 def _high(value: dict) -> float:
