@@ -20,7 +20,7 @@ import engine
 from app.layer_table import origins, ranking_sentence
 from app.plots import NOISE_FLOOR_DB, before_after_figure, layer_figure
 
-__all__ = ["build_report", "plotly_js", "PLOTLY_JS_NAME", "MAX_CULPRITS"]
+__all__ = ["build_report", "plotly_js", "PLOTLY_JS_NAME", "MAX_CULPRITS", "EXECUTION_NOTE"]
 
 PLOTLY_JS_NAME = "plotly.min.js"
 MAX_CULPRITS = 15
@@ -50,6 +50,10 @@ def _outputs(summary: engine.Summary) -> str:
     cols = [m for m in engine.METRICS]
     rows = [[f"<code>{_e(name)}</code>"] + [_e(engine.format_metric(m.column, float(o[m.column]))) for m in cols]
             for name, o in summary.outputs.items()]
+    if len(summary.outputs) > 1:  # the figure the headline and the pages' first tile use
+        rows.append([f"all {len(summary.outputs)} outputs together (each against its own signal)"]
+                    + [_e(engine.format_metric("snr_db", summary.outputs_together_snr_db())) if m.column == "snr_db" else ""
+                       for m in cols])
     return _table(["output"] + [m.label for m in cols], rows)
 
 
@@ -105,6 +109,13 @@ function qsNoPlotly() { document.querySelectorAll('.qs-plot').forEach(function (
 </script>"""
 
 
+EXECUTION_NOTE = (  # beside every accuracy figure: the pages and the report (a trial's ORT run of the download disagreed)
+    "Accuracy figures are of the Q/DQ model computed as written, with float biases: what TensorRT runs. ONNX Runtime "
+    "runs the same file differently (from its basic optimization level on it quantizes biases to int32, and at its "
+    "default level it fuses its own INT8 kernels), so there the numbers differ: check the downloaded model in the "
+    "runtime you deploy with.")
+
+
 def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: pd.DataFrame | None = None,
                  before_summary: engine.Summary | None = None, command: str = "", notes: tuple[str, ...] = ()) -> str:
     figures = [("qs-layers", layer_figure(layers, fallback=set(summary.fallback),
@@ -125,7 +136,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .note{{color:#666
 <p>Backend: {_e(summary.backend)}; {summary.samples} samples in {summary.batches} batches of {summary.batch_size};
 calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
 fallback ({_e(summary.fallback_precision.value)}): {_e(', '.join(summary.fallback) or 'none')}; custom ranges: {_e(ranges)}.</p>
-<h2>Final outputs</h2>{_outputs(summary)}{before_html}
+<h2>Final outputs</h2><p class="note">{_e(EXECUTION_NOTE)}</p>{_outputs(summary)}{before_html}
 <h2>Task metrics</h2>{_task(summary, before_summary)}
 <h2>Culprits</h2>{_culprits(summary, layers)}
 {f'<ul>{notes_html}</ul>' if notes_html else ''}

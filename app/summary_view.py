@@ -4,6 +4,7 @@ command (Compare, Rebuild)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import streamlit as st
 
@@ -13,9 +14,10 @@ from app.cached import data_digest, model_facts, model_fixed_batch
 from app.command import cli_command
 from app.inputs import Inputs
 from app.layer_table import origins
+from app.report import EXECUTION_NOTE
 from app.samples import default_name, sample_inputs
 
-__all__ = ["batch_size_input", "delta_color", "of_output", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+__all__ = ["batch_size_input", "delta_color", "of_output", "output_tiles", "every_output", "EXECUTION_NOTE", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
            "not_of_inputs_in_use"]
 
 
@@ -134,6 +136,48 @@ def delta_color(delta: str | None) -> str:
     """A metric's delta colour: grey where it shows no change ('+0.00%' drew a green arrow up, read as a gain in the
     captcha re-trial), else Streamlit's usual green up and red down."""
     return "off" if delta is not None and not any(ch in "123456789" for ch in delta) else "normal"
+
+
+def _change(after: float, before: float, unit: str, digits: int) -> str | None:
+    """'+1.23 dB'; None where either side is not a finite number (an exact output's SNR is infinite)."""
+    if not (math.isfinite(after) and math.isfinite(before)):
+        return None
+    return f"{after - before:+.{digits}f}{unit}"
+
+
+def output_tiles(s: engine.Summary, before: engine.Summary | None = None) -> list[tuple[str, str, str | None, str | None]]:
+    """(label, value, change against `before`, help) for the final outputs. A model with several outputs gets first the
+    figure its headline and ranking use (every output together, each against its own signal), then its first output's:
+    the layout detector's tile showed only its first output's 1.47 dB beside a headline's 2.4 dB and a report's 6.5 dB."""
+    out = next(iter(s.outputs.values()))
+    b_out = next(iter(before.outputs.values())) if before is not None else None
+    n = len(s.outputs)
+    name = next(iter(s.outputs))
+    tiles = []
+    if n > 1:
+        together = s.outputs_together_snr_db()
+        tiles.append((f"SNR, all {n} outputs", f"{engine.format_metric('snr_db', together)} dB",
+                      _change(together, before.outputs_together_snr_db(), " dB", 2) if before is not None else None,
+                      "Every output against its own signal (the mean of their noise-to-signal power ratios): the figure the "
+                      "headline and the ranking use. Each output's own figure is listed under the tiles."))
+    first = f", output 1 of {n}" if n > 1 else ""
+    tiles.append((f"Final-output SNR{first}", f"{engine.format_metric('snr_db', out.snr_db)} dB",
+                  _change(out.snr_db, b_out.snr_db, " dB", 2) if b_out is not None else None,
+                  f"Output '{name}'." + (" After against before." if b_out is not None else "")))
+    tiles.append((f"Final-output cosine{first}", engine.format_metric("cosine", out.cosine),
+                  _change(out.cosine, b_out.cosine, "", 5) if b_out is not None else None, f"Output '{name}'."))
+    return tiles
+
+
+def every_output(s: engine.Summary, before: engine.Summary | None = None) -> str:
+    """One line with each output's SNR and cosine (and its SNR before a rebuild), for a model with several outputs."""
+    parts = []
+    for name, m in s.outputs.items():
+        was = before.outputs.get(name) if before is not None else None
+        parts.append(f"'{name}' {engine.format_metric('snr_db', m.snr_db)} dB SNR"
+                     + (f" (was {engine.format_metric('snr_db', was.snr_db)})" if was is not None else "")
+                     + f", cosine {engine.format_metric('cosine', m.cosine)}")
+    return "Every output: " + "; ".join(parts) + ". The ranking and the headline count every float output, each against its own signal."
 
 
 def of_output(summary: engine.Summary) -> str:

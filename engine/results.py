@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from engine.compare.metrics import METRIC_COLUMNS, TensorStats, json_number
+from engine.compare.metrics import METRIC_COLUMNS, TensorStats, json_number, outputs_snr_db
 from engine.compare.output_channels import ChannelSplit
 from engine.compare.task_metrics import TaskMetrics
 from engine.quantize.config import FallbackPrecision, QuantConfig
@@ -144,6 +144,12 @@ class RankingInfo:
                    read_number(d.get("seconds")), float(d.get("work", 0.0)))
 
 
+def outputs_together(outputs: dict[str, OutputMetrics]) -> float:
+    """Every final output together, each against its own signal (the mean of their noise-to-signal ratios), as the
+    ranking and the headline measure a model with several outputs; a one-output model's final-output SNR."""
+    return outputs_snr_db([10 ** (-m.snr_db / 10) if not math.isnan(m.snr_db) else math.nan for m in outputs.values()])
+
+
 @dataclass(frozen=True)
 class Summary:
     model: str
@@ -180,6 +186,9 @@ class Summary:
 
     def small_channels(self, output: str) -> ChannelSplit | None:
         return next((c for c in self.channel_splits if c.output == output), None)
+
+    def outputs_together_snr_db(self) -> float:
+        return outputs_together(self.outputs)
 
     def file_stem(self) -> str:
         """What this build's downloads are named after: the user's model, the build in words and a short digest of its

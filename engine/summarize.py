@@ -12,8 +12,7 @@ from engine.compare.graph import GraphView
 from engine.compare.layerwise import LayerwiseRun
 from engine.compare.ranking import FLOOR_DB, rank_culprits
 from engine.diagnose.harm_ranking import HarmRanking
-from engine.diagnose.probe_scoring import outputs_snr_db
-from engine.results import Amplifier, Culprit, OutputMetrics, RankingInfo, Summary
+from engine.results import Amplifier, Culprit, OutputMetrics, RankingInfo, Summary, outputs_together
 from engine.run_config import RunConfig
 
 __all__ = ["summarize", "ranked_layers", "AMPLIFICATION_DB", "MAX_AMPLIFIERS"]
@@ -170,12 +169,6 @@ def ranked_layers(layers: pd.DataFrame, culprits: tuple[Culprit, ...], held: tup
     return out
 
 
-def _outputs_together(outputs: dict[str, OutputMetrics]) -> float:
-    """The build's final outputs as the ranking measures them (every float output, each against its own signal), so a
-    rebuild's headline sets like beside like on a model with several outputs."""
-    return outputs_snr_db([10 ** (-m.snr_db / 10) if not math.isnan(m.snr_db) else math.nan for m in outputs.values()])
-
-
 def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: tuple[str, ...], backend_note: str,
               ranking: HarmRanking | None, ranking_reused: bool, timings: dict[str, float], recalibrated: bool,
               warnings: tuple[str, ...]) -> Summary:
@@ -196,7 +189,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
     return Summary(
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
         batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
-            culprits, ranking, lw.layers, cfg.quant.fallback, _outputs_together(outputs), lw.samples),
+            culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs), lw.samples),
         fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view),

@@ -9,7 +9,16 @@ import engine
 from app import state
 from app.actions import busy, job_panel, run_comparison, show_error
 from app.cached import model_op_types, readers
-from app.summary_view import amplifier_notes, batch_size_input, command_expander, inputs_in_use, not_of_inputs_in_use, of_output
+from app.summary_view import (
+    EXECUTION_NOTE,
+    amplifier_notes,
+    batch_size_input,
+    command_expander,
+    every_output,
+    inputs_in_use,
+    not_of_inputs_in_use,
+    output_tiles,
+)
 from engine import Precision
 
 st.title("Compare FP32 with INT8")
@@ -69,25 +78,21 @@ if result is not None:
     s = result.summary
     not_of_inputs_in_use(result, on_compare=True)
     st.info(s.headline, icon=":material/troubleshoot:")  # a finding, good or bad: never the green of a success
-    out = result.final_output()
     t = s.task
-    of = of_output(s)
-    shown = [(f"Final-output SNR{of}", f"{engine.format_metric('snr_db', out.snr_db)} dB", None),
-             (f"Final-output cosine{of}", engine.format_metric("cosine", out.cosine), None)]
+    shown = output_tiles(s)
     if t.reference_accuracy is not None:
-        shown.append(("FP32 accuracy", f"{t.reference_accuracy:.2%}", None))
+        shown.append(("FP32 accuracy", f"{t.reference_accuracy:.2%}", None, None))
     if t.candidate_accuracy is not None:
-        shown.append((f"{s.config.precision.value.upper()} accuracy", f"{t.candidate_accuracy:.2%}", f"{-t.accuracy_drop:+.2%}"))
+        shown.append((f"{s.config.precision.value.upper()} accuracy", f"{t.candidate_accuracy:.2%}", f"{-t.accuracy_drop:+.2%}", None))
     if t.top1_agreement is not None:
-        shown.append(("Top-1 agreement with FP32", f"{t.top1_agreement:.2%}", None))
+        shown.append(("Top-1 agreement with FP32", f"{t.top1_agreement:.2%}", None, None))
     if t.text_agreement is not None:  # a CTC recogniser: does the text it reads change?
-        shown.append(("Text read the same as FP32", f"{t.text_agreement:.2%}", None))
-    for col, (label, value, delta) in zip(st.columns(5), shown):
-        col.metric(label, value, delta)
-    if of:
-        st.caption("Every output: " + "; ".join(f"'{name}' {engine.format_metric('snr_db', m.snr_db)} dB SNR, cosine "
-                                                 f"{engine.format_metric('cosine', m.cosine)}" for name, m in s.outputs.items())
-                   + ". The ranking and the headline count every float output, each against its own signal.")
+        shown.append(("Text read the same as FP32", f"{t.text_agreement:.2%}", None, None))
+    for col, (label, value, delta, tip) in zip(st.columns(len(shown)), shown):
+        col.metric(label, value, delta, help=tip)
+    if len(s.outputs) > 1:
+        st.caption(every_output(s))
+    st.caption(EXECUTION_NOTE)
     try:
         others = readers(result)
     except Exception:  # noqa: BLE001 - only an explanation: without it the count still stands

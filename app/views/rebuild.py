@@ -11,7 +11,7 @@ from app import cached, state
 from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
 from app.report import PLOTLY_JS_NAME, build_report, plotly_js
-from app.summary_view import command_expander, delta_color, not_of_inputs_in_use, of_output
+from app.summary_view import EXECUTION_NOTE, command_expander, delta_color, every_output, not_of_inputs_in_use, output_tiles
 
 st.title("Rebuild with fallback")
 ss = st.session_state
@@ -76,7 +76,6 @@ s = result.summary
 out = result.final_output()
 if before is not None:
     b = before.summary
-    b_out = before.final_output()
     changes = []
     if set(s.fallback) != set(b.fallback):
         changes.append(f"fallback {', '.join(b.fallback) or 'none'} → {', '.join(s.fallback) or 'none'}")
@@ -85,10 +84,7 @@ if before is not None:
     if s.fallback_precision != b.fallback_precision:
         changes.append(f"precision {b.fallback_precision.value} → {s.fallback_precision.value}")
     st.caption("This rebuild changed: " + ("; ".join(changes) or "nothing") + ".")
-    of = of_output(s)
-    shown = [(f"Final-output SNR{of}", f"{engine.format_metric('snr_db', out.snr_db)} dB", f"{out.snr_db - b_out.snr_db:+.2f} dB",
-              "after against before"),
-             (f"Final-output cosine{of}", engine.format_metric("cosine", out.cosine), f"{out.cosine - b_out.cosine:+.5f}", None)]
+    shown = output_tiles(s, b)
     if s.task.candidate_accuracy is not None:
         shown.append(("INT8 build accuracy", f"{s.task.candidate_accuracy:.2%}",
                       f"{s.task.candidate_accuracy - b.task.candidate_accuracy:+.2%}", f"FP32: {s.task.reference_accuracy:.2%}"))
@@ -110,6 +106,9 @@ if before is not None:
     shown.append((f"Nodes INT8 / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}", None, None))
     for col, (label, value, delta, tip) in zip(st.columns(len(shown)), shown):
         col.metric(label, value, delta, help=tip, delta_color=delta_color(delta))
+    if len(s.outputs) > 1:
+        st.caption(every_output(s, b))
+    st.caption(EXECUTION_NOTE)
     st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
 else:
     st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "

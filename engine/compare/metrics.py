@@ -19,7 +19,7 @@ Definitions (reference r, candidate c, d = c - r, over all elements of all batch
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -27,7 +27,7 @@ import numpy as np
 
 __all__ = ["Metric", "METRICS", "METRIC_COLUMNS", "TensorStats", "Accumulator", "RelErrHistogram", "STAT_FIELDS",
            "SAMPLE_PER_BATCH", "MANTISSA_BITS", "SHIFT", "N_BINS", "sample_index", "sample_stride", "batch_cosine", "snr_db",
-           "metric", "format_metric", "json_number"]
+           "metric", "format_metric", "json_number", "outputs_snr_db"]
 
 SAMPLE_PER_BATCH = 1 << 16
 MANTISSA_BITS = 5
@@ -219,3 +219,15 @@ class TensorStats(Mapping):
 
     def to_dict(self) -> dict[str, float]:
         return {**self.metrics, "elements": self.elements}
+
+
+def outputs_snr_db(noise_ratios: Sequence[float]) -> float:
+    """SNR of several outputs together: the mean of their noise-to-signal power ratios, in dB. Each output counts
+    for its own relative error, so a box output in pixels does not drown a score output in [0, 1]."""
+    finite = [r for r in noise_ratios if not math.isnan(r)]
+    if not finite:
+        return math.nan
+    mean = sum(finite) / len(finite)
+    if mean == 0.0:
+        return math.inf
+    return -10.0 * math.log10(mean) if math.isfinite(mean) else -math.inf

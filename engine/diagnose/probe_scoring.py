@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from engine.backends.base import Backend
-from engine.compare.metrics import batch_cosine, snr_db
+from engine.compare.metrics import batch_cosine, outputs_snr_db, snr_db
 from engine.compare.reducers import CHUNK, DeviceReducer, host_segment_sums, host_stats
 from engine.compare.task_metrics import TaskAccumulator, task_output
 from engine.data.source import Batch
@@ -71,18 +71,6 @@ class ProbeData:
             n += take
         labels = self.labels[:n] if self.labels is not None else None
         return ProbeData(tuple(batches), tuple(refs), labels, self.whole_batches)
-
-
-def outputs_snr_db(noise_ratios: Sequence[float]) -> float:
-    """SNR of several outputs together: the mean of their noise-to-signal power ratios, in dB. Each output counts
-    for its own relative error, so a box output in pixels does not drown a score output in [0, 1]."""
-    finite = [r for r in noise_ratios if not math.isnan(r)]
-    if not finite:
-        return math.nan
-    mean = sum(finite) / len(finite)
-    if mean == 0.0:
-        return math.inf
-    return -10.0 * math.log10(mean) if math.isfinite(mean) else -math.inf
 
 
 class Score:

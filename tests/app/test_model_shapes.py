@@ -52,10 +52,15 @@ def test_a_model_with_several_outputs_names_the_one_its_figures_are_of(tmp_path)
     click(at, "Run comparison")
     s = at.session_state[state.RESULT].summary
     assert list(s.outputs) == ["y", "f"]
-    labels = [m.label for m in at.metric]
-    assert labels[:2] == ["Final-output SNR of 'y'", "Final-output cosine of 'y'"]
+    tiles = {m.label: m for m in at.metric}
+    assert list(tiles)[:3] == ["SNR, all 2 outputs", "Final-output SNR, output 1 of 2", "Final-output cosine, output 1 of 2"]
+    # the first tile is the headline's and the ranking's figure: both outputs, each against its own signal
+    ratios = [10 ** (-s.outputs[o].snr_db / 10) for o in ("y", "f")]
+    assert tiles["SNR, all 2 outputs"].value == f"{-10 * np.log10(np.mean(ratios)):.2f} dB"
+    assert tiles["Final-output SNR, output 1 of 2"].value == f"{s.outputs['y'].snr_db:.2f} dB"
     every = next(c.value for c in at.caption if c.value.startswith("Every output: "))
     assert f"'f' {s.outputs['f'].snr_db:.2f} dB SNR" in every and f"'y' {s.outputs['y'].snr_db:.2f} dB SNR" in every
+    assert any(c.value.startswith("Accuracy figures are of the Q/DQ model computed as written") for c in at.caption)
 
 
 def test_a_fixed_batch_is_shown_as_fixed_before_the_run(tmp_path):
