@@ -215,7 +215,7 @@ def test_a_rebuilds_outputs_are_measured_as_the_ranking_measures_them():
     import math
     from types import SimpleNamespace as Out
 
-    from engine.summarize import _outputs_together
+    from engine.results import outputs_together as _outputs_together
 
     assert _outputs_together({"boxes": Out(snr_db=20.0), "scores": Out(snr_db=10.0)}) == pytest.approx(-10 * math.log10(0.055))
     assert _outputs_together({"logits": Out(snr_db=20.0)}) == pytest.approx(20.0)
