@@ -67,27 +67,27 @@ def _tensor(result: engine.ComparisonResult, node: str) -> None:
     act, weights = st.tabs([f"input {tv.tensor}", f"weights {tv.weight}" if tv.weight else "weights (none)"])
     with act:
         c1, c2 = st.columns(2)
-        c1.metric("INT8 scale", f"{tv.scale:.6g}" if tv.scale is not None else "not quantized",
-                  help="Symmetric INT8: the scale is max(|min|, |max|) of the range / 127.")
+        c1.metric(f"{tv.grid} scale", f"{tv.scale:.6g}" if tv.scale is not None else "not quantized",
+                  help=f"Symmetric {tv.grid}: the scale is max(|min|, |max|) of the range / {tv.grid_max:g}.")
         c2.metric("Values clipped", f"{tv.clipped_fraction:.3%}" if tv.scale is not None else "–",
-                  help="Of the reference values shown, those outside what INT8 can represent with this scale.")
+                  help=f"Of the reference values shown, those outside what {tv.grid} can represent with this scale.")
         st.caption(f"Calibrated range {tv.calibration_min:.6g} … {tv.calibration_max:.6g}"
                    + (f"; custom range in force: {tv.override[0]:g} … {tv.override[1]:g}" if tv.override else "")
-                   + (f"; INT8 represents {tv.clip_low:.6g} … {tv.clip_high:.6g}" if tv.clip_low is not None else "") + ".")
+                   + (f"; {tv.grid} represents {tv.clip_low:.6g} … {tv.clip_high:.6g}" if tv.clip_low is not None else "") + ".")
         st.plotly_chart(histogram_figure(tv), key="tv_hist", width="stretch", config={"displayModeBar": False})
         limit = tv.clip_high if tv.clip_high is not None else None
-        st.plotly_chart(channel_figure(tv.channels.max_abs, limit, what=f"{tv.tensor}", limit_label="INT8 limit (127 × scale)"),
+        st.plotly_chart(channel_figure(tv.channels.max_abs, limit, what=f"{tv.tensor}", limit_label=f"{tv.grid} limit ({tv.grid_max:g} × scale)"),
                         key="tv_channels", width="stretch", config={"displayModeBar": False})
         st.caption(f"From {tv.samples} reference samples. One scale serves the whole tensor, so a channel far above the "
-                   "others leaves few INT8 steps for the rest.")
+                   f"others leaves few {tv.grid} steps for the rest.")
         _range_editor(tv)
     with weights:
         if tv.weight_channels is None:
             st.caption("This node has no weight tensor.")
         else:
             w = tv.weight_channels
-            limits = tuple(127 * s for s in w.scales) if len(w.scales) == len(w.max_abs) else ()
-            st.plotly_chart(channel_figure(w.max_abs, None, what="output", limit_label="INT8 limit (127 × its scale)",
+            limits = tuple(tv.grid_max * s for s in w.scales) if len(w.scales) == len(w.max_abs) else ()
+            st.plotly_chart(channel_figure(w.max_abs, None, what="output", limit_label=f"{tv.grid} limit ({tv.grid_max:g} × its scale)",
                                            per_channel_limits=limits), key="tv_weights", width="stretch",
                             config={"displayModeBar": False})
             st.caption("Weights are quantized per output channel, so each channel has its own scale.")
@@ -118,8 +118,8 @@ def _range_editor(tv: engine.TensorView) -> None:
             ranges.pop(tv.tensor, None)
             planned = None
         if planned is not None:
-            st.caption(f"Next rebuild: {tv.tensor}={planned[0]:g},{planned[1]:g}, INT8 scale "
-                       f"{max(abs(planned[0]), abs(planned[1])) / 127:.6g} (now {tv.scale:.6g}). Rebuild on the Rebuild page.")
+            st.caption(f"Next rebuild: {tv.tensor}={planned[0]:g},{planned[1]:g}, {tv.grid} scale "
+                       f"{max(abs(planned[0]), abs(planned[1])) / tv.grid_max:.6g} (now {tv.scale:.6g}). Rebuild on the Rebuild page.")
         else:
             st.caption(f"Suggested start: the range that keeps 99.99% of these values, within the calibrated range. Symmetric "
-                       f"INT8 uses max(|min|, |max|) / 127 as its scale (now {tv.scale:.6g}).")
+                       f"{tv.grid} uses max(|min|, |max|) / {tv.grid_max:g} as its scale (now {tv.scale:.6g}).")

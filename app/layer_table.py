@@ -83,24 +83,25 @@ def printf(fmt: str) -> str:
     return "%" + fmt
 
 
-def column_config(st_column_config, precision: str) -> dict:
-    """Column labels and formats; `st_column_config` is streamlit.column_config (kept out of this pure module)."""
+def column_config(st_column_config, precision: str, quantized: str = "INT8") -> dict:
+    """Column labels and formats; `st_column_config` is streamlit.column_config (kept out of this pure module).
+    precision: the fallback precision; quantized: what quantized nodes compute in (INT8, FP8)."""
     cc = st_column_config
     config = {
         TICK: cc.CheckboxColumn(f"keep {precision}", width=90,
-                                help=f"Tick to keep this node out of INT8 ({precision}) on the next rebuild; only fallback "
+                                help=f"Tick to keep this node out of {quantized} ({precision}) on the next rebuild; only fallback "
                                      "candidates can be ticked."),
         "rank": cc.NumberColumn("rank", format="%d", width=60,
-                                help="The engine's culprit ranking: 1 hurts the final outputs most when it alone is INT8."),
+                                help=f"The engine's culprit ranking: 1 hurts the final outputs most when it alone is {quantized}."),
         "node": cc.TextColumn("node", help="The node's name in the graph QuantScope compared (after pre-processing)."),
         "original": cc.TextColumn("from your file", help="The node(s) of your file it came from: their names, or '#index Op' "
                                                          "where your file has no name. Search finds these names too."),
         "op_type": cc.TextColumn("op", width="small"),
-        "alone_snr_db": cc.NumberColumn("outputs SNR, only it INT8 (dB)", format="%.2f",
-                                        help="Final-output SNR with only this node in INT8 (lower is worse)."),
+        "alone_snr_db": cc.NumberColumn(f"outputs SNR, only it {quantized} (dB)", format="%.2f",
+                                        help=f"Final-output SNR with only this node in {quantized} (lower is worse)."),
         "gain_db": cc.NumberColumn("outputs SNR gain, only it in fallback (dB)", format="%+.2f",
                                    help="How much falling back only this node raises the final-output SNR from every node in "
-                                        "INT8 (higher is better)."),
+                                        f"{quantized} (higher is better)."),
         "ranked_on": cc.NumberColumn("ranked on", format="%d", width="small",
                                      help="How many samples this node's two outputs-SNR columns were measured on: the ranking "
                                           "measures every node on a few, then the strongest on more, so compare values "
@@ -136,7 +137,8 @@ def refusal(node: str, op_type: str, op_types: tuple[str, ...]) -> str:
             f"{'/'.join(op_types)} node from the ranking.")
 
 
-def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit, ...] = (), fallback: int = 0) -> str:
+def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit, ...] = (), fallback: int = 0,
+                     quantized: str = "INT8") -> str:
     """What the culprit order means, for the Layers page and the report. culprits: the list it orders, whose first was
     measured on its own sample count (a budget-limited ranking measures every unit on fewer samples than its all-INT8
     figure). fallback: how many nodes this build keeps out of INT8; a rebuild keeps the ranking of the all-INT8 build."""
@@ -144,13 +146,13 @@ def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit
         return "Ranked by the noise each node adds (harm was not measured)."
     if ranking.view == "gain":
         what = (f"Ranked by measured gain: how much falling back only that node raises the final outputs' SNR from "
-                f"{engine.format_metric('snr_db', ranking.all_int8_snr_db)} dB with every node in INT8 (higher first; "
+                f"{engine.format_metric('snr_db', ranking.all_int8_snr_db)} dB with every node in {quantized} (higher first; "
                 "this order was chosen because falling back its top three together recovered more than the top three by "
-                "the SNR with only that node in INT8)")
+                f"the SNR with only that node in {quantized})")
     else:
-        what = "Ranked by measured harm: the final outputs' SNR with only that node in INT8 (lower is worse)"
+        what = f"Ranked by measured harm: the final outputs' SNR with only that node in {quantized} (lower is worse)"
     top = (culprits[0].samples if culprits else 0) or ranking.samples
-    against = (f" Measured against every node in INT8, not against this build with {fallback} node(s) in fallback: with "
+    against = (f" Measured against every node in {quantized}, not against this build with {fallback} node(s) in fallback: with "
                "those in fallback, another node's effect can differ." if fallback and ranking.method == "measured harm" else "")
     head = sum(1 for c in culprits if c.samples == top)
     rest = {c.samples for c in culprits if c.samples and c.samples != top}

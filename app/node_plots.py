@@ -63,8 +63,8 @@ def histogram_figure(tv: engine.TensorView) -> go.Figure:
     marks = [(tv.calibration_min, "calibrated min", "#2ca02c", "dot", "bottom left"),
              (tv.calibration_max, "calibrated max", "#2ca02c", "dot", "bottom right")]
     if tv.clip_low is not None:
-        marks += [(tv.clip_low, "INT8 clips below", COLORS["ticked"], "dash", "top left"),
-                  (tv.clip_high, "INT8 clips above", COLORS["ticked"], "dash", "top right")]
+        marks += [(tv.clip_low, f"{tv.grid} clips below", COLORS["ticked"], "dash", "top left"),
+                  (tv.clip_high, f"{tv.grid} clips above", COLORS["ticked"], "dash", "top right")]
     if tv.override is not None:
         marks += [(tv.override[0], "custom min", "#9467bd", "dashdot", "bottom left"),
                   (tv.override[1], "custom max", "#9467bd", "dashdot", "bottom right")]

@@ -84,7 +84,7 @@ def _culprits(summary: engine.Summary, layers: pd.DataFrame) -> str:
                      _e("not measured" if c.introduced_db != c.introduced_db else "none measurable" if c.introduced_db <= NOISE_FLOOR_DB
                         else f"{c.introduced_db:.1f}")])
     more = f"<p>{len(summary.culprits) - MAX_CULPRITS} more in summary.json.</p>" if len(summary.culprits) > MAX_CULPRITS else ""
-    return (f"<p>{_e(ranking_sentence(summary.ranking, summary.culprits))}</p>" + _table(["rank", "node", "from your file", "op", "outputs SNR (dB), only it INT8",
+    return (f"<p>{_e(ranking_sentence(summary.ranking, summary.culprits, quantized=summary.config.precision.value.upper()))}</p>" + _table(["rank", "node", "from your file", "op", f"outputs SNR (dB), only it {summary.config.precision.value.upper()}",
                                           "outputs SNR gain (dB), only it in fallback", "ranked on (samples)",
                                           "its output's SNR (dB)", "noise it adds (dB)"], rows) + more)
 

@@ -20,6 +20,7 @@ from onnx import numpy_helper
 from engine.backends.select import resolve_backend
 from engine.compare.reference_cache import ReferenceCache
 from engine.errors import ConfigError
+from engine.quantize.config import Precision
 from engine.runs import RunFolder
 
 __all__ = ["Neighbour", "Edge", "Neighbourhood", "neighbourhood", "ChannelStats", "TensorView", "tensor_view", "HIST_BINS"]
@@ -117,8 +118,8 @@ class TensorView:
     tensor: str  # the node's quantized activation input
     calibration_min: float
     calibration_max: float
-    scale: float | None  # the INT8 scale in the candidate (None: the tensor is not quantized there)
-    clip_low: float | None  # the values INT8 can represent: [-128, 127] * scale (symmetric)
+    scale: float | None  # the scale in the candidate (None: the tensor is not quantized there)
+    clip_low: float | None  # the values the grid can represent: INT8 [-128, 127] * scale, FP8 E4M3 [-448, 448] * scale
     clip_high: float | None
     override: tuple[float, float] | None  # a custom range (--range) in force for this tensor
     hist_counts: tuple[int, ...]
@@ -130,6 +131,8 @@ class TensorView:
     weight_channels: ChannelStats | None
     observed_min: float  # of the reference values shown
     observed_max: float
+    grid: str = "INT8"  # what the quantized tensor is stored in: INT8, or FP8 E4M3 (its largest step is 448 x scale)
+    grid_max: float = 127.0  # the grid's largest value, in steps of the scale
 
     def suggested_range(self, percentile: float = 99.99) -> tuple[float, float]:
         """A range that keeps `percentile` % of the reference values (from the histogram): a starting point to edit.
@@ -221,7 +224,9 @@ def tensor_view(run_dir: str | os.PathLike, node: str, *, max_batches: int = 8) 
     flat = values.reshape(-1)
     finite = flat[np.isfinite(flat)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    clip_low, clip_high = (-128 * scale, 127 * scale) if scale is not None else (None, None)
+    fp8 = cfg.quant.precision is Precision.FP8
+    grid_low, grid_high = (-448.0, 448.0) if fp8 else (-128.0, 127.0)  # an FP8 run's view clipped at INT8's 127 x scale
+    clip_low, clip_high = (grid_low * scale, grid_high * scale) if scale is not None else (None, None)
     span_lo = min(lo, clip_low) if clip_low is not None else lo
     span_hi = max(hi, clip_high) if clip_high is not None else hi
     counts, edges = np.histogram(finite, bins=HIST_BINS, range=(span_lo, span_hi if span_hi > span_lo else span_lo + 1))
@@ -236,4 +241,5 @@ def tensor_view(run_dir: str | os.PathLike, node: str, *, max_batches: int = 8) 
     return TensorView(node, activation, calib[0], calib[1], scale, clip_low, clip_high, override,
                       tuple(int(c) for c in counts), tuple(float(e) for e in edges), clipped,
                       ChannelStats(_channel_max(values, 1), (scale,) * (values.shape[1] if values.ndim > 1 else 1) if scale else ()),
-                      int(values.shape[0]) if values.ndim else 1, weight, w_stats, lo, hi)
+                      int(values.shape[0]) if values.ndim else 1, weight, w_stats, lo, hi,
+                      "FP8 E4M3" if fp8 else "INT8", grid_high)

@@ -102,26 +102,27 @@ def _amplifiers(layers: pd.DataFrame, view: GraphView) -> tuple[Amplifier, ...]:
 
 
 def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
-              fallback: frozenset[str] = frozenset(), outputs_snr_db: float = math.nan, samples: int = 0) -> str:
+              fallback: frozenset[str] = frozenset(), outputs_snr_db: float = math.nan, samples: int = 0, q: str = "INT8") -> str:
+    """q: what the quantized nodes compute in (INT8, FP8): an FP8 run's headline said 'alone in INT8'."""
     # the all-INT8 figure on every sample (every output together, as the ranking measures), where the ranking measured
     # fewer: on a one-output model the Compare page's "Final-output SNR" it sits beside
     whole = (outputs_snr_db, samples) if not fallback and ranking is not None and samples > ranking.samples else None
-    sentence = _finding(culprits, ranking, layers, whole, this_build=bool(fallback))
+    sentence = _finding(culprits, ranking, layers, whole, this_build=bool(fallback), q=q)
     if ranking is None or not culprits or not fallback:
         return sentence
     # a rebuild keeps the ranking (it measures each node against every node in INT8, whatever the fallback set), and its
     # numbers read as this build's: on PP-OCRv4's recogniser '14.7 dB' beside this build's 14.46 dB
-    return (f"{sentence} The ranking measured each node against every node in INT8 ({_db(ranking.all_int8_snr_db)} on "
+    return (f"{sentence} The ranking measured each node against every node in {q} ({_db(ranking.all_int8_snr_db)} on "
             f"{ranking.samples} samples), not against this build with {len(fallback)} node(s) in fallback ({_db(outputs_snr_db)} "
             f"on {samples} samples): with those in fallback, another node's effect can differ.")
 
 
 def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
-             whole: tuple[float, int] | None = None, this_build: bool = False) -> str:
+             whole: tuple[float, int] | None = None, this_build: bool = False, q: str = "INT8") -> str:
     """this_build: a rebuild with nodes in fallback, whose layerwise curve is its own while the ranking is the all-INT8
     build's (the captcha trial read both halves of one sentence as one build's)."""
     if not culprits:
-        return "No node is left in INT8 to rank: every quantizable node is in fallback or none was quantized."
+        return f"No node is left in {q} to rank: every quantizable node is in fallback or none was quantized."
     top = culprits[0]
     which = "this build's" if this_build else "the"
     curve = f"on {which} layerwise curve its SNR {_snr_change(top.input_snr_db, top.snr_db)}"
@@ -129,14 +130,14 @@ def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers:
         # the top unit's numbers come from the stage that measured it, which a budget-limited plan may run on fewer
         # samples than the all-INT8 figure: say both counts then
         on = top.samples or ranking.samples
-        base = f"every node in INT8: {_db(ranking.all_int8_snr_db)}" + (
+        base = f"every node in {q}: {_db(ranking.all_int8_snr_db)}" + (
             f" on {_samples(ranking.samples)}" if on != ranking.samples or whole is not None else "")
         if whole is not None and not math.isnan(whole[0]):  # PP-OCRv4: '14.7 dB' on 16 beside the page's 14.05 dB on 64
             base += f", {_db(whole[0])} on all {whole[1]}"
     if ranking is not None and ranking.view == "gain" and not top.gain_db > 0:
         return (f"No single fallback raises the final outputs on the {_samples(on)} the ranking measured "
                 f"({base}; the best, {top.node} ({top.op_type}), changes them "
-                f"by {top.gain_db:+.1f} dB): there the INT8 error is no larger than what the fallback precision adds, or the "
+                f"by {top.gain_db:+.1f} dB): there the {q} error is no larger than what the fallback precision adds, or the "
                 f"samples are too few to tell; rank on more samples (--screen-samples) before you trust this list. "
                 f"For {top.node}, {curve}.")
     if ranking is not None and ranking.view == "gain":
@@ -144,7 +145,7 @@ def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers:
                 f"by {top.gain_db:+.1f} dB on {_samples(on)} ({base}; the list is ordered by this gain because falling back its "
                 f"top three together recovered more than the top three by harm); {curve}.")
     if ranking is not None:
-        return (f"Quantizing {top.node} ({top.op_type}) hurts the final outputs most: alone in INT8 it brings them to "
+        return (f"Quantizing {top.node} ({top.op_type}) hurts the final outputs most: alone in {q} it brings them to "
                 f"{_db(top.alone_snr_db)} SNR on {_samples(on)} ({base}); {curve}.")
     if not top.introduced_db > FLOOR_DB:
         return "No quantized node adds measurable error: the candidate matches the reference."
@@ -189,7 +190,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
     return Summary(
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
         batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
-            culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs), lw.samples),
+            culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs), lw.samples, cfg.quant.precision.value.upper()),
         fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view),

@@ -92,11 +92,13 @@ if len(picked) > 1 or tickable:
     c2.button("Tick the picked candidates", on_click=_tick_picked, disabled=not tickable)
 
 st.subheader("Fallback")
-st.caption(f"{lt.ranking_sentence(summary.ranking, summary.culprits, len(summary.fallback))} Only fallback candidates (nodes INT8 quantizes) can be ticked.")
+quantized = summary.config.precision.value.upper()  # INT8, or FP8 for an FP8 run (whose page said INT8 throughout)
+st.caption(f"{lt.ranking_sentence(summary.ranking, summary.culprits, len(summary.fallback), quantized)} "
+           f"Only fallback candidates (nodes {quantized} quantizes) can be ticked.")
 c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")
 k = c1.number_input("Top-k culprits", min_value=1, max_value=max(1, len(summary.culprits)),
                     value=max(1, min(engine.RANKING_TOP_SET, len(summary.culprits))), key="topk",
-                    help=f"The ranking measured every node two ways (alone in INT8; alone in fallback) and orders the list "
+                    help=f"The ranking measured every node two ways (alone in {quantized}; alone in fallback) and orders the list "
                          f"by the way whose top {engine.RANKING_TOP_SET}, fallen back together, restored the outputs more."
                     if summary.ranking.method == "measured harm" else None)
 c2.button("Tick the top-k culprits", on_click=_tick_top, args=(int(k),), disabled=not summary.culprits,
@@ -106,7 +108,7 @@ c3.button("Clear all ticks", on_click=state.set_fallback, args=((),), disabled=n
 f1, f2, f3 = st.columns([2, 2, 1], vertical_alignment="bottom")
 ops = f1.multiselect("Filter by op type", sorted(layers["op_type"].unique()), key="flt_ops")
 name = f2.text_input("Search names (yours or the graph's)", key="flt_name", placeholder="e.g. HardSwish, #2, mix_act")
-show_all = f3.toggle("Every node", key="flt_all", help="Also list the nodes INT8 does not quantize (they cannot be ticked).")
+show_all = f3.toggle("Every node", key="flt_all", help=f"Also list the nodes {quantized} does not quantize (they cannot be ticked).")
 
 rows = lt.filter_rows(lt.node_rows(result, show_all), ops, name)
 view = f"{result.files}|{sorted(ops)}|{name}|{show_all}|{ss.get(state.TABLE_GENERATION, 0)}"
@@ -114,7 +116,7 @@ key = "fallback_table_" + hashlib.sha1(view.encode()).hexdigest()[:12]
 if key not in ss or ss.get(state.TABLE_BASE, (None,))[0] != key:  # a new table starts from the ticks as they are
     ss[state.TABLE_BASE] = (key, frozenset(ticks))
 nodes = list(rows["node"])
-config = lt.column_config(st.column_config, precision)
+config = lt.column_config(st.column_config, precision, quantized)
 config[lt.INSPECT] = st.column_config.ButtonColumn("inspect", key="inspect_click", on_click=_inspect_clicked, args=(nodes,),
                                                    type="tertiary", width="small")
 frame = lt.table_frame(rows, ss[state.TABLE_BASE][1], cands)
@@ -122,7 +124,7 @@ st.data_editor(frame, key=key, on_change=_table_changed, args=(key, nodes),
                disabled=[c for c in frame.columns if c != lt.TICK], hide_index=True,
                column_config=config, width="stretch", row_height=35, height=min(36 * (len(rows) + 1) + 3, 600), placeholder="")
 if rows.empty:
-    st.info("No node matches this filter" + ("" if show_all else "; turn on **Every node** to also search the nodes INT8 "
+    st.info("No node matches this filter" + ("" if show_all else f"; turn on **Every node** to also search the nodes {quantized} "
                                               "does not quantize") + ". Your ticks stay as they are.")
 if refused := ss.get(state.TICK_REFUSED):
     st.error(refused)
@@ -130,7 +132,7 @@ ticks = state.fallback()
 st.caption(f"{len(ticks)} node(s) ticked for {precision} fallback: {', '.join(sorted(ticks)) or 'none'}")
 if summary.amplifiers:
     st.caption("Not quantized, yet they make noise louder (ticking them changes nothing): " + "; ".join(amplifier_notes(result)) + ".")
-st.page_link("views/rebuild.py", label="Next: rebuild with these nodes out of INT8", icon=":material/arrow_forward:")
+st.page_link("views/rebuild.py", label=f"Next: rebuild with these nodes out of {quantized}", icon=":material/arrow_forward:")
 
 if inspect is not None:
     inspector(result, inspect, ticks)
