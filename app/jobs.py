@@ -40,7 +40,8 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
     if found := ENGINE_ESTIMATE.search(message):
         estimate, bound = float(found.group(2)), bound or bool(found.group(1))
         message = (message[:found.start()] + message[found.end():]).strip()
-    elif ev.total > ev.done > 0 and stage_seconds > 1:
+    elif ev.total > ev.done > 0 and stage_seconds > 1 and "time left is known" not in message:
+        # (the engine says when its first step is not yet a measure: a probe stage's first probe carries the warm-up)
         estimate = stage_seconds / ev.done * (ev.total - ev.done)
     text = f"{ev.stage}: {message}" if message else ev.stage
     if ev.total > 0 and not re.search(r"\d+/\d+", message):  # the engine's message may count already

@@ -15,6 +15,7 @@ class Stage:
     COMPARE = "compare"
     FINAL_OUTPUTS = "final outputs"
     RANK = "rank"
+    PREPARE_PROBES = "preparing probes"  # before sensitivity or a fallback search: the probe data and its session
     SENSITIVITY = "sensitivity"
     AUTOFALLBACK = "fallback search"
     LATENCY = "latency"

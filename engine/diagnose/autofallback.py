@@ -103,6 +103,7 @@ class _Search:
         self.budget = 0  # an upper bound on the probes still to come, for progress totals
         self.quantized: frozenset[str] | None = None  # the units' nodes a rebuild can fall back
         self.started = time.perf_counter()
+        self._first: tuple[float, int] | None = None  # when the first probe came back, and the count then
 
     def measure_many(self, sets: list[list[Unit]], phase: str) -> list[ProbeMetrics]:
         """Every set's probe, the ones not measured before in one go (in parallel where the pool has workers)."""
@@ -128,10 +129,18 @@ class _Search:
         return out
 
     def _eta(self, done: int, overall: int) -> str:
-        """The budget is an upper bound (a search usually stops earlier), so the estimate is one too."""
+        """The budget is an upper bound (a search usually stops earlier), so the estimate is one too. Counted from the
+        first probe on: that one carries the session's first run and the resumed runs' set-up (a layout detector's search
+        said "at most about 27275 s left" after it)."""
         if done <= 0:
             return ""
-        left = (time.perf_counter() - self.started) / done * max(0, overall - done)
+        if self._first is None:
+            self._first = (time.perf_counter(), done)
+            return "; the time left is known after the next probe"
+        t0, d0 = self._first
+        if done <= d0:
+            return ""
+        left = (time.perf_counter() - t0) / (done - d0) * max(0, overall - done)
         return f", at most about {left:.0f} s left"
 
     def measure(self, units: list[Unit] | tuple[Unit, ...], phase: str) -> ProbeMetrics:
@@ -226,7 +235,7 @@ def search_fallback(
         raise ConfigError(f"Unknown strategy '{strategy}'; use greedy, bisect or both.")
     if max_nodes is not None and max_nodes < 1:
         raise ConfigError(f"--max-nodes {max_nodes} is not positive; use 1 or more.")
-    _, cfg, probe = open_probe(run_dir, provider, mode, samples)
+    _, cfg, probe = open_probe(run_dir, provider, mode, samples, progress)
     op_of = {n.name: n.op_type for n in probe.reference.graph.node}
     with pools(probe) as pool:
         unit_list = list(probe.units)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,15 @@ from engine.diagnose.probes import OutputProbe
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, RunFolderError
 from engine.model.info import model_info
+from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.config import FallbackPrecision, QuantConfig
 from engine.quantize.emit import emit_candidate
 from engine.run_config import RunConfig
 from engine.runs import RunFolder
 
-__all__ = ["open_probe", "probe_for_run", "cached_probe_data"]
+__all__ = ["open_probe", "probe_for_run", "cached_probe_data", "PREPARE_STEPS"]
+
+PREPARE_STEPS = 3  # the probe data, the FP32 outputs where the cache has none, the probe session
 
 
 MERGED_BATCH = 32  # probes run on batches of up to this many samples: one run a probe on a GPU, where runs cost launches
@@ -74,7 +78,7 @@ def _whole(parts, outputs: list[str]):
 
 
 def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backend, samples: int | None = None,
-                      whole_batches: bool = False) -> ProbeData:
+                      whole_batches: bool = False, on_batch: Callable[[int, int], None] | None = None) -> ProbeData:
     """The run's first `samples` cached samples (all if None) with the reference's final outputs, from the cache or,
     where it kept only inputs, recomputed. whole_batches: never split or join batches (a model whose batch size is fixed);
     otherwise batches are joined up to MERGED_BATCH samples."""
@@ -99,7 +103,12 @@ def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backe
         n += take
     if any(len(r) < len(outputs) for r in refs):  # the cache kept inputs only
         with backend.runner(reference) as runner:
-            refs = [{o: out[o] for o in outputs} for out in map(runner.infer, batches)]  # one run a batch
+            refs = []
+            for b in batches:  # one run a batch
+                out = runner.infer(b)
+                refs.append({o: out[o] for o in outputs})
+                if on_batch is not None:
+                    on_batch(len(refs), len(batches))
     if not whole_batches:
         batches, refs = _merged(batches, refs, MERGED_BATCH)
     labels = np.load(run.labels, allow_pickle=False)[:n] if run.labels.is_file() else None
@@ -122,7 +131,8 @@ class RunEmitter:
 
 
 def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend: Backend, units: UnitMode,
-                  samples: int | None, device_library: str | None = None) -> OutputProbe | None:
+                  samples: int | None, device_library: str | None = None,
+                  on_batch: Callable[[int, int], None] | None = None) -> OutputProbe | None:
     """A probe (not yet entered) over the run's first `samples` cached samples, every fallback candidate of the run's
     quantization in a unit; None when nothing is quantized. A unit in fallback takes the run's fallback precision."""
     config = cfg.quant.with_fallback(())
@@ -131,22 +141,31 @@ def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, ba
     nodes = fallback_candidates(candidate, config.op_types)
     if not nodes:
         return None
-    data = cached_probe_data(run, reference, backend, samples, whole_batches=model_info(reference).fixed_batch is not None)
+    data = cached_probe_data(run, reference, backend, samples, whole_batches=model_info(reference).fixed_batch is not None,
+                             on_batch=on_batch)
     return OutputProbe(backend, reference, candidate, fallback_units(reference, nodes, units), data, emit,
                        fp16=config.fallback_precision is FallbackPrecision.FP16, device_library=device_library,
                        resume_bytes=cfg.memory_bytes // 2)
 
 
 def open_probe(run_dir: str | os.PathLike, provider: str | None = None, units: UnitMode = UnitMode.NODE,
-               samples: int | None = None) -> tuple[RunFolder, RunConfig, OutputProbe]:
+               samples: int | None = None, progress: ProgressCallback = no_progress) -> tuple[RunFolder, RunConfig, OutputProbe]:
     """The run folder, its settings and a probe over it, on the run's resolved backend (or on ONNX Runtime where that
-    backend cannot switch Q/DQ at run time)."""
+    backend cannot switch Q/DQ at run time). progress: the PREPARE_PROBES stage (what a user waited on, unannounced,
+    for 49 s on a layout detector whose cache kept inputs only: its reference outputs are computed again here)."""
     run = RunFolder(run_dir)
     run.require()
     cfg = run.read_config()
+    progress(ProgressEvent(Stage.PREPARE_PROBES, 0, PREPARE_STEPS, "emitting the all-INT8 candidate and reading the cached samples"))
     backend = probe_backend(resolve_backend(provider or cfg.provider).backend)
-    probe = probe_for_run(run, cfg, onnx.load(run.reference), backend, units, samples)
+
+    def on_batch(done: int, total: int) -> None:
+        progress(ProgressEvent(Stage.PREPARE_PROBES, 1, PREPARE_STEPS,
+                               f"the FP32 model's outputs, which the batch cache did not keep: batch {done}/{total}"))
+
+    probe = probe_for_run(run, cfg, onnx.load(run.reference), backend, units, samples, on_batch=on_batch)
     if probe is None:
         raise ConfigError(f"Nothing in {run.path} is quantized ({', '.join(cfg.quant.op_types)}), so there is nothing to probe; "
                           "compare again with other --op-types.", option="op_types")
+    progress(ProgressEvent(Stage.PREPARE_PROBES, 2, PREPARE_STEPS, "opening the probe session and timing its first probe"))
     return run, cfg, probe

@@ -39,10 +39,16 @@ def sensitivity_frame(pool: ProbePool, op_types: dict[str, str], progress: Progr
     requests = [ProbeRequest()]
     for unit in units:
         requests += [ProbeRequest(only=unit), ProbeRequest(fallback=frozenset(unit))]
-    started = time.perf_counter()
+    first: list[float] = []
 
     def on_result(done: int, total: int) -> None:
-        eta = (time.perf_counter() - started) / done * (total - done)
+        # the first probe carries the session's first run and the resumed runs' set-up (a layout detector's said
+        # "about 9803 s left" for a job of about 20 minutes): the time left is counted from the second one on
+        if done == 1 or not first:
+            first[:] = [time.perf_counter(), done]
+            progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}; the time left is known after the next"))
+            return
+        eta = (time.perf_counter() - first[0]) / (done - first[1]) * (total - done)
         progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}, about {eta:.0f} s left"))
 
     results = pool.measure_many(requests, on_result)
@@ -106,7 +112,7 @@ def sensitivity(run_dir: str | os.PathLike, *, provider: str | None = None, samp
     if samples is not None and samples < 1:
         raise ConfigError(f"--samples {samples} is not positive; use 1 or more, or leave it out.", option="samples")
     mode = UnitMode.parse(units) if isinstance(units, str) else units
-    run, _, probe = open_probe(run_dir, provider, mode, samples)
+    run, _, probe = open_probe(run_dir, provider, mode, samples, progress)
     ops = {n.name: n.op_type for n in probe.reference.graph.node}
     with pools(probe) as pool:
         frame = sensitivity_frame(pool, ops, progress)

@@ -48,6 +48,12 @@ CASES = [
     # the last step done: no time left, and never 'taking longer' for the engine's final 'about 0 s left'
     ((S.COMPARE, 10, 10, "batch 10/10, about 0 s left", 9.0, 3.0), "compare: batch 10/10"),
     ((S.SENSITIVITY, 103, 103, "probe 103/103, about 0 s left", 9.0, 0.0), "sensitivity: probe 103/103"),
+    # the first probe carries the session's warm-up: the engine says the time left comes later, and the app does not
+    # estimate one from it either (a layout detector's first probe gave 'about 9803 s left' for about 20 minutes)
+    ((S.SENSITIVITY, 1, 205, "probe 1/205; the time left is known after the next", 49.0, 3.0),
+     "sensitivity: probe 1/205; the time left is known after the next"),
+    ((S.PREPARE_PROBES, 1, 3, "the FP32 model's outputs, which the batch cache did not keep: batch 4/32", 0.0, 1.0),
+     "preparing probes: the FP32 model's outputs, which the batch cache did not keep: batch 4/32"),
 ]
 
 
