@@ -129,7 +129,8 @@ def batch_size_input(column, inputs: Inputs | None, key: str) -> int:
     if fixed is not None:
         return int(column.number_input("Batch size", min_value=fixed, max_value=fixed, value=fixed, key=f"{key}_fixed_{fixed}",
                                        disabled=True, help=f"The model fixes its batch dimension at {fixed}, so batches are {fixed}."))
-    return int(column.number_input("Batch size", min_value=1, max_value=512, value=25, key=key))
+    st.session_state.setdefault(key, 25)  # not value=25: a configuration opened from the Sweep page sets the key
+    return int(column.number_input("Batch size", min_value=1, max_value=512, key=key))
 
 
 def delta_color(delta: str | None) -> str:

@@ -34,15 +34,19 @@ model_ops = model_op_types(inputs.model if inputs is not None else None)
 options = list(engine.TRT_INT8_OP_TYPES) + [op for op in model_ops if op not in engine.TRT_INT8_OP_TYPES]
 if preset := ss.pop(state.COMPARE_SETTINGS, None):  # a configuration opened on the Sweep page: before the controls draw
     ss.update({k: [op for op in v if op in options] if k == "cmp_ops" else v for k, v in preset.items()})
+# defaults go into Session State, never as a widget's value: a configuration opened from the Sweep page sets these keys,
+# and a widget given both logged Streamlit's "created with a default value but also had its value set" warning
+for k, v in {"cmp_percentile": 99.999, "cmp_screen": 32, "cmp_ops": list(engine.TRT_INT8_OP_TYPES)}.items():
+    ss.setdefault(k, v)
 c1, c2, c3, c4, c5, c6 = st.columns(6)
 methods = [m.value for m in engine.CalibrationMethod]
 method = c1.selectbox("Calibration", methods, key="cmp_method")
-percentile = c2.number_input("Percentile", min_value=90.0, max_value=100.0, value=99.999, step=0.001, format="%.4f",
+percentile = c2.number_input("Percentile", min_value=90.0, max_value=100.0, step=0.001, format="%.4f",
                              key="cmp_percentile", disabled=method != engine.CalibrationMethod.PERCENTILE.value,
                              help="For percentile calibration: the range keeps this % of the calibration values (--percentile).")
 batch = batch_size_input(c3, inputs, "cmp_batch")
 provider = c4.selectbox("Provider", list(engine.PROVIDERS), key="cmp_provider")
-screen = c5.number_input("Ranking samples", min_value=0, max_value=100_000, value=32, key="cmp_screen",
+screen = c5.number_input("Ranking samples", min_value=0, max_value=100_000, key="cmp_screen",
                          help="The culprit ranking measures each node's harm on at most this many samples (--screen-samples): "
                               "within its time budget it may measure every node on a few and only the strongest on more "
                               "(the Layers page says which). 0 ranks by the noise each node adds, without measuring.")
@@ -51,7 +55,7 @@ precision = c6.selectbox("Precision", [p.value for p in Precision], key="cmp_pre
                               "(--precision).")
 slots = {"calib_method": c1.empty(), "percentile": c2.empty(), "batch": c3.empty(), "provider": c4.empty(),
          "screen_samples": c5.empty(), "precision": c6.empty()}
-op_types = st.multiselect("Op types to quantize", options, default=list(engine.TRT_INT8_OP_TYPES), key="cmp_ops",
+op_types = st.multiselect("Op types to quantize", options, key="cmp_ops",
                           help="TensorRT runs Conv, ConvTranspose, Gemm and MatMul in INT8 when their inputs carry Q/DQ "
                                "(--op-types); the other choices are this model's own op types.")
 slots["op_types"] = st.empty()

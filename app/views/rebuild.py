@@ -128,7 +128,8 @@ stem = s.file_stem()  # the user's model and this build, not the run folder's ca
 # Every file is made on the click (deferred) and a click does not rerun the page (on_click="ignore"): each full rerun
 # registers new files and drops the last run's, so a second download clicked while the first one's rerun was under way
 # asked for a dropped file ("Deferred file ... not found" in the server log, nothing saved in the browser).
-d1.download_button("Rebuilt Q/DQ model (.onnx)", (files / "candidate.onnx").read_bytes, f"{stem}.onnx", on_click="ignore")
+d1.download_button("Model (.onnx)", (files / "candidate.onnx").read_bytes, f"{stem}.onnx", on_click="ignore",
+                   help="The rebuilt Q/DQ model: nodes in fallback have no Q/DQ around them.")
 d2.download_button("layers.csv", (files / "layers.csv").read_bytes, f"{stem}_layers.csv", on_click="ignore")
 d3.download_button("summary.json", (files / "summary.json").read_bytes, f"{stem}_summary.json", on_click="ignore")
 d4.download_button("HTML report", lambda: report, f"{stem}_report.html", mime="text/html", on_click="ignore",

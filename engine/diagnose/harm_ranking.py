@@ -154,6 +154,11 @@ class HarmRanking:
                    float(d.get("work", 0.0)))
 
 
+def _count(n: int, noun: str) -> str:
+    """'1 sample', '8 samples' (a progress line read 'every unit on 1 samples')."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def _order(harms: list[UnitHarm], view: str) -> list[UnitHarm]:
     def key(h: UnitHarm) -> float:
         v = h.alone_snr_db if view == "alone" else -h.gain_db
@@ -212,7 +217,7 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
         return [UnitHarm(tuple(u), tuple(op_types.get(x, "?") for x in u), res[1 + 2 * i].outputs_snr_db,
                          res[2 + 2 * i].outputs_snr_db - base, n) for i, u in enumerate(todo)], base
 
-    first, base = both_views(units, plan.first_samples, f"every unit on {full.head(plan.first_samples).samples} samples")
+    first, base = both_views(units, plan.first_samples, f"every unit on {_count(full.head(plan.first_samples).samples, 'sample')}")
     ordered = {view: _order(first, view) for view in ("alone", "gain")}
     if plan.refined:
         shortlist = list(dict.fromkeys(h.nodes for view in ("alone", "gain") for h in ordered[view][:plan.refined]))
@@ -225,7 +230,7 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
             if nodes not in shortlist:
                 shortlist.append(nodes)
         refined_list, base = both_views(shortlist, plan.refined_samples,
-                                        f"the {len(shortlist)} strongest of both views on {full.head(plan.refined_samples).samples} samples")
+                                        f"the {len(shortlist)} strongest of both views on {_count(full.head(plan.refined_samples).samples, 'sample')}")
         refined = {h.nodes: h for h in refined_list}
         rest = [h for h in first if h.nodes not in refined]
         ordered = {view: _order(list(refined.values()), view) + _order(rest, view) for view in ("alone", "gain")}

@@ -101,6 +101,8 @@ def _confined(base: Path, location: str, tensor: str, name: str) -> Path:
 
 
 def _parse(data: bytes, name: str) -> onnx.ModelProto:
+    if not data:
+        raise ModelError(f"{name} is empty (0 bytes); upload or point to the .onnx file again (a failed copy or download leaves an empty file).")
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)

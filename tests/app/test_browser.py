@@ -240,7 +240,7 @@ def test_renamed_model_names_ticks_views_ranges_and_cancel_in_a_real_browser(ser
         # page, and the next click during that rerun asked for a file the rerun had dropped (nothing was saved)
         got = []
         page.on("download", lambda d: got.append(d))
-        for label in ("Rebuilt Q/DQ model (.onnx)", "layers.csv", "summary.json", "HTML report"):
+        for label in ("Model (.onnx)", "layers.csv", "summary.json", "HTML report"):
             page.get_by_role("button", name=label).click()
             page.wait_for_timeout(150)
         for _ in range(100):

@@ -127,7 +127,7 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     assert shown.value == f"{after_snr:.2f} dB"
     assert shown.delta == f"{after_snr - before_snr:+.2f} dB"  # the improvement the engine reports
     labels = {d.label for d in at.get("download_button")}
-    assert {"Rebuilt Q/DQ model (.onnx)", "layers.csv", "summary.json", "HTML report"} <= labels
+    assert {"Model (.onnx)", "layers.csv", "summary.json", "HTML report"} <= labels
     # every download made on the click, and no click reruns the page: a rerun drops the files the last run registered,
     # and a second download clicked during the first one's rerun failed
     assert all(d.proto.deferred_file_id and not d.proto.url and d.proto.ignore_rerun for d in at.get("download_button"))
@@ -394,3 +394,22 @@ def test_a_refused_or_cancelled_sweep_keeps_the_sweep_shown(monkeypatch, runs_ro
     assert [i.value for i in at.info][-1] == "Cancelled the sweep during its calibrate stage: the sweep shown before it (if any) is kept."
     assert at.session_state[state.SWEEP] is shown and len(at.dataframe[0].value) == 1
     assert [p.name for p in shown.result.folder.parent.iterdir()] == [shown.result.folder.name]  # the cancelled one left nothing
+
+
+def test_a_configuration_opened_from_a_sweep_sets_the_controls_without_a_streamlit_warning(caplog):
+    """Opening a sweep's configuration sets Compare's widget keys; widgets that also had a default value logged Streamlit's
+    'created with a default value but also had its value set via the Session State API' warning with a stack trace."""
+    import logging
+
+    import engine
+    from app.sweeps import compare_settings
+
+    at = fresh()
+    config = engine.QuantConfig(calibration=engine.CalibrationMethod.PERCENTILE, percentile=99.9, op_types=("Conv",))
+    at.session_state[state.COMPARE_SETTINGS] = compare_settings(config, 10, "cpu")
+    with caplog.at_level(logging.WARNING):
+        at.switch_page("views/compare.py").run()
+    assert not at.exception
+    assert at.number_input(key="cmp_percentile").value == 99.9 and at.number_input(key="cmp_batch").value == 10
+    assert at.multiselect(key="cmp_ops").value == ["Conv"] and at.selectbox(key="cmp_method").value == "percentile"
+    assert not [r for r in caplog.records if "Session State API" in r.getMessage()]

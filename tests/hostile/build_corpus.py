@@ -100,7 +100,8 @@ def build(out: Path) -> list[dict]:
          "check that it is a complete .onnx file, exported again if needed.")
     p = out / "empty.onnx"
     p.write_bytes(b"")
-    case("empty file", "model", p, "'empty.onnx' contains no ONNX graph; check that it is an .onnx model file and not another format.")
+    case("empty file", "model", p, "'empty.onnx' is empty (0 bytes); upload or point to the .onnx file again (a failed copy or "
+         "download leaves an empty file).")
     p = out / "png.onnx"
     p.write_bytes(_png(Image.new("RGB", (4, 4))))
     case("image named .onnx", "model", p, None, expect_prefix="'png.onnx' ")
