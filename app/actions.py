@@ -72,6 +72,8 @@ def run_sweep(inputs: Inputs, plan: SweepPlan, batch: int, provider: str) -> Job
     ws, index, settings = st.session_state[state.WORKSPACE], run_index(), state.settings()
     parent = session_dir(ws) / SWEEPS
 
+    content: list = []
+
     def work(progress):
         parent.mkdir(exist_ok=True)
         folder = Path(tempfile.mkdtemp(prefix="sweep_", dir=parent))
@@ -81,7 +83,8 @@ def run_sweep(inputs: Inputs, plan: SweepPlan, batch: int, provider: str) -> Job
                                   methods=plan.methods, percentiles=plan.percentiles or (99.999,), op_type_sets=plan.op_type_sets,
                                   precisions=plan.precisions, batch_size=batch, provider=provider, images=inputs.images,
                                   select=plan.select, progress=progress, settings=settings, model_names=[inputs.name])
-            remember_sweep(out, inputs, batch, provider)
+            content[:] = inputs.content_key()  # hashed here, in the worker, once
+            remember_sweep(out, inputs, batch, provider, tuple(content))
             return result
 
         try:
@@ -91,7 +94,7 @@ def run_sweep(inputs: Inputs, plan: SweepPlan, batch: int, provider: str) -> Job
             raise
 
     def on_done(result: engine.SweepResult) -> None:
-        st.session_state[state.SWEEP] = Swept(result, inputs, batch, provider, inputs.name)
+        st.session_state[state.SWEEP] = Swept(result, inputs, batch, provider, inputs.name, tuple(content))
 
     return submit("sweep", work, on_done)
 

@@ -13,7 +13,7 @@ import streamlit as st
 import engine
 from engine import QuantizedReader, quantized_readers, run_neighbourhood
 
-__all__ = ["ModelFacts", "model_facts", "data_digest", "readers", "neighbourhood", "tensor_view", "report", "stamp"]
+__all__ = ["ModelFacts", "model_facts", "data_digest", "content_key", "readers", "neighbourhood", "tensor_view", "report", "stamp"]
 
 
 def stamp(path: str | os.PathLike) -> tuple[str, int, int]:
@@ -48,6 +48,17 @@ def data_digest(model: str, data: str, images: engine.ImagePreprocess | None) ->
     """The samples' content digest as a run's summary records it (Summary.data_sha256); "" where it is not known cheaply
     (an image folder) or the files cannot be read."""
     return _data_digest(stamp(data), stamp(model), images)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _content_key(_inputs, stamps: tuple, images: str) -> tuple[tuple[str, str], ...]:
+    return _inputs.content_key()
+
+
+def content_key(inputs) -> tuple[tuple[str, str], ...]:
+    """Inputs.content_key, hashed once per version of the files."""
+    return _content_key(inputs, tuple(stamp(p) for p in (inputs.model, inputs.calib, inputs.data, inputs.labels) if p),
+                        repr(inputs.images))
 
 
 def model_facts(path: str) -> ModelFacts:

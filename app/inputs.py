@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,25 @@ class Inputs:
         if self.sample:
             return f"sample_models/{Path(path).name}"
         return dict(self.uploaded_as).get(role, Path(path).name)
+
+    def present(self) -> bool:
+        """Whether every file is still on the server (a new upload set discards the earlier ones)."""
+        return all(Path(p).is_file() for r in ROLES if (p := self.path(r)) is not None)
+
+    def content_key(self) -> tuple[tuple[str, str], ...]:
+        """(role, sha256 of the file's bytes) for every file, and how image folders become arrays: the same key means the
+        same inputs, wherever they were uploaded to (a sweep reopened after its files were uploaded again)."""
+        out = []
+        for role in ROLES:
+            if (path := self.path(role)) is not None:
+                digest = hashlib.sha256()
+                with open(path, "rb") as f:
+                    while chunk := f.read(1 << 20):
+                        digest.update(chunk)
+                out.append((role, digest.hexdigest()))
+        images = dataclasses.asdict(self.images) if self.images is not None else None
+        out.append(("images", json.dumps(images, sort_keys=True, default=str)))
+        return tuple(out)
 
     @property
     def uses_images(self) -> bool:

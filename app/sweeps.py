@@ -4,6 +4,7 @@ its configurations. Values in, values out: no Streamlit."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +50,19 @@ class Swept:
     batch: int
     provider: str
     name: str = ""  # the model's name, as the inputs knew it
+    content: tuple[tuple[str, str], ...] = ()  # Inputs.content_key of what it ran on (empty: not known)
+
+    @property
+    def openable(self) -> bool:
+        """Its inputs are known and still on the server."""
+        return self.inputs is not None and self.inputs.present()
+
+    def on_inputs(self, inputs: Inputs | None, content: tuple[tuple[str, str], ...]) -> Swept | None:
+        """This sweep opening on `inputs` (whose content key is `content`) where its own files are gone but those are the
+        same files uploaded again; None otherwise (a trial's re-upload of the identical files could not open it)."""
+        if (self.inputs is not None and self.inputs.present()) or inputs is None or not self.content or content != self.content:
+            return None
+        return dataclasses.replace(self, inputs=inputs)
 
     @property
     def model_name(self) -> str:

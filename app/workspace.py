@@ -107,11 +107,12 @@ def _restore_inputs(ws: str) -> None:
         return  # nothing remembered (or unreadable): the Load page starts on the sample
 
 
-def remember_sweep(folder: Path, inputs: Inputs, batch: int, provider: str) -> None:
+def remember_sweep(folder: Path, inputs: Inputs, batch: int, provider: str, content: tuple[tuple[str, str], ...] = ()) -> None:
     """Beside a finished sweep's table: what it ran on, so History and a reopened workspace can show it again."""
     target = folder / SWEPT_FILE
     tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps({"inputs": inputs.to_record(), "batch": batch, "provider": provider}))
+    tmp.write_text(json.dumps({"inputs": inputs.to_record(), "batch": batch, "provider": provider,
+                               "content": [list(pair) for pair in content or inputs.content_key()]}))
     os.replace(tmp, target)
 
 
@@ -123,9 +124,10 @@ def open_sweep(record: RunRecord) -> Swept:
     try:
         meta = json.loads((record.run_dir / SWEPT_FILE).read_text())
         inputs, batch, provider = _inputs_of(record.workspace, meta["inputs"]), int(meta["batch"]), str(meta["provider"])
+        content = tuple((str(role), str(key)) for role, key in meta.get("content", ()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         raise engine.RunFolderError(f"Sweep {record.id}'s folder lacks what it ran on ({SWEPT_FILE}); sweep again.") from None
-    swept = Swept(result, inputs, batch, provider, record.model)
+    swept = Swept(result, inputs, batch, provider, record.model, content)
     st.session_state[state.SWEEP] = swept
     return swept
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 import engine
-from app import state
+from app import cached, state
 from app import sweeps as sw
 from app.actions import busy, job_panel, open_configuration, run_sweep, show_error
 from app.cached import model_op_types
@@ -77,9 +77,12 @@ st.caption(f"Batch {swept.batch}, provider {swept.provider}; {sum(r.seconds for 
            "mean over batches of this size, so a comparison at another batch size or ranking sample count can name another "
            "culprit and a slightly different cosine (SNR does not depend on either); open a configuration for its full "
            "ranking.")
-if swept.inputs is None:
+if not swept.openable and inputs is not None and (again := swept.on_inputs(inputs, cached.content_key(inputs))) is not None:
+    swept = ss[state.SWEEP] = again
+    st.caption(f"The files this sweep ran on were loaded again ({inputs.name}), so its configurations open on them.")
+if not swept.openable:
     st.warning(f"The files this sweep ran on ({swept.model_name}) are no longer in this workspace, so its configurations cannot "
-               "be opened; load them again on the Load page and sweep again.")
+               "be opened; load the same files again on the Load page, or sweep again.")
 elif inputs is not None and swept.inputs != inputs:
     st.warning(f"This sweep ran on {swept.inputs.name}, not on the inputs in use now ({inputs.name}); opening a configuration "
                f"compares {swept.inputs.name}.")
@@ -97,7 +100,7 @@ pick = c1.selectbox("Configuration", range(len(rows)), index=index, key="sw_open
                     format_func=lambda i: f"{sw.BEST} " * rows[i].best + rows[i].config.label)
 row = rows[pick if pick is not None and pick < len(rows) else index]
 why_not = ("This configuration has no numbers (see its note), so there is nothing to open." if row.note
-           else "The files this sweep ran on are no longer loaded." if swept.inputs is None
+           else "The files this sweep ran on are no longer loaded." if not swept.openable
            else "A job of this session is running." if busy() else None)
 if c2.button("Open on the Layers page", disabled=why_not is not None, help=why_not or
              "Runs a comparison with this configuration on the same inputs (the Compare page's job) and shows it on the "

@@ -309,3 +309,36 @@ def test_a_sweep_is_in_history_and_the_link_shows_it_again_after_a_restart(runs_
     next(b for b in back.button if b.label == "Open sweep").click().run()
     assert back.session_state[state.SWEEP].result.folder == swept.result.folder
     assert back.success[0].value == "Sweep 1 is on the Sweep page."
+
+
+def test_a_sweep_whose_files_were_uploaded_again_opens_on_them(runs_root):
+    """A trial uploaded the identical files again and the sweep still said its files were gone: the same content,
+    wherever it was uploaded to, opens it again; other content does not."""
+    samples = ROOT / "sample_models"
+    a = session()
+    a.radio(key="load_source").set_value("Upload").run()
+
+    def use(calib: str) -> None:
+        a.switch_page("views/load.py").run()
+        a.file_uploader(key="up_model").set_value(("mine.onnx", (samples / "resnet_digits.onnx").read_bytes(), "application/octet-stream"))
+        a.file_uploader(key="up_calib").set_value(("calib.npz", (samples / calib).read_bytes(), "application/octet-stream"))
+        a.run()
+        next(b for b in a.button if b.label == "Use these files").click().run()
+
+    use("digits_calib.npz")
+    first = a.session_state[state.INPUTS]
+    a.switch_page("views/sweep.py").run()
+    a.multiselect(key="sw_methods").set_value(["minmax"]).run()
+    click(a, "Run sweep")
+    use("digits_eval.npz")  # other data: the sweep's own set is discarded, and these are not its inputs
+    assert not Path(first.model).exists()
+    a.switch_page("views/sweep.py").run()
+    assert any("are no longer in this workspace" in w.value for w in a.warning)
+    assert next(b for b in a.button if b.label == "Open on the Layers page").disabled is True
+
+    use("digits_calib.npz")  # the same bytes again, in a new upload set
+    a.switch_page("views/sweep.py").run()
+    assert not a.warning, [w.value for w in a.warning]
+    assert any(c.value.startswith("The files this sweep ran on were loaded again") for c in a.caption)
+    assert a.session_state[state.SWEEP].inputs == a.session_state[state.INPUTS] != first
+    assert next(b for b in a.button if b.label == "Open on the Layers page").disabled is False
