@@ -61,7 +61,11 @@ def not_of_inputs_in_use(result: engine.ComparisonResult, *, buttons: tuple[str,
         model = model_facts(inputs.model).digest
     except (engine.QuantScopeError, OSError):
         return  # the Load page says what is wrong with these files
-    see = "press **Run comparison**" if on_compare else "run a comparison on the Compare page"
+    job = st.session_state.get(state.JOB)
+    if job is not None and job.active and job.kind == "compare":  # 'press Run comparison' while it already ran read as stuck
+        see = "the comparison running now shows that one when it finishes"
+    else:
+        see = "press **Run comparison**" if on_compare else "run a comparison on the Compare page"
     named = " and ".join(f"**{b}**" for b in buttons)
     acts = f" {named} here work{'s' if len(buttons) == 1 else ''} on this result's run, not on the files in use." if buttons else ""
     if not (s.model_sha256 == model if s.model_sha256 else s.model == inputs.name):

@@ -158,6 +158,13 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
         at.switch_page(page).run()
         assert any(w.value.startswith("This result is of **resnet_digits_outlier**, not of the model in use now "
                                       "(**mobile_digits**)") and w.value.endswith(ends) for w in at.warning), page
+    # a comparison of the new files already running: the page says it will show them, not to press the button again
+    from app.jobs import Job
+    at.session_state[state.JOB] = Job(99, "compare", state="running")
+    at.switch_page("views/compare.py").run()
+    assert any(w.value.startswith("This result is of **resnet_digits_outlier**") and
+               "the comparison running now shows that one when it finishes" in w.value for w in at.warning)
+    at.session_state[state.JOB] = None
     same = sample_inputs("resnet_digits_outlier")
     at.session_state[state.INPUTS] = dataclasses.replace(same, data=same.calib, labels=None)  # the same model, other samples
     at.switch_page("views/layers.py").run()
