@@ -12,7 +12,7 @@ import pytest
 
 from engine import compare
 from engine.quantize.config import CalibrationMethod, QuantConfig
-from engine.quantize.entropy import entropy_amax
+from engine.quantize.entropy import entropy_amax, entropy_ranges
 from tests.engine.conftest import SAMPLES
 
 
@@ -40,7 +40,7 @@ def _reference_amax(hist: np.ndarray, edges: np.ndarray, levels: int = 128) -> f
             filled = members & (h[:i] > 0)
             if filled.any():
                 q[filled] = h[:i][members].sum() / filled.sum()
-        if q.sum() == 0:
+        if q.sum() == 0 or len({g for g, c in zip(group, h[:i]) if c > 0}) < 2:  # one level left: not a candidate
             continue
         kl = _kl(p, q)
         tie = math.isfinite(best_kl) and kl <= best_kl + 1e-12 * max(1.0, abs(best_kl))
@@ -75,6 +75,29 @@ def test_known_answers():
     assert entropy_amax(np.zeros(2048), np.linspace(0, 1, 2049)) == 1.0  # nothing seen: the whole range
     relu = np.concatenate([[10_000_000], np.full(2047, 1000)])  # a ReLU: most values exactly zero, the rest flat
     assert entropy_amax(relu, np.linspace(0, 1, 2049)) == 1.0  # the zeros do not pull the threshold in
+
+
+def _collected(*chunks: np.ndarray):
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    collector = HistogramCollector("percentile", True, 2048, 2048, 99.999, "same")  # as calibrate() collects
+    for chunk in chunks:
+        collector.collect({"t": [chunk.astype(np.float32)]})
+    return collector.histogram_dict
+
+
+def test_histograms_not_starting_at_zero_are_searched_from_zero():
+    """ORT's collector starts its bins at the first chunk's smallest |x| (at -0.5 for an all-zero first chunk) and adds
+    bins as values grow; the search works on 2048 bins from zero, as TensorRT's calibrator keeps them."""
+    rng = np.random.default_rng(0)
+    relu = np.maximum(rng.standard_normal((4, 20_000)), 0)
+    low, high = entropy_ranges(_collected(np.zeros((4, 100)), relu))["t"][:2]
+    assert low == 0 and 3.0 < high <= relu.max()  # not 0.0005: the zeros first put them mid-histogram
+    assert high == pytest.approx(float(entropy_ranges(_collected(relu))["t"][1]), rel=0.05)
+    shifted = 3.7 + 2.6 * rng.random((4, 20_000))  # |x| in [3.7, 6.3]: nothing to clip
+    assert float(entropy_ranges(_collected(shifted))["t"][1]) == pytest.approx(shifted.max(), rel=1e-3)
+    grown = entropy_ranges(_collected(rng.standard_normal((4, 10_000)), 100 * rng.standard_normal((4, 10_000))))["t"][1]
+    assert 150 < float(grown) <= 500  # a 100x jump grew ORT's histogram to 200,000 bins; searched on 2048
 
 
 def _high(value: dict) -> float:
