@@ -22,6 +22,7 @@ import engine
 __all__ = ["Job", "JobQueue", "job_queue", "progress_label"]
 
 UPPER_BOUND_STAGES = {engine.Stage.AUTOFALLBACK}  # their totals are the most probes a search can take
+UNEVEN_STAGES = {engine.Stage.PREPARE_PROBES}  # steps of very different lengths: no time left from their count
 
 
 LATE_GRACE_S, LATE_GRACE_SHARE = 2.0, 0.5  # past its estimate by less than this (or half a step's share), a stage is not late
@@ -40,7 +41,7 @@ def progress_label(ev: engine.ProgressEvent, stage_seconds: float, since_event: 
     if found := ENGINE_ESTIMATE.search(message):
         estimate, bound = float(found.group(2)), bound or bool(found.group(1))
         message = (message[:found.start()] + message[found.end():]).strip()
-    elif ev.total > ev.done > 0 and stage_seconds > 1 and "time left is known" not in message:
+    elif ev.total > ev.done > 0 and stage_seconds > 1 and "time left is known" not in message and ev.stage not in UNEVEN_STAGES:
         # (the engine says when its first step is not yet a measure: a probe stage's first probe carries the warm-up)
         estimate = stage_seconds / ev.done * (ev.total - ev.done)
     text = f"{ev.stage}: {message}" if message else ev.stage

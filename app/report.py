@@ -51,7 +51,9 @@ def _outputs(summary: engine.Summary) -> str:
     rows = [[f"<code>{_e(name)}</code>"] + [_e(engine.format_metric(m.column, float(o[m.column]))) for m in cols]
             for name, o in summary.outputs.items()]
     if len(summary.outputs) > 1:  # the figure the headline and the pages' first tile use
-        rows.append([f"all {len(summary.outputs)} outputs together (each against its own signal)"]
+        counted = len(summary.float_outputs) if summary.float_outputs else len(summary.outputs)
+        rows.append([f"all {counted} outputs together (each against its own signal)" if counted == len(summary.outputs)
+                     else f"its {counted} float output{'s' if counted != 1 else ''} together (each against its own signal)"]
                     + [_e(engine.format_metric("snr_db", summary.outputs_together_snr_db())) if m.column == "snr_db" else ""
                        for m in cols])
     return _table(["output"] + [m.label for m in cols], rows)
@@ -110,10 +112,10 @@ function qsNoPlotly() { document.querySelectorAll('.qs-plot').forEach(function (
 
 
 EXECUTION_NOTE = (  # beside every accuracy figure: the pages and the report (a trial's ORT run of the download disagreed)
-    "Accuracy figures are of the Q/DQ model computed as written, with float biases: what TensorRT runs. ONNX Runtime "
-    "runs the same file differently (from its basic optimization level on it quantizes biases to int32, and at its "
-    "default level it fuses its own INT8 kernels), so there the numbers differ: check the downloaded model in the "
-    "runtime you deploy with.")
+    "Accuracy figures are of this Q/DQ model as the comparison's backend ran it: on ONNX Runtime, computed as written "
+    "with float biases (what TensorRT computes); on TensorRT, its built engine. ONNX Runtime's own optimized execution of "
+    "the same file differs (from its basic optimization level on it quantizes biases to int32, and at its default level "
+    "it fuses its own INT8 kernels): check the downloaded model in the runtime you deploy with.")
 
 
 def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: pd.DataFrame | None = None,

@@ -161,7 +161,9 @@ def output_tiles(s: engine.Summary, before: engine.Summary | None = None) -> lis
     tiles = []
     if n > 1:
         together = s.outputs_together_snr_db()
-        tiles.append((f"SNR, all {n} outputs", f"{engine.format_metric('snr_db', together)} dB",
+        counted = len(s.float_outputs) if s.float_outputs else n
+        tiles.append((f"SNR, all {n} outputs" if counted == n else f"SNR, {counted} float output{'s' if counted != 1 else ''} of {n}",
+                      f"{engine.format_metric('snr_db', together)} dB",
                       _change(together, before.outputs_together_snr_db(), " dB", 2) if before is not None else None,
                       "Every output against its own signal (the mean of their noise-to-signal power ratios): the figure the "
                       "headline and the ranking use. Each output's own figure is listed under the tiles."))

@@ -144,10 +144,12 @@ class RankingInfo:
                    read_number(d.get("seconds")), float(d.get("work", 0.0)))
 
 
-def outputs_together(outputs: dict[str, OutputMetrics]) -> float:
-    """Every final output together, each against its own signal (the mean of their noise-to-signal ratios), as the
-    ranking and the headline measure a model with several outputs; a one-output model's final-output SNR."""
-    return outputs_snr_db([10 ** (-m.snr_db / 10) if not math.isnan(m.snr_db) else math.nan for m in outputs.values()])
+def outputs_together(outputs: dict[str, OutputMetrics], names: tuple[str, ...] = ()) -> float:
+    """The final outputs `names` (default: all) together, each against its own signal (the mean of their noise-to-signal
+    ratios), as the ranking and the headline measure a model with several outputs; a one-output model's final-output
+    SNR. The ranking scores float outputs only: an integer output (an ArgMax label) equal in both adds an infinite SNR."""
+    chosen = [m for o, m in outputs.items() if not names or o in names]
+    return outputs_snr_db([10 ** (-m.snr_db / 10) if not math.isnan(m.snr_db) else math.nan for m in chosen])
 
 
 @dataclass(frozen=True)
@@ -183,12 +185,14 @@ class Summary:
     # candidate any more; the layerwise columns are this build's), so a user deciding whether to untick one still sees
     # what it cost in INT8
     held: tuple[Culprit, ...] = ()
+    float_outputs: tuple[str, ...] = ()  # the outputs of a float type, which the ranking and the headline count (empty:
+    # a summary from before it was recorded: every output)
 
     def small_channels(self, output: str) -> ChannelSplit | None:
         return next((c for c in self.channel_splits if c.output == output), None)
 
     def outputs_together_snr_db(self) -> float:
-        return outputs_together(self.outputs)
+        return outputs_together(self.outputs, self.float_outputs)
 
     def file_stem(self) -> str:
         """What this build's downloads are named after: the user's model, the build in words and a short digest of its
@@ -218,6 +222,7 @@ class Summary:
             "unmodified_candidate_batches": self.unmodified_candidate_batches, "passes": self.passes,
             "model_sha256": self.model_sha256, "data_sha256": self.data_sha256,
             "channel_splits": [c.to_dict() for c in self.channel_splits],
+            "float_outputs": list(self.float_outputs),
             "held_in_fallback": [c.to_dict() for c in self.held],
         }
         if self.engine is not None:
@@ -243,6 +248,7 @@ class Summary:
             data_sha256=d.get("data_sha256", ""),
             channel_splits=tuple(ChannelSplit.from_dict(c) for c in d.get("channel_splits", ())),
             held=tuple(Culprit.from_dict(c, 0) for c in d.get("held_in_fallback", ())),
+            float_outputs=tuple(d.get("float_outputs", ())),
         )
 
 

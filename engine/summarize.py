@@ -190,12 +190,13 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
     return Summary(
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
         batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
-            culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs), lw.samples, cfg.quant.precision.value.upper()),
+            culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs, lw.float_outputs), lw.samples,
+            cfg.quant.precision.value.upper()),
         fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view),
         not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
         recalibrated=recalibrated, unmodified_candidate_batches=lw.unmodified_batches, passes=lw.passes,
         engine=lw.artifacts.get("engine"), model_sha256=cfg.model_sha256, data_sha256=cfg.data_sha256,
-        channel_splits=lw.channel_splits, held=held,
+        channel_splits=lw.channel_splits, held=held, float_outputs=lw.float_outputs,
     )

@@ -215,8 +215,10 @@ class OnnxRuntimeBackend:
         try:
             yield _HostRunner(runner)
         finally:
-            runner.deactivate()  # the session goes with it
-            loader.release()
+            try:
+                runner.deactivate()  # the session goes with it
+            finally:
+                loader.release()
 
 
 def _quiet_polygraphy() -> None:

@@ -102,6 +102,8 @@ class SharedCpuArena:
             onnx.checker.check_model(model)
             options = ort.SessionOptions()
             options.add_session_config_entry("session.use_env_allocators", "1")
+            options.intra_op_num_threads = options.inter_op_num_threads = 1  # no pool of spinning threads for a no-op
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             self._shrinker = (ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"]),
                               ort.RunOptions())
             self._shrinker[1].add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")

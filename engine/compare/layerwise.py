@@ -63,6 +63,7 @@ class LayerwiseRun:
     passes: int = 1  # marked passes per batch (see memory_plan)
     micro_batch: int | None = None  # samples per marked pass, where batches were split (see memory_plan)
     channel_splits: tuple[ChannelSplit, ...] = ()  # final outputs whose small-scale channels the SNR hides
+    float_outputs: tuple[str, ...] = ()  # the final outputs of a float type (what the ranking scores; not ArgMax labels)
 
 
 class _Clock:
@@ -119,6 +120,7 @@ def run_layerwise(
     # A difference (or a non-deterministic backend) keeps the unmodified run on every batch.
     identical: dict[tuple, bool] = {}
     unmodified = 0
+    float_outputs: tuple[str, ...] = ()
     plan: MemoryPlan | None = None
     current: int | None = None
 
@@ -245,6 +247,8 @@ def run_layerwise(
                                                 np.array_equal(cand_out[o], plain[o]) for o in view.outputs)
                 task = _update_final_outputs(final, final_reducer, task, view, ref_out, plain, labels, channels,
                                              sl.stop - sl.start)
+                if not float_outputs:
+                    float_outputs = tuple(o for o in view.outputs if o in ref_out and np.issubdtype(ref_out[o].dtype, np.floating))
                 clock.add("final_outputs", t0)
             entries += 1
             samples += n
@@ -279,6 +283,7 @@ def run_layerwise(
         artifacts=artifacts,
         passes=plan.passes if plan is not None else 1,
         micro_batch=plan.micro if plan is not None else None,
+        float_outputs=float_outputs,
     )
 
 

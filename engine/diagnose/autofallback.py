@@ -134,13 +134,13 @@ class _Search:
         said "at most about 27275 s left" after it)."""
         if done <= 0:
             return ""
+        now = time.perf_counter()
         if self._first is None:
-            self._first = (time.perf_counter(), done)
-            return "; the time left is known after the next probe"
+            self._first = (now, done)
         t0, d0 = self._first
-        if done <= d0:
-            return ""
-        left = (time.perf_counter() - t0) / (done - d0) * max(0, overall - done)
+        if done <= d0 or now - t0 < 1.0:  # workers' first results come back together: wait for a second of them
+            return "; the time left is known after a few more probes"
+        left = (now - t0) / (done - d0) * max(0, overall - done)
         return f", at most about {left:.0f} s left"
 
     def measure(self, units: list[Unit] | tuple[Unit, ...], phase: str) -> ProbeMetrics:

@@ -43,13 +43,18 @@ def sensitivity_frame(pool: ProbePool, op_types: dict[str, str], progress: Progr
 
     def on_result(done: int, total: int) -> None:
         # the first probe carries the session's first run and the resumed runs' set-up (a layout detector's said
-        # "about 9803 s left" for a job of about 20 minutes): the time left is counted from the second one on
-        if done == 1 or not first:
-            first[:] = [time.perf_counter(), done]
-            progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}; the time left is known after the next"))
-            return
-        eta = (time.perf_counter() - first[0]) / (done - first[1]) * (total - done)
-        progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}, about {eta:.0f} s left"))
+        # "about 9803 s left" for a job of about 20 minutes), and workers' first results come back together: the time
+        # left is counted from the first result on, once a second has passed
+        now = time.perf_counter()
+        if not first:
+            first[:] = [now, done]
+        if done >= total:
+            progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}"))
+        elif done == first[1] or now - first[0] < 1.0:
+            progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}; the time left is known after a few more"))
+        else:
+            eta = (now - first[0]) / (done - first[1]) * (total - done)
+            progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}, about {eta:.0f} s left"))
 
     results = pool.measure_many(requests, on_result)
     full = results[0]

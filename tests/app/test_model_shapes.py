@@ -60,7 +60,7 @@ def test_a_model_with_several_outputs_names_the_one_its_figures_are_of(tmp_path)
     assert tiles["Final-output SNR, output 1 of 2"].value == f"{s.outputs['y'].snr_db:.2f} dB"
     every = next(c.value for c in at.caption if c.value.startswith("Every output: "))
     assert f"'f' {s.outputs['f'].snr_db:.2f} dB SNR" in every and f"'y' {s.outputs['y'].snr_db:.2f} dB SNR" in every
-    assert any(c.value.startswith("Accuracy figures are of the Q/DQ model computed as written") for c in at.caption)
+    assert any(c.value.startswith("Accuracy figures are of this Q/DQ model as the comparison's backend ran it") for c in at.caption)
 
 
 def test_a_fixed_batch_is_shown_as_fixed_before_the_run(tmp_path):

@@ -255,14 +255,17 @@ def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
     quiet = dataclasses.replace(result.summary, culprits=(dataclasses.replace(result.summary.culprits[0], introduced_db=engine.FLOOR_DB),))
     html = build_report(result.layers, quiet, None, None, "quantscope compare m.onnx", ())
     assert "<td>none measurable</td>" in html and "<td>none</td>" not in html
-    assert "computed as written, with float biases: what TensorRT runs" in html  # which execution the figures are of
+    assert "computed as written with float biases (what TensorRT computes)" in html  # which execution the figures are of
     # a model with several outputs: the headline's figure, every output together, is a row of its own
     second = engine.OutputMetrics.from_dict("extra", {**next(iter(result.summary.outputs.values())).to_dict(), "snr_db": 10.0})
-    two = dataclasses.replace(result.summary, outputs={**result.summary.outputs, "extra": second})
+    two = dataclasses.replace(result.summary, outputs={**result.summary.outputs, "extra": second},
+                              float_outputs=(*result.summary.outputs, "extra"))
     html = build_report(result.layers, two, None, None, "", ())
     row = html.split("all 2 outputs together (each against its own signal)</td>")[1].split("</tr>")[0]
     assert row == "<td></td><td></td><td>" + engine.format_metric("snr_db", two.outputs_together_snr_db()) + "</td>" + "<td></td>" * 4
     assert "all 2 outputs" not in build_report(result.layers, result.summary, None, None, "", ())
+    label = dataclasses.replace(two, float_outputs=tuple(result.summary.outputs))  # 'extra' an integer label output
+    assert "its 1 float output together" in build_report(result.layers, label, None, None, "", ())
 
 
 def test_the_layer_figure_of_a_large_graph_stays_well_under_a_megabyte():

@@ -52,8 +52,12 @@ CASES = [
     # estimate one from it either (a layout detector's first probe gave 'about 9803 s left' for about 20 minutes)
     ((S.SENSITIVITY, 1, 205, "probe 1/205; the time left is known after the next", 49.0, 3.0),
      "sensitivity: probe 1/205; the time left is known after the next"),
-    ((S.PREPARE_PROBES, 1, 3, "the FP32 model's outputs, which the batch cache did not keep: batch 4/32", 0.0, 1.0),
-     "preparing probes: the FP32 model's outputs, which the batch cache did not keep: batch 4/32"),
+    # preparing probes: three steps of very different lengths, so no time left from their count (review: 'batch 30/32,
+    # about 90 s left', rising)
+    ((S.PREPARE_PROBES, 1, 3, "the FP32 model's outputs, which the batch cache did not keep: batch 30/32", 20.0, 1.0),
+     "preparing probes: the FP32 model's outputs, which the batch cache did not keep: batch 30/32"),
+    ((S.PREPARE_PROBES, 2, 3, "opening the probe session and timing its first probe", 25.0, 1.0),
+     "preparing probes: opening the probe session and timing its first probe (2 of 3)"),
 ]
 
 

@@ -35,8 +35,10 @@ def test_sensitivity_reports_its_preparation_then_a_time_left_from_the_second_pr
     assert [e.done for e in prep] == sorted(e.done for e in prep) and {e.total for e in prep} == {3}
     recomputed = [e.message for e in prep if "did not keep" in e.message]
     assert recomputed[-1].endswith("batch 2/2")  # 20 samples in batches of 10, computed again: the cache kept inputs only
-    assert probes[0].done == 1 and "known after the next" in probes[0].message and "about" not in probes[0].message
-    assert all(re.search(r"about \d+ s left$", e.message) for e in probes[1:]) and probes[-1].done == probes[-1].total
+    assert probes[0].done == 1 and "known after a few more" in probes[0].message and "about" not in probes[0].message
+    # then an estimate, once a second of results has passed (this sample's probes take milliseconds: none is given)
+    assert all(re.search(r"about \d+ s left$", e.message) or "known after a few more" in e.message for e in probes[1:-1])
+    assert probes[-1].done == probes[-1].total and probes[-1].message == f"probe {probes[-1].total}/{probes[-1].total}"
 
 
 def test_the_fallback_search_reports_its_preparation_and_no_estimate_from_one_probe(inputs_only_run):
@@ -44,5 +46,33 @@ def test_the_fallback_search_reports_its_preparation_and_no_estimate_from_one_pr
     search_fallback(inputs_only_run, "snr_db=30", samples=20, progress=events.append)
     assert events[0].stage == Stage.PREPARE_PROBES
     searched = [e for e in events if e.stage == Stage.AUTOFALLBACK]
-    assert "at most about" not in searched[0].message and "known after the next probe" in searched[0].message
-    assert any("at most about" in e.message for e in searched[1:])
+    assert "at most about" not in searched[0].message and "known after a few more probes" in searched[0].message
+
+
+def test_the_time_left_comes_from_results_after_the_first_and_waits_out_a_burst(monkeypatch):
+    """Results at 10 s (the first, with the warm-up), 10.01 s (a second worker's, at once), then every 2 s: no estimate
+    until a second has passed since the first, then one from the pace after it; none from the warm-up."""
+    import importlib
+    from types import SimpleNamespace
+
+    from engine.diagnose.probe_scoring import ProbeMetrics
+
+    module = importlib.import_module("engine.diagnose.sensitivity")  # the package exports a function of that name
+
+    clock = iter([10.0, 10.01, 12.0, 14.0, 16.0])
+    monkeypatch.setattr(module.time, "perf_counter", lambda: next(clock))
+
+    class Pool:
+        probe = SimpleNamespace(units=(("a",), ("b",)))
+
+        def measure_many(self, requests, on_result):
+            for k in range(1, len(requests) + 1):
+                on_result(k, len(requests))
+            return [ProbeMetrics(1.0, 20.0, 20.0, None, None, None, 0.1)] * len(requests)
+
+    events = []
+    module.sensitivity_frame(Pool(), {"a": "Conv", "b": "Conv"}, events.append)
+    assert [e.message for e in events] == ["probe 1/5; the time left is known after a few more",
+                                           "probe 2/5; the time left is known after a few more",
+                                           "probe 3/5, about 2 s left",  # 2 s for 2 results since the first: 1 s each
+                                           "probe 4/5, about 1 s left", "probe 5/5"]

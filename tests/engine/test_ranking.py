@@ -221,6 +221,29 @@ def test_a_rebuilds_outputs_are_measured_as_the_ranking_measures_them():
     assert _outputs_together({"logits": Out(snr_db=20.0)}) == pytest.approx(20.0)
     assert _outputs_together({"logits": Out(snr_db=20.0), "label": Out(snr_db=math.nan)}) == pytest.approx(20.0)
     assert _outputs_together({"logits": Out(snr_db=math.inf)}) == math.inf
+    # an integer output (an ArgMax label) the same in both builds is left out where the float outputs are known
+    assert _outputs_together({"logits": Out(snr_db=20.0), "label": Out(snr_db=math.inf)}, ("logits",)) == pytest.approx(20.0)
+
+
+def test_a_label_output_is_not_counted_with_the_float_outputs(tmp_path):
+    """A classifier exporting its logits and their ArgMax: the label, equal in both builds, flattered the figure the
+    headline and the tiles give for every output together."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from engine import compare
+    from tests.engine.conftest import tiny_model
+
+    m = tiny_model()
+    m.graph.node.append(helper.make_node("ArgMax", ["y"], ["label"], axis=1, keepdims=0))
+    m.graph.output.append(helper.make_tensor_value_info("label", TensorProto.INT64, ["n"]))
+    onnx.save(m, tmp_path / "m.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(3).standard_normal((12, 2, 8, 8)).astype(np.float32))
+    s = compare(tmp_path / "m.onnx", tmp_path / "d.npz", out_dir=tmp_path / "run", batch_size=4, provider="cpu",
+                screen_samples=0).summary
+    assert list(s.outputs) == ["y", "label"] and s.float_outputs == ("y",)
+    assert s.outputs_together_snr_db() == pytest.approx(s.outputs["y"].snr_db)
 
 
 def test_the_sensitivity_estimate_counts_the_probes_sensitivity_runs_after_a_rebuild(tmp_path):
