@@ -9,7 +9,9 @@ last session sharing it closed, if none opened since, it is shrunk (a run of a o
 arena shrinkage option, about 0.08 s). Not at once: a session's outputs are numpy arrays over arena memory, and those
 still held when it closes (a loop's last final outputs) keep their whole region from being returned; and a job opening
 its next sessions straight away (a compare's ranking after its loop) keeps the memory it is about to need again.
-MobileNetV3: 0.32 GB held after a compare and a rebuild, where an arena a session left 0.44 GB."""
+MobileNetV3: 0.32 GB held after a compare and a rebuild, where an arena a session left 0.44 GB. ONNX Runtime never
+returns the arena's first region (the size of the process's first allocation there), nor a region an output still held
+sits in."""
 
 from __future__ import annotations
 
