@@ -46,8 +46,9 @@ def inspector(result: engine.ComparisonResult, node: str, ticks: set[str]) -> No
         except Exception as err:  # noqa: BLE001 - a view: one sentence, never a traceback
             st.error(str(err) if isinstance(err, engine.QuantScopeError) else engine.unexpected_error_sentence(err))
         else:
-            st.graphviz_chart(neighbourhood_dot(nb, ticks), width="content")
-            st.caption("Blue boxes run in INT8, red ones are ticked for fallback, grey ones run in float; thick blue edges "
+            quantized = result.summary.config.precision.value.upper()
+            st.graphviz_chart(neighbourhood_dot(nb, ticks, quantized), width="content")
+            st.caption(f"Blue boxes run in {quantized}, red ones are ticked for fallback, grey ones run in float; thick blue edges "
                        "carry a Q/DQ pair. Each edge names its tensor and that tensor's SNR.")
     with tensor_col:
         _tensor(result, node)

@@ -23,7 +23,7 @@ def _db(x: float) -> str:
     return "exact" if x == math.inf else "not observed" if math.isnan(x) else f"{x:.1f} dB"
 
 
-def neighbourhood_dot(nb: engine.Neighbourhood, ticked: set[str] | frozenset[str] = frozenset()) -> str:
+def neighbourhood_dot(nb: engine.Neighbourhood, ticked: set[str] | frozenset[str] = frozenset(), quantized: str = "INT8") -> str:
     """Boxes for nodes (the selected one bold; INT8 candidates blue, ticked ones red, float nodes grey), each with where
     it came from in the user's file; edges labelled with their tensor's SNR, Q/DQ edges drawn thick and marked."""
     lines = ["digraph neighbourhood {", "rankdir=TB; bgcolor=transparent;",
@@ -32,7 +32,7 @@ def neighbourhood_dot(nb: engine.Neighbourhood, ticked: set[str] | frozenset[str
     for src in nb.inputs:
         lines.append(f'{_q("in:" + src)} [label={_q(src + chr(10) + "(graph input)")}, shape=ellipse, fillcolor="#ffffff"];')
     for n in nb.nodes:
-        state = "ticked for fallback" if n.name in ticked else "INT8" if n.quantized else "float"
+        state = "ticked for fallback" if n.name in ticked else quantized if n.quantized else "float"
         fill = "#fde0dd" if n.name in ticked else "#deebf7" if n.quantized else "#f0f0f0"
         label = f"{n.name}\n{n.op_type}, {state}"
         if n.original and n.original != n.name:
@@ -44,7 +44,7 @@ def neighbourhood_dot(nb: engine.Neighbourhood, ticked: set[str] | frozenset[str
     names = {n.name for n in nb.nodes}
     for e in nb.edges:
         src = e.source if e.source in names else "in:" + e.source
-        label = f"{e.tensor}\n{_db(e.snr_db)}" + ("\nQ/DQ (INT8)" if e.quantized else "")
+        label = f"{e.tensor}\n{_db(e.snr_db)}" + (f"\nQ/DQ ({quantized})" if e.quantized else "")
         style = 'penwidth=2.5, color="#1f77b4"' if e.quantized else 'color="#555555"'
         lines.append(f"{_q(src)} -> {_q(e.target)} [label={_q(label)}, {style}];")
     lines.append("}")

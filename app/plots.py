@@ -25,6 +25,11 @@ COLORS = {"int8": "#1f77b4", "ticked": "#d62728", "float": "#9e9e9e", "inspect":
 STATE_NAMES = {"int8": "INT8 (fallback candidate)", "ticked": "ticked for fallback", "float": "not quantized (runs in float)"}
 
 
+def state_names(quantized: str = "INT8") -> dict[str, str]:
+    """The markers' meanings, naming what quantized nodes compute in (an FP8 run's legend said INT8)."""
+    return {**STATE_NAMES, "int8": f"{quantized} (fallback candidate)"}
+
+
 def exact_level(*snr: pd.Series) -> float:
     """Where exact tensors (inf dB) are drawn: the next ten above the highest finite SNR plus ten, at most
     SNR_DISPLAY_CAP. At a fixed 100, ddddocr's LSTM zero state (exact) stretched the axis and pressed its 15-37 dB curve
@@ -38,19 +43,20 @@ def _state(df: pd.DataFrame, fallback: set[str]) -> list[str]:
     return ["ticked" if n in fallback else "int8" if q else "float" for n, q in zip(df["node"], df["quantized"].astype(bool))]
 
 
-def hover_texts(df: pd.DataFrame, fallback: set[str] | frozenset[str] = frozenset()) -> list[str]:
+def hover_texts(df: pd.DataFrame, fallback: set[str] | frozenset[str] = frozenset(), quantized: str = "INT8") -> list[str]:
     """One hover text per row: the node, where it came from in the user's file, every metric of engine.METRICS."""
     states = _state(df, set(fallback))
+    names = state_names(quantized)
     out = []
     for (_, r), st in zip(df.iterrows(), states):
-        lines = [f"<b>{r['node']}</b> ({r['op_type']}): {STATE_NAMES[st]}"]
+        lines = [f"<b>{r['node']}</b> ({r['op_type']}): {names[st]}"]
         if isinstance(r.get("original"), str) and r["original"] and r["original"] != r["node"]:
             lines.append(f"from your file: {r['original']}")
         lines.append(f"tensor {r['tensor']}")
         rank = r.get("rank")
         if rank is not None and not pd.isna(rank):
             lines.append(f"culprit rank {int(rank)}: final outputs {engine.format_metric('snr_db', float(r['alone_snr_db']))} dB "
-                         "SNR with only it in INT8")
+                         f"SNR with only it in {quantized}")
         lines += [f"{m.label}: {engine.format_metric(m.column, float(r[m.column]))}" for m in engine.METRICS if m.column in r]
         intro = float(r["introduced_db"])
         lines.append("introduced noise: none measurable" if intro <= NOISE_FLOOR_DB else f"introduced noise: {intro:.1f} dB")
@@ -65,13 +71,13 @@ def node_ticks(names: list[str]) -> tuple[list[int], list[str]]:
     return pos, [names[i] for i in pos]
 
 
-def _legend(fig: go.Figure, states: set[str], inspect: bool) -> None:
+def _legend(fig: go.Figure, states: set[str], inspect: bool, quantized: str = "INT8") -> None:
     """Marker meanings as legend entries (the curves themselves are named by the panel titles)."""
     shapes = {"int8": ("circle", COLORS["int8"]), "ticked": ("diamond", COLORS["ticked"]), "float": ("circle", COLORS["float"])}
     for key in ("int8", "ticked", "float"):
         if key in states:
             symbol, color = shapes[key]
-            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=STATE_NAMES[key], hoverinfo="skip",
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=state_names(quantized)[key], hoverinfo="skip",
                                      marker={"symbol": symbol, "color": color, "size": 9}), 1, 1)
     if inspect:
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name="inspected node", hoverinfo="skip",
@@ -80,7 +86,7 @@ def _legend(fig: go.Figure, states: set[str], inspect: bool) -> None:
 
 def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_threshold: float = 20.0,
                  fallback: set[str] | frozenset[str] = frozenset(), inspect: str | None = None,
-                 top: str | None = None, full_hover: bool = True) -> go.Figure:
+                 top: str | None = None, full_hover: bool = True, quantized: str = "INT8") -> go.Figure:
     """Cosine, SNR and introduced noise per tensor in graph order, on one shared x axis named by node. `top`: the
     ranking's first culprit, labelled when it harms the outputs beyond the threshold. full_hover=False: the SNR points
     name the node and their SNR only (a report of a large graph stays small)."""
@@ -105,7 +111,7 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
     fig.add_trace(scatter(x=x, y=df["cosine"], mode="lines+markers", name="cosine", text=cos_text,
                                hovertemplate="%{text}<extra></extra>", marker=marker, line={"color": "#8fb8de", "width": 1},
                                showlegend=False), 1, 1)
-    text = (hover_texts(df, fallback) if full_hover else
+    text = (hover_texts(df, fallback, quantized) if full_hover else
             [f"{h}<br>SNR: {engine.format_metric('snr_db', float(v))} dB" for h, v in zip(heads, df["snr_db"])])
     fig.add_trace(scatter(x=x, y=snr, mode="lines+markers", name="SNR", text=text, hovertemplate="%{text}<extra></extra>",
                                marker=marker, line={"color": "#98d398", "width": 1}, showlegend=False), 2, 1)
@@ -135,7 +141,7 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
         if not alone >= snr_threshold:  # harmless at this threshold: no label
             fig.add_annotation(x=int(x[hit[0]]), y=float(intro.iloc[hit[0]]), row=3, col=1, text=f"#1 culprit: {top}",
                                showarrow=True, arrowhead=2, ax=60, ay=25, xanchor="left", bgcolor="rgba(255,255,255,0.8)")
-    _legend(fig, set(states), inspect is not None)
+    _legend(fig, set(states), inspect is not None, quantized)
     pos, names = node_ticks(list(df["node"]))
     fig.update_xaxes(tickvals=pos, ticktext=names, tickangle=-60, tickfont={"size": 10}, row=3, col=1,
                      title_text="node, in graph order" + ("" if len(pos) == len(df) else f" (one name every {pos[1] - pos[0]} nodes; hover for all)"))

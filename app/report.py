@@ -120,7 +120,7 @@ EXECUTION_NOTE = (  # beside every accuracy figure: the pages and the report (a 
 
 def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: pd.DataFrame | None = None,
                  before_summary: engine.Summary | None = None, command: str = "", notes: tuple[str, ...] = ()) -> str:
-    figures = [("qs-layers", layer_figure(layers, fallback=set(summary.fallback),
+    figures = [("qs-layers", layer_figure(layers, fallback=set(summary.fallback), quantized=summary.config.precision.value.upper(),
                                           top=summary.culprits[0].node if summary.culprits else None,
                                           full_hover=len(layers) <= FULL_HOVER_ROWS))]
     if before_layers is not None:
@@ -136,7 +136,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .note{{color:#666
 </head><body><h1>QuantScope report: {_e(summary.model)}</h1>
 <p>{_e(summary.headline)}</p>
 <p>Backend: {_e(summary.backend)}; {summary.samples} samples in {summary.batches} batches of {summary.batch_size};
-calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
+precision {_e(summary.config.precision.value.upper())}; calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
 fallback ({_e(summary.fallback_precision.value)}): {_e(', '.join(summary.fallback) or 'none')}; custom ranges: {_e(ranges)}.</p>
 <h2>Final outputs</h2><p class="note">{_e(EXECUTION_NOTE)}</p>{_outputs(summary)}{before_html}
 <h2>Task metrics</h2>{_task(summary, before_summary)}

@@ -160,7 +160,9 @@ def column_config(st_column_config, select: str) -> dict:
         "culprit": cc.TextColumn("culprit", help="The node that hurts the final outputs most alone in INT8 (quick screen)."),
         "culprit_alone_snr_db": cc.NumberColumn("culprit alone SNR dB", format="%.2f",
                                                 help="Final-output SNR with only the culprit quantized."),
-        "latency_ms": cc.NumberColumn("latency (ms)", format="%.3f", help="Median of a batch, ONNX Runtime fully optimized."),
+        "latency_ms": cc.NumberColumn("latency (ms)", format="%.3f", help="Median of a batch, ONNX Runtime fully optimized. Timed "
+                                      "once per op-type set and precision: configurations that differ only in calibration "
+                                      "build the same nodes with other scales, so they show the same time."),
         "seconds": cc.NumberColumn("took (s)", format="%.1f"),
         "note": cc.TextColumn("note", help="Why a configuration has no numbers."),
     }

@@ -278,7 +278,9 @@ class RunIndex:
             db.execute(
                 "UPDATE runs SET status=?, finished=?, seq=?, snr_db=?, cosine=?, top1_agreement=?, top_culprit=?, fallback=?, "
                 "model=? WHERE id=?",
-                (RunStatus.DONE.value, time.time(), seq, _finite(out.snr_db), _finite(out.cosine), s.task.top1_agreement,
+                # several outputs: every float output together, as the headline and the Compare page's first tile (the
+                # first output alone read as the model's figure in History)
+                (RunStatus.DONE.value, time.time(), seq, _finite(s.outputs_together_snr_db()), _finite(out.cosine), s.task.top1_agreement,
                  s.culprits[0].node if s.culprits else None, "\n".join(s.fallback), s.model, run_id))
 
     def finish_sweep(self, run_id: int, result: SweepResult) -> None:

@@ -81,12 +81,14 @@ def _culprits(layers: pd.DataFrame, ranking: HarmRanking | None, view: GraphView
     return tuple(out), ()
 
 
-def _amplifiers(layers: pd.DataFrame, view: GraphView) -> tuple[Amplifier, ...]:
+def _amplifiers(layers: pd.DataFrame, view: GraphView, fallback: frozenset[str] = frozenset()) -> tuple[Amplifier, ...]:
+    """Float nodes that make noise louder; a node this build keeps in fallback is not one ('not quantized ... ticking it
+    changes nothing' was said of the very node ticked and in fallback)."""
     producer = {t.tensor: t.node for t in view.tensors}
     snr = dict(zip(layers["tensor"], layers["snr_db"]))
     found = []
     for t in view.tensors:
-        if t.node in view.quantized_nodes or t.tensor not in snr or not np.isfinite(snr[t.tensor]):
+        if t.node in view.quantized_nodes or t.node in fallback or t.tensor not in snr or not np.isfinite(snr[t.tensor]):
             continue
         inputs = [(snr[i], i) for i in t.node_inputs if i in snr and np.isfinite(snr[i])]
         if not inputs:
@@ -194,7 +196,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
             cfg.quant.precision.value.upper()),
         fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
-        amplifiers=_amplifiers(lw.layers, view),
+        amplifiers=_amplifiers(lw.layers, view, cfg.quant.fallback),
         not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),
         recalibrated=recalibrated, unmodified_candidate_batches=lw.unmodified_batches, passes=lw.passes,
         engine=lw.artifacts.get("engine"), model_sha256=cfg.model_sha256, data_sha256=cfg.data_sha256,

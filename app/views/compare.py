@@ -21,7 +21,7 @@ from app.summary_view import (
 )
 from engine import Precision
 
-st.title("Compare FP32 with INT8")
+st.title("Compare FP32 with its quantized build")
 ss = st.session_state
 inputs, blocked = inputs_in_use()
 

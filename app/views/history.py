@@ -26,7 +26,9 @@ if not records:
     st.stop()
 table = pd.DataFrame([r.as_row() for r in records]).drop(columns=["folder"])
 st.dataframe(table, hide_index=True, width="stretch", placeholder="–",
-             column_config={"snr_db": st.column_config.NumberColumn("SNR dB", format="%.2f"),
+             column_config={"snr_db": st.column_config.NumberColumn("SNR dB", format="%.2f",
+                                                               help="The final outputs' SNR; where a model has several, every "
+                                                                    "float output together, each against its own signal."),
                             "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
                             "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="%.4f")})
 incomplete = [r for r in records if r.status is RunStatus.INCOMPLETE]
@@ -91,7 +93,9 @@ if len(ids) >= 2:
         st.error(str(err))
         st.stop()
     for col, rec, res in ((c1, finished[a], ra), (c2, finished[b], rb)):
-        col.metric(f"Run {rec.id} SNR", f"{res.final_output().snr_db:.2f} dB")
+        several = len(res.summary.outputs) > 1
+        col.metric(f"Run {rec.id} SNR" + (f", all {len(res.summary.outputs)} outputs" if several else ""),
+                   f"{res.summary.outputs_together_snr_db():.2f} dB")
         col.caption(f"{rec.kind} of {rec.model} on {rec.data_text() or 'unknown data'}; fallback: {', '.join(rec.fallback) or '-'}")
     if caveat := engine.not_like_for_like(ra.summary, rb.summary):
         st.warning(caveat)

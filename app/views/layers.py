@@ -81,7 +81,8 @@ c1, c2 = st.columns(2)
 cos_thr = c1.number_input("Cosine threshold", value=0.99, min_value=0.0, max_value=1.0, step=0.001, format="%.3f", key="thr_cos")
 snr_thr = c2.number_input("SNR threshold (dB)", value=20.0, step=1.0, key="thr_snr")
 st.caption("Click a point to inspect its node below; pick several for ticking with the box or lasso tool (top right of the plot).")
-st.plotly_chart(layer_figure(layers, cosine_threshold=cos_thr, snr_threshold=snr_thr, fallback=ticks, inspect=inspect, top=top),
+st.plotly_chart(layer_figure(layers, cosine_threshold=cos_thr, snr_threshold=snr_thr, fallback=ticks, inspect=inspect, top=top,
+                             quantized=summary.config.precision.value.upper()),
                 key="layer_plot", on_select=_plot_selected, selection_mode=("points", "box", "lasso"), width="stretch")
 picked = ss.get("qs_plot_picked", [])
 tickable = [n for n in picked if n in cands and n not in ticks]

@@ -115,6 +115,7 @@ else:
                f"{s.config.precision.value.upper()}, {len(s.fallback)} in {s.fallback_precision.value}"
                + (f", FP32 accuracy {s.task.reference_accuracy:.2%}, this build {s.task.candidate_accuracy:.2%}"
                   if s.task.candidate_accuracy is not None else "") + ".")
+    st.caption(EXECUTION_NOTE)
 
 command = command_expander(result, expanded=True)
 files = result.files

@@ -11,6 +11,7 @@ from app import sweeps as sw
 from app.actions import busy, job_panel, open_configuration, run_sweep, show_error
 from app.cached import model_op_types
 from app.plots import sweep_figure
+from app.report import EXECUTION_NOTE
 from app.summary_view import batch_size_input, inputs_in_use
 from engine import Precision
 
@@ -76,7 +77,8 @@ st.caption(f"Batch {swept.batch}, provider {swept.provider}; {sum(r.seconds for 
            "and cosine is a "
            "mean over batches of this size, so a comparison at another batch size or ranking sample count can name another "
            "culprit and a slightly different cosine (SNR does not depend on either); open a configuration for its full "
-           "ranking.")
+           "ranking. Latency is timed once per op-type set and precision, so rows differing only in calibration share it. "
+           + EXECUTION_NOTE)
 if not swept.openable and inputs is not None and (again := swept.on_inputs(inputs, cached.content_key(inputs))) is not None:
     swept = ss[state.SWEEP] = again
     st.caption(f"The files this sweep ran on were loaded again ({inputs.name}), so its configurations open on them.")

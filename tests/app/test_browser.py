@@ -375,13 +375,13 @@ def test_a_page_address_as_the_first_request_still_goes_through_the_password_gat
             page.goto(f"{url}/compare")  # the first request this server process gets
             page.get_by_label("Password", exact=True).wait_for(timeout=60_000)
             settle(page)
-            assert page.get_by_text("Compare FP32 with INT8").count() == 0
+            assert page.get_by_text("Compare FP32 with its quantized build").count() == 0
             page.get_by_label("Password", exact=True).fill("s3cret")
             page.get_by_label("Password", exact=True).press("Enter")
             page.get_by_test_id("stSidebarNavItems").wait_for(timeout=60_000)  # in, through main.py's router
             settle(page)
             nav(page, "Compare")
-            page.get_by_text("Compare FP32 with INT8").wait_for(timeout=60_000)
+            page.get_by_text("Compare FP32 with its quantized build").wait_for(timeout=60_000)
             browser.close()
     finally:
         proc.kill()

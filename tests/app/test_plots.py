@@ -424,3 +424,25 @@ def test_a_delta_of_no_change_is_grey_not_a_gain():
 
     assert [delta_color(d) for d in ("+0.00%", "-0.00 dB", "+0.000000", None)] == ["off", "off", "off", "normal"]
     assert [delta_color(d) for d in ("+2.89 dB", "-0.01%", "+0.00681")] == ["normal"] * 3
+
+
+def test_an_fp8_run_names_fp8_in_the_legend_and_hover():
+    """An FP8 run's Layers plot said 'INT8 (fallback candidate)' (browser re-check)."""
+    df = frame()
+    df["quantized"] = [True, False, True, False, True]
+    fp8 = layer_figure(df, quantized="FP8")
+    names = {t.name for t in fp8.data if t.name}
+    assert "FP8 (fallback candidate)" in names and not any("INT8" in n for n in names)
+    assert any("FP8 (fallback candidate)" in str(t.hovertext or t.text or "") for t in fp8.data)
+    assert "INT8 (fallback candidate)" in {t.name for t in layer_figure(df).data if t.name}
+
+
+def test_the_neighbourhood_names_the_precision():
+    from app.node_plots import neighbourhood_dot
+    from engine.node_view import Edge, Neighbour, Neighbourhood
+
+    nb = Neighbourhood("b", (Neighbour("a", "Conv", True, 20.0, "a", 1), Neighbour("b", "Relu", False, 18.0, "b", 0)),
+                       (Edge("a", "b", "t", 12.0, True),), ())
+    dot = neighbourhood_dot(nb, quantized="FP8")
+    assert "Q/DQ (FP8)" in dot and "INT8" not in dot
+    assert "Q/DQ (INT8)" in neighbourhood_dot(nb)

@@ -254,3 +254,26 @@ def test_a_cancelled_run_is_recorded_as_cancelled_not_failed(tmp_path):
     assert (run.status, run.message) == (RunStatus.CANCELLED, "Cancelled; the earlier results are untouched.")
     with pytest.raises(engine.RunFolderError, match="was cancelled, so it has no results to open"):
         run.load()
+
+
+def test_a_model_with_several_outputs_is_indexed_by_every_output_together(tmp_path):
+    """History showed a layout detector's first output (1.47 dB) as the model's SNR where Compare's first tile, the
+    headline and the ranking give every float output together (2.41 dB)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from tests.engine.conftest import tiny_model
+
+    m = tiny_model()
+    m.graph.output.append(helper.make_tensor_value_info("f", TensorProto.FLOAT, ["n", 4]))
+    onnx.save(m, tmp_path / "two.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(2).standard_normal((10, 2, 8, 8)).astype(np.float32))
+    from engine.cli.main import main
+
+    assert main(["compare", str(tmp_path / "two.onnx"), "--calib", str(tmp_path / "d.npz"), "--out", str(tmp_path / "run"),
+                 "--batch", "5", "--provider", "cpu", "--screen-samples", "0", "--quiet"]) == 0
+    (row,) = RunIndex(Settings.from_env().runs_root).runs()
+    s = engine.load_result(tmp_path / "run").summary
+    assert s.outputs["y"].snr_db != pytest.approx(s.outputs["f"].snr_db)  # the two figures differ
+    assert row.snr_db == pytest.approx(s.outputs_together_snr_db()) and row.snr_db != pytest.approx(s.outputs["y"].snr_db)
