@@ -17,7 +17,7 @@ from app.layer_table import origins
 from app.report import EXECUTION_NOTE
 from app.samples import default_name, sample_inputs
 
-__all__ = ["batch_size_input", "delta_color", "of_output", "output_tiles", "every_output", "EXECUTION_NOTE", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+__all__ = ["batch_size_input", "delta_color", "output_tiles", "every_output", "EXECUTION_NOTE", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
            "not_of_inputs_in_use"]
 
 
@@ -185,9 +185,3 @@ def every_output(s: engine.Summary, before: engine.Summary | None = None) -> str
                      + (f" (was {engine.format_metric('snr_db', was.snr_db)})" if was is not None else "")
                      + f", cosine {engine.format_metric('cosine', m.cosine)}")
     return "Every output: " + "; ".join(parts) + ". The ranking and the headline count every float output, each against its own signal."
-
-
-def of_output(summary: engine.Summary) -> str:
-    """What the final-output figures (the first output's) are of, where a model has several: " of 'name'" (silero-vad's
-    'speech_probs' read as the whole model's figure); "" for one output."""
-    return f" of '{next(iter(summary.outputs))}'" if len(summary.outputs) > 1 else ""
