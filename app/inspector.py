@@ -46,7 +46,7 @@ def inspector(result: engine.ComparisonResult, node: str, ticks: set[str]) -> No
         except Exception as err:  # noqa: BLE001 - a view: one sentence, never a traceback
             st.error(str(err) if isinstance(err, engine.QuantScopeError) else engine.unexpected_error_sentence(err))
         else:
-            quantized = result.summary.config.precision.value.upper()
+            quantized = result.summary.config.precision.label
             st.graphviz_chart(neighbourhood_dot(nb, ticks, quantized), width="content")
             st.caption(f"Blue boxes run in {quantized}, red ones are ticked for fallback, grey ones run in float; thick blue edges "
                        "carry a Q/DQ pair. Each edge names its tensor and that tensor's SNR.")

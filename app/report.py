@@ -86,7 +86,7 @@ def _culprits(summary: engine.Summary, layers: pd.DataFrame) -> str:
                      _e("not measured" if c.introduced_db != c.introduced_db else "none measurable" if c.introduced_db <= NOISE_FLOOR_DB
                         else f"{c.introduced_db:.1f}")])
     more = f"<p>{len(summary.culprits) - MAX_CULPRITS} more in summary.json.</p>" if len(summary.culprits) > MAX_CULPRITS else ""
-    return (f"<p>{_e(ranking_sentence(summary.ranking, summary.culprits, quantized=summary.config.precision.value.upper()))}</p>" + _table(["rank", "node", "from your file", "op", f"outputs SNR (dB), only it {summary.config.precision.value.upper()}",
+    return (f"<p>{_e(ranking_sentence(summary.ranking, summary.culprits, quantized=summary.config.precision.label))}</p>" + _table(["rank", "node", "from your file", "op", f"outputs SNR (dB), only it {summary.config.precision.label}",
                                           "outputs SNR gain (dB), only it in fallback", "ranked on (samples)",
                                           "its output's SNR (dB)", "noise it adds (dB)"], rows) + more)
 
@@ -120,7 +120,7 @@ EXECUTION_NOTE = (  # beside every accuracy figure: the pages and the report (a 
 
 def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: pd.DataFrame | None = None,
                  before_summary: engine.Summary | None = None, command: str = "", notes: tuple[str, ...] = ()) -> str:
-    figures = [("qs-layers", layer_figure(layers, fallback=set(summary.fallback), quantized=summary.config.precision.value.upper(),
+    figures = [("qs-layers", layer_figure(layers, fallback=set(summary.fallback), quantized=summary.config.precision.label,
                                           top=summary.culprits[0].node if summary.culprits else None,
                                           full_hover=len(layers) <= FULL_HOVER_ROWS))]
     if before_layers is not None:
@@ -136,7 +136,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .note{{color:#666
 </head><body><h1>QuantScope report: {_e(summary.model)}</h1>
 <p>{_e(summary.headline)}</p>
 <p>Backend: {_e(summary.backend)}; {summary.samples} samples in {summary.batches} batches of {summary.batch_size};
-precision {_e(summary.config.precision.value.upper())}; calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
+precision {_e(summary.config.precision.label)}; calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
 fallback ({_e(summary.fallback_precision.value)}): {_e(', '.join(summary.fallback) or 'none')}; custom ranges: {_e(ranges)}.</p>
 <h2>Final outputs</h2><p class="note">{_e(EXECUTION_NOTE)}</p>{_outputs(summary)}{before_html}
 <h2>Task metrics</h2>{_task(summary, before_summary)}

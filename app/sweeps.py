@@ -131,7 +131,7 @@ def table_frame(result: engine.SweepResult) -> pd.DataFrame:
             "best": BEST if r.best else None, "configuration": c.label,
             "calibration": METHOD_NAMES.get(c.calibration.method.value, c.calibration.method.value),
             "percentile": c.calibration.percentile if percentile else None, "op_types": ", ".join(c.op_types),
-            "precision": c.precision.value.upper(), "snr_db": _num(r.snr_db), "cosine": _num(r.cosine),
+            "precision": c.precision.label, "snr_db": _num(r.snr_db), "cosine": _num(r.cosine),
             "outputs_snr_db": _num(r.outputs_snr_db), "top1_agreement": _num(r.top1_agreement), "accuracy": _num(r.accuracy),
             "text_agreement": _num(r.text_agreement),
             "quantized_nodes": None if r.note else r.quantized_nodes, "culprit": r.culprit,

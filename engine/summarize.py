@@ -193,7 +193,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
         batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
             culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs, lw.float_outputs), lw.samples,
-            cfg.quant.precision.value.upper()),
+            cfg.quant.precision.label),
         fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view, cfg.quant.fallback),

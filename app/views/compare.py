@@ -87,7 +87,7 @@ if result is not None:
     if t.reference_accuracy is not None:
         shown.append(("FP32 accuracy", f"{t.reference_accuracy:.2%}", None, None))
     if t.candidate_accuracy is not None:
-        shown.append((f"{s.config.precision.value.upper()} accuracy", f"{t.candidate_accuracy:.2%}", f"{-t.accuracy_drop:+.2%}", None))
+        shown.append((f"{s.config.precision.label} accuracy", f"{t.candidate_accuracy:.2%}", f"{-t.accuracy_drop:+.2%}", None))
     if t.top1_agreement is not None:
         shown.append(("Top-1 agreement with FP32", f"{t.top1_agreement:.2%}", None, None))
     if t.text_agreement is not None:  # a CTC recogniser: does the text it reads change?
@@ -101,7 +101,7 @@ if result is not None:
         others = readers(result)
     except Exception:  # noqa: BLE001 - only an explanation: without it the count still stands
         others = ()
-    line = (f"{s.samples} samples in {s.batches} batches on {s.backend}; {s.quantized_nodes} fallback candidate(s) in {s.config.precision.value.upper()} "
+    line = (f"{s.samples} samples in {s.batches} batches on {s.backend}; {s.quantized_nodes} fallback candidate(s) in {s.config.precision.label} "
             f"(nodes of the quantized op types with a quantized input)" + (f", {len(s.fallback)} in {s.fallback_precision.value}" if s.fallback else "") + ".")
     if others:
         line += (f" {len(others)} other node(s) read a quantized tensor but run in float, so they are not candidates: "

@@ -82,7 +82,7 @@ cos_thr = c1.number_input("Cosine threshold", value=0.99, min_value=0.0, max_val
 snr_thr = c2.number_input("SNR threshold (dB)", value=20.0, step=1.0, key="thr_snr")
 st.caption("Click a point to inspect its node below; pick several for ticking with the box or lasso tool (top right of the plot).")
 st.plotly_chart(layer_figure(layers, cosine_threshold=cos_thr, snr_threshold=snr_thr, fallback=ticks, inspect=inspect, top=top,
-                             quantized=summary.config.precision.value.upper()),
+                             quantized=summary.config.precision.label),
                 key="layer_plot", on_select=_plot_selected, selection_mode=("points", "box", "lasso"), width="stretch")
 picked = ss.get("qs_plot_picked", [])
 tickable = [n for n in picked if n in cands and n not in ticks]
@@ -93,7 +93,7 @@ if len(picked) > 1 or tickable:
     c2.button("Tick the picked candidates", on_click=_tick_picked, disabled=not tickable)
 
 st.subheader("Fallback")
-quantized = summary.config.precision.value.upper()  # INT8, or FP8 for an FP8 run (whose page said INT8 throughout)
+quantized = summary.config.precision.label  # INT8, or FP8 for an FP8 run (whose page said INT8 throughout)
 st.caption(f"{lt.ranking_sentence(summary.ranking, summary.culprits, len(summary.fallback), quantized)} "
            f"Only fallback candidates (nodes {quantized} quantizes) can be ticked.")
 c1, c2, c3 = st.columns([1, 1, 2], vertical_alignment="bottom")

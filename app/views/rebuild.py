@@ -86,7 +86,7 @@ if before is not None:
     st.caption("This rebuild changed: " + ("; ".join(changes) or "nothing") + ".")
     shown = output_tiles(s, b)
     if s.task.candidate_accuracy is not None:
-        shown.append((f"{s.config.precision.value.upper()} build accuracy", f"{s.task.candidate_accuracy:.2%}",
+        shown.append((f"{s.config.precision.label} build accuracy", f"{s.task.candidate_accuracy:.2%}",
                       f"{s.task.candidate_accuracy - b.task.candidate_accuracy:+.2%}", f"FP32: {s.task.reference_accuracy:.2%}"))
     elif s.task.top1_agreement is not None:
         shown.append(("Top-1 agreement", f"{s.task.top1_agreement:.2%}", f"{s.task.top1_agreement - b.task.top1_agreement:+.2%}", None))
@@ -103,7 +103,7 @@ if before is not None:
                           f"{split.small_snr_db - was.small_snr_db:+.2f} dB" if np.isfinite([split.small_snr_db, was.small_snr_db]).all() else None,
                           "Channels under 1% of the largest channel's scale, such as a detector's class scores beside its box "
                           "coordinates: the final-output SNR is set by the large ones."))
-    shown.append((f"Nodes {s.config.precision.value.upper()} / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}", None, None))
+    shown.append((f"Nodes {s.config.precision.label} / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}", None, None))
     for col, (label, value, delta, tip) in zip(st.columns(len(shown)), shown):
         col.metric(label, value, delta, help=tip, delta_color=delta_color(delta))
     if len(s.outputs) > 1:
@@ -112,7 +112,7 @@ if before is not None:
     st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
 else:
     st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "
-               f"{s.config.precision.value.upper()}, {len(s.fallback)} in {s.fallback_precision.value}"
+               f"{s.config.precision.label}, {len(s.fallback)} in {s.fallback_precision.value}"
                + (f", FP32 accuracy {s.task.reference_accuracy:.2%}, this build {s.task.candidate_accuracy:.2%}"
                   if s.task.candidate_accuracy is not None else "") + ".")
     st.caption(EXECUTION_NOTE)

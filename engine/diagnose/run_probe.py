@@ -157,7 +157,7 @@ def open_probe(run_dir: str | os.PathLike, provider: str | None = None, units: U
     run.require()
     cfg = run.read_config()
     progress(ProgressEvent(Stage.PREPARE_PROBES, 0, PREPARE_STEPS,
-                           f"emitting the all-{cfg.quant.precision.value.upper()} candidate and reading the cached samples"))
+                           f"emitting the all-{cfg.quant.precision.label} candidate and reading the cached samples"))
     backend = probe_backend(resolve_backend(provider or cfg.provider).backend)
 
     def on_batch(done: int, total: int) -> None:

@@ -53,6 +53,11 @@ class Precision(str, Enum):
         except ValueError:
             raise ConfigError(f"Unknown precision '{text}'; use int8 or fp8.", option="precision") from None
 
+    @property
+    def label(self) -> str:
+        """How pages and sentences name it: 'INT8', 'FP8'."""
+        return self.value.upper()
+
 
 @dataclass(frozen=True)
 class RangeOverride:
