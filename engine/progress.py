@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ProgressEvent", "ProgressCallback", "Stage", "no_progress"]
+__all__ = ["ProgressEvent", "ProgressCallback", "Stage", "no_progress", "TimeLeft"]
 
 
 class Stage:
@@ -39,3 +40,24 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 def no_progress(_: ProgressEvent) -> None:
     return None
+
+
+class TimeLeft:
+    """Seconds left at the pace of the results after the first, once SETTLE_S have passed since it: a probe stage's first
+    result carries the session's first run (a layout detector's said "about 9803 s left" for a 20-minute job), and
+    parallel workers' first results come back together (which read as "0 s left")."""
+
+    SETTLE_S = 1.0
+
+    def __init__(self) -> None:
+        self._first: tuple[float, int] | None = None  # when the first result came back, and the count then
+
+    def seconds(self, done: int, total: int) -> float | None:
+        """None while the pace is not known yet."""
+        now = time.perf_counter()
+        if self._first is None:
+            self._first = (now, done)
+        t0, d0 = self._first
+        if done <= d0 or now - t0 < self.SETTLE_S:
+            return None
+        return (now - t0) / (done - d0) * max(0, total - done)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass, field
 
 from engine.diagnose.probe_scoring import ProbeMetrics
@@ -19,7 +18,7 @@ from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
 from engine.diagnose.targets import Target
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError
-from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Stage, TimeLeft, no_progress
 
 __all__ = ["Step", "StrategyResult", "AutoFallbackResult", "search_fallback", "STRATEGIES", "json_safe"]
 
@@ -102,8 +101,7 @@ class _Search:
         self.count = 0
         self.budget = 0  # an upper bound on the probes still to come, for progress totals
         self.quantized: frozenset[str] | None = None  # the units' nodes a rebuild can fall back
-        self.started = time.perf_counter()
-        self._first: tuple[float, int] | None = None  # when the first probe came back, and the count then
+        self._left = TimeLeft()
 
     def measure_many(self, sets: list[list[Unit]], phase: str) -> list[ProbeMetrics]:
         """Every set's probe, the ones not measured before in one go (in parallel where the pool has workers)."""
@@ -134,14 +132,8 @@ class _Search:
         said "at most about 27275 s left" after it)."""
         if done <= 0:
             return ""
-        now = time.perf_counter()
-        if self._first is None:
-            self._first = (now, done)
-        t0, d0 = self._first
-        if done <= d0 or now - t0 < 1.0:  # workers' first results come back together: wait for a second of them
-            return "; the time left is known after a few more probes"
-        left = (now - t0) / (done - d0) * max(0, overall - done)
-        return f", at most about {left:.0f} s left"
+        left = self._left.seconds(done, overall)
+        return "; the time left is known after a few more probes" if left is None else f", at most about {left:.0f} s left"
 
     def measure(self, units: list[Unit] | tuple[Unit, ...], phase: str) -> ProbeMetrics:
         return self.measure_many([list(units)], phase)[0]

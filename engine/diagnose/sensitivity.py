@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from dataclasses import dataclass
 
 import pandas as pd
@@ -19,7 +18,7 @@ from engine.diagnose.probes import PoolFactory, ProbePool, ProbeRequest, local_p
 from engine.diagnose.run_probe import open_probe
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError
-from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Stage, TimeLeft, no_progress
 from engine.results import Summary
 
 __all__ = ["sensitivity", "sensitivity_frame", "sensitivity_estimate", "SensitivityEstimate", "VIEW_METRICS",
@@ -39,21 +38,15 @@ def sensitivity_frame(pool: ProbePool, op_types: dict[str, str], progress: Progr
     requests = [ProbeRequest()]
     for unit in units:
         requests += [ProbeRequest(only=unit), ProbeRequest(fallback=frozenset(unit))]
-    first: list[float] = []
+    left = TimeLeft()
 
     def on_result(done: int, total: int) -> None:
-        # the first probe carries the session's first run and the resumed runs' set-up (a layout detector's said
-        # "about 9803 s left" for a job of about 20 minutes), and workers' first results come back together: the time
-        # left is counted from the first result on, once a second has passed
-        now = time.perf_counter()
-        if not first:
-            first[:] = [now, done]
+        eta = left.seconds(done, total)
         if done >= total:
             progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}"))
-        elif done == first[1] or now - first[0] < 1.0:
+        elif eta is None:
             progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}; the time left is known after a few more"))
         else:
-            eta = (now - first[0]) / (done - first[1]) * (total - done)
             progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}, about {eta:.0f} s left"))
 
     results = pool.measure_many(requests, on_result)

@@ -55,12 +55,13 @@ def test_the_time_left_comes_from_results_after_the_first_and_waits_out_a_burst(
     import importlib
     from types import SimpleNamespace
 
+    import engine.progress
     from engine.diagnose.probe_scoring import ProbeMetrics
 
     module = importlib.import_module("engine.diagnose.sensitivity")  # the package exports a function of that name
 
     clock = iter([10.0, 10.01, 12.0, 14.0, 16.0])
-    monkeypatch.setattr(module.time, "perf_counter", lambda: next(clock))
+    monkeypatch.setattr(engine.progress.time, "perf_counter", lambda: next(clock))  # TimeLeft's clock
 
     class Pool:
         probe = SimpleNamespace(units=(("a",), ("b",)))
