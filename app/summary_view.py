@@ -17,7 +17,7 @@ from app.layer_table import origins
 from app.report import EXECUTION_NOTE
 from app.samples import default_name, sample_inputs
 
-__all__ = ["batch_size_input", "delta_color", "output_tiles", "every_output", "EXECUTION_NOTE", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+__all__ = ["batch_size_input", "delta_color", "change_text", "output_tiles", "every_output", "EXECUTION_NOTE", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
            "not_of_inputs_in_use"]
 
 
@@ -143,7 +143,7 @@ def delta_color(delta: str | None) -> str:
     return "off" if delta is not None and not any(ch in "123456789" for ch in delta) else "normal"
 
 
-def _change(after: float, before: float, unit: str, digits: int) -> str | None:
+def change_text(after: float, before: float, unit: str, digits: int) -> str | None:
     """'+1.23 dB'; None where either side is not a finite number (an exact output's SNR is infinite)."""
     if not (math.isfinite(after) and math.isfinite(before)):
         return None
@@ -164,15 +164,15 @@ def output_tiles(s: engine.Summary, before: engine.Summary | None = None) -> lis
         counted = len(s.float_outputs) if s.float_outputs else n
         tiles.append((f"SNR, all {n} outputs" if counted == n else f"SNR, {counted} float output{'s' if counted != 1 else ''} of {n}",
                       f"{engine.format_metric('snr_db', together)} dB",
-                      _change(together, before.outputs_together_snr_db(), " dB", 2) if before is not None else None,
+                      change_text(together, before.outputs_together_snr_db(), " dB", 2) if before is not None else None,
                       "Every output against its own signal (the mean of their noise-to-signal power ratios): the figure the "
                       "headline and the ranking use. Each output's own figure is listed under the tiles."))
     first = f", output 1 of {n}" if n > 1 else ""
     tiles.append((f"Final-output SNR{first}", f"{engine.format_metric('snr_db', out.snr_db)} dB",
-                  _change(out.snr_db, b_out.snr_db, " dB", 2) if b_out is not None else None,
+                  change_text(out.snr_db, b_out.snr_db, " dB", 2) if b_out is not None else None,
                   f"Output '{name}'." + (" After against before." if b_out is not None else "")))
     tiles.append((f"Final-output cosine{first}", engine.format_metric("cosine", out.cosine),
-                  _change(out.cosine, b_out.cosine, "", 5) if b_out is not None else None, f"Output '{name}'."))
+                  change_text(out.cosine, b_out.cosine, "", 5) if b_out is not None else None, f"Output '{name}'."))
     return tiles
 
 

@@ -3,7 +3,6 @@ before/after, downloads and the equivalent command."""
 
 from __future__ import annotations
 
-import numpy as np
 import streamlit as st
 
 import engine
@@ -11,7 +10,15 @@ from app import cached, state
 from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
 from app.report import PLOTLY_JS_NAME, build_report, plotly_js
-from app.summary_view import EXECUTION_NOTE, command_expander, delta_color, every_output, not_of_inputs_in_use, output_tiles
+from app.summary_view import (
+    EXECUTION_NOTE,
+    change_text,
+    command_expander,
+    delta_color,
+    every_output,
+    not_of_inputs_in_use,
+    output_tiles,
+)
 
 st.title("Rebuild with fallback")
 ss = st.session_state
@@ -100,7 +107,7 @@ if before is not None:
     for split, was in ((c, b.small_channels(c.output)) for c in s.channel_splits):
         if was is not None and was.small == split.small and (split.hides or was.hides):
             shown.append((f"SNR of the small-scale channels ({split.label})", f"{engine.format_metric('snr_db', split.small_snr_db)} dB",
-                          f"{split.small_snr_db - was.small_snr_db:+.2f} dB" if np.isfinite([split.small_snr_db, was.small_snr_db]).all() else None,
+                          change_text(split.small_snr_db, was.small_snr_db, " dB", 2),
                           "Channels under 1% of the largest channel's scale, such as a detector's class scores beside its box "
                           "coordinates: the final-output SNR is set by the large ones."))
     shown.append((f"Nodes {s.config.precision.label} / {s.fallback_precision.value}", f"{s.quantized_nodes} / {len(s.fallback)}", None, None))
