@@ -136,6 +136,10 @@ def run_layerwise(
     batch_count = batch_count if batch_count is not None else total_batches
     split = batch_count != total_batches
 
+    def where_next() -> str:  # the batch under way
+        return (f"batch {len(batch_ids)}/{batch_count}, part {entries + 1}/{total_batches}" if split
+                else f"batch {entries + 1}/{total_batches}")
+
     def where() -> str:
         return (f"batch {len(batch_ids)}/{batch_count}, part {entries}/{total_batches}" if split
                 else f"batch {entries}/{total_batches}")
@@ -190,7 +194,8 @@ def run_layerwise(
                     cache.reset(inputs_only=on_device or plan.passes > 1 or cheaper,
                                 why="device" if on_device else "passes" if plan.passes > 1 else "cheaper")
                     stack.callback(cache.stop_writer)  # a cancel or an error on the way out leaves no writer thread behind
-            for sl in parts(n, plan.micro):
+            steps = parts(n, plan.micro)
+            for step, sl in enumerate(steps):
                 sub = {k: v[sl] for k, v in inputs.items()} if sl.stop - sl.start < n else inputs
                 given = None if ref is None else ({k: v[sl] for k, v in ref.items()} if sub is not inputs else ref)
                 ref_out: dict[str, np.ndarray] = {}
@@ -228,6 +233,13 @@ def run_layerwise(
                         cand_out = {o: reducer.to_host(c[o]) for o in view.outputs if o in c}
                     del r, c
                     clock.add("metrics", t0)
+                    within = step * len(plan.groups) + g + 1  # passes of this batch done
+                    if within < len(steps) * len(plan.groups):  # a batch of several passes: the cancel's chance between them
+                        done = entries + within / (len(steps) * len(plan.groups))
+                        eta = (time.perf_counter() - started) / done * (total_batches - done)
+                        progress(ProgressEvent(Stage.COMPARE, entries, total_batches,
+                                               f"{where_next()}, pass {within}/{len(steps) * len(plan.groups)}, "
+                                               f"about {eta:.0f} s left"))
                 if cache is not None and given is None:
                     t0 = time.perf_counter()
                     cache.append(sub, {k: fresh[k] for k in cached if k in fresh} if plan.passes == 1 and not on_device else {},

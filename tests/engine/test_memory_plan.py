@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 
-from engine import Stage, compare, rebuild
+from engine import Cancelled, Stage, compare, rebuild
 from engine.backends import resolve_backend
 from engine.compare.memory_plan import PEAK_FACTOR, plan_memory
 from engine.diagnose.run_probe import cached_probe_data
@@ -91,8 +91,15 @@ def test_a_fixed_batch_is_observed_in_groups(tmp_path):
     np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((8, 2, 8, 8)).astype(np.float32))
     kw = {"batch_size": 4, "provider": "cpu", "screen_samples": 0}
     whole = compare(tmp_path / "fixed.onnx", tmp_path / "d.npz", out_dir=tmp_path / "a", settings=_settings(2**30), **kw)
-    grouped = compare(tmp_path / "fixed.onnx", tmp_path / "d.npz", out_dir=tmp_path / "b", settings=_settings(4000), **kw)
+    said = []
+    grouped = compare(tmp_path / "fixed.onnx", tmp_path / "d.npz", out_dir=tmp_path / "b", settings=_settings(4000),
+                      progress=said.append, **kw)
     assert whole.summary.passes == 1 and grouped.summary.passes > 1
+    # a batch of several passes reports each pass, so a cancel need not wait for the whole batch (a layout detector's
+    # batches of 5 passes took 3-4 s each)
+    p = grouped.summary.passes
+    within = [ev.message.split(", about")[0] for ev in said if ev.stage == Stage.COMPARE and ", pass " in ev.message]
+    assert within == [f"batch {b}/2, pass {k}/{p}" for b in (1, 2) for k in range(1, p)]
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["passes"] == grouped.summary.passes
     cache_notes = [w for w in grouped.summary.warnings if "batch cache" in w]
     assert cache_notes == [f"The comparison observed the tensors in {grouped.summary.passes} passes to stay within its memory "
@@ -107,3 +114,23 @@ def test_the_batch_cache_copies_count_against_the_budget():
     # a pass takes PEAK_FACTOR (3) times its observed tensors; the cache's writer holds two more copies of the reference's
     assert loop_budget(1000, caches_reference=True) == int(1000 * PEAK_FACTOR / (PEAK_FACTOR + CACHE_COPIES)) == 600
     assert loop_budget(1000, caches_reference=False) == 1000
+
+
+def test_a_cancel_between_passes_stops_the_batch_and_keeps_no_results(tmp_path):
+    m = tiny_model()
+    m.graph.input[0].type.tensor_type.shape.dim[0].dim_value = 4
+    onnx.save(m, tmp_path / "fixed.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(0).standard_normal((8, 2, 8, 8)).astype(np.float32))
+    seen = []
+
+    def cancel_at_first_pass(ev):
+        seen.append(ev.message)
+        if ", pass 1/" in ev.message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        compare(tmp_path / "fixed.onnx", tmp_path / "d.npz", out_dir=tmp_path / "c", settings=_settings(4000),
+                batch_size=4, provider="cpu", screen_samples=0, progress=cancel_at_first_pass)
+    assert seen[-1].startswith("batch 1/2, pass 1/")  # stopped inside the first batch
+    assert not RunFolder(tmp_path / "c").has_results()
+
