@@ -15,7 +15,7 @@ import engine
 from app.inputs import Inputs
 
 __all__ = ["METHOD_NAMES", "SELECT_LABELS", "PERCENTILE_RANGE", "BEST", "SweepPlan", "Swept", "op_type_sets", "plan_sweep",
-           "table_frame", "column_config", "best_sentence", "compare_settings"]
+           "table_frame", "column_order", "column_config", "best_sentence", "compare_settings"]
 
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 SELECT_LABELS = {"snr_db": "final-output SNR", "cosine": "final-output cosine", "top1_agreement": "top-1 agreement with FP32",
@@ -132,13 +132,31 @@ def table_frame(result: engine.SweepResult) -> pd.DataFrame:
             "calibration": METHOD_NAMES.get(c.calibration.method.value, c.calibration.method.value),
             "percentile": c.calibration.percentile if percentile else None, "op_types": ", ".join(c.op_types),
             "precision": c.precision.label, "snr_db": _num(r.snr_db), "cosine": _num(r.cosine),
-            "outputs_snr_db": _num(r.outputs_snr_db), "top1_agreement": _num(r.top1_agreement), "accuracy": _num(r.accuracy),
+            "first_output_snr_db": _num(r.first_output_snr_db), "top1_agreement": _num(r.top1_agreement), "accuracy": _num(r.accuracy),
             "text_agreement": _num(r.text_agreement),
             "quantized_nodes": None if r.note else r.quantized_nodes, "culprit": r.culprit,
             "culprit_alone_snr_db": _num(r.culprit_alone_snr_db), "latency_ms": _num(r.latency_ms), "seconds": r.seconds,
             "note": r.note or None,
         })
     return pd.DataFrame(rows)
+
+
+# the numbers first, so the SNR is in view at 1400 px (after the long configuration label it was off-screen); the settings
+# the label already names come last, for sorting
+SHOWN_ORDER = ("best", "configuration", "snr_db", "first_output_snr_db", "cosine", "top1_agreement", "accuracy",
+               "text_agreement", "culprit", "culprit_alone_snr_db", "quantized_nodes", "latency_ms", "seconds", "note",
+               "calibration", "percentile", "op_types", "precision")
+
+
+def column_order(table: pd.DataFrame) -> list[str]:
+    """The table's columns as shown: numbers first, columns no configuration has left out, and the first output's SNR
+    only where it differs from the model's (a model with several outputs)."""
+    shown = [c for c in SHOWN_ORDER if c in table and (c in ("best", "configuration") or table[c].notna().any())]
+    if "first_output_snr_db" in shown:
+        a, b = table["snr_db"], table["first_output_snr_db"]
+        if ((a == b) | (a.isna() & b.isna())).all():
+            shown.remove("first_output_snr_db")
+    return shown
 
 
 def column_config(st_column_config, select: str) -> dict:
@@ -148,9 +166,13 @@ def column_config(st_column_config, select: str) -> dict:
         "best": cc.TextColumn("best", width="small", help=f"The configuration with the highest {SELECT_LABELS[select]}."),
         "percentile": cc.NumberColumn("percentile", format="%.6g"),  # 99.999 read as 100 at 4 digits
         "op_types": cc.TextColumn("op types"),
-        "snr_db": cc.NumberColumn("SNR dB", format="%.2f", help="Final-output SNR against FP32 (higher is better)."),
-        "cosine": cc.NumberColumn("cosine", format="%.5f", help="Final-output cosine similarity against FP32."),
-        "outputs_snr_db": cc.NumberColumn("worst output SNR dB", format="%.2f", help="The lowest SNR of any model output."),
+        "snr_db": cc.NumberColumn("SNR dB", format="%.2f", help="Final-output SNR against FP32 (higher is better); a model with "
+                                  "several outputs: every float output together, each against its own signal, as the "
+                                  "Compare page's headline and the ranking measure it."),
+        "cosine": cc.NumberColumn("cosine", format="%.5f", help="Final-output cosine similarity against FP32 (the first "
+                                  "output's where the model has several)."),
+        "first_output_snr_db": cc.NumberColumn("first output SNR dB", format="%.2f",
+                                               help="The first output's own SNR (the cosine beside it is of this output too)."),
         "top1_agreement": cc.NumberColumn("top-1 agreement", format="%.4f"),
         "accuracy": cc.NumberColumn("accuracy", format="%.4f"),
         "text_agreement": cc.NumberColumn("text read the same", format="%.4f",

@@ -90,9 +90,9 @@ class SweepConfig:
 class SweepRow:
     model: str
     config: SweepConfig
-    snr_db: float = math.nan
-    cosine: float = math.nan
-    outputs_snr_db: float = math.nan
+    snr_db: float = math.nan  # the model's: its float outputs together, each against its own signal (the headline's)
+    cosine: float = math.nan  # the first output's
+    first_output_snr_db: float = math.nan  # the first output's own (the same as snr_db where the model has one)
     top1_agreement: float | None = None
     accuracy: float | None = None
     quantized_nodes: int = 0
@@ -106,7 +106,7 @@ class SweepRow:
 
     def to_dict(self) -> dict:
         return {"model": self.model, "config": self.config.label, **self.config.to_dict(), "snr_db": json_number(self.snr_db),
-                "cosine": json_number(self.cosine), "outputs_snr_db": json_number(self.outputs_snr_db),
+                "cosine": json_number(self.cosine), "first_output_snr_db": json_number(self.first_output_snr_db),
                 "top1_agreement": self.top1_agreement, "accuracy": self.accuracy, "quantized_nodes": self.quantized_nodes,
                 "culprit": self.culprit, "culprit_alone_snr_db": json_number(self.culprit_alone_snr_db),
                 "latency_ms": self.latency_ms, "seconds": round(self.seconds, 3), "note": self.note, "best": self.best,
@@ -115,7 +115,11 @@ class SweepRow:
     @classmethod
     def from_dict(cls, d: dict) -> SweepRow:
         num = lambda x: float(x) if x is not None else math.nan  # noqa: E731
-        return cls(d["model"], SweepConfig.from_dict(d), num(d["snr_db"]), num(d["cosine"]), num(d["outputs_snr_db"]),
+        if "first_output_snr_db" in d:
+            snr, first = num(d["snr_db"]), num(d["first_output_snr_db"])
+        else:  # written before 2026-12-08: snr_db was the first output's, outputs_snr_db every float output's together
+            snr, first = num(d["outputs_snr_db"]), num(d["snr_db"])
+        return cls(d["model"], SweepConfig.from_dict(d), snr, num(d["cosine"]), first,
                    d.get("top1_agreement"), d.get("accuracy"), int(d.get("quantized_nodes", 0)), d.get("culprit"),
                    num(d.get("culprit_alone_snr_db")), d.get("latency_ms"), float(d.get("seconds", 0)), d.get("note", ""),
                    bool(d.get("best", False)), d.get("text_agreement"))
@@ -224,7 +228,7 @@ def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, 
         m = measure_model(backend, candidate, data)
         culprit, alone = _screen_culprit(backend, reference, candidate, config.op_types, data, screen, resume_bytes)
         latency = _latency(backend, candidate, data.batches[0], latency_runs if config in timed else 0)
-        return SweepRow(model, config, m.snr_db, m.cosine, m.outputs_snr_db, m.top1_agreement, m.accuracy,
+        return SweepRow(model, config, m.outputs_snr_db, m.cosine, m.snr_db, m.top1_agreement, m.accuracy,
                         len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0,
                         text_agreement=m.text_agreement)
     except QuantScopeError as err:

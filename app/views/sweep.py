@@ -88,7 +88,8 @@ if not swept.openable:
 elif inputs is not None and swept.inputs != inputs:
     st.warning(f"This sweep ran on {swept.inputs.name}, not on the inputs in use now ({inputs.name}); opening a configuration "
                f"compares {swept.inputs.name}.")
-st.dataframe(sw.table_frame(result), hide_index=True, width="stretch", placeholder="–", key="sweep_table",
+table = sw.table_frame(result)
+st.dataframe(table, hide_index=True, width="stretch", placeholder="–", key="sweep_table", column_order=sw.column_order(table),
              column_config=sw.column_config(st.column_config, result.select))
 for r in rows:
     if r.note:

@@ -282,7 +282,7 @@ def test_the_layer_figure_of_a_large_graph_stays_well_under_a_megabyte():
 def sweep_rows(*rows: dict) -> engine.SweepResult:
     """A sweep's result written by hand: each dict names its calibration, percentile, precision and numbers."""
     base = {"model": "m.onnx", "op_types": list(engine.TRT_INT8_OP_TYPES), "percentile": 99.999, "precision": "int8",
-            "snr_db": None, "cosine": None, "outputs_snr_db": None, "culprit_alone_snr_db": None}
+            "snr_db": None, "cosine": None, "first_output_snr_db": None, "culprit_alone_snr_db": None}
     return engine.SweepResult(Path("sweep"), tuple(engine.SweepRow.from_dict({**base, **r}) for r in rows), "snr_db")
 
 
@@ -311,8 +311,8 @@ def test_sweep_table_stars_one_best_blanks_what_a_configuration_lacks_and_keeps_
     from app import sweeps
 
     result = sweep_rows(
-        {"calibration": "minmax", "snr_db": 11.7, "cosine": 0.96, "outputs_snr_db": 11.7, "quantized_nodes": 10, "culprit": "c"},
-        {"calibration": "percentile", "percentile": 99.9, "snr_db": 21.3, "cosine": 0.99, "outputs_snr_db": 21.3,
+        {"calibration": "minmax", "snr_db": 11.7, "cosine": 0.96, "first_output_snr_db": 11.7, "quantized_nodes": 10, "culprit": "c"},
+        {"calibration": "percentile", "percentile": 99.9, "snr_db": 21.3, "cosine": 0.99, "first_output_snr_db": 21.3,
          "quantized_nodes": 10, "culprit": "c", "best": True, "latency_ms": 0.9},
         {"calibration": "minmax", "precision": "fp8", "note": "FP8 cannot run here."})
     table = sweeps.table_frame(result)
@@ -323,6 +323,11 @@ def test_sweep_table_stars_one_best_blanks_what_a_configuration_lacks_and_keeps_
     assert table[["snr_db", "quantized_nodes", "culprit"]].iloc[2].isna().all()  # blank in the table, never 0
     assert table["note"].fillna("").tolist() == ["", "", "FP8 cannot run here."]
     assert set(sweeps.column_config(__import__("streamlit").column_config, "snr_db")) <= set(table.columns)
+    # shown: the numbers before the settings, nothing no configuration has, the first output's SNR only where it differs
+    assert sweeps.column_order(table) == ["best", "configuration", "snr_db", "cosine", "culprit", "quantized_nodes",
+                                          "latency_ms", "seconds", "note", "calibration", "percentile", "op_types", "precision"]
+    several = table.assign(first_output_snr_db=[2.4, 3.1, None])  # a layout detector's first of 8 outputs
+    assert sweeps.column_order(several)[2:5] == ["snr_db", "first_output_snr_db", "cosine"]
     assert sweeps.best_sentence(result) == ("Best by final-output SNR: percentile 99.9 / Conv+ConvTranspose+Gemm+MatMul / int8 "
                                             "(final-output SNR 21.30 dB; its culprit c).")
     assert sweeps.best_sentence(sweep_rows({"calibration": "minmax", "note": "no numbers"})) is None

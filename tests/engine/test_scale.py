@@ -92,7 +92,7 @@ def test_sweep_on_ray_equals_serial(cluster, tmp_path):
     on_ray = sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", out_dir=tmp_path / "b",
                    executor=cluster, **kw)
     assert on_ray.executor.startswith("ray") and len(on_ray.rows) == 3
-    keep = ["config", "snr_db", "cosine", "outputs_snr_db", "culprit", "culprit_alone_snr_db", "best"]
+    keep = ["config", "snr_db", "cosine", "first_output_snr_db", "culprit", "culprit_alone_snr_db", "best"]
     assert on_ray.to_frame()[keep].equals(serial.to_frame()[keep])
     assert on_ray.to_frame()["latency_ms"].notna().all()  # timed after the tasks, one at a time
 

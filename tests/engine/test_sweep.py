@@ -168,3 +168,37 @@ def test_the_table_names_a_model_as_the_user_does(eval_100, tmp_path):
                    progress=events.append, **{**KW, "latency_runs": 0, "screen_samples": 0})
     assert [r.model for r in result.rows] == ["yolo_from_the_user.onnx"]
     assert any("yolo_from_the_user.onnx: configuration 1/1 done" in (e.message or "") for e in events)
+
+
+def test_a_model_with_several_outputs_is_swept_by_every_output_together(tmp_path):
+    """The sweep picked and showed a several-output model by its first output where Compare's headline, the ranking and
+    History give every float output together; its 'worst output SNR' column was that together figure, not a worst."""
+    from onnx import TensorProto, helper, save
+
+    from tests.engine.conftest import tiny_model
+
+    m = tiny_model()
+    m.graph.output.append(helper.make_tensor_value_info("f", TensorProto.FLOAT, ["n", 4]))
+    save(m, tmp_path / "two.onnx")
+    np.savez(tmp_path / "d.npz", x=np.random.default_rng(2).standard_normal((10, 2, 8, 8)).astype(np.float32))
+    result = sweep([tmp_path / "two.onnx"], tmp_path / "d.npz", out_dir=tmp_path / "s", methods=("minmax",),
+                   batch_size=5, provider="cpu", latency_runs=0, screen_samples=0)
+    (row,) = result.rows
+    s = compare(tmp_path / "two.onnx", tmp_path / "d.npz", out_dir=tmp_path / "c", batch_size=5, provider="cpu",
+                screen_samples=0).summary
+    assert s.outputs["y"].snr_db != pytest.approx(s.outputs["f"].snr_db, rel=1e-3)  # the two outputs' figures differ
+    assert row.snr_db == pytest.approx(s.outputs_together_snr_db(), rel=1e-5)
+    assert row.first_output_snr_db == pytest.approx(s.outputs["y"].snr_db, rel=1e-5)
+    assert load_sweep(tmp_path / "s").rows[0].snr_db == row.snr_db  # what sweep.json keeps
+
+
+def test_a_sweep_written_before_the_together_figure_reads_the_same(tmp_path):
+    """sweep.json files of earlier versions kept the first output's SNR as snr_db and the together figure as
+    outputs_snr_db: reading one gives the figures their present names."""
+    from engine.sweep import SweepRow
+
+    old = {"model": "m.onnx", "op_types": ["Conv"], "calibration": "minmax", "percentile": 99.999, "precision": "int8",
+           "snr_db": 1.47, "cosine": 0.9, "outputs_snr_db": 2.41, "culprit_alone_snr_db": 0.5}
+    row = SweepRow.from_dict(old)
+    assert (row.snr_db, row.first_output_snr_db) == (2.41, 1.47)
+    assert SweepRow.from_dict(row.to_dict()) == row
