@@ -97,6 +97,10 @@ class Job:
         """The engine's progress callback; where a cancel takes effect. The stage is noted first, so a cancel that
         lands before a running job's first event still says which stage it stopped (not "before it started")."""
         now = time.perf_counter()
+        if self._last is not None and ev == self._last[0]:  # the engine's "still here" (progress.Repeating): nothing new
+            if self.cancel_requested:
+                raise engine.Cancelled()
+            return
         if ev.stage != self.stage:
             self.stage, self._stage_started = ev.stage, now
         if self.cancel_requested:

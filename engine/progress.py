@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ProgressEvent", "ProgressCallback", "Stage", "no_progress", "TimeLeft"]
+__all__ = ["ProgressEvent", "ProgressCallback", "Stage", "no_progress", "TimeLeft", "Repeating"]
 
 
 class Stage:
@@ -40,6 +40,30 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 def no_progress(_: ProgressEvent) -> None:
     return None
+
+
+class Repeating:
+    """A progress callback that remembers the last event it passed on; again() passes it on once more. Inside a long step
+    with nothing new to say (one probe of a layout detector: 32 runs, 3-7 s) that is a cancel's chance: a callback
+    raises Cancelled there, and the dashboard and the CLI show an event equal to the last as nothing new."""
+
+    def __init__(self, progress: ProgressCallback) -> None:
+        self.progress = progress
+        self.last: ProgressEvent | None = None
+
+    @classmethod
+    def of(cls, progress: ProgressCallback) -> Repeating:
+        """`progress` itself where it already is one (so the event said before a stage's first probe, which carries the
+        session's warm-up, is the one repeated during it), else a new one."""
+        return progress if isinstance(progress, Repeating) else cls(progress)
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        self.last = ev
+        self.progress(ev)
+
+    def again(self) -> None:
+        if self.last is not None:
+            self.progress(self.last)
 
 
 class TimeLeft:

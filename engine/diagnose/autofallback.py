@@ -18,7 +18,7 @@ from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
 from engine.diagnose.targets import Target
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError
-from engine.progress import ProgressCallback, ProgressEvent, Stage, TimeLeft, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Repeating, Stage, TimeLeft, no_progress
 
 __all__ = ["Step", "StrategyResult", "AutoFallbackResult", "search_fallback", "STRATEGIES", "json_safe"]
 
@@ -94,7 +94,8 @@ def json_safe(obj):
 
 class _Search:
     def __init__(self, pool: ProbePool, target: Target, progress: ProgressCallback) -> None:
-        self.pool, self.target, self.progress = pool, target, progress
+        # its last event again inside a probe: a cancel need not wait for a whole probe
+        self.pool, self.target, self.progress = pool, target, Repeating.of(progress)
         self.memo: dict[frozenset[str], ProbeMetrics] = {}
         self.steps: list[Step] = []
         self.strategy = ""
@@ -115,7 +116,7 @@ class _Search:
             count = f": probe {done}/{total} of this step" if total > 1 else ""  # a step of one probe: 'probe 1/1' said nothing
             self.progress(ProgressEvent(Stage.AUTOFALLBACK, base + done, overall, f"{step}{count}{self._eta(base + done, overall)}"))
 
-        for k, m in zip(todo, self.pool.measure_many([ProbeRequest(fallback=k) for k in todo], on_result)):
+        for k, m in zip(todo, self.pool.measure_many([ProbeRequest(fallback=k) for k in todo], on_result, self.progress.again)):
             self.memo[k] = m
         self.count += len(todo)
         out = []
@@ -227,6 +228,7 @@ def search_fallback(
         raise ConfigError(f"Unknown strategy '{strategy}'; use greedy, bisect or both.")
     if max_nodes is not None and max_nodes < 1:
         raise ConfigError(f"--max-nodes {max_nodes} is not positive; use 1 or more.")
+    progress = Repeating.of(progress)  # "opening the probe session and timing its first probe", again during that probe
     _, cfg, probe = open_probe(run_dir, provider, mode, samples, progress)
     op_of = {n.name: n.op_type for n in probe.reference.graph.node}
     with pools(probe) as pool:

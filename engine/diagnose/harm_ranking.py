@@ -30,7 +30,7 @@ import pandas as pd
 from engine.compare.metrics import json_number
 from engine.diagnose.probe_scoring import ProbeMetrics
 from engine.diagnose.probes import ProbePool, ProbeRequest
-from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Repeating, Stage, no_progress
 
 __all__ = ["UnitHarm", "HarmRanking", "RankPlan", "plan_stages", "rank_units", "HARM_COLUMNS", "RANK_PASSES_PER_SAMPLE",
            "TOP_SET"]
@@ -173,6 +173,7 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
     passes (of one sample each, see plan_stages; None: unbounded). Each stage's probes go to the pool at once (in
     parallel where the pool has workers)."""
     t0 = time.perf_counter()
+    progress = Repeating.of(progress)  # its last event again inside a probe: a cancel need not wait for a whole probe
     probe = pool.probe
     units = list(probe.units)
     full = probe.data
@@ -201,7 +202,7 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
             eta = (time.perf_counter() - t0) / spent * max(0.0, work["total"] - spent)
             progress(ProgressEvent(Stage.RANK, base + k, total, f"{what} ({base + k}/{total} probes), about {eta:.0f} s left"))
 
-        out = pool.measure_many(requests, on_result)
+        out = pool.measure_many(requests, on_result, progress.again)
         done += len(requests)
         work["done"] = base_work + len(requests) * each
         return out

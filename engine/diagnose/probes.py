@@ -64,6 +64,7 @@ class OutputProbe:
         self.data, self.emit, self.fp16 = data, emit, fp16
         self.outputs = [o.name for o in reference.graph.output if o.name in data.reference_outputs[0]]
         self.probes = 0
+        self._step: OnStep | None = None  # set by measure_many while it runs: called before each run of a batch
         self._stack: ExitStack | None = None
         self._gated: GatedModel | None = None
         self._runner = None
@@ -126,6 +127,13 @@ class OutputProbe:
     def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
              resident: Resident | None = None) -> ProbeMetrics:
         self.probes += 1
+        step = self._step
+        if step is not None:
+            plain = infer
+
+            def infer(batch: Batch) -> dict[str, np.ndarray]:
+                step()
+                return plain(batch)
         return score_batches(data or self.data, infer, self.outputs, t0, resident)
 
     def _run_gated(self, gates: dict[str, np.ndarray], t0: float, data: ProbeData | None,
@@ -228,6 +236,8 @@ class OutputProbe:
         k = len(feeds)
         scores = new_scores(data, self.outputs, k)
         for batch, ref in zip(data.batches, data.reference_outputs):
+            if self._step is not None:
+                self._step()
             gates = tiled_gates(self._gated, feeds, len(next(iter(batch.values()))))
             if self._resident is not None:
                 inputs, ref_scored = self._resident.tiled(batch, ref, k)
@@ -264,9 +274,18 @@ class OutputProbe:
             return self._gated.feed_only(self.units.index(tuple(request.only)))
         return self._gated.feed(request.fallback)
 
-    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None,
+                     on_step: OnStep | None = None) -> list[ProbeMetrics]:
         """Results in request order. Tiled (see `tile`): the requests on the same samples go as many to a run as
-        TILE_SAMPLES allows; otherwise one after another."""
+        TILE_SAMPLES allows; otherwise one after another. on_step: called before each run of a batch (a cancel's chance
+        within a probe; it may raise)."""
+        self._step = on_step
+        try:
+            return self._measure_many(requests, on_result)
+        finally:
+            self._step = None
+
+    def _measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None) -> list[ProbeMetrics]:
         if not self._tiled:
             out = []
             self._prepare_resume(requests)
@@ -345,6 +364,7 @@ class ProbeRequest:
 
 
 OnResult = Callable[[int, int], None]  # (results so far, requests in all)
+OnStep = Callable[[], None]  # before each run of a batch inside a probe (a cancel's chance; see progress.Repeating)
 
 
 class ProbePool(Protocol):
@@ -353,7 +373,8 @@ class ProbePool(Protocol):
 
     probe: OutputProbe
 
-    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]: ...
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None,
+                     on_step: OnStep | None = None) -> list[ProbeMetrics]: ...
 
 
 class LocalProbePool:
@@ -362,8 +383,9 @@ class LocalProbePool:
     def __init__(self, probe: OutputProbe) -> None:
         self.probe = probe
 
-    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
-        return self.probe.measure_many(requests, on_result)
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None,
+                     on_step: OnStep | None = None) -> list[ProbeMetrics]:
+        return self.probe.measure_many(requests, on_result, on_step)
 
 
 PoolFactory = Callable[[OutputProbe], "AbstractContextManager[ProbePool]"]  # e.g. an engine.scale executor's probe_pool

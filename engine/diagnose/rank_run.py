@@ -16,7 +16,7 @@ from engine.diagnose.harm_ranking import RANK_PASSES_PER_SAMPLE, HarmRanking, ra
 from engine.diagnose.probes import PoolFactory, local_pool
 from engine.diagnose.run_probe import probe_for_run
 from engine.diagnose.units import UnitMode
-from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Repeating, Stage, no_progress
 from engine.run_config import RunConfig
 from engine.runs import RunFolder
 
@@ -53,6 +53,7 @@ def rank_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend
         except (OSError, ValueError, KeyError, TypeError):
             pass  # unreadable: measure again
     # building the gated graph and opening its session took ~3 s on the captcha recogniser with nothing said
+    progress = Repeating.of(progress)  # said again during the first probes, which carry the session's warm-up
     progress(ProgressEvent(Stage.RANK, 0, 1, "starting: building the probes' gated model and its session (0/1)"))
     probe = probe_for_run(run, cfg, reference, backend, UnitMode.NODE, cfg.screen_samples, device_library)
     if probe is None:

@@ -18,7 +18,7 @@ from engine.diagnose.probes import PoolFactory, ProbePool, ProbeRequest, local_p
 from engine.diagnose.run_probe import open_probe
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError
-from engine.progress import ProgressCallback, ProgressEvent, Stage, TimeLeft, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Repeating, Stage, TimeLeft, no_progress
 from engine.results import Summary
 
 __all__ = ["sensitivity", "sensitivity_frame", "sensitivity_estimate", "SensitivityEstimate", "VIEW_METRICS",
@@ -35,6 +35,7 @@ def _cols(prefix: str, m: ProbeMetrics) -> dict:
 def sensitivity_frame(pool: ProbePool, op_types: dict[str, str], progress: ProgressCallback = no_progress) -> pd.DataFrame:
     """Both views for every unit of the pool's probe, most harmful alone first."""
     units = pool.probe.units
+    progress = Repeating.of(progress)  # its last event again inside a probe: a cancel need not wait for a whole probe
     requests = [ProbeRequest()]
     for unit in units:
         requests += [ProbeRequest(only=unit), ProbeRequest(fallback=frozenset(unit))]
@@ -49,7 +50,7 @@ def sensitivity_frame(pool: ProbePool, op_types: dict[str, str], progress: Progr
         else:
             progress(ProgressEvent(Stage.SENSITIVITY, done, total, f"probe {done}/{total}, about {eta:.0f} s left"))
 
-    results = pool.measure_many(requests, on_result)
+    results = pool.measure_many(requests, on_result, progress.again)
     full = results[0]
     rows = []
     for i, unit in enumerate(units):
@@ -110,6 +111,7 @@ def sensitivity(run_dir: str | os.PathLike, *, provider: str | None = None, samp
     if samples is not None and samples < 1:
         raise ConfigError(f"--samples {samples} is not positive; use 1 or more, or leave it out.", option="samples")
     mode = UnitMode.parse(units) if isinstance(units, str) else units
+    progress = Repeating.of(progress)  # "opening the probe session and timing its first probe", again during that probe
     run, _, probe = open_probe(run_dir, provider, mode, samples, progress)
     ops = {n.name: n.op_type for n in probe.reference.graph.node}
     with pools(probe) as pool:

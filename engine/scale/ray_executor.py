@@ -19,13 +19,14 @@ from contextlib import contextmanager
 import ray
 
 from engine.diagnose.probe_scoring import ProbeMetrics
-from engine.diagnose.probes import OnResult, OutputProbe, ProbeRequest
+from engine.diagnose.probes import OnResult, OnStep, OutputProbe, ProbeRequest
 
 __all__ = ["RayExecutor", "ACTORS_PER_GPU"]
 
 # One actor a GPU: on the H100 host (16 cores), YOLOv8n's 129 sensitivity probes took 5.66 s with one actor, 5.35 s with
 # two and 6.2 s with four sharing the card (serial: 3.15 s): processes sharing a GPU take turns on it.
 ACTORS_PER_GPU = 1
+STEP_S = 0.5  # while actors work, the pool calls on_step this often (a cancel's chance between results)
 
 
 @ray.remote
@@ -74,7 +75,8 @@ class _RayProbePool:
         self.probe, self.actors = probe, actors
         self.dispatched: list[int] = []  # the probes of each call handed to an actor by the last measure_many
 
-    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None) -> list[ProbeMetrics]:
+    def measure_many(self, requests: Sequence[ProbeRequest], on_result: OnResult | None = None,
+                     on_step: OnStep | None = None) -> list[ProbeMetrics]:
         """Requests go to free actors a run at a time: one probe, or a tile's worth on the same samples where the
         probe tiles them (run_size), padded to the same run size as a serial run, so results equal the serial run's."""
         sizes = {s: ray.get(self.actors[0].run_size.remote(s)) for s in {r.samples for r in requests}}
@@ -92,7 +94,9 @@ class _RayProbePool:
                     ref = actor.run.remote([requests[i] for i in chunks[nxt]])
                     busy[ref], order[ref] = actor, chunks[nxt]
                     nxt += 1
-                ready, _ = ray.wait(list(busy), num_returns=1)
+                ready, _ = ray.wait(list(busy), num_returns=1, timeout=None if on_step is None else STEP_S)
+                if not ready and on_step is not None:
+                    on_step()  # may raise Cancelled, as on_result may
                 for ref in ready:
                     members = order.pop(ref)
                     for i, m in zip(members, ray.get(ref)):

@@ -74,3 +74,19 @@ def test_a_jobs_label_counts_down_between_events(monkeypatch):
     job._stage_started = 96.0
     job.progress(engine.ProgressEvent(S.COMPARE, 3, 20, "batch 3/20, about 9 s left"))
     assert job.label() == "compare: batch 3/20, about 4 s left"
+
+
+def test_an_event_said_again_keeps_the_countdown_and_is_where_a_cancel_lands(monkeypatch):
+    """The engine repeats its last event inside a long probe (progress.Repeating): nothing new to show, so the time
+    left keeps counting down from the first time it was said; a cancel requested meanwhile stops the job there."""
+    job = jobs.Job(3, "sensitivity", state="running")
+    clock = iter([100.0, 104.0, 105.0, 106.0])
+    monkeypatch.setattr(jobs.time, "perf_counter", lambda: next(clock))
+    job._stage_started = 96.0
+    ev = engine.ProgressEvent(S.SENSITIVITY, 5, 21, "probe 5/21, about 20 s left")
+    job.progress(ev)
+    job.progress(ev)  # 4 s on, said again
+    assert job.label() == "sensitivity: probe 5/21, about 15 s left"  # counted from the first, not reset to 20
+    job.cancel_requested = True
+    with pytest.raises(engine.Cancelled):
+        job.progress(ev)

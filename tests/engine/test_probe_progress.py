@@ -66,7 +66,7 @@ def test_the_time_left_comes_from_results_after_the_first_and_waits_out_a_burst(
     class Pool:
         probe = SimpleNamespace(units=(("a",), ("b",)))
 
-        def measure_many(self, requests, on_result):
+        def measure_many(self, requests, on_result, on_step=None):
             for k in range(1, len(requests) + 1):
                 on_result(k, len(requests))
             return [ProbeMetrics(1.0, 20.0, 20.0, None, None, None, 0.1)] * len(requests)
@@ -77,3 +77,41 @@ def test_the_time_left_comes_from_results_after_the_first_and_waits_out_a_burst(
                                            "probe 2/5; the time left is known after a few more",
                                            "probe 3/5, about 2 s left",  # 2 s for 2 results since the first: 1 s each
                                            "probe 4/5, about 1 s left", "probe 5/5"]
+
+
+def test_a_cancel_inside_a_probe_stops_before_its_next_batch(inputs_only_run):
+    """The engine says its last event again before each batch a probe runs, so a cancel waits for one run, not a whole
+    probe (a layout detector's probe is 32 runs, 3-7 s on two cores)."""
+    from engine import Cancelled
+
+    events = []
+
+    def cancel_on_a_repeat(ev):
+        if events and ev == events[-1] and ev.stage == Stage.SENSITIVITY:
+            raise Cancelled()
+        events.append(ev)
+
+    with pytest.raises(Cancelled):
+        sensitivity(inputs_only_run, samples=20, progress=cancel_on_a_repeat)
+    probes = [e for e in events if e.stage == Stage.SENSITIVITY]
+    assert [e.done for e in probes] == [1]  # stopped before the second probe's first run
+    # the first probe is covered too: the preparation's last event is said again while it runs
+    said = []
+    sensitivity(inputs_only_run, samples=20, progress=said.append)
+    opening = next(e for e in said if e.message.startswith("opening the probe session"))
+    assert said.count(opening) >= 2  # said, then again before the first probe's runs
+
+
+def test_tiled_probes_step_before_each_batch_too(inputs_only_run):
+    """Tiled probes (one run holds many) step before each batch as well."""
+    from engine.diagnose.probes import ProbeRequest
+    from engine.diagnose.run_probe import open_probe
+
+    _, _, probe = open_probe(inputs_only_run, "cpu", samples=20)
+    probe.tile = True
+    steps = []
+    with probe:
+        requests = [ProbeRequest()] + [ProbeRequest(only=u) for u in probe.units[:3]]
+        probe.measure_many(requests, on_step=lambda: steps.append(1))
+        assert len(steps) == len(probe.runs(requests)) * len(probe.data.batches)
+        assert probe._step is None  # only while measure_many runs
