@@ -236,10 +236,11 @@ def run_layerwise(
                     within = step * len(plan.groups) + g + 1  # passes of this batch done
                     if within < len(steps) * len(plan.groups):  # a batch of several passes: the cancel's chance between them
                         done = entries + within / (len(steps) * len(plan.groups))
-                        eta = (time.perf_counter() - started) / done * (total_batches - done)
+                        # as the batches' own estimate, from the first batch done on (its passes carry the sessions' start)
+                        eta = f", about {(time.perf_counter() - started) / done * (total_batches - done):.0f} s left" \
+                            if entries else ""
                         progress(ProgressEvent(Stage.COMPARE, entries, total_batches,
-                                               f"{where_next()}, pass {within}/{len(steps) * len(plan.groups)}, "
-                                               f"about {eta:.0f} s left"))
+                                               f"{where_next()}, pass {within}/{len(steps) * len(plan.groups)}{eta}"))
                 if cache is not None and given is None:
                     t0 = time.perf_counter()
                     cache.append(sub, {k: fresh[k] for k in cached if k in fresh} if plan.passes == 1 and not on_device else {},
