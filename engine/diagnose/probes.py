@@ -124,6 +124,10 @@ class OutputProbe:
         self._stack, self._runner, self._gated, self._resident, self._tiled = None, None, None, None, False
         self._resume, self._pass_seconds = None, None
 
+    def _tick(self) -> None:
+        if self._step is not None:
+            self._step()
+
     def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
              resident: Resident | None = None) -> ProbeMetrics:
         self.probes += 1
@@ -215,6 +219,7 @@ class OutputProbe:
         plain = lambda g: [self._runner.infer({**b, **g}) for b in data.batches]  # noqa: E731
         ok = True
         for gates in (self._gated.feed(()), self._gated.feed_only(None)):
+            self._tick()  # checking the resumed runs took 7 s of a layout detector's ranking, before its first probe
             infer, keep = r.recording(gates, key, len(data.batches))
             ok = ok and same_outputs([infer(b) for b in data.batches], plain(gates), self.outputs)
             keep()
@@ -222,6 +227,7 @@ class OutputProbe:
             return False
         r.open(r.dtypes())
         for cut in r.plan.cuts:
+            self._tick()
             k = next((i for i, g in enumerate(self._gated.gates) if g not in cut.gates), None)
             for gates in ((self._gated.feed(self.units[k]), self._gated.feed_only(k)) if k is not None else ()):
                 at = r.resume_cut(gates, key)
@@ -236,8 +242,7 @@ class OutputProbe:
         k = len(feeds)
         scores = new_scores(data, self.outputs, k)
         for batch, ref in zip(data.batches, data.reference_outputs):
-            if self._step is not None:
-                self._step()
+            self._tick()
             gates = tiled_gates(self._gated, feeds, len(next(iter(batch.values()))))
             if self._resident is not None:
                 inputs, ref_scored = self._resident.tiled(batch, ref, k)
