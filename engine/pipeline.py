@@ -17,6 +17,7 @@ from engine.compare.graph import observe
 from engine.compare.layerwise import run_layerwise
 from engine.compare.reducers import KERNEL_CACHE, device_reducer
 from engine.compare.reference_cache import ReferenceCache
+from engine.compare.tensor_keys import KEY_COLUMN, key_salt, reusable_stats, tensor_keys
 from engine.data.images import ImagePreprocess
 from engine.data.loading import load_data, load_labels
 from engine.data.source import BatchSource
@@ -271,16 +272,23 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
         total = batch_count = -(-fresh_source.num_samples // cfg.batch_size)
         pairs = ((inputs, None, k) for k, inputs in enumerate(fresh_source.batches(cfg.batch_size)))
         writer = cache
+        known, keys = {}, {}
     else:
         total = cache.meta["batches"]
         batch_count = len(set(cache.meta.get("batch_of") or range(total)))
+        # tensors this build computes as the results in the folder measured them (everything before the nodes whose
+        # fallback changed): their metrics are read back, not reduced again
+        keys = _tensor_keys(emitted.model, backend, cache)
+        outputs = set(view.outputs)  # measured every time: the summary reads them from this run
+        known = reusable_stats(run.layers, keys, [t for t in view.names if t not in outputs]) if keys else {}
+        timings["tensors_reused"] = len(known)
         keep_ref = cache.has_reference and reducer is None  # a device reducer recomputes the reference on the device
         pairs = ((inputs, ref if keep_ref else None, k) for inputs, ref, k in cache.parts())
         writer = None
     lw = run_layerwise(view, reference, emitted.model, backend, pairs, total, reducer=reducer, on_device=reducer is not None,
                        labels=labels, progress=progress, timings=timings, cache=writer, fallback=cfg.quant.fallback,
                        memory_budget=cfg.memory_bytes, dynamic_batch=model_info(reference).fixed_batch is None,
-                       auto_cache=cfg.cache_auto, batch_count=batch_count)
+                       auto_cache=cfg.cache_auto, batch_count=batch_count, known=known)
     why = (meta := cache.meta).get("inputs_only_because") if writer is not None and not cache.meta["with_reference"] else None
     # why == "cheaper" warns of nothing: recomputing is the faster choice (cache_policy), and the cache's meta.json says so;
     # shown in the dashboard it told a browser user to set the server's QUANTSCOPE_CACHE_MB
@@ -302,6 +310,9 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
     prov = run.read_provenance()
     layers = ranked_layers(lw.layers, summary.culprits, summary.held)
     layers["original"] = layers["node"].map(lambda n: origin_text(prov.get(n, ())))
+    if fresh_source is not None:  # a new cache: its own name
+        keys = _tensor_keys(emitted.model, backend, cache)
+    layers[KEY_COLUMN] = [keys.get(t, "") if s == s else "" for t, s in zip(layers["tensor"], layers["snr_db"])]
     if not recalibrated:  # a rebuild replaces the results only now: cancelled or failed before here, the run is as it was
         run.archive_results()
     for filename, content in lw.artifacts.get("files", {}).items():  # TensorRT: the serialized engine, its layers
@@ -311,6 +322,13 @@ def _emit_and_compare(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto
     run.write_config(cfg)  # with the results it produced: a rebuild killed before here leaves the run as it was
     run.write_json(run.summary, summary.to_dict())
     return ComparisonResult(run.path, layers, summary)
+
+
+def _tensor_keys(candidate: onnx.ModelProto, backend, cache: ReferenceCache) -> dict[str, str]:
+    """The keys this build's metrics are measured under (tensor_keys); none where the backend does not repeat itself
+    bit for bit or the cache's batches have no name."""
+    salt = key_salt(backend.name, cache.generation) if backend.capabilities.repeatable else None
+    return tensor_keys(candidate, salt) if salt is not None else {}
 
 
 def load_result(run_dir: str | os.PathLike) -> ComparisonResult:

@@ -25,6 +25,9 @@ class Capabilities:
     device_outputs: bool  # runners can leave outputs in device memory for a device reducer (`on_device=True`)
     branchless: bool = False  # control flow (If) costs more than computing both sides: switch Q/DQ with Where instead
     parallel_sessions: bool = False  # runners may be opened side by side in threads (their start-up leaves the GIL)
+    # a graph computes each tensor bit for bit the same in every session (kernels chosen by shape, never by timing), so
+    # a tensor two builds compute the same way (compare/tensor_keys) has the same metrics in both
+    repeatable: bool = False
 
 
 class Runner(Protocol):

@@ -173,8 +173,10 @@ class OnnxRuntimeBackend:
         self.name = f"onnxruntime-{device}"
         self.capabilities = Capabilities(self.name, device, runtime_gates=True, fp16_kernels=device == "cuda",
                                          observes_fused=False, device_outputs=device == "cuda", branchless=device == "cuda",
-                                         parallel_sessions=device == "cuda")  # measured there; CPU sessions
-        # opened side by side only made several all-core thread pools compete (no gain on 2 cores)
+                                         parallel_sessions=device == "cuda", repeatable=True)
+        # parallel sessions: measured on CUDA; CPU sessions opened side by side only made several all-core thread pools
+        # compete (no gain on 2 cores). repeatable: MLAS splits no reduction by thread count, and cuDNN's algorithms are
+        # picked by heuristic (cudnn_conv_algo_search below), not by timing
 
     def with_threads(self, threads: int) -> OnnxRuntimeBackend:
         return OnnxRuntimeBackend(self.device, threads)

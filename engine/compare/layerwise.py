@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 
@@ -93,18 +93,22 @@ def run_layerwise(
     dynamic_batch: bool = True,
     auto_cache: bool = False,
     batch_count: int | None = None,
+    known: Mapping[str, TensorStats] | None = None,
 ) -> LayerwiseRun:
     """pairs: (inputs, reference tensors or None[, batch number]): a batch, or a part of one (the cache's entries).
     Where the reference is None it runs here, marked, on the backend.
     on_device: marked runs keep their outputs in device memory and `reducer` reads them there.
     cache: written with every part's inputs (and, for host tensors, the reference tensors) for later rebuilds.
     auto_cache: the reference tensors go into the cache only where computing them again would cost more (cache_policy).
-    memory_budget: bytes the observed tensors of a pass may take (see memory_plan); None: no limit."""
+    memory_budget: bytes the observed tensors of a pass may take (see memory_plan); None: no limit.
+    known: metrics of observed tensors an earlier build measured and this one computes the same way (tensor_keys):
+    still marked, so both graphs run as in a full comparison, but not reduced again."""
     reducer = reducer or HostReducer()
     clock = _Clock(timings if timings is not None else {})
     names = view.names
     cached = list(dict.fromkeys([*names, *view.outputs]))  # integer outputs (an ArgMax label) too: a rebuild reports them
-    acc = {t: Accumulator() for t in names}
+    known = dict(known or {})
+    acc = {t: Accumulator() for t in names if t not in known}
     final = {o: Accumulator() for o in view.outputs}
     channels = {o: ChannelAccumulator() for o in view.outputs}  # outputs whose channels differ in scale (a detector's)
     final_reducer = HostReducer()
@@ -217,7 +221,7 @@ def run_layerwise(
                     t0 = time.perf_counter()
                     used = []
                     for t in group:
-                        if t in mismatched or t in missing:
+                        if t in mismatched or t in missing or t in known:
                             continue
                         if t not in r or t not in c:  # fused away by the backend: not observable
                             missing.add(t)
@@ -281,6 +285,7 @@ def run_layerwise(
             cache.reset(inputs_only=on_device)
         cache.finish(samples)
     stats_by_tensor = {t: a.result() for t, a in acc.items() if t not in mismatched and t not in missing and a.batches}
+    stats_by_tensor.update(known)
     return LayerwiseRun(
         layers=layer_frame(view, stats_by_tensor),
         outputs={o: a.result() for o, a in final.items() if a.batches},

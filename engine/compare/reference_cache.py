@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import queue
+import secrets
 import shutil
 import threading
 from collections.abc import Iterator
@@ -103,7 +104,8 @@ class ReferenceCache:
         self._join()
         meta = {"batches": self._batches, "with_reference": self._with_reference, "samples": sample_count,
                 "budget_bytes": self._budget, "batch_of": self._batch_of,
-                "inputs_only_because": self._why}
+                "inputs_only_because": self._why,
+                "generation": secrets.token_hex(8)}  # which batches these are: results measured on them name it
         tmp = self.folder / "meta.json.tmp"
         tmp.write_text(json.dumps(meta))
         os.replace(tmp, self.folder / "meta.json")
@@ -129,6 +131,12 @@ class ReferenceCache:
     def meta(self) -> dict | None:
         p = self.folder / "meta.json"
         return json.loads(p.read_text()) if p.is_file() else None
+
+    @property
+    def generation(self) -> str | None:
+        """A name for this cache's batches, new with every cache written (None: none, or written before it was kept)."""
+        m = self.meta
+        return m.get("generation") if m else None
 
     @property
     def complete(self) -> bool:

@@ -64,7 +64,7 @@ def test_the_time_left_weighs_each_probe_by_its_samples(monkeypatch):
     class Pool:
         probe = SimpleNamespace(units=units, data=data)
 
-        def measure_many(self, requests, on_result):
+        def measure_many(self, requests, on_result, on_step=None):
             out = []
             for k, r in enumerate(requests, 1):
                 took = data.head(r.samples or data.samples).samples + 1
@@ -104,7 +104,7 @@ def test_where_both_views_pick_the_same_units_the_next_strongest_are_refined_in_
     class Pool:
         probe = SimpleNamespace(units=units, data=data)
 
-        def measure_many(self, requests, on_result):
+        def measure_many(self, requests, on_result, on_step=None):
             out = []
             for k, r in enumerate(requests, 1):
                 if r.only:  # only unit i in INT8: n0 hurts most
