@@ -160,6 +160,12 @@ def ranking_sentence(ranking: engine.RankingInfo, culprits: tuple[engine.Culprit
         # rank 6 at 30.1 dB above rank 7 at 23.0 read as a broken sort)
         fewer = " or ".join(str(n) for n in sorted(rest))
         first = f"Below the {fallback} node(s) in fallback, the first" if fallback else "The first"
+        if any(c.samples != top and c.alone_snr_db != c.alone_snr_db for c in culprits):  # not given: see Culprit figures
+            return (f"{what}. {first} {head} were measured again on {top} samples and come first, in order among themselves. "
+                    f"The rest follow in a rough order, without figures: for the nodes measured both ways, figures on {fewer} "
+                    f"sample{'s' if rest != {1} else ''} were off by up to {ranking.first_stage_error_db:.1f} dB from those on "
+                    f"{top}, too few samples for this model's outputs; the Sensitivity page measures every node on more "
+                    f"(probes: {ranking.plan}).{against}")
         return (f"{what}. {first} {head} were measured again on {top} samples and come first, in order among themselves; "
                 f"the rest follow in their order on {fewer} sample{'s' if rest != {1} else ''}, so a value further down can "
                 f"be worse than one above it (probes: {ranking.plan}).{against}")

@@ -55,8 +55,9 @@ def hover_texts(df: pd.DataFrame, fallback: set[str] | frozenset[str] = frozense
         lines.append(f"tensor {r['tensor']}")
         rank = r.get("rank")
         if rank is not None and not pd.isna(rank):
-            lines.append(f"culprit rank {int(rank)}: final outputs {engine.format_metric('snr_db', float(r['alone_snr_db']))} dB "
-                         f"SNR with only it in {quantized}")
+            alone = float(r["alone_snr_db"])
+            lines.append(f"culprit rank {int(rank)}: " + (f"final outputs {engine.format_metric('snr_db', alone)} dB SNR with only "
+                                                          f"it in {quantized}" if alone == alone else "a rough place, no figure"))
         lines += [f"{m.label}: {engine.format_metric(m.column, float(r[m.column]))}" for m in engine.METRICS if m.column in r]
         intro = float(r["introduced_db"])
         lines.append("introduced noise: none measurable" if intro <= NOISE_FLOOR_DB else f"introduced noise: {intro:.1f} dB")

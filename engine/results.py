@@ -16,10 +16,15 @@ from engine.compare.output_channels import ChannelSplit
 from engine.compare.task_metrics import TaskMetrics
 from engine.quantize.config import FallbackPrecision, QuantConfig
 
-__all__ = ["OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB",
+__all__ = ["OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB", "ROUGH_FIRST_STAGE_DB",
            "json_number", "read_number", "not_like_for_like"]
 
 FUSION_DISAGREEMENT_DB = 1.0
+
+
+# past this difference between the ranking's first-stage and refined figures of the same units, the figures of the
+# units measured on the first stage only are not given: they are noise (see harm_ranking.first_stage_error)
+ROUGH_FIRST_STAGE_DB = 6.0
 
 
 def read_number(x) -> float:
@@ -128,12 +133,15 @@ class RankingInfo:
     plan: str = ""  # the probe stages within the ranking's budget, e.g. "every unit on 4 samples, the 10 strongest of both views on 32"
     seconds: float = math.nan  # what its probes took when they were measured (a reused ranking keeps the original's)
     work: float = 0.0  # their cost in sample-passes (HarmRanking.work): seconds / work is a probe sample's cost here
+    first_stage_error_db: float = math.nan  # HarmRanking.first_stage_error_db: past ROUGH_FIRST_STAGE_DB the figures of
+    # the units measured on the first stage only are not given (Culprit.rough)
 
     def to_dict(self) -> dict:
         return {"method": self.method, "samples": self.samples, "probes": self.probes,
                 "all_int8_snr_db": json_number(self.all_int8_snr_db), "reused": self.reused, "view": self.view,
                 "top_set_gain_db": {k: json_number(v) for k, v in self.top_set_gain_db.items()}, "plan": self.plan,
-                "seconds": json_number(self.seconds), "work": self.work}
+                "seconds": json_number(self.seconds), "work": self.work,
+                "first_stage_error_db": json_number(self.first_stage_error_db)}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> RankingInfo:
@@ -141,7 +149,7 @@ class RankingInfo:
         return cls(d.get("method", "introduced noise"), int(d.get("samples", 0)), int(d.get("probes", 0)),
                    read_number(d.get("all_int8_snr_db")), bool(d.get("reused", False)), d.get("view", ""),
                    {k: read_number(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""),
-                   read_number(d.get("seconds")), float(d.get("work", 0.0)))
+                   read_number(d.get("seconds")), float(d.get("work", 0.0)), read_number(d.get("first_stage_error_db")))
 
 
 def outputs_together(outputs: dict[str, OutputMetrics], names: tuple[str, ...] = ()) -> float:

@@ -12,7 +12,7 @@ from engine.compare.graph import GraphView
 from engine.compare.layerwise import LayerwiseRun
 from engine.compare.ranking import FLOOR_DB, rank_culprits
 from engine.diagnose.harm_ranking import HarmRanking
-from engine.results import Amplifier, Culprit, OutputMetrics, RankingInfo, Summary, outputs_together
+from engine.results import ROUGH_FIRST_STAGE_DB, Amplifier, Culprit, OutputMetrics, RankingInfo, Summary, outputs_together
 from engine.run_config import RunConfig
 
 __all__ = ["summarize", "ranked_layers", "AMPLIFICATION_DB", "MAX_AMPLIFIERS"]
@@ -65,10 +65,13 @@ def _culprits(layers: pd.DataFrame, ranking: HarmRanking | None, view: GraphView
 
     out, held = [], []
     if ranking is not None:
+        rough = ranking.first_stage_error_db > ROUGH_FIRST_STAGE_DB  # the first stage's figures are noise: not given
         for u in ranking.units:
             main = next((n for n in u.nodes if n in view.quantized_nodes), u.nodes[0])
-            c = Culprit(0, u.name, u.nodes, "+".join(u.op_types), u.alone_snr_db, u.gain_db, layer(main, "snr_db"),
-                        layer(main, "input_snr_db"), layer(main, "introduced_db"), u.samples)
+            hide = rough and u.samples < ranking.samples
+            c = Culprit(0, u.name, u.nodes, "+".join(u.op_types), math.nan if hide else u.alone_snr_db,
+                        math.nan if hide else u.gain_db, layer(main, "snr_db"), layer(main, "input_snr_db"),
+                        layer(main, "introduced_db"), u.samples)
             if set(u.nodes) <= fallback:  # already in fallback: no longer a candidate
                 held.append(c)
             else:
@@ -187,7 +190,8 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
     if lw.shape_mismatches:
         notes.append(f"{len(lw.shape_mismatches)} tensor(s) differ in shape between reference and candidate and were not compared.")
     info = (RankingInfo("measured harm", ranking.samples, ranking.probes, ranking.all_int8_snr_db, ranking_reused, ranking.view,
-                        dict(ranking.top_set_gain_db or {}), ranking.plan, ranking.seconds, ranking.work)
+                        dict(ranking.top_set_gain_db or {}), ranking.plan, ranking.seconds, ranking.work,
+                        ranking.first_stage_error_db)
             if ranking is not None else RankingInfo("introduced noise", 0, 0, math.nan))
     return Summary(
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,

@@ -160,7 +160,10 @@ def _report(result, out=None) -> None:
         print(f"culprit ranking ({s.ranking.method}; {how}):", file=out)
         for c in s.culprits[:5]:
             detail = (f"final outputs {_fmt(c.alone_snr_db)} dB with only it in INT8, {c.gain_db:+.2f} dB with only it in fallback"
-                      + (f" (on {c.samples} samples)" if c.samples else "") if measured else f"introduced {_fmt(c.introduced_db)} dB")
+                      + (f" (on {c.samples} samples)" if c.samples else "") if measured and c.alone_snr_db == c.alone_snr_db
+                      else f"a rough place from {c.samples} samples, whose figures were off by up to "
+                           f"{s.ranking.first_stage_error_db:.1f} dB (not given)" if measured
+                      else f"introduced {_fmt(c.introduced_db)} dB")
             print(f"  {c.rank:>3}. {c.node} ({c.op_type}): {detail}", file=out)
         if len(s.culprits) > 5:
             print(f"  ... {len(s.culprits) - 5} more in summary.json", file=out)

@@ -128,6 +128,9 @@ class HarmRanking:
     plan: str = ""  # the stages the probes ran in (see plan_stages)
     work: float = 0.0  # what the probes cost in sample-passes (each probe: its samples + 1 for the run): seconds / work
     # is what a probe sample costs here, which the sensitivity estimate uses
+    # how far the first stage's figures were from the refined stage's for the units measured in both (the largest
+    # difference, in dB, of a unit's gain or of its alone SNR against the all-INT8 SNR of its stage); nan: one stage
+    first_stage_error_db: float = math.nan
 
     def to_frame(self) -> pd.DataFrame:
         rows = [{"rank": i + 1, "unit": u.name, "nodes": " ".join(u.nodes), "op_types": " ".join(u.op_types),
@@ -139,7 +142,7 @@ class HarmRanking:
 
     def to_dict(self) -> dict:
         return {"samples": self.samples, "probes": self.probes, "seconds": round(self.seconds, 4), "view": self.view, "plan": self.plan,
-                "work": self.work,
+                "work": self.work, "first_stage_error_db": json_number(self.first_stage_error_db),
                 "all_int8_snr_db": json_number(self.all_int8_snr_db),
                 "top_set_gain_db": {k: json_number(v) for k, v in (self.top_set_gain_db or {}).items()},
                 "units": [{"nodes": list(u.nodes), "op_types": list(u.op_types), "alone_snr_db": json_number(u.alone_snr_db),
@@ -151,7 +154,24 @@ class HarmRanking:
                                int(u["samples"])) for u in d["units"])
         return cls(units, float(d["all_int8_snr_db"]), int(d["samples"]), int(d["probes"]), float(d["seconds"]),
                    d.get("view", "alone"), {k: float(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""),
-                   float(d.get("work", 0.0)))
+                   float(d.get("work", 0.0)), float(d.get("first_stage_error_db") if d.get("first_stage_error_db") is not None else "nan"))
+
+
+def first_stage_error(first: list[UnitHarm], first_base: float, refined: list[UnitHarm], refined_base: float) -> float:
+    """The largest difference, in dB, between a unit's figures on the first stage's few samples and on the refined
+    stage's more: its gain, and its alone SNR against the all-INT8 SNR of the same stage (the samples' own level moves
+    both alike). A CTC recogniser whose output changes by whole characters showed +26.9 dB on 2 samples for a node
+    whose fallback cost 0.6 dB on 64: where this is large, the first stage's figures are noise."""
+    before = {h.nodes: h for h in first}
+    diffs = []
+    for h in refined:
+        f = before.get(h.nodes)
+        if f is None:
+            continue
+        for a, b in ((f.gain_db, h.gain_db), (f.alone_snr_db - first_base, h.alone_snr_db - refined_base)):
+            if math.isfinite(a) and math.isfinite(b):
+                diffs.append(abs(a - b))
+    return max(diffs) if diffs else math.nan
 
 
 def _count(n: int, noun: str) -> str:
@@ -219,7 +239,9 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
                          res[2 + 2 * i].outputs_snr_db - base, n) for i, u in enumerate(todo)], base
 
     first, base = both_views(units, plan.first_samples, f"every unit on {_count(full.head(plan.first_samples).samples, 'sample')}")
+    first_base = base
     ordered = {view: _order(first, view) for view in ("alone", "gain")}
+    error = math.nan
     if plan.refined:
         shortlist = list(dict.fromkeys(h.nodes for view in ("alone", "gain") for h in ordered[view][:plan.refined]))
         # both views' strongest mostly overlap (PP-OCRv4's recogniser: 8 units for 10 slots); the free slots go to the
@@ -233,6 +255,7 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
         refined_list, base = both_views(shortlist, plan.refined_samples,
                                         f"the {len(shortlist)} strongest of both views on {_count(full.head(plan.refined_samples).samples, 'sample')}")
         refined = {h.nodes: h for h in refined_list}
+        error = first_stage_error(first, first_base, refined_list, base)
         rest = [h for h in first if h.nodes not in refined]
         ordered = {view: _order(list(refined.values()), view) + _order(rest, view) for view in ("alone", "gain")}
     sets = {view: frozenset(n for h in ordered[view][:TOP_SET] for n in h.nodes) for view in ("alone", "gain")}
@@ -245,4 +268,4 @@ def rank_units(pool: ProbePool, op_types: dict[str, str], progress: ProgressCall
     top_gain = {"alone": res[0].outputs_snr_db - base, "gain": res[1].outputs_snr_db - base}
     view = "gain" if top_gain["gain"] > top_gain["alone"] else "alone"
     return HarmRanking(tuple(ordered[view]), base, full.head(plan.final_samples).samples, done, time.perf_counter() - t0, view,
-                       top_gain, plan.describe(len(units)), work["done"])
+                       top_gain, plan.describe(len(units)), work["done"], error)

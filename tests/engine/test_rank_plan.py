@@ -3,6 +3,9 @@ and the budget alone (so a ranking is reproducible), and never dearer than the b
 
 from __future__ import annotations
 
+import math
+
+import pandas as pd
 import pytest
 
 from engine.diagnose.harm_ranking import RankPlan, plan_stages
@@ -136,3 +139,32 @@ def test_a_shortlist_as_long_as_the_units_is_counted_and_described_as_every_unit
     assert plan.passes(40) == 81 * 2 + 21 * 8 + 2 * 8
     assert plan.describe(6) == "every unit on 2 samples, every unit again on 8"
     assert plan.describe(40) == "every unit on 2 samples, the 10 strongest of both views on 8"
+
+
+def test_the_first_stage_error_compares_each_refined_unit_with_its_first_figures():
+    """Gains directly, alone SNRs against their stage's all-INT8 SNR (4 samples at 52.9 dB, 32 at 12.7 dB: MobileNetV3's
+    first images were easy ones, which moves every alone SNR alike)."""
+    from engine.diagnose.harm_ranking import UnitHarm, first_stage_error
+
+    first = [UnitHarm(("a",), ("Conv",), 56.0, 5.0, 4), UnitHarm(("b",), ("Conv",), 60.0, 26.9, 4), UnitHarm(("c",), ("Conv",), 70.0, 1.0, 4)]
+    refined = [UnitHarm(("a",), ("Conv",), 15.0, 2.0, 32), UnitHarm(("b",), ("Conv",), 20.0, -0.6, 32)]
+    assert first_stage_error(first, 53.0, refined, 12.0) == pytest.approx(27.5)  # b's gain: 26.9 -> -0.6
+    assert first_stage_error(first[:1], 53.0, refined[:1], 12.0) == pytest.approx(3.0)  # a: gain 5 -> 2, alone 3 -> 3
+    assert math.isnan(first_stage_error(first, 53.0, [], 12.0))
+
+
+def test_figures_of_units_measured_only_on_a_first_stage_that_proved_rough_are_not_given():
+    from engine.compare.graph import GraphView
+    from engine.diagnose.harm_ranking import HarmRanking, UnitHarm
+    from engine.summarize import _culprits
+
+    units = (UnitHarm(("a",), ("Conv",), 15.0, 2.0, 32), UnitHarm(("b",), ("Conv",), 60.0, 26.9, 4))
+    view = GraphView((), frozenset({"a", "b"}), (), ())
+    layers = pd.DataFrame({"tensor": ["ta", "tb"], "node": ["a", "b"], "snr_db": [20.0, 30.0], "input_snr_db": [30.0, 40.0],
+                           "introduced_db": [1.0, 2.0]})
+    for error, shown in ((27.5, False), (3.0, True), (math.nan, True)):
+        ranking = HarmRanking(units, 12.0, 32, 10, 1.0, first_stage_error_db=error)
+        culprits, _ = _culprits(layers, ranking, view, frozenset())
+        assert culprits[0].gain_db == 2.0  # measured again on 32 samples: always given
+        assert (culprits[1].gain_db == 26.9) is shown and (culprits[1].alone_snr_db == 60.0) is shown
+        assert culprits[1].samples == 4 and culprits[1].rank == 2  # its place and sample count stay
