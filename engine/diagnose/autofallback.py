@@ -171,6 +171,25 @@ def _nodes(units, quantized: frozenset[str] | None = None) -> tuple[str, ...]:
     return tuple(n for u in units for n in u if quantized is None or n in quantized)
 
 
+def pick_result(results: dict[str, StrategyResult], target: Target, max_nodes: int | None) -> tuple[StrategyResult, str]:
+    """The strategies' best result within max_nodes, and the sentence saying what it is: the smallest set meeting the
+    target, else the closest to it. A set over the limit is never picked (a search with at most 5 nodes returned bisect's
+    26 and said it met the target), but where one met the target the sentence names it."""
+    within = [r for r in results.values() if max_nodes is None or len(r.fallback) <= max_nodes] or list(results.values())
+    meeting = [r for r in within if r.met]
+    best = min(meeting, key=lambda r: (len(r.fallback), -target.score(r.achieved))) if meeting else \
+        max(within, key=lambda r: target.score(r.achieved))
+    what = f"{len(best.fallback)} node(s) ({', '.join(best.fallback)})"
+    if best.met or max_nodes is None:
+        return best, (f"Falling back {what} reaches {target.metric}={best.achieved:.4g} ({'meets' if best.met else 'misses'} "
+                      f"{target}); found by {best.strategy}.")
+    over = min((r for r in results.values() if r.met), key=lambda r: len(r.fallback), default=None)
+    also = (f"; {over.strategy} met it with {len(over.fallback)} nodes, more than the {max_nodes} allowed" if over is not None
+            else "")
+    return best, (f"No set of at most {max_nodes} node(s) meets {target}: the closest, falling back {what}, reaches "
+                  f"{target.metric}={best.achieved:.4g}; found by {best.strategy}{also}.")
+
+
 def _greedy(s: _Search, units: list[Unit], max_nodes: int | None) -> tuple[list[Unit], list[Unit]]:
     chosen: list[Unit] = []
     remaining = list(units)
@@ -261,12 +280,8 @@ def search_fallback(
                 value = s.value(s.measure(after, "result"))
                 results[name] = StrategyResult(name, _nodes(after, s.quantized), _nodes(before, s.quantized), target.met(value), value,
                                                s.count - start)
-            meeting = [r for r in results.values() if r.met and (max_nodes is None or len(r.fallback) <= max_nodes)]
-            best = min(meeting, key=lambda r: (len(r.fallback), -target.score(r.achieved))) if meeting else \
-                max(results.values(), key=lambda r: target.score(r.achieved))
+            best, message = pick_result(results, target, max_nodes)
             chosen, met, achieved = best.fallback, best.met, best.achieved
-            message = (f"Falling back {len(chosen)} node(s) ({', '.join(chosen)}) reaches {target.metric}={achieved:.4g} "
-                       f"({'meets' if met else 'misses'} {target}); found by {best.strategy}.")
     picked = next((k for k, r in results.items() if r.fallback == chosen), "none")
     result = AutoFallbackResult(tuple(chosen), met, target, achieved, picked, results, tuple(s.steps), message,
                                 {"probes": s.count, "units": mode.value, "max_nodes": max_nodes, "samples": probe.data.samples,

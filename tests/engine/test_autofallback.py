@@ -87,3 +87,21 @@ def test_a_target_the_run_cannot_measure_is_one_sentence(tiny, tmp_path):
         autofallback(run, "text_agreement=1", apply=False)
     assert str(err.value) == ("The target text_agreement=1 cannot be measured on this run: no output of the model holds a CTC "
                               "recogniser's scores; target snr_db or cosine instead.")
+
+
+def test_a_set_over_max_nodes_is_never_picked_and_the_sentence_names_it():
+    """A browser trial asked for at most 5 nodes and got bisect's 26, said to meet the target."""
+    from engine.diagnose.autofallback import StrategyResult, pick_result
+    from engine.diagnose.targets import Target
+
+    target = Target.parse("snr_db=20")
+    greedy = StrategyResult("greedy", ("a", "b", "c", "d", "e"), ("a", "b", "c", "d", "e"), False, 16.9, 109)
+    bisect = StrategyResult("bisect", tuple(f"n{i}" for i in range(26)), (), True, 21.14, 37)
+    best, sentence = pick_result({"greedy": greedy, "bisect": bisect}, target, 5)
+    assert best is greedy
+    assert sentence == ("No set of at most 5 node(s) meets snr_db=20: the closest, falling back 5 node(s) (a, b, c, d, e), "
+                        "reaches snr_db=16.9; found by greedy; bisect met it with 26 nodes, more than the 5 allowed.")
+    best, sentence = pick_result({"greedy": greedy, "bisect": bisect}, target, None)  # no limit: the set that meets it
+    assert best is bisect and sentence.startswith("Falling back 26 node(s) (n0,") and "(meets snr_db=20); found by bisect." in sentence
+    small = StrategyResult("bisect", ("a", "b"), (), True, 20.5, 30)
+    assert pick_result({"greedy": greedy, "bisect": small}, target, 5)[0] is small  # within the limit and meeting it
