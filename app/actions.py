@@ -161,9 +161,15 @@ def _kept(kind: str) -> str:
     if kind == "rebuild" and result is not None:
         return (f"{result.run_dir.name} keeps the build it had (fallback: {', '.join(result.summary.fallback) or 'none'}; "
                 f"ranges: {', '.join(map(str, result.summary.config.ranges)) or 'none'})")
-    return {"sensitivity": "the sensitivity shown before it (if any) is kept",
-            "autofallback": "nothing was ticked or rebuilt, and the last search's result (if any) is kept",
-            "latency": "earlier timings are kept", "sweep": "the sweep shown before it (if any) is kept"}.get(kind, "results from before it are kept")
+    ss = st.session_state
+    earlier = {"sensitivity": ss.get(state.SENSITIVITY), "autofallback": ss.get(state.AUTOFALLBACK), "sweep": ss.get(state.SWEEP),
+               "latency": ss.get(state.LATENCY)}
+    if kind in earlier:  # "the sensitivity shown before it (if any) is kept" left the user to find out which
+        what = {"sensitivity": "sensitivity result", "autofallback": "search result", "sweep": "sweep",
+                "latency": "timings"}[kind]
+        kept = f"the earlier {what} {'is' if kind != 'latency' else 'are'} kept" if earlier[kind] else f"there was no earlier {what}"
+        return f"nothing was ticked or rebuilt, and {kept}" if kind == "autofallback" else kept
+    return "results from before it are kept"
 
 
 def cancelled_sentence(job: Job) -> str:

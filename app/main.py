@@ -62,6 +62,7 @@ nav = st.navigation([
     st.Page(PAGES / "latency.py", title="Latency", icon=":material/speed:"),
     st.Page(PAGES / "history.py", title="History", icon=":material/history:"),
 ])
+state.keep_widgets()
 if opened and nav.url_path == "sweep":  # still on the Sweep page: show it where "Open on the Layers page" said
     st.switch_page(layers)
 nav.run()

@@ -43,6 +43,20 @@ AUTHENTICATED = "qs_authenticated"  # the shared password (st.secrets["password"
 JOB = "qs_job"  # app.jobs.Job: this session's queued, running or last finished engine job
 
 
+# The Compare and Sweep controls' own keys. Streamlit forgets a widget's value once a run does not draw it, so a trip to
+# the Load page set the batch size back to 25 (browser trial); keep_widgets() hands each value back every run.
+KEPT_WIDGETS = ("cmp_method", "cmp_percentile", "cmp_batch", "cmp_provider", "cmp_screen", "cmp_precision", "cmp_ops",
+                "sw_methods", "sw_percentiles", "sw_precisions", "sw_op_sets", "sw_batch", "sw_provider", "sw_select")
+
+
+def keep_widgets() -> None:
+    """Before any page draws: each kept control's value, assigned to itself, outlives a run that does not draw it."""
+    ss = st.session_state
+    for key in KEPT_WIDGETS:
+        if key in ss:
+            ss[key] = ss[key]
+
+
 def init() -> None:
     st.session_state.setdefault(FALLBACK, set())
     st.session_state.setdefault(TABLE_GENERATION, 0)

@@ -62,16 +62,16 @@ def not_of_inputs_in_use(result: engine.ComparisonResult, *, buttons: tuple[str,
     except (engine.QuantScopeError, OSError):
         return  # the Load page says what is wrong with these files
     job = st.session_state.get(state.JOB)
-    if job is not None and job.active and job.kind == "compare":  # 'press Run comparison' while it already ran read as stuck
-        see = "the comparison running now shows that one when it finishes"
-    else:
-        see = "press **Run comparison**" if on_compare else "run a comparison on the Compare page"
+    running = job is not None and job.active and job.kind == "compare"  # 'press Run comparison' while it ran read as stuck
+    see = "press **Run comparison**" if on_compare else "run a comparison on the Compare page"
     named = " and ".join(f"**{b}**" for b in buttons)
     acts = f" {named} here work{'s' if len(buttons) == 1 else ''} on this result's run, not on the files in use." if buttons else ""
     if not (s.model_sha256 == model if s.model_sha256 else s.model == inputs.name):
-        st.warning(f"This result is of **{s.model}**, not of the model in use now (**{inputs.name}**): {see} to see that one.{acts}")
+        then = "the comparison running now shows that one when it finishes" if running else f"{see} to see that one"
+        st.warning(f"This result is of **{s.model}**, not of the model in use now (**{inputs.name}**): {then}.{acts}")
     elif s.data_sha256 and (data := data_digest(inputs.model, inputs.data or inputs.calib, inputs.images)) and data != s.data_sha256:
-        st.warning(f"This result compared {s.model} on other samples than the files in use now: {see} to see it on these.{acts}")
+        then = "the comparison running now compares these when it finishes" if running else f"{see} to see it on these"
+        st.warning(f"This result compared {s.model} on other samples than the files in use now: {then}.{acts}")
 
 
 def amplifier_notes(result: engine.ComparisonResult, limit: int = 3) -> list[str]:
@@ -133,7 +133,8 @@ def batch_size_input(column, inputs: Inputs | None, key: str) -> int:
     if fixed is not None:
         return int(column.number_input("Batch size", min_value=fixed, max_value=fixed, value=fixed, key=f"{key}_fixed_{fixed}",
                                        disabled=True, help=f"The model fixes its batch dimension at {fixed}, so batches are {fixed}."))
-    st.session_state.setdefault(key, 25)  # not value=25: a configuration opened from the Sweep page sets the key
+    # not value=25: a configuration opened from the Sweep page sets the key; a sweep starts from the Compare page's choice
+    st.session_state.setdefault(key, st.session_state.get("cmp_batch", 25))
     return int(column.number_input("Batch size", min_value=1, max_value=512, key=key))
 
 

@@ -68,7 +68,10 @@ with c2:
 wanted = (frozenset(ticks), frozenset((t, float(lo), float(hi)) for t, (lo, hi) in ranges.items()), ss[state.PRECISION])
 have = (frozenset(s.fallback), frozenset((r.tensor, float(r.min), float(r.max)) for r in s.config.ranges), s.fallback_precision.value)
 unchanged = wanted == have
-reason = ("Nothing to rebuild: the ticks, ranges and precision are those of the current build." if unchanged
+built = bool(s.fallback or s.config.ranges)  # after a rebuild the same sentence read as if nothing had happened
+reason = (("This build already has these ticks, ranges and precision: tick or untick nodes on the Layers page to rebuild "
+           "again." if built else "Nothing to rebuild yet: tick nodes for fallback on the Layers page, or set a range, "
+           "first.") if unchanged
           else "A job of this session is running." if busy() else None)
 if st.button("Rebuild with fallback", type="primary", disabled=busy() or unchanged, help=None if unchanged and not busy() else reason):
     run_rebuild(ticks, tuple(engine.RangeOverride(t, lo, hi) for t, (lo, hi) in sorted(ranges.items())),

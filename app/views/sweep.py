@@ -25,15 +25,21 @@ st.caption("Each combination of the choices below is one configuration: quantize
 model_ops = model_op_types(inputs.model if inputs is not None else None)
 sets = sw.op_type_sets(model_ops)
 
+# defaults in Session State, not as the widgets' values: the values are kept across pages (state.KEPT_WIDGETS), and a
+# widget given both logs Streamlit's warning
+for k, v in {"sw_methods": list(sw.METHOD_NAMES), "sw_percentiles": "99.99, 99.999", "sw_precisions": [Precision.INT8.value],
+             "sw_op_sets": list(sets)[:1]}.items():
+    ss.setdefault(k, v)
+if (kept := [s for s in ss["sw_op_sets"] if s in sets]) != ss["sw_op_sets"]:  # kept from another model's page
+    ss["sw_op_sets"] = kept or list(sets)[:1]
 c1, c2, c3 = st.columns(3)
-methods = c1.multiselect("Calibration methods", list(sw.METHOD_NAMES), default=list(sw.METHOD_NAMES),
-                         format_func=sw.METHOD_NAMES.get, key="sw_methods")
-percentiles = c2.text_input("Percentiles", value="99.99, 99.999", key="sw_percentiles", disabled="percentile" not in methods,
+methods = c1.multiselect("Calibration methods", list(sw.METHOD_NAMES), format_func=sw.METHOD_NAMES.get, key="sw_methods")
+percentiles = c2.text_input("Percentiles", key="sw_percentiles", disabled="percentile" not in methods,
                             help="For Percentile calibration, one configuration each (comma-separated, 90 to 100).")
-precisions = c3.multiselect("Precisions", [p.value for p in Precision], default=[Precision.INT8.value], format_func=str.upper,
+precisions = c3.multiselect("Precisions", [p.value for p in Precision], format_func=str.upper,
                             key="sw_precisions", help="FP8 is E4M3 Q/DQ; where the backend cannot run it, its rows say so.")
 slots = {"methods": c1.empty(), "percentiles": c2.empty(), "precisions": c3.empty()}
-chosen_sets = st.multiselect("Op types to quantize (one configuration per set)", list(sets), default=list(sets)[:1],
+chosen_sets = st.multiselect("Op types to quantize (one configuration per set)", list(sets),
                              key="sw_op_sets", help="TensorRT runs Conv, ConvTranspose, Gemm and MatMul in INT8 when their "
                                                     "inputs carry Q/DQ; the other sets add this model's own op types.")
 slots["op_types"] = st.empty()

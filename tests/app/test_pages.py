@@ -97,8 +97,7 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
 
     at.switch_page("views/rebuild.py").run()  # nothing ticked yet: nothing to rebuild, and the page says so
     assert next(b for b in at.button if b.label == "Rebuild with fallback").disabled
-    assert any(c.value.startswith("Nothing to rebuild: the ticks, ranges and precision are those of the current build")
-               for c in at.caption)
+    assert any(c.value.startswith("Nothing to rebuild yet: tick nodes for fallback on the Layers page") for c in at.caption)
 
     at.switch_page("views/layers.py").run()
     top3 = {n for c in result.summary.culprits[:3] for n in c.nodes}
@@ -131,6 +130,9 @@ def test_triage_flow_finds_and_fixes_the_planted_node():
     # every download made on the click, and no click reruns the page: a rerun drops the files the last run registered,
     # and a second download clicked during the first one's rerun failed
     assert all(d.proto.deferred_file_id and not d.proto.url and d.proto.ignore_rerun for d in at.get("download_button"))
+    # the build just made is the current one: the page says so, not "nothing to rebuild" (browser trial)
+    assert any(c.value.startswith("This build already has these ticks, ranges and precision: tick or untick nodes on the "
+                                  "Layers page to rebuild again.") for c in at.caption)
 
     at.switch_page("views/history.py").run()
     assert not at.exception
@@ -398,7 +400,7 @@ def test_a_refused_or_cancelled_sweep_keeps_the_sweep_shown(monkeypatch, runs_ro
     next(b for b in at.button if b.label == "Cancel").click().run()
     wait_for_job(at, 30)
     assert job.state == "cancelled" and not gate.release.is_set()
-    assert [i.value for i in at.info][-1] == "Cancelled the sweep during its calibrate stage: the sweep shown before it (if any) is kept."
+    assert [i.value for i in at.info][-1] == "Cancelled the sweep during its calibrate stage: the earlier sweep is kept."
     assert at.session_state[state.SWEEP] is shown and len(at.dataframe[0].value) == 1
     assert [p.name for p in shown.result.folder.parent.iterdir()] == [shown.result.folder.name]  # the cancelled one left nothing
 
@@ -420,3 +422,20 @@ def test_a_configuration_opened_from_a_sweep_sets_the_controls_without_a_streaml
     assert at.number_input(key="cmp_percentile").value == 99.9 and at.number_input(key="cmp_batch").value == 10
     assert at.multiselect(key="cmp_ops").value == ["Conv"] and at.selectbox(key="cmp_method").value == "percentile"
     assert not [r for r in caplog.records if "Session State API" in r.getMessage()]
+
+
+def test_compare_and_sweep_settings_survive_a_trip_to_another_page():
+    """A browser trial set the batch size to 4, applied new files on the Load page and came back to 25."""
+    at = fresh()
+    at.switch_page("views/compare.py").run()
+    at.number_input(key="cmp_batch").set_value(4).run()
+    at.selectbox(key="cmp_method").set_value("percentile").run()
+    at.switch_page("views/load.py").run()
+    at.switch_page("views/sweep.py").run()
+    assert at.number_input(key="sw_batch").value == 4  # a sweep starts from the Compare page's batch size
+    at.text_input(key="sw_percentiles").set_value("99.9").run()
+    at.switch_page("views/compare.py").run()
+    assert at.number_input(key="cmp_batch").value == 4 and at.selectbox(key="cmp_method").value == "percentile"
+    at.switch_page("views/sweep.py").run()
+    assert at.text_input(key="sw_percentiles").value == "99.9"
+    assert not at.exception
