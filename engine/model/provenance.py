@@ -57,19 +57,24 @@ def provenance(original: onnx.ModelProto, named: onnx.ModelProto, prepared: onnx
     for n in prepared.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
-    for _ in range(len(prepared.graph.node)):  # a rewrite's new nodes borrow the origins of their neighbours
-        changed = False
-        for node in prepared.graph.node:
-            if found[node.name]:
-                continue
-            near = {o for out in node.output for c in consumers.get(out, ()) for o in found[c.name]}
-            if not near:
-                near = {o for i in node.input if i in producers for o in found[producers[i].name]}
-            if near:
-                found[node.name] = near
-                changed = True
-        if not changed:
-            break
+    # a rewrite's new nodes borrow the origins of the nodes they feed, and only where none has any, of the nodes feeding
+    # them: a Flatten the opset upgrade put before a Softmax took the MatMul before it as its origin, when it was visited
+    # before the Softmax had its own
+    for neighbours in ("consumers", "producers"):
+        for _ in range(len(prepared.graph.node)):
+            changed = False
+            for node in prepared.graph.node:
+                if found[node.name]:
+                    continue
+                if neighbours == "consumers":
+                    near = {o for out in node.output for c in consumers.get(out, ()) for o in found[c.name]}
+                else:
+                    near = {o for i in node.input if i in producers for o in found[producers[i].name]}
+                if near:
+                    found[node.name] = near
+                    changed = True
+            if not changed:
+                break
     return {k: tuple(sorted(v, key=lambda o: o.index)) for k, v in found.items()}
 
 

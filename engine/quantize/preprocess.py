@@ -27,7 +27,7 @@ __all__ = ["preprocess", "Prepared", "model_digest", "onnx_inference_complete", 
 MAX_IR_VERSION = 10
 # per-channel QuantizeLinear/DequantizeLinear (the `axis` attribute) needs opset 13
 MIN_OPSET = 13
-PREPROCESS_VERSION = "pp3"  # part of the cache key: bump when what preprocess() produces changes
+PREPROCESS_VERSION = "pp4"  # part of the cache key: bump when what preprocess() produces changes
 
 
 @dataclass(frozen=True)
@@ -189,17 +189,38 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
             f"({first}); export it again with opset {MIN_OPSET} or newer."
         ) from None
     upgraded.ir_version = max(upgraded.ir_version, model.ir_version)
-    # the converter renames every node n0, n1, ...; give back the names by the (unchanged) output tensors
-    by_output = {n.output[0]: n.name for n in model.graph.node if n.output and n.name}
-    used: set[str] = set()
+    # names go back by the (unchanged) output tensors, to the node of the original's op type: the converter expands
+    # an opset-12 Softmax into Shape, Flatten, Softmax and Reshape, and the Reshape writing the Softmax's tensor took the
+    # user's name (PP-OCRv4's p2o.Softmax.0 became a Reshape in the downloaded model, its Softmax 'Softmax_0')
+    by_output = {n.output[0]: n for n in model.graph.node if n.output and n.name}
+    original_tensors = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
+    producer = {o: n for n in upgraded.graph.node for o in n.output if o}
+    named: dict[int, str] = {}
     for node in upgraded.graph.node:
-        original = by_output.get(node.output[0]) if node.output else None
-        if original and original not in used:
-            node.name = original
-            used.add(original)
-        else:
-            node.name = ""  # a node the converter added: named by name_nodes afterwards
+        source = by_output.get(node.output[0]) if node.output else None
+        if source is not None and source.name not in named.values():
+            named[id(_same_op_in_expansion(node, source.op_type, producer, original_tensors))] = source.name
+    for node in upgraded.graph.node:
+        node.name = named.get(id(node), "")  # "": a node the converter added, named by name_nodes afterwards
     return upgraded
+
+
+def _same_op_in_expansion(writer: onnx.NodeProto, op_type: str, producer: dict[str, onnx.NodeProto],
+                          original_tensors: set[str]) -> onnx.NodeProto:
+    """`writer` where it has `op_type`, else the node of that op type among the new nodes feeding it (the converter's
+    expansion of one node: none of them writes a tensor of the original graph), else `writer`."""
+    if writer.op_type == op_type:
+        return writer
+    stack, seen = list(writer.input), set()
+    while stack:
+        node = producer.get(stack.pop())
+        if node is None or id(node) in seen or any(o in original_tensors for o in node.output):
+            continue
+        seen.add(id(node))
+        if node.op_type == op_type:
+            return node
+        stack.extend(node.input)
+    return writer
 
 
 def initializers_are_not_inputs(model: onnx.ModelProto) -> None:
