@@ -9,6 +9,7 @@ from engine.data import ArraySource, BatchSource, ImagePreprocess, load_data, lo
 from engine.diagnose import AutoFallbackResult, Target, UnitMode, search_fallback, sensitivity, sensitivity_estimate
 from engine.diagnose.autofallback import STRATEGIES
 from engine.diagnose.harm_ranking import TOP_SET as RANKING_TOP_SET
+from engine.diagnose.kept_results import kept_search, kept_sensitivity
 from engine.diagnose.targets import METRICS as TARGET_METRICS
 from engine.doctor import doctor, doctor_lines
 from engine.errors import (
@@ -41,7 +42,7 @@ from engine.sweep import SELECT_METRICS, SweepResult, SweepRow, load_sweep, swee
 __all__ = [
     "FLOOR_DB", "RANKING_TOP_SET",
     "compare", "rebuild", "load_result", "effective_batch_size",
-    "doctor", "doctor_lines", "sensitivity", "sensitivity_estimate", "autofallback", "search_fallback", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
+    "doctor", "doctor_lines", "sensitivity", "sensitivity_estimate", "autofallback", "search_fallback", "kept_sensitivity", "kept_search", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
     "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
     "QuantConfig", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",

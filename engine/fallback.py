@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from engine.diagnose.autofallback import AutoFallbackResult, search_fallback
+from engine.diagnose.kept_results import keep_search
 from engine.diagnose.probes import PoolFactory, local_pool
 from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
 from engine.diagnose.targets import Target
@@ -32,12 +33,11 @@ def autofallback(
     rebuild_fn: Callable | None = None,
     pools: PoolFactory = local_pool,
 ) -> AutoFallbackResult:
-    """Finds a small fallback set meeting `target`; with `apply`, rebuilds the run with it (history kept) and writes
-    DIR/autofallback.json. rebuild_fn: the rebuild to call (the CLI records it in the run index)."""
+    """Finds a small fallback set meeting `target`; with `apply`, rebuilds the run with it (history kept). Either way
+    DIR/autofallback.json keeps what it found (kept_results.kept_search reads it back). rebuild_fn: the rebuild to call (the CLI records it in the run index)."""
     result = search_fallback(run_dir, target, max_nodes=max_nodes, strategy=strategy, units=units, provider=provider,
                              progress=progress, samples=samples, pools=pools)
     if apply:
         (rebuild_fn or rebuild)(run_dir, fallback=list(result.fallback), provider=provider)
-        run = RunFolder(run_dir)
-        run.write_json(run.path / "autofallback.json", result.to_dict())
+    keep_search(RunFolder(run_dir), result)  # kept whether applied or not: reopening the run shows it (kept_results)
     return result

@@ -41,6 +41,8 @@ if st.button("Run sensitivity", disabled=busy()):  # queued like every heavy job
     submit("sensitivity", lambda progress: engine.sensitivity(run_dir, progress=progress), keep_sensitivity)
 job_panel("sensitivity")
 sens = ss.get(state.SENSITIVITY)
+if not (sens and sens[0] == str(run_dir)) and (kept := engine.kept_sensitivity(run_dir)) is not None:
+    sens = ss[state.SENSITIVITY] = (str(run_dir), kept)  # measured earlier on this run (a run reopened from History)
 if sens and sens[0] == str(run_dir):
     st.caption(f"Most harmful alone at the top ({sens[1].attrs.get('samples', '?')} samples): the left bars are the final "
                "outputs' SNR with only that node in INT8, the right ones with every node in INT8 but that one.")
@@ -68,6 +70,8 @@ if st.button("Find fallback automatically", disabled=busy()):
             keep_autofallback)
 job_panel("autofallback", slots)
 auto = ss.get(state.AUTOFALLBACK)
+if not (auto and auto[0] == str(run_dir)) and (kept := engine.kept_search(run_dir)) is not None:
+    auto = ss[state.AUTOFALLBACK] = (str(run_dir), kept)  # found earlier on this run (a run reopened from History)
 if auto and auto[0] == str(run_dir):
     found: engine.AutoFallbackResult = auto[1]
     (st.success if found.met else st.warning)(found.message)

@@ -43,6 +43,10 @@ class Step:
                 "value": None if v is None or (isinstance(v, float) and math.isnan(v)) else (str(v) if math.isinf(v) else v),
                 "met": self.met, "seconds": round(self.seconds, 4)}
 
+    @classmethod
+    def from_dict(cls, d: dict) -> Step:
+        return cls(d["strategy"], d["phase"], tuple(d["fallback"]), _number(d.get("value")), bool(d["met"]), float(d["seconds"]))
+
 
 @dataclass(frozen=True)
 class StrategyResult:
@@ -56,6 +60,11 @@ class StrategyResult:
     def to_dict(self) -> dict:
         return {"fallback": list(self.fallback), "before_pruning": list(self.before_pruning), "met": self.met,
                 "achieved": self.achieved, "probes": self.probes}
+
+    @classmethod
+    def from_dict(cls, strategy: str, d: dict) -> StrategyResult:
+        return cls(strategy, tuple(d["fallback"]), tuple(d["before_pruning"]), bool(d["met"]), _number(d.get("achieved")),
+                   int(d["probes"]))
 
 
 @dataclass(frozen=True)
@@ -80,6 +89,19 @@ class AutoFallbackResult:
                 "achieved": str(a) if isinstance(a, float) and math.isinf(a) else a, "strategy": self.strategy,
                 "message": self.message, "strategies": {k: v.to_dict() for k, v in self.strategies.items()},
                 "steps": [s.to_dict() for s in self.steps], **self.extra}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> AutoFallbackResult:
+        """What to_dict wrote (DIR/autofallback.json)."""
+        own = {"fallback", "met", "target", "achieved", "strategy", "message", "strategies", "steps"}
+        return cls(tuple(d["fallback"]), bool(d["met"]), Target.parse(d["target"]), _number(d.get("achieved")), d["strategy"],
+                   {k: StrategyResult.from_dict(k, v) for k, v in d["strategies"].items()},
+                   tuple(Step.from_dict(s) for s in d["steps"]), d["message"], {k: v for k, v in d.items() if k not in own})
+
+
+def _number(x) -> float | None:
+    """A figure to_dict wrote: None, a number, or 'inf'/'-inf'/'nan' as a string."""
+    return None if x is None else float(x)
 
 
 def json_safe(obj):

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from engine.diagnose.kept_results import keep_sensitivity
 from engine.diagnose.probe_scoring import ProbeMetrics
 from engine.diagnose.probes import PoolFactory, ProbePool, ProbeRequest, local_pool
 from engine.diagnose.run_probe import open_probe
@@ -117,5 +118,5 @@ def sensitivity(run_dir: str | os.PathLike, *, provider: str | None = None, samp
     with pools(probe) as pool:
         frame = sensitivity_frame(pool, ops, progress)
     frame.attrs["samples"] = probe.data.samples
-    run.write_frame(run.path / "sensitivity.csv", frame)
+    keep_sensitivity(run, frame)
     return frame

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
+import engine
 from app import state
 
 APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
@@ -439,3 +440,19 @@ def test_compare_and_sweep_settings_survive_a_trip_to_another_page():
     at.switch_page("views/sweep.py").run()
     assert at.text_input(key="sw_percentiles").value == "99.9"
     assert not at.exception
+
+
+def test_a_run_shows_the_sensitivity_and_search_it_kept_when_opened_again():
+    """A browser trial's fallback search could not be found again after the run was reopened from History."""
+    at = fresh()
+    at.switch_page("views/compare.py").run()
+    click(at, "Run comparison")
+    run_dir = at.session_state[state.RESULT].run_dir
+    engine.sensitivity(run_dir, samples=10)
+    found = engine.autofallback(run_dir, "snr_db=30", samples=10, apply=False)
+    for key in (state.SENSITIVITY, state.AUTOFALLBACK):  # another session, or the page moved on
+        at.session_state[key] = None
+    at.switch_page("views/sensitivity.py").run()
+    assert at.session_state[state.SENSITIVITY][0] == str(run_dir)
+    assert at.session_state[state.AUTOFALLBACK][1].fallback == found.fallback
+    assert any(found.message == m.value for m in [*at.success, *at.warning])
