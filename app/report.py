@@ -1,8 +1,8 @@
 """The HTML report: one file well under 1 MB. Pure: results in, a string out.
 
-plotly.js (4.8 MB) is not inlined: the page loads it once, first from a `plotly.min.js` beside the report (offline: the
-Rebuild page offers that file, taken from the installed plotly package, as a second download), else from the plotly
-CDN at the version the figures were made with. The tables (outputs, task metrics, culprits, the command) are plain HTML
+plotly.js (4.8 MB) is not inlined: the page loads it once, first from a `plotly.min.js` beside the report, else from the
+plotly CDN at the version the figures were made with; the offline report (offline=True, a second download on the
+Rebuild page) carries it inside instead. The tables (outputs, task metrics, culprits, the command) are plain HTML
 and read without any script; only the two plots need plotly.js, and the page says so if it cannot load."""
 
 from __future__ import annotations
@@ -20,16 +20,24 @@ import engine
 from app.layer_table import origins, ranking_sentence
 from app.plots import NOISE_FLOOR_DB, before_after_figure, layer_figure
 
-__all__ = ["build_report", "plotly_js", "PLOTLY_JS_NAME", "MAX_CULPRITS", "EXECUTION_NOTE"]
+__all__ = ["build_report", "plotly_js", "plotly_js_size", "PLOTLY_JS_NAME", "MAX_CULPRITS", "EXECUTION_NOTE"]
 
 PLOTLY_JS_NAME = "plotly.min.js"
 MAX_CULPRITS = 15
 FULL_HOVER_ROWS = 300  # beyond this many tensors the report's plot hovers name the node and its values only
 
 
+def _plotly_js_path() -> Path:
+    return Path(plotly.__file__).parent / "package_data" / PLOTLY_JS_NAME
+
+
 def plotly_js() -> bytes:
     """The plotly.js the figures were made for, from the installed plotly package (for viewing reports offline)."""
-    return (Path(plotly.__file__).parent / "package_data" / PLOTLY_JS_NAME).read_bytes()
+    return _plotly_js_path().read_bytes()
+
+
+def plotly_js_size() -> int:
+    return _plotly_js_path().stat().st_size
 
 
 def _e(x) -> str:
@@ -119,7 +127,10 @@ EXECUTION_NOTE = (  # beside every accuracy figure: the pages and the report (a 
 
 
 def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: pd.DataFrame | None = None,
-                 before_summary: engine.Summary | None = None, command: str = "", notes: tuple[str, ...] = ()) -> str:
+                 before_summary: engine.Summary | None = None, command: str = "", notes: tuple[str, ...] = (),
+                 offline: bool = False) -> str:
+    """offline: plotly.js inlined (about 5 MB in all), so the plots draw from the file alone, mailed or opened without a
+    network (a browser trial's report read 'The plots need plotly.js' with nothing beside it)."""
     figures = [("qs-layers", layer_figure(layers, fallback=set(summary.fallback), quantized=summary.config.precision.label,
                                           top=summary.culprits[0].node if summary.culprits else None,
                                           full_hover=len(layers) <= FULL_HOVER_ROWS))]
@@ -145,6 +156,15 @@ fallback ({_e(summary.fallback_precision.value)}): {_e(', '.join(summary.fallbac
 <h2>Per layer</h2><div id="qs-layers" class="qs-plot"></div>
 {'<h2>Before and after</h2><div id="qs-before-after" class="qs-plot"></div>' if before_layers is not None else ''}
 <h2>Reproduce</h2><pre>{_e(command)}</pre>
-<p class="note">Plots load plotly.js {get_plotlyjs_version()} from {PLOTLY_JS_NAME} beside this file, else from cdn.plot.ly.</p>
-{_LOADER % (payload, PLOTLY_JS_NAME, PLOTLY_JS_NAME, get_plotlyjs_version())}
+{_plots_script(payload, offline)}
 </body></html>"""
+
+
+def _plots_script(payload: str, offline: bool) -> str:
+    if not offline:
+        return (f'<p class="note">Plots load plotly.js {get_plotlyjs_version()} from {PLOTLY_JS_NAME} beside this file, else '
+                f"from cdn.plot.ly.</p>\n{_LOADER % (payload, PLOTLY_JS_NAME, PLOTLY_JS_NAME, get_plotlyjs_version())}")
+    js = plotly_js().decode("utf-8").replace("</script", "<\\/script")  # none today; never close the element early
+    return (f'<p class="note">plotly.js {get_plotlyjs_version()} is inlined: this file draws its plots offline.</p>\n'
+            f"<script>{js}</script>\n<script>var QS_FIGURES = {payload};\nQS_FIGURES.forEach(function (f) {{ "
+            "Plotly.newPlot(f.id, f.fig.data, f.fig.layout, {responsive: true}); });</script>")

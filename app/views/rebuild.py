@@ -9,7 +9,7 @@ import engine
 from app import cached, state
 from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
-from app.report import PLOTLY_JS_NAME, build_report, plotly_js
+from app.report import PLOTLY_JS_NAME, build_report, plotly_js_size
 from app.summary_view import (
     EXECUTION_NOTE,
     change_text,
@@ -130,10 +130,16 @@ else:
 command = command_expander(result, expanded=True)
 files = result.files
 key = (cached.stamp(files / "summary.json"), cached.stamp(before.files / "summary.json") if before is not None else None, command)
-report = cached.report(key, lambda: build_report(result.layers, s, before.layers if before is not None else None,
-                                                 before.summary if before is not None else None, command,
-                                                 tuple(c.sentence() for c in s.channel_splits if c.hides)
-                                                 + tuple(a.sentence for a in s.amplifiers[:5])))
+
+
+def _report(offline: bool = False) -> str:
+    return build_report(result.layers, s, before.layers if before is not None else None,
+                        before.summary if before is not None else None, command,
+                        tuple(c.sentence() for c in s.channel_splits if c.hides) + tuple(a.sentence for a in s.amplifiers[:5]),
+                        offline=offline)
+
+
+report = cached.report(key, _report)
 d1, d2, d3, d4, d5 = st.columns(5)
 stem = s.file_stem()  # the user's model and this build, not the run folder's candidate.onnx
 # Every file is made on the click (deferred) and a click does not rerun the page (on_click="ignore"): each full rerun
@@ -144,6 +150,9 @@ d1.download_button("Model (.onnx)", (files / "candidate.onnx").read_bytes, f"{st
 d2.download_button("layers.csv", (files / "layers.csv").read_bytes, f"{stem}_layers.csv", on_click="ignore")
 d3.download_button("summary.json", (files / "summary.json").read_bytes, f"{stem}_summary.json", on_click="ignore")
 d4.download_button("HTML report", lambda: report, f"{stem}_report.html", mime="text/html", on_click="ignore",
-                   help=f"{len(report.encode()) / 1e6:.2f} MB; its plots load plotly.js from {PLOTLY_JS_NAME} beside it, else online.")
-d5.download_button(PLOTLY_JS_NAME, plotly_js, PLOTLY_JS_NAME, mime="text/javascript", on_click="ignore",
-                   help="Save it next to the HTML report to view the report's plots offline.")
+                   help=f"{len(report.encode()) / 1e6:.2f} MB; its plots load plotly.js from {PLOTLY_JS_NAME} beside it, "
+                        "else online. The offline report carries plotly.js itself.")
+# plotly.js inlined: the plots draw from the one file, mailed or opened without a network (made on the click)
+d5.download_button("HTML report, offline", lambda: _report(offline=True), f"{stem}_report_offline.html", mime="text/html",
+                   on_click="ignore", help=f"About {(len(report.encode()) + plotly_js_size()) / 1e6:.1f} MB: the same report "
+                                       "with plotly.js inside, so its plots draw without a network.")

@@ -240,6 +240,18 @@ def test_the_command_parses_back_to_the_same_settings():
         "NCHW", "GRAY", "32x32", 1 / 255, "0.5", "0.25")
 
 
+def test_the_offline_report_carries_plotly_and_otherwise_matches(mobile):
+    """A browser trial's report read 'The plots need plotly.js' with no network and nothing beside it."""
+    from app.report import plotly_js
+
+    inputs, result = mobile
+    args = (result.layers, result.summary, result.layers, result.summary, "quantscope compare m.onnx", ("a note",))
+    online, offline = build_report(*args), build_report(*args, offline=True)
+    assert plotly_js().decode() in offline and "qsNoPlotly" not in offline and "plotly.min.js beside" not in offline  # no loader
+    assert offline.count("Plotly.newPlot") == 1 and offline.count("<script>") == 2
+    assert offline.split("<p class=\"note\">plotly.js")[0] == online.split("<p class=\"note\">Plots load")[0]  # same page
+
+
 def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
     inputs, result = mobile
     html = build_report(result.layers, result.summary, result.layers, result.summary, "quantscope compare m.onnx <x>",
