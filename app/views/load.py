@@ -171,8 +171,11 @@ else:
             else:
                 _apply_upload(files, images)
     elif pending:
-        st.info(f"Chosen but not applied yet: {', '.join(pending.values())}. Click Use these files to check and use them; "
-                "until then the inputs below stay in use.")
+        # the button is disabled until both are chosen: 'Click Use these files' pointed at a button that could not be
+        # clicked, its reason only in a tooltip (browser trial)
+        need = " and ".join(w for w, f in (("a model", files["model"]), ("calibration data", files["calib"])) if f is None)
+        then = f"Choose {need} too, then click Use these files" if need else "Click Use these files to check and use them"
+        st.info(f"Chosen but not applied yet: {', '.join(pending.values())}. {then}; until then the inputs below stay in use.")
 
 
 inputs: Inputs | None = st.session_state.get(state.INPUTS)

@@ -239,7 +239,9 @@ def test_files_chosen_but_not_applied_are_never_replaced_by_the_sample(runs_root
     a.file_uploader(key="up_model").set_value(("mine.onnx", (samples / "resnet_digits.onnx").read_bytes(), "application/octet-stream"))
     a.run()
     assert a.session_state[state.PENDING_UPLOAD] == {"model": "mine.onnx"}
-    assert any("Chosen but not applied yet: mine.onnx" in i.value for i in a.info)
+    # the button stays disabled without calibration data: the sentence asks for it, not for a click that cannot happen
+    assert any(i.value.startswith("Chosen but not applied yet: mine.onnx. Choose calibration data too, then click Use these "
+                                  "files;") for i in a.info)
     a.switch_page("views/compare.py").run()
     assert a.warning[0].value.startswith("You chose mine.onnx on the Load page but did not click Use these files")
     assert next(b for b in a.button if b.label == "Run comparison").disabled
