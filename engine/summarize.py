@@ -17,6 +17,7 @@ from engine.run_config import RunConfig
 
 __all__ = ["summarize", "ranked_layers", "AMPLIFICATION_DB", "MAX_AMPLIFIERS"]
 
+FEW_RANKING_SAMPLES = 4  # a headline measured on fewer samples says they are too few to trust
 AMPLIFICATION_DB = 3.0  # a node that is not quantized but loses this much SNR from input to output is an amplifier
 MAX_AMPLIFIERS = 8
 
@@ -113,6 +114,10 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
     # fewer: on a one-output model the Compare page's "Final-output SNR" it sits beside
     whole = (outputs_snr_db, samples) if not fallback and ranking is not None and samples > ranking.samples else None
     sentence = _finding(culprits, ranking, layers, whole, this_build=bool(fallback), q=q)
+    if ranking is not None and culprits and (on := culprits[0].samples or ranking.samples) < FEW_RANKING_SAMPLES:
+        # 8 samples in all left the ranking one: a node alone in INT8 read worse than every node in INT8 (browser trial)
+        sentence += (f" That is {_samples(on)}, too few to trust for this ranking: compare on more samples (the ranking "
+                     "uses up to --screen-samples of them, within its time budget).")
     if ranking is None or not culprits or not fallback:
         return sentence
     # a rebuild keeps the ranking (it measures each node against every node in INT8, whatever the fallback set), and its
