@@ -141,7 +141,7 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
         alone = float(df["alone_snr_db"].iloc[hit[0]])
         if not alone >= snr_threshold:  # harmless at this threshold: no label
             fig.add_annotation(x=int(x[hit[0]]), y=float(intro.iloc[hit[0]]), row=3, col=1, text=f"#1 culprit: {top}",
-                               showarrow=True, arrowhead=2, ax=60, ay=25, xanchor="left", bgcolor="rgba(255,255,255,0.8)")
+                               showarrow=True, arrowhead=2, ax=60, ay=-30, xanchor="left", bgcolor="rgba(255,255,255,0.8)")
     _legend(fig, set(states), inspect is not None, quantized)
     pos, names = node_ticks(list(df["node"]))
     fig.update_xaxes(tickvals=pos, ticktext=names, tickangle=-60, tickfont={"size": 10}, row=3, col=1,

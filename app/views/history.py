@@ -25,7 +25,12 @@ if not records:
     st.info("No runs yet.")
     st.stop()
 table = pd.DataFrame([r.as_row() for r in records]).drop(columns=["folder"])
-st.dataframe(table, hide_index=True, width="stretch", placeholder="–",
+# the figures and the culprit before the longer text, and no column that no run has: at 1400 px the culprit was
+# off-screen (browser trial)
+ORDER = ("run", "kind", "model", "snr_db", "cosine", "top1_agreement", "top_culprit", "fallback", "status", "data", "started",
+         "message")
+shown = [c for c in ORDER if c in table and (c in ("run", "kind", "model") or (table[c].notna() & (table[c] != "")).any())]
+st.dataframe(table, hide_index=True, width="stretch", placeholder="–", column_order=shown,
              column_config={"snr_db": st.column_config.NumberColumn("SNR dB", format="%.2f",
                                                                help="The final outputs' SNR; where a model has several, every "
                                                                     "float output together, each against its own signal."),

@@ -50,7 +50,11 @@ if sens and sens[0] == str(run_dir):
 
 st.subheader("Find a fallback set automatically")
 c1, c2, c3, c4, c5 = st.columns(5)
-metric = c1.selectbox("Target metric", TARGET_METRICS, index=TARGET_METRICS.index("snr_db"), key="af_metric")
+TARGET_LABELS = {"cosine": "final-output cosine (at least)", "snr_db": "final-output SNR, dB (at least)",
+                 "top1_agreement": "top-1 agreement with FP32 (at least)", "accuracy_drop": "accuracy drop (at most)",
+                 "text_agreement": "text read the same as FP32 (at least)"}  # the raw names read as code (browser trial)
+metric = c1.selectbox("Target metric", TARGET_METRICS, index=TARGET_METRICS.index("snr_db"), key="af_metric",
+                      format_func=lambda m: TARGET_LABELS.get(m, m))
 value = c2.number_input("Target value", value={"snr_db": 30.0, "accuracy_drop": 0.005, "text_agreement": 1.0}.get(metric, 0.999),
                         format="%.4f", key=f"af_value_{metric}")
 max_nodes = c3.number_input("Max nodes (0 = no limit)", min_value=0, value=0, key="af_max")
