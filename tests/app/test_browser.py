@@ -240,17 +240,20 @@ def test_renamed_model_names_ticks_views_ranges_and_cancel_in_a_real_browser(ser
         # page, and the next click during that rerun asked for a file the rerun had dropped (nothing was saved)
         got = []
         page.on("download", lambda d: got.append(d))
-        for label in ("Model (.onnx)", "layers.csv", "summary.json", "HTML report"):
-            page.get_by_role("button", name=label).click()
+        for label in ("Model (.onnx)", "layers.csv", "summary.json", "HTML report", "HTML report, offline"):
+            page.get_by_role("button", name=label, exact=True).click()
             page.wait_for_timeout(150)
-        for _ in range(100):
-            if len(got) == 4:
+        for _ in range(150):
+            if len(got) == 5:
                 break
             page.wait_for_timeout(100)
         names = sorted(d.suggested_filename for d in got)
         stem = re.fullmatch(r"(mobile_digits_int8_1ranges_[0-9a-f]{6})\.onnx", names[0]).group(1)  # the build: one custom range
-        assert names == [f"{stem}.onnx", f"{stem}_layers.csv", f"{stem}_report.html", f"{stem}_summary.json"]
+        assert names == [f"{stem}.onnx", f"{stem}_layers.csv", f"{stem}_report.html", f"{stem}_report_offline.html",
+                         f"{stem}_summary.json"]
         assert all(d.failure() is None for d in got)
+        offline = next(d for d in got if d.suggested_filename.endswith("_offline.html"))
+        assert Path(offline.path()).stat().st_size > 4_000_000  # plotly.js inside
         nav(page, "Layers")
         page.get_by_text(f"Inspect {culprit}").wait_for(timeout=60_000)
         assert before_scale != scale.inner_text() and f"{8 / 127:.6g}" in scale.inner_text()
