@@ -50,14 +50,20 @@ def test_keys_change_exactly_downstream_of_a_fallback(tmp_path):
     assert not set(tensor_keys(before, "cpu|y").values()) & set(a.values()) - {a[i.name] for i in before.graph.initializer}
 
 
-def test_a_rebuild_reads_back_what_it_did_not_change_and_equals_a_full_rebuild(tmp_path, monkeypatch):
-    kw = {"data": SAMPLES / "digits_eval.npz", "batch_size": 50, "provider": "cpu", "screen_samples": 0}
+def rebuilt_both_ways(tmp_path, monkeypatch, provider: str):
+    """The sample compared twice, then rebuilt with block3_2_conv in fallback: reading rows back, and measuring all."""
+    kw = {"data": SAMPLES / "digits_eval.npz", "batch_size": 50, "provider": provider, "screen_samples": 0}
     for name in ("incremental", "full"):
         compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / name, **kw)
     fast = rebuild(tmp_path / "incremental", fallback=["block3_2_conv"])
     with monkeypatch.context() as m:
         m.setattr(pipeline, "reusable_stats", lambda *a, **k: {})
         full = rebuild(tmp_path / "full", fallback=["block3_2_conv"])
+    return fast, full
+
+
+def test_a_rebuild_reads_back_what_it_did_not_change_and_equals_a_full_rebuild(tmp_path, monkeypatch):
+    fast, full = rebuilt_both_ways(tmp_path, monkeypatch, "cpu")
     reused = fast.summary.timings["tensors_reused"]
     assert 0 < reused < len(fast.layers) and full.summary.timings["tensors_reused"] == 0
     cols = ["tensor", *METRIC_COLUMNS, "introduced_db", "input_snr_db"]

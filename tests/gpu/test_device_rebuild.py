@@ -5,28 +5,18 @@ Needs ONNX Runtime's CUDA provider: runs on the GPU host."""
 
 from __future__ import annotations
 
-import importlib
-
 import pandas as pd
 import pytest
 
-from engine import compare, rebuild
 from engine.backends.onnxrt import cuda_available
 from engine.compare.metrics import METRIC_COLUMNS
-from tests.engine.conftest import SAMPLES
+from tests.engine.test_tensor_keys import rebuilt_both_ways
 
-pipeline = importlib.import_module("engine.pipeline")
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not cuda_available(), reason="needs ONNX Runtime's CUDA provider")]
 
 
 def test_a_cuda_rebuild_reads_back_what_it_did_not_change_and_equals_a_full_one(tmp_path, monkeypatch):
-    kw = {"data": SAMPLES / "digits_eval.npz", "batch_size": 50, "provider": "cuda", "screen_samples": 0}
-    for name in ("incremental", "full"):
-        compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / name, **kw)
-    fast = rebuild(tmp_path / "incremental", fallback=["block3_2_conv"])
-    with monkeypatch.context() as m:
-        m.setattr(pipeline, "reusable_stats", lambda *a, **k: {})
-        full = rebuild(tmp_path / "full", fallback=["block3_2_conv"])
+    fast, full = rebuilt_both_ways(tmp_path, monkeypatch, "cuda")
     assert 0 < fast.summary.timings["tensors_reused"] < len(fast.layers)
     cols = ["tensor", *METRIC_COLUMNS, "introduced_db"]
     pd.testing.assert_frame_equal(fast.layers[cols].reset_index(drop=True), full.layers[cols].reset_index(drop=True),
