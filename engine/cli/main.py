@@ -171,6 +171,9 @@ def _report(result, out=None) -> None:
         print(f"note: {a.sentence}; ticking it changes nothing.", file=out)
     for w in s.warnings:
         print(f"warning: {w}", file=out)
+    if reused := int(s.timings.get("tensors_reused", 0)):  # a rebuild: rows it computes as the last build did
+        print(f"{reused} of {len(result.layers)} tensors are computed as in the last build: their rows were read back, "
+              "not measured again", file=out)
     print(f"results in {result.run_dir}", file=out)
 
 

@@ -37,6 +37,11 @@ def test_compare_and_rebuild_write_the_contract(tiny, tmp_path, capsys):
     assert json.loads((out / "history" / "1" / "summary.json").read_text())["fallback"] == []
     printed = capsys.readouterr().out
     assert "backend: onnxruntime-cpu" in printed and "results in" in printed
+    reused = int(s2["timings"]["tensors_reused"])  # the rebuild says how many rows it read back, where it read any
+    assert (f"{reused} of {len(pd.read_csv(out / 'layers.csv'))} tensors are computed as in the last build" in printed) \
+        == (reused > 0)
+    assert main(["rebuild", str(out), "--fallback", top, "--quiet"]) == 0  # the same build again: every row but the outputs
+    assert "tensors are computed as in the last build" in capsys.readouterr().out
 
 
 def _cli(*args):
