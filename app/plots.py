@@ -141,7 +141,7 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
         alone = float(df["alone_snr_db"].iloc[hit[0]])
         if not alone >= snr_threshold:  # harmless at this threshold: no label
             fig.add_annotation(x=int(x[hit[0]]), y=float(intro.iloc[hit[0]]), row=3, col=1, text=f"#1 culprit: {top}",
-                               showarrow=True, arrowhead=2, ax=60, ay=-30, xanchor="left", bgcolor="rgba(255,255,255,0.8)")
+                               showarrow=True, arrowhead=2, ax=60, ay=-12, xanchor="left", bgcolor="rgba(255,255,255,0.8)")
     _legend(fig, set(states), inspect is not None, quantized)
     pos, names = node_ticks(list(df["node"]))
     fig.update_xaxes(tickvals=pos, ticktext=names, tickangle=-60, tickfont={"size": 10}, row=3, col=1,
@@ -239,7 +239,8 @@ def tradeoff_figure(steps: pd.DataFrame, target_value: float | None = None, metr
                                  hovertemplate=", ".join(nodes) + "<br>%{y:.3f}<extra>chosen</extra>"))
     if target_value is not None:
         fig.add_hline(y=target_value, line={"dash": "dash", "color": COLORS["threshold"]}, annotation_text=f"target {target_value:g}")
-    fig.update_layout(xaxis_title="nodes in fallback", yaxis_title=metric, height=400, legend={"orientation": "h", "y": 1.12})
+    name, unit = engine.TARGET_WORDS.get(metric, (metric, ""))  # 'snr_db' read as code (browser trial)
+    fig.update_layout(xaxis_title="nodes in fallback", yaxis_title=f"{name}{f' ({unit.strip()})' if unit else ''}", height=400, legend={"orientation": "h", "y": 1.12})
     return fig
 
 

@@ -173,9 +173,10 @@ def column_config(st_column_config, select: str) -> dict:
                                   "output's where the model has several)."),
         "first_output_snr_db": cc.NumberColumn("first output SNR dB", format="%.2f",
                                                help="The first output's own SNR (the cosine beside it is of this output too)."),
-        "top1_agreement": cc.NumberColumn("top-1 agreement", format="%.4f"),
-        "accuracy": cc.NumberColumn("accuracy", format="%.4f"),
-        "text_agreement": cc.NumberColumn("text read the same", format="%.4f",
+        # percentages, as the Compare and Rebuild pages give them (0.9063 beside their 90.62%: browser trial)
+        "top1_agreement": cc.NumberColumn("top-1 agreement", format="percent"),
+        "accuracy": cc.NumberColumn("accuracy", format="percent"),
+        "text_agreement": cc.NumberColumn("text read the same", format="percent",
                                           help="A CTC recogniser: the share of samples whose decoded text is FP32's."),
         "quantized_nodes": cc.NumberColumn("fallback candidates", format="%d",
                                            help="Nodes of the quantized op types with a quantized input."),

@@ -11,6 +11,7 @@ from engine.diagnose.autofallback import STRATEGIES
 from engine.diagnose.harm_ranking import TOP_SET as RANKING_TOP_SET
 from engine.diagnose.kept_results import kept_search, kept_sensitivity
 from engine.diagnose.targets import METRICS as TARGET_METRICS
+from engine.diagnose.targets import WORDS as TARGET_WORDS
 from engine.doctor import doctor, doctor_lines
 from engine.errors import (
                            BackendError,
@@ -43,7 +44,7 @@ __all__ = [
     "FLOOR_DB", "RANKING_TOP_SET",
     "compare", "rebuild", "load_result", "effective_batch_size",
     "doctor", "doctor_lines", "sensitivity", "sensitivity_estimate", "autofallback", "search_fallback", "kept_sensitivity", "kept_search", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
-    "STRATEGIES", "TARGET_METRICS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
+    "STRATEGIES", "TARGET_METRICS", "TARGET_WORDS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
     "QuantConfig", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",
     "ComparisonResult", "Summary", "not_like_for_like", "OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "RunFolder", "RunConfig", "Settings",

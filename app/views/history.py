@@ -35,7 +35,8 @@ st.dataframe(table, hide_index=True, width="stretch", placeholder="–", column_
                                                                help="The final outputs' SNR; where a model has several, every "
                                                                     "float output together, each against its own signal."),
                             "cosine": st.column_config.NumberColumn("cosine", format="%.5f"),
-                            "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="%.4f")})
+                            "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="percent"),
+                            "top_culprit": st.column_config.TextColumn("top culprit")})
 incomplete = [r for r in records if r.status is RunStatus.INCOMPLETE]
 if incomplete:
     st.warning(f"{len(incomplete)} run(s) did not finish (the server stopped mid-way); earlier runs are intact. "

@@ -50,9 +50,9 @@ if sens and sens[0] == str(run_dir):
 
 st.subheader("Find a fallback set automatically")
 c1, c2, c3, c4, c5 = st.columns(5)
-TARGET_LABELS = {"cosine": "final-output cosine (at least)", "snr_db": "final-output SNR, dB (at least)",
-                 "top1_agreement": "top-1 agreement with FP32 (at least)", "accuracy_drop": "accuracy drop (at most)",
-                 "text_agreement": "text read the same as FP32 (at least)"}  # the raw names read as code (browser trial)
+# the raw names read as code (browser trial)
+TARGET_LABELS = {m: f"{name}{',' + unit if unit else ''} ({'at most' if m == 'accuracy_drop' else 'at least'})"
+                 for m, (name, unit) in engine.TARGET_WORDS.items()}
 metric = c1.selectbox("Target metric", TARGET_METRICS, index=TARGET_METRICS.index("snr_db"), key="af_metric",
                       format_func=lambda m: TARGET_LABELS.get(m, m))
 value = c2.number_input("Target value", value={"snr_db": 30.0, "accuracy_drop": 0.005, "text_agreement": 1.0}.get(metric, 0.999),

@@ -203,13 +203,13 @@ def pick_result(results: dict[str, StrategyResult], target: Target, max_nodes: i
         max(within, key=lambda r: target.score(r.achieved))
     what = f"{len(best.fallback)} node(s) ({', '.join(best.fallback)})"
     if best.met or max_nodes is None:
-        return best, (f"Falling back {what} reaches {target.metric}={best.achieved:.4g} ({'meets' if best.met else 'misses'} "
-                      f"{target}); found by {best.strategy}.")
+        return best, (f"Falling back {what} reaches {target.value_text(best.achieved)} ({'meets' if best.met else 'misses'} "
+                      f"the target, {target.words()}); found by {best.strategy}.")
     over = min((r for r in results.values() if r.met), key=lambda r: len(r.fallback), default=None)
     also = (f"; {over.strategy} met it with {len(over.fallback)} nodes, more than the {max_nodes} allowed" if over is not None
             else "")
-    return best, (f"No set of at most {max_nodes} node(s) meets {target}: the closest, falling back {what}, reaches "
-                  f"{target.metric}={best.achieved:.4g}; found by {best.strategy}{also}.")
+    return best, (f"No set of at most {max_nodes} node(s) meets the target, {target.words()}: the closest, falling back "
+                  f"{what}, reaches {target.value_text(best.achieved)}; found by {best.strategy}{also}.")
 
 
 def _greedy(s: _Search, units: list[Unit], max_nodes: int | None) -> tuple[list[Unit], list[Unit]]:
@@ -288,12 +288,13 @@ def search_fallback(
         everything = s.value(s.measure(unit_list, "all fallback"))
         results: dict[str, StrategyResult] = {}
         if target.met(base):
-            chosen, met, achieved, message = (), True, base, f"The full INT8 model already meets {target} ({base:.4g})."
+            chosen, met, achieved, message = (), True, base, (f"The full INT8 model already meets the target, {target.words()}: "
+                                                               f"{target.value_text(base)}.")
             results["none"] = StrategyResult("none", (), (), True, base, s.count)
         elif not target.met(everything):
             chosen, met, achieved = _nodes(unit_list, s.quantized), False, everything
-            message = (f"{target} cannot be met even with every quantizable node in fallback: "
-                       f"the best reached is {target.metric}={everything:.4g}.")
+            message = (f"The target, {target.words()}, cannot be met even with every quantizable node in fallback: the best "
+                       f"reached is {target.value_text(everything)}.")
             results["all"] = StrategyResult("all", chosen, chosen, False, everything, s.count)
         else:
             for name in ("greedy", "bisect") if strategy == "both" else (strategy,):

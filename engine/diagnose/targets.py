@@ -11,6 +11,9 @@ from engine.errors import ConfigError
 __all__ = ["Target", "METRICS"]
 
 METRICS = ("cosine", "snr_db", "top1_agreement", "accuracy_drop", "text_agreement")
+WORDS = {"cosine": ("final-output cosine", ""), "snr_db": ("final-output SNR", " dB"),
+         "top1_agreement": ("top-1 agreement with FP32", ""), "accuracy_drop": ("accuracy drop", ""),
+         "text_agreement": ("text read the same as FP32", "")}  # metric -> (name, unit) in sentences
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,17 @@ class Target:
 
     def met(self, value: float | None) -> bool:
         return self.score(value) >= self.score(self.value)
+
+    def value_text(self, value: float | None) -> str:
+        """'final-output SNR 15.94 dB': a value of this target's metric in words (the search's sentences read
+        'reaches snr_db=15.94' to a browser user)."""
+        name, unit = WORDS[self.metric]
+        return f"{name} {'not measured' if value is None else format(value, '.4g') + unit}"
+
+    def words(self) -> str:
+        """'final-output SNR of at least 25 dB'."""
+        name, unit = WORDS[self.metric]
+        return f"{name} of {'at most' if self.lower_is_better else 'at least'} {self.value:g}{unit}"
 
     def __str__(self) -> str:
         return f"{self.metric}={self.value:g}"

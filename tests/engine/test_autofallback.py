@@ -67,7 +67,8 @@ def test_unreachable_target_reports_the_best_reached(run_copy):
     res = autofallback(run_copy, "snr_db=500", apply=False)
     assert res.met is False
     assert math.isfinite(res.achieved) and res.achieved > 40
-    assert res.message.startswith("snr_db=500 cannot be met even with every quantizable node in fallback: the best reached is snr_db=")
+    assert res.message.startswith("The target, final-output SNR of at least 500 dB, cannot be met even with every quantizable "
+                                  "node in fallback: the best reached is final-output SNR ")
 
 
 def test_bad_target_is_one_sentence(run_copy, capsys):
@@ -99,9 +100,10 @@ def test_a_set_over_max_nodes_is_never_picked_and_the_sentence_names_it():
     bisect = StrategyResult("bisect", tuple(f"n{i}" for i in range(26)), (), True, 21.14, 37)
     best, sentence = pick_result({"greedy": greedy, "bisect": bisect}, target, 5)
     assert best is greedy
-    assert sentence == ("No set of at most 5 node(s) meets snr_db=20: the closest, falling back 5 node(s) (a, b, c, d, e), "
-                        "reaches snr_db=16.9; found by greedy; bisect met it with 26 nodes, more than the 5 allowed.")
+    assert sentence == ("No set of at most 5 node(s) meets the target, final-output SNR of at least 20 dB: the closest, "
+                        "falling back 5 node(s) (a, b, c, d, e), reaches final-output SNR 16.9 dB; found by greedy; bisect "
+                        "met it with 26 nodes, more than the 5 allowed.")
     best, sentence = pick_result({"greedy": greedy, "bisect": bisect}, target, None)  # no limit: the set that meets it
-    assert best is bisect and sentence.startswith("Falling back 26 node(s) (n0,") and "(meets snr_db=20); found by bisect." in sentence
+    assert best is bisect and sentence.startswith("Falling back 26 node(s) (n0,") and "(meets the target, final-output SNR of at least 20 dB); found by bisect." in sentence
     small = StrategyResult("bisect", ("a", "b"), (), True, 20.5, 30)
     assert pick_result({"greedy": greedy, "bisect": small}, target, 5)[0] is small  # within the limit and meeting it
