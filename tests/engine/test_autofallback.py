@@ -107,3 +107,13 @@ def test_a_set_over_max_nodes_is_never_picked_and_the_sentence_names_it():
     assert best is bisect and sentence.startswith("Falling back 26 node(s) (n0,") and "(meets the target, final-output SNR of at least 20 dB); found by bisect." in sentence
     small = StrategyResult("bisect", ("a", "b"), (), True, 20.5, 30)
     assert pick_result({"greedy": greedy, "bisect": small}, target, 5)[0] is small  # within the limit and meeting it
+
+
+def test_the_probe_budget_counts_no_more_greedy_rounds_than_max_nodes():
+    from engine.diagnose.autofallback import GREEDY_ROUND_WIDTH, probe_budget
+
+    w = GREEDY_ROUND_WIDTH
+    assert probe_budget(51, "greedy") == 2 + 51 + w * 50 + 51 + 2
+    assert probe_budget(51, "greedy", 3) == 2 + 51 + w * 2 + 3 + 2  # at most 3 rounds, 3 to prune
+    assert probe_budget(51, "both", 3) == probe_budget(51, "greedy", 3) + probe_budget(51, "bisect") - 2
+    assert probe_budget(2, "greedy", 5) == probe_budget(2, "greedy")  # a limit above the unit count changes nothing
