@@ -9,7 +9,7 @@ from collections.abc import Callable
 from engine.diagnose.autofallback import AutoFallbackResult, search_fallback
 from engine.diagnose.kept_results import keep_search
 from engine.diagnose.probes import PoolFactory, local_pool
-from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
+from engine.diagnose.run_probe import DEFAULT_SENSITIVITY_SAMPLES
 from engine.diagnose.targets import Target
 from engine.diagnose.units import UnitMode
 from engine.pipeline import rebuild

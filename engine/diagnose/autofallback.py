@@ -13,8 +13,7 @@ from dataclasses import dataclass, field
 
 from engine.diagnose.probe_scoring import ProbeMetrics
 from engine.diagnose.probes import PoolFactory, ProbePool, ProbeRequest, local_pool
-from engine.diagnose.run_probe import open_probe
-from engine.diagnose.sensitivity import DEFAULT_SENSITIVITY_SAMPLES
+from engine.diagnose.run_probe import DEFAULT_SENSITIVITY_SAMPLES, open_probe
 from engine.diagnose.targets import Target
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError

@@ -8,16 +8,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from engine.compare.reference_cache import ReferenceCache
+from engine.diagnose.autofallback import AutoFallbackResult
 from engine.errors import QuantScopeError
 from engine.runs import RunFolder
-
-if TYPE_CHECKING:  # autofallback imports sensitivity, which keeps its results here
-    from engine.diagnose.autofallback import AutoFallbackResult
 
 __all__ = ["keep_sensitivity", "kept_sensitivity", "keep_search", "kept_search", "SENSITIVITY_CSV", "SEARCH_JSON"]
 
@@ -61,8 +58,6 @@ def keep_search(run: RunFolder, result: AutoFallbackResult) -> None:
 
 def kept_search(run_dir: str | os.PathLike) -> AutoFallbackResult | None:
     """The run's last fallback search where it was measured on what the run is now (None: none, or another basis)."""
-    from engine.diagnose.autofallback import AutoFallbackResult
-
     run = RunFolder(run_dir)
     try:
         d = run.read_json(run.path / SEARCH_JSON)

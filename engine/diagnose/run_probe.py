@@ -25,8 +25,9 @@ from engine.quantize.emit import emit_candidate
 from engine.run_config import RunConfig
 from engine.runs import RunFolder
 
-__all__ = ["open_probe", "probe_for_run", "cached_probe_data", "PREPARE_STEPS"]
+__all__ = ["open_probe", "probe_for_run", "cached_probe_data", "PREPARE_STEPS", "DEFAULT_SENSITIVITY_SAMPLES"]
 
+DEFAULT_SENSITIVITY_SAMPLES = 64  # what sensitivity and the fallback search probe on by default (the run's first N)
 PREPARE_STEPS = 3  # the probe data, the FP32 outputs where the cache has none, the probe session
 
 

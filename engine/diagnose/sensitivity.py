@@ -16,7 +16,7 @@ import pandas as pd
 from engine.diagnose.kept_results import keep_sensitivity
 from engine.diagnose.probe_scoring import ProbeMetrics
 from engine.diagnose.probes import PoolFactory, ProbePool, ProbeRequest, local_pool
-from engine.diagnose.run_probe import open_probe
+from engine.diagnose.run_probe import DEFAULT_SENSITIVITY_SAMPLES, open_probe
 from engine.diagnose.units import UnitMode
 from engine.errors import ConfigError
 from engine.progress import ProgressCallback, ProgressEvent, Repeating, Stage, TimeLeft, no_progress
@@ -26,7 +26,6 @@ __all__ = ["sensitivity", "sensitivity_frame", "sensitivity_estimate", "Sensitiv
            "DEFAULT_SENSITIVITY_SAMPLES"]
 
 VIEW_METRICS = ("cosine", "snr_db", "outputs_snr_db", "top1_agreement", "accuracy")
-DEFAULT_SENSITIVITY_SAMPLES = 64
 
 
 def _cols(prefix: str, m: ProbeMetrics) -> dict:
