@@ -57,6 +57,14 @@ def keep_widgets() -> None:
             ss[key] = ss[key]
 
 
+def keep_choices_within(key: str, options, default: list) -> None:
+    """A kept multiselect's choices, less those the page no longer offers (another model's op types); `default` where
+    none is left. Chosen nothing stays nothing: the page then says what is missing."""
+    ss = st.session_state
+    if (kept := [c for c in ss[key] if c in options]) != ss[key]:
+        ss[key] = kept or default
+
+
 def init() -> None:
     st.session_state.setdefault(FALLBACK, set())
     st.session_state.setdefault(TABLE_GENERATION, 0)

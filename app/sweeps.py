@@ -13,6 +13,7 @@ import pandas as pd
 
 import engine
 from app.inputs import Inputs
+from app.table_columns import filled_columns
 
 __all__ = ["METHOD_NAMES", "SELECT_LABELS", "PERCENTILE_RANGE", "BEST", "SweepPlan", "Swept", "op_type_sets", "plan_sweep",
            "table_frame", "column_order", "column_config", "best_sentence", "compare_settings"]
@@ -151,7 +152,7 @@ SHOWN_ORDER = ("best", "configuration", "snr_db", "first_output_snr_db", "cosine
 def column_order(table: pd.DataFrame) -> list[str]:
     """The table's columns as shown: numbers first, columns no configuration has left out, and the first output's SNR
     only where it differs from the model's (a model with several outputs)."""
-    shown = [c for c in SHOWN_ORDER if c in table and (c in ("best", "configuration") or table[c].notna().any())]
+    shown = filled_columns(table, SHOWN_ORDER, always=("best", "configuration"))
     if "first_output_snr_db" in shown:
         a, b = table["snr_db"], table["first_output_snr_db"]
         if ((a == b) | (a.isna() & b.isna())).all():

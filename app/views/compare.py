@@ -38,9 +38,7 @@ if preset := ss.pop(state.COMPARE_SETTINGS, None):  # a configuration opened on 
 # and a widget given both logged Streamlit's "created with a default value but also had its value set" warning
 for k, v in {"cmp_percentile": 99.999, "cmp_screen": 32, "cmp_ops": list(engine.TRT_INT8_OP_TYPES)}.items():
     ss.setdefault(k, v)
-# the op types kept from another model's page may not be this model's options (state.KEPT_WIDGETS)
-if (kept := [op for op in ss["cmp_ops"] if op in options]) != ss["cmp_ops"]:
-    ss["cmp_ops"] = kept or list(engine.TRT_INT8_OP_TYPES)
+state.keep_choices_within("cmp_ops", options, list(engine.TRT_INT8_OP_TYPES))  # kept from another model's page
 c1, c2, c3, c4, c5, c6 = st.columns(6)
 methods = [m.value for m in engine.CalibrationMethod]
 method = c1.selectbox("Calibration", methods, key="cmp_method")

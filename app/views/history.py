@@ -10,6 +10,7 @@ import engine
 from app import state
 from app.actions import busy
 from app.plots import before_after_figure
+from app.table_columns import filled_columns
 from app.workspace import delete_run_folder, open_run, open_sweep, workspace_runs
 from engine import RunStatus
 
@@ -29,7 +30,7 @@ table = pd.DataFrame([r.as_row() for r in records]).drop(columns=["folder"])
 # off-screen (browser trial)
 ORDER = ("run", "kind", "model", "snr_db", "cosine", "top1_agreement", "top_culprit", "fallback", "status", "data", "started",
          "message")
-shown = [c for c in ORDER if c in table and (c in ("run", "kind", "model") or (table[c].notna() & (table[c] != "")).any())]
+shown = filled_columns(table, ORDER, always=("run", "kind", "model"))
 st.dataframe(table, hide_index=True, width="stretch", placeholder="–", column_order=shown,
              column_config={"snr_db": st.column_config.NumberColumn("SNR dB", format="%.2f",
                                                                help="The final outputs' SNR; where a model has several, every "

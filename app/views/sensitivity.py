@@ -51,7 +51,7 @@ if sens and sens[0] == str(run_dir):
 st.subheader("Find a fallback set automatically")
 c1, c2, c3, c4, c5 = st.columns(5)
 # the raw names read as code (browser trial)
-TARGET_LABELS = {m: f"{name}{',' + unit if unit else ''} ({'at most' if m == 'accuracy_drop' else 'at least'})"
+TARGET_LABELS = {m: f"{name}{',' + unit if unit else ''} ({'at most' if engine.Target(m, 0.0).lower_is_better else 'at least'})"
                  for m, (name, unit) in engine.TARGET_WORDS.items()}
 metric = c1.selectbox("Target metric", TARGET_METRICS, index=TARGET_METRICS.index("snr_db"), key="af_metric",
                       format_func=lambda m: TARGET_LABELS.get(m, m))

@@ -30,8 +30,7 @@ sets = sw.op_type_sets(model_ops)
 for k, v in {"sw_methods": list(sw.METHOD_NAMES), "sw_percentiles": "99.99, 99.999", "sw_precisions": [Precision.INT8.value],
              "sw_op_sets": list(sets)[:1]}.items():
     ss.setdefault(k, v)
-if (kept := [s for s in ss["sw_op_sets"] if s in sets]) != ss["sw_op_sets"]:  # kept from another model's page
-    ss["sw_op_sets"] = kept or list(sets)[:1]
+state.keep_choices_within("sw_op_sets", sets, list(sets)[:1])  # kept from another model's page
 c1, c2, c3 = st.columns([3, 2, 2])  # three method chips fit (the third was clipped at 1400 px)
 methods = c1.multiselect("Calibration methods", list(sw.METHOD_NAMES), format_func=sw.METHOD_NAMES.get, key="sw_methods")
 percentiles = c2.text_input("Percentiles", key="sw_percentiles", disabled="percentile" not in methods,

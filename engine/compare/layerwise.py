@@ -140,13 +140,9 @@ def run_layerwise(
     batch_count = batch_count if batch_count is not None else total_batches
     split = batch_count != total_batches
 
-    def where_next() -> str:  # the batch under way
-        return (f"batch {len(batch_ids)}/{batch_count}, part {entries + 1}/{total_batches}" if split
-                else f"batch {entries + 1}/{total_batches}")
-
-    def where() -> str:
-        return (f"batch {len(batch_ids)}/{batch_count}, part {entries}/{total_batches}" if split
-                else f"batch {entries}/{total_batches}")
+    def where(entry: int) -> str:  # `entry`: the entries done (a batch event) or the one under way (a pass event)
+        return (f"batch {len(batch_ids)}/{batch_count}, part {entry}/{total_batches}" if split
+                else f"batch {entry}/{total_batches}")
 
     progress(ProgressEvent(Stage.COMPARE, 0, total_batches, f"starting sessions (0/{batch_count} batches)"))
     with ExitStack() as stack:
@@ -244,7 +240,7 @@ def run_layerwise(
                         eta = f", about {(time.perf_counter() - started) / done * (total_batches - done):.0f} s left" \
                             if entries else ""
                         progress(ProgressEvent(Stage.COMPARE, entries, total_batches,
-                                               f"{where_next()}, pass {within}/{len(steps) * len(plan.groups)}{eta}"))
+                                               f"{where(entries + 1)}, pass {within}/{len(steps) * len(plan.groups)}{eta}"))
                 if cache is not None and given is None:
                     t0 = time.perf_counter()
                     cache.append(sub, {k: fresh[k] for k in cached if k in fresh} if plan.passes == 1 and not on_device else {},
@@ -272,7 +268,7 @@ def run_layerwise(
             if entries == 1:
                 first_done = time.perf_counter()  # the first batch carries each session's warm-up
             eta = (time.perf_counter() - started) / entries * (total_batches - entries)
-            progress(ProgressEvent(Stage.COMPARE, entries, total_batches, f"{where()}, about {eta:.0f} s left"))
+            progress(ProgressEvent(Stage.COMPARE, entries, total_batches, f"{where(entries)}, about {eta:.0f} s left"))
         close_batch()
         for t, counts in reducer.take_counts().items():  # histograms a device reducer kept on the device
             acc[t].hist.counts += counts

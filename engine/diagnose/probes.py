@@ -131,14 +131,11 @@ class OutputProbe:
     def _run(self, infer: Callable[[Batch], dict[str, np.ndarray]], t0: float, data: ProbeData | None = None,
              resident: Resident | None = None) -> ProbeMetrics:
         self.probes += 1
-        step = self._step
-        if step is not None:
-            plain = infer
 
-            def infer(batch: Batch) -> dict[str, np.ndarray]:
-                step()
-                return plain(batch)
-        return score_batches(data or self.data, infer, self.outputs, t0, resident)
+        def stepped(batch: Batch) -> dict[str, np.ndarray]:
+            self._tick()
+            return infer(batch)
+        return score_batches(data or self.data, stepped, self.outputs, t0, resident)
 
     def _run_gated(self, gates: dict[str, np.ndarray], t0: float, data: ProbeData | None,
                    key: SamplesKey | object = FOREIGN) -> ProbeMetrics:
