@@ -161,15 +161,16 @@ def _kept(kind: str) -> str:
     if kind == "rebuild" and result is not None:
         return (f"{result.run_dir.name} keeps the build it had (fallback: {', '.join(result.summary.fallback) or 'none'}; "
                 f"ranges: {', '.join(map(str, result.summary.config.ranges)) or 'none'})")
-    ss = st.session_state
-    earlier = {"sensitivity": ss.get(state.SENSITIVITY), "autofallback": ss.get(state.AUTOFALLBACK), "sweep": ss.get(state.SWEEP),
-               "latency": ss.get(state.LATENCY)}
-    if kind in earlier:  # "the sensitivity shown before it (if any) is kept" left the user to find out which
-        what = {"sensitivity": "sensitivity result", "autofallback": "search result", "sweep": "sweep",
-                "latency": "timings"}[kind]
-        kept = f"the earlier {what} {'is' if kind != 'latency' else 'are'} kept" if earlier[kind] else f"there was no earlier {what}"
+    if kind in EARLIER:  # "the sensitivity shown before it (if any) is kept" left the user to find out which
+        key, what, verb = EARLIER[kind]
+        kept = f"the earlier {what} {verb} kept" if st.session_state.get(key) else f"there was no earlier {what}"
         return f"nothing was ticked or rebuilt, and {kept}" if kind == "autofallback" else kept
     return "results from before it are kept"
+
+
+# a job kind -> the Session State key of its last result, that result in words, and its verb
+EARLIER = {"sensitivity": (state.SENSITIVITY, "sensitivity result", "is"), "autofallback": (state.AUTOFALLBACK, "search result", "is"),
+           "sweep": (state.SWEEP, "sweep", "is"), "latency": (state.LATENCY, "timings", "are")}
 
 
 def cancelled_sentence(job: Job) -> str:
