@@ -34,7 +34,8 @@ def autofallback(
     pools: PoolFactory = local_pool,
 ) -> AutoFallbackResult:
     """Finds a small fallback set meeting `target`; with `apply`, rebuilds the run with it (history kept). Either way
-    DIR/autofallback.json keeps what it found (kept_results.kept_search reads it back). rebuild_fn: the rebuild to call (the CLI records it in the run index)."""
+    DIR/autofallback.json keeps what it found (kept_results.kept_search reads it back). rebuild_fn: the rebuild to call
+    (the CLI records it in the run index)."""
     result = search_fallback(run_dir, target, max_nodes=max_nodes, strategy=strategy, units=units, provider=provider,
                              progress=progress, samples=samples, pools=pools)
     if apply:

@@ -31,6 +31,7 @@ from engine.compare.metrics import json_number
 from engine.diagnose.probe_scoring import ProbeMetrics
 from engine.diagnose.probes import ProbePool, ProbeRequest
 from engine.progress import ProgressCallback, ProgressEvent, Repeating, Stage, no_progress
+from engine.results import read_number
 
 __all__ = ["UnitHarm", "HarmRanking", "RankPlan", "plan_stages", "rank_units", "HARM_COLUMNS", "RANK_PASSES_PER_SAMPLE",
            "TOP_SET"]
@@ -154,7 +155,7 @@ class HarmRanking:
                                int(u["samples"])) for u in d["units"])
         return cls(units, float(d["all_int8_snr_db"]), int(d["samples"]), int(d["probes"]), float(d["seconds"]),
                    d.get("view", "alone"), {k: float(v) for k, v in (d.get("top_set_gain_db") or {}).items()}, d.get("plan", ""),
-                   float(d.get("work", 0.0)), float(d.get("first_stage_error_db") if d.get("first_stage_error_db") is not None else "nan"))
+                   float(d.get("work", 0.0)), read_number(d.get("first_stage_error_db")))
 
 
 def first_stage_error(first: list[UnitHarm], first_base: float, refined: list[UnitHarm], refined_base: float) -> float:

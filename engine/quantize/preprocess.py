@@ -196,10 +196,12 @@ def upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
     original_tensors = {o for n in model.graph.node for o in n.output} | {i.name for i in model.graph.input}
     producer = {o: n for n in upgraded.graph.node for o in n.output if o}
     named: dict[int, str] = {}
+    used: set[str] = set()
     for node in upgraded.graph.node:
         source = by_output.get(node.output[0]) if node.output else None
-        if source is not None and source.name not in named.values():
+        if source is not None and source.name not in used:
             named[id(_same_op_in_expansion(node, source.op_type, producer, original_tensors))] = source.name
+            used.add(source.name)
     for node in upgraded.graph.node:
         node.name = named.get(id(node), "")  # "": a node the converter added, named by name_nodes afterwards
     return upgraded
