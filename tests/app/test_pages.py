@@ -12,17 +12,11 @@ from streamlit.testing.v1 import AppTest
 
 import engine
 from app import state
+from tests.app.apptest import APP, GatedCompare, click, fresh, wait_for_job
 
-APP = str(Path(__file__).resolve().parents[2] / "app" / "main.py")
 PAGES = ["views/load.py", "views/compare.py", "views/sweep.py", "views/layers.py", "views/rebuild.py", "views/sensitivity.py",
          "views/latency.py", "views/history.py"]
 CATALOG = json.loads((Path(APP).parents[1] / "sample_models" / "catalog.json").read_text())
-
-
-def fresh() -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180)
-    at.run()
-    return at
 
 
 @pytest.mark.parametrize("page", PAGES)
@@ -55,28 +49,6 @@ def test_uploaded_inputs_survive_a_trip_to_another_page():
     at.switch_page("views/load.py").run()  # Streamlit drops the radio's own state on the way: the choice must stay
     assert at.radio(key="load_source").value == "Upload"
     assert at.session_state[state.INPUTS] == custom
-
-
-QUEUED = {"Run comparison", "Rebuild with fallback", "Run sensitivity", "Find fallback automatically", "Measure latency",
-          "Run sweep", "Open on the Layers page"}  # these go through the shared job queue
-
-
-def wait_for_job(at: AppTest, timeout: float = 180) -> None:
-    import time
-
-    deadline = time.time() + timeout
-    while state.JOB in at.session_state and at.session_state[state.JOB].active:
-        assert time.time() < deadline, "the job did not finish"
-        time.sleep(0.2)
-    at.run()  # the page applies the finished job's result
-
-
-def click(at: AppTest, label: str) -> AppTest:
-    next(b for b in at.button if b.label == label).click().run()
-    if label in QUEUED:
-        wait_for_job(at)
-    assert not at.exception, at.exception
-    return at
 
 
 def test_triage_flow_finds_and_fixes_the_planted_node():
@@ -260,27 +232,6 @@ def test_doctor_panel_and_cli(capsys):
     assert any("compare on ONNX Runtime CPU" in c.value for c in at.code)
 
 
-class GatedCompare:
-    """engine.compare (or engine.sweep), held in its first stage (reporting progress) until `release` is set: a job that
-    is certainly running when the test looks at the page, and that a cancel stops."""
-
-    def __init__(self, real):
-        import threading
-
-        self.real, self.release, self.started = real, threading.Event(), threading.Event()
-
-    def __call__(self, *args, progress, **kwargs):
-        import engine
-
-        step = 0
-        while not self.release.is_set():
-            step += 1
-            progress(engine.ProgressEvent(engine.Stage.CALIBRATE, step % 10, 10, f"calibration batch {step % 10}/10"))
-            self.started.set()  # after its first progress event
-            self.release.wait(0.02)
-        return self.real(*args, progress=progress, **kwargs)
-
-
 def test_page_renders_while_a_comparison_runs(monkeypatch):
     """The comparison runs in the job queue: the script run that queued it returns at once with a progress bar and a
     Cancel button, the Run button disabled; then the result is applied."""
@@ -333,113 +284,6 @@ def test_cancelling_a_running_comparison_keeps_the_previous_result(monkeypatch):
     assert at.info[-1].value == good.summary.headline  # the previous result is still what the page shows
     assert sorted(p.name for p in good.run_dir.parent.iterdir() if p.name != "uploads")[: len(runs_before)] == runs_before
     assert not next(b for b in at.button if b.label == "Run comparison").disabled
-
-
-def test_sweep_page_marks_one_best_configuration_and_opens_any_of_them_on_the_layers_page(runs_root):
-    import engine
-    from app.sweeps import BEST, best_sentence
-
-    at = fresh()
-    at.switch_page("views/compare.py").run()
-    at.selectbox(key="cmp_method").set_value("entropy").run()  # so the opened configuration visibly replaces it
-    at.switch_page("views/sweep.py").run()
-    at.multiselect(key="sw_methods").set_value(["minmax", "percentile"]).run()
-    at.text_input(key="sw_percentiles").input("99.9, 99.999").run()
-    assert at.multiselect(key="sw_precisions").value == ["int8"]
-    click(at, "Run sweep")
-    assert not at.error and at.session_state[state.JOB].kind == "sweep"  # it went through the shared worker queue
-    swept = at.session_state[state.SWEEP]
-    assert swept.result.folder.parent == runs_root / at.session_state[state.WORKSPACE] / "sweeps"  # inside the workspace
-    table = at.dataframe[0].value
-    assert list(table["configuration"]) == [r.config.label for r in swept.result.rows]
-    assert len(table) == 3 and list(table["calibration"]) == ["MinMax", "Percentile", "Percentile"]  # one row per configuration
-    assert (table["best"] == BEST).sum() == 1
-    best = engine.load_sweep(swept.result.folder).best()  # what `quantscope compare --sweep` would start from
-    assert table.loc[table["best"] == BEST, "configuration"].item() == best.config.label
-    assert at.success[0].value == best_sentence(swept.result)
-    # why a compare of the same configuration can name another culprit (seen on MobileNetV3: Conv.5 here, Conv.1 there)
-    assert any(f"quick ranking on the first {engine.SWEEP_SCREEN_SAMPLES} samples" in c.value for c in at.caption)
-
-    at.selectbox(key="sw_open").set_value(0).run()  # MinMax: not the best, so not the one selected at first
-    click(at, "Open on the Layers page")
-    assert at.session_state[state.JOB].kind == "compare"  # the Compare page's job
-    assert at.title[0].value == "Per-layer error"  # and the Layers page shows its result
-    opened = at.session_state[state.RESULT].summary
-    assert opened.config.calibration is engine.CalibrationMethod.MINMAX and opened.batch_size == swept.batch
-    at.switch_page("views/compare.py").run()
-    assert at.selectbox(key="cmp_method").value == "minmax"  # the Compare page's settings are the configuration's
-    assert at.multiselect(key="cmp_ops").value == list(engine.TRT_INT8_OP_TYPES)
-    assert "--calib-method minmax" in at.code[0].value and "--batch 25" in at.code[0].value  # the equivalent command
-
-
-def test_a_refused_or_cancelled_sweep_keeps_the_sweep_shown(monkeypatch, runs_root):
-    import engine
-
-    at = fresh()
-    at.switch_page("views/sweep.py").run()
-    at.multiselect(key="sw_methods").set_value(["minmax"]).run()
-    click(at, "Run sweep")
-    shown, job = at.session_state[state.SWEEP], at.session_state[state.JOB]
-    assert len(at.dataframe[0].value) == 1
-
-    at.multiselect(key="sw_methods").set_value([]).run()
-    next(b for b in at.button if b.label == "Run sweep").click().run()
-    assert [e.value for e in at.error] == ["Choose at least one calibration method to sweep."]
-    layout = [getattr(el, "key", None) or type(el).__name__ for el in at.main]
-    assert layout.index("Error") == layout.index("sw_methods") + 1  # right under the methods
-    assert at.session_state[state.JOB] is job  # refused before anything was queued
-    assert at.session_state[state.SWEEP] is shown and len(at.dataframe[0].value) == 1
-
-    gate = GatedCompare(engine.sweep)  # held in its first stage, reporting progress
-    monkeypatch.setattr(engine, "sweep", gate)
-    at.multiselect(key="sw_methods").set_value(["entropy"]).run()
-    next(b for b in at.button if b.label == "Run sweep").click().run()
-    job = at.session_state[state.JOB]
-    assert job.kind == "sweep" and gate.started.wait(30)
-    at.run()
-    assert "calibrate: calibration batch" in at.get("progress")[0].proto.text
-    next(b for b in at.button if b.label == "Cancel").click().run()
-    wait_for_job(at, 30)
-    assert job.state == "cancelled" and not gate.release.is_set()
-    assert [i.value for i in at.info][-1] == "Cancelled the sweep during its calibrate stage: the earlier sweep is kept."
-    assert at.session_state[state.SWEEP] is shown and len(at.dataframe[0].value) == 1
-    assert [p.name for p in shown.result.folder.parent.iterdir()] == [shown.result.folder.name]  # the cancelled one left nothing
-
-
-def test_a_configuration_opened_from_a_sweep_sets_the_controls_without_a_streamlit_warning(caplog):
-    """Opening a sweep's configuration sets Compare's widget keys; widgets that also had a default value logged Streamlit's
-    'created with a default value but also had its value set via the Session State API' warning with a stack trace."""
-    import logging
-
-    import engine
-    from app.sweeps import compare_settings
-
-    at = fresh()
-    config = engine.QuantConfig(calibration=engine.CalibrationMethod.PERCENTILE, percentile=99.9, op_types=("Conv",))
-    at.session_state[state.COMPARE_SETTINGS] = compare_settings(config, 10, "cpu")
-    with caplog.at_level(logging.WARNING):
-        at.switch_page("views/compare.py").run()
-    assert not at.exception
-    assert at.number_input(key="cmp_percentile").value == 99.9 and at.number_input(key="cmp_batch").value == 10
-    assert at.multiselect(key="cmp_ops").value == ["Conv"] and at.selectbox(key="cmp_method").value == "percentile"
-    assert not [r for r in caplog.records if "Session State API" in r.getMessage()]
-
-
-def test_compare_and_sweep_settings_survive_a_trip_to_another_page():
-    """A browser trial set the batch size to 4, applied new files on the Load page and came back to 25."""
-    at = fresh()
-    at.switch_page("views/compare.py").run()
-    at.number_input(key="cmp_batch").set_value(4).run()
-    at.selectbox(key="cmp_method").set_value("percentile").run()
-    at.switch_page("views/load.py").run()
-    at.switch_page("views/sweep.py").run()
-    assert at.number_input(key="sw_batch").value == 4  # a sweep starts from the Compare page's batch size
-    at.text_input(key="sw_percentiles").set_value("99.9").run()
-    at.switch_page("views/compare.py").run()
-    assert at.number_input(key="cmp_batch").value == 4 and at.selectbox(key="cmp_method").value == "percentile"
-    at.switch_page("views/sweep.py").run()
-    assert at.text_input(key="sw_percentiles").value == "99.9"
-    assert not at.exception
 
 
 def test_a_run_shows_the_sensitivity_and_search_it_kept_when_opened_again():

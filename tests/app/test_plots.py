@@ -1,12 +1,11 @@
 """The pure pieces of the dashboard, tested without Streamlit: plots, the fallback table's logic, the node views, the
-equivalent command and the report. Most use one real run of the mobile_digits sample, whose pre-processing renames,
+equivalent command. Most use one real run of the mobile_digits sample, whose pre-processing renames,
 fuses and expands nodes."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +18,6 @@ from app.command import cli_command
 from app.inputs import Inputs
 from app.node_plots import channel_figure, histogram_figure, neighbourhood_dot
 from app.plots import SNR_DISPLAY_CAP, before_after_figure, exact_level, layer_figure, node_ticks, op_type_figure
-from app.report import build_report
-from app.samples import sample_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -35,16 +32,6 @@ def frame(n=5):
         "mean_abs_err": [0.1] * n, "rel_err_median": [0.01] * n, "input_snr_db": [math.inf] * n, "order": list(range(n)),
         "original": ["#0 Conv, #1 BatchNormalization", "", "block_a", "n3", "#7 HardSwish"][:n],
     })
-
-
-@pytest.fixture(scope="module")
-def mobile(tmp_path_factory):
-    """One comparison of the bundled mobile_digits sample (its pre-processing folds, expands and renames nodes)."""
-    inputs = sample_inputs("mobile_digits")
-    run = tmp_path_factory.mktemp("mobile") / "run"
-    settings = engine.Settings.from_env({"QUANTSCOPE_RUNS_ROOT": str(run.parent / "root")})
-    return inputs, engine.compare(inputs.model, inputs.calib, data=inputs.data, labels=inputs.labels, out_dir=run, batch_size=50,
-                                  provider="cpu", settings=settings)
 
 
 def test_layer_figure_has_one_point_per_layer_a_legend_and_labelled_thresholds():
@@ -240,46 +227,6 @@ def test_the_command_parses_back_to_the_same_settings():
         "NCHW", "GRAY", "32x32", 1 / 255, "0.5", "0.25")
 
 
-def test_the_offline_report_carries_plotly_and_otherwise_matches(mobile):
-    """A browser trial's report read 'The plots need plotly.js' with no network and nothing beside it."""
-    from app.report import plotly_js
-
-    inputs, result = mobile
-    args = (result.layers, result.summary, result.layers, result.summary, "quantscope compare m.onnx", ("a note",))
-    online, offline = build_report(*args), build_report(*args, offline=True)
-    assert plotly_js().decode() in offline and "qsNoPlotly" not in offline and "plotly.min.js beside" not in offline  # no loader
-    assert offline.count("Plotly.newPlot") == 1 and offline.count("<script>") == 2
-    assert offline.split("<p class=\"note\">plotly.js")[0] == online.split("<p class=\"note\">Plots load")[0]  # same page
-
-
-def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
-    inputs, result = mobile
-    html = build_report(result.layers, result.summary, result.layers, result.summary, "quantscope compare m.onnx <x>",
-                        ("a note",))
-    assert len(html.encode()) < 1_000_000
-    assert "function(t,e){" not in html[:200_000] and html.count("cdn.plot.ly/plotly-") == 1  # not inlined; one loader
-    assert html.count("Plotly.newPlot") == 1 and "qs-before-after" in html
-    assert "quantscope compare m.onnx &lt;x&gt;" in html
-    assert "FP32 accuracy" in html and "<pre>" in html and '"top1_agreement"' not in html  # a table, not pasted JSON
-    assert "mix_conv, mix_bn" in html  # culprits with the names of the user's file
-    assert not re.search(r"\d\.\d{9,}", html.split("<script>")[0])  # no raw floats in the tables
-    # a culprit that adds no measurable noise reads so, as the app's hover does, not as "none" (which read as 'no noise at all')
-    quiet = dataclasses.replace(result.summary, culprits=(dataclasses.replace(result.summary.culprits[0], introduced_db=engine.FLOOR_DB),))
-    html = build_report(result.layers, quiet, None, None, "quantscope compare m.onnx", ())
-    assert "<td>none measurable</td>" in html and "<td>none</td>" not in html
-    assert "computed as written with float biases (what TensorRT computes)" in html  # which execution the figures are of
-    # a model with several outputs: the headline's figure, every output together, is a row of its own
-    second = engine.OutputMetrics.from_dict("extra", {**next(iter(result.summary.outputs.values())).to_dict(), "snr_db": 10.0})
-    two = dataclasses.replace(result.summary, outputs={**result.summary.outputs, "extra": second},
-                              float_outputs=(*result.summary.outputs, "extra"))
-    html = build_report(result.layers, two, None, None, "", ())
-    row = html.split("all 2 outputs together (each against its own signal)</td>")[1].split("</tr>")[0]
-    assert row == "<td></td><td></td><td>" + engine.format_metric("snr_db", two.outputs_together_snr_db()) + "</td>" + "<td></td>" * 4
-    assert "all 2 outputs" not in build_report(result.layers, result.summary, None, None, "", ())
-    label = dataclasses.replace(two, float_outputs=tuple(result.summary.outputs))  # 'extra' an integer label output
-    assert "its 1 float output together" in build_report(result.layers, label, None, None, "", ())
-
-
 def test_the_layer_figure_of_a_large_graph_stays_well_under_a_megabyte():
     rows = 1000
     df = pd.concat([frame()] * (rows // 5), ignore_index=True)
@@ -289,97 +236,6 @@ def test_the_layer_figure_of_a_large_graph_stays_well_under_a_megabyte():
     df["order"] = range(rows)
     assert len(layer_figure(df, full_hover=False).to_json()) < 800_000  # what the report draws for a graph this large
     assert "from your file: /model/block.7/conv/Conv" in layer_figure(df, full_hover=False).data[1].text[7]
-
-
-def sweep_rows(*rows: dict) -> engine.SweepResult:
-    """A sweep's result written by hand: each dict names its calibration, percentile, precision and numbers."""
-    base = {"model": "m.onnx", "op_types": list(engine.TRT_INT8_OP_TYPES), "percentile": 99.999, "precision": "int8",
-            "snr_db": None, "cosine": None, "first_output_snr_db": None, "culprit_alone_snr_db": None}
-    return engine.SweepResult(Path("sweep"), tuple(engine.SweepRow.from_dict({**base, **r}) for r in rows), "snr_db")
-
-
-def test_sweep_figure_draws_each_configuration_with_the_best_highlighted_and_a_note_in_the_hover():
-    from app.plots import COLORS, sweep_figure
-
-    note = "ONNX Runtime could not run FP8 (no kernel); the other configurations are unaffected."
-    df = pd.DataFrame({"config": ["minmax", "percentile 99.9", "entropy", "minmax fp8"], "snr_db": [11.7, 21.3, math.inf, None],
-                       "latency_ms": [0.8, 0.9, 1.2, None], "note": ["", "", "", note], "best": [False, True, False, False]})
-    fig = sweep_figure(df)
-    bars, latency, missing = fig.data
-    assert list(bars.y) == list(df["config"]) and fig.layout.yaxis.autorange == "reversed"  # the sweep's order, top down
-    assert list(bars.x[:3]) == [11.7, 21.3, SNR_DISPLAY_CAP] and math.isnan(bars.x[3])  # exact drawn at the cap
-    assert list(bars.text) == ["11.70 dB", "best: 21.30 dB", "exact", ""]
-    assert list(bars.marker.color) == [COLORS["int8"], COLORS["best"], COLORS["int8"], COLORS["int8"]]
-    assert list(latency.x[:3]) == [0.8, 0.9, 1.2] and latency.marker.color[1] == COLORS["best"]
-    assert (missing.name, list(missing.y), list(missing.x), list(missing.text)) == ("no result", ["minmax fp8"], [0.0], [note])
-    # another metric: its own axis title, starting below the lowest value (fractions near 1 are not all bars at full length)
-    cos = sweep_figure(df.assign(cosine=[0.96, 0.99, 1.0, None]), "cosine")
-    assert cos.layout.annotations[0].text.startswith("final-output cosine")
-    assert cos.layout.xaxis.range[0] == pytest.approx(0.96 - 0.2 * 0.04) and cos.layout.xaxis.range[1] == 1.0
-    assert len(sweep_figure(df.assign(latency_ms=None)).data) == 2  # nothing timed: no latency panel
-
-
-def test_sweep_table_stars_one_best_blanks_what_a_configuration_lacks_and_keeps_its_note():
-    from app import sweeps
-
-    result = sweep_rows(
-        {"calibration": "minmax", "snr_db": 11.7, "cosine": 0.96, "first_output_snr_db": 11.7, "quantized_nodes": 10, "culprit": "c"},
-        {"calibration": "percentile", "percentile": 99.9, "snr_db": 21.3, "cosine": 0.99, "first_output_snr_db": 21.3,
-         "quantized_nodes": 10, "culprit": "c", "best": True, "latency_ms": 0.9},
-        {"calibration": "minmax", "precision": "fp8", "note": "FP8 cannot run here."})
-    table = sweeps.table_frame(result)
-    assert table["best"].fillna("").tolist() == ["", sweeps.BEST, ""]
-    assert list(table["calibration"]) == ["MinMax", "Percentile", "MinMax"]
-    assert table["percentile"].iloc[1] == 99.9 and table["percentile"].isna().tolist() == [True, False, True]
-    assert list(table["precision"]) == ["INT8", "INT8", "FP8"] and table["op_types"].iloc[0] == "Conv, ConvTranspose, Gemm, MatMul"
-    assert table[["snr_db", "quantized_nodes", "culprit"]].iloc[2].isna().all()  # blank in the table, never 0
-    assert table["note"].fillna("").tolist() == ["", "", "FP8 cannot run here."]
-    assert set(sweeps.column_config(__import__("streamlit").column_config, "snr_db")) <= set(table.columns)
-    # shown: the numbers before the settings, nothing no configuration has, the first output's SNR only where it differs
-    assert sweeps.column_order(table) == ["best", "configuration", "snr_db", "cosine", "culprit", "quantized_nodes",
-                                          "latency_ms", "seconds", "note", "calibration", "percentile", "op_types", "precision"]
-    several = table.assign(first_output_snr_db=[2.4, 3.1, None])  # a layout detector's first of 8 outputs
-    assert sweeps.column_order(several)[2:5] == ["snr_db", "first_output_snr_db", "cosine"]
-    assert sweeps.best_sentence(result) == ("Best by final-output SNR: percentile 99.9 / Conv+ConvTranspose+Gemm+MatMul / int8 "
-                                            "(final-output SNR 21.30 dB; its culprit c).")
-    assert sweeps.best_sentence(sweep_rows({"calibration": "minmax", "note": "no numbers"})) is None
-
-
-def test_a_sweep_plan_is_checked_before_anything_runs_each_refusal_naming_its_control():
-    from app import sweeps
-
-    four = tuple(engine.TRT_INT8_OP_TYPES)
-    sets = sweeps.op_type_sets(["Relu", "Conv", "Add", "Gemm"])
-    assert list(sets.values()) == [four, four + ("Add",), four + ("Relu",), four + ("Add", "Relu")]
-    assert list(sweeps.op_type_sets(["Conv", "Relu"]).values()) == [four, four + ("Relu",)]  # one other: no "all" set
-    plan = sweeps.plan_sweep(["minmax", "percentile"], "99.9, 99.999; 99.9", [four, four + ("Add",)], ["int8", "fp8"], "snr_db",
-                             has_labels=False)
-    assert plan.percentiles == (99.9, 99.999) and plan.size == 3 * 2 * 2
-    assert sweeps.plan_sweep(["entropy"], "not read", [four], ["int8"], "cosine", False).percentiles == ()
-
-    def refused(*args):
-        with pytest.raises(engine.ConfigError) as err:
-            sweeps.plan_sweep(*args)
-        return str(err.value), err.value.option
-
-    assert refused([], "", [four], ["int8"], "snr_db", True) == ("Choose at least one calibration method to sweep.", "methods")
-    assert refused(["minmax"], "", [], ["int8"], "snr_db", True) == ("Choose at least one set of op types to sweep.", "op_types")
-    assert refused(["minmax"], "", [four], [], "snr_db", True) == ("Choose at least one precision to sweep (INT8, FP8).", "precisions")
-    assert refused(["percentile"], "99.9, abc", [four], ["int8"], "snr_db", True) == (
-        "The percentiles '99.9, abc' are not comma-separated numbers, e.g. 99.9, 99.999.", "percentiles")
-    assert refused(["percentile"], " ", [four], ["int8"], "snr_db", True)[1] == "percentiles"
-    assert refused(["percentile"], "80", [four], ["int8"], "snr_db", True) == (
-        "The percentile 80 is outside 90 to 100 (the Compare page's range); use e.g. 99.999.", "percentiles")
-    assert refused(["minmax"], "", [four], ["int8"], "accuracy", False)[1] == "select"  # accuracy needs labels
-
-
-def test_an_opened_configuration_sets_the_compare_pages_controls():
-    from app.sweeps import compare_settings
-
-    config = engine.QuantConfig(calibration=engine.CalibrationMethod.PERCENTILE, percentile=99.9, op_types=("Conv", "Add"),
-                                precision=engine.Precision.FP8)
-    assert compare_settings(config, 25, "cpu") == {"cmp_method": "percentile", "cmp_percentile": 99.9, "cmp_ops": ["Conv", "Add"],
-                                                   "cmp_precision": "fp8", "cmp_batch": 25, "cmp_provider": "cpu"}
 
 
 def test_origins_of_a_layers_csv_read_back_are_blank_not_nan(tmp_path):
