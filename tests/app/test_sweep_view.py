@@ -101,3 +101,15 @@ def test_an_opened_configuration_sets_the_compare_pages_controls():
                                 precision=engine.Precision.FP8)
     assert compare_settings(config, 25, "cpu") == {"cmp_method": "percentile", "cmp_percentile": 99.9, "cmp_ops": ["Conv", "Add"],
                                                    "cmp_precision": "fp8", "cmp_batch": 25, "cmp_provider": "cpu"}
+
+
+def test_shown_columns_keep_the_order_and_leave_out_what_no_row_fills():
+    """The Sweep table's and History's columns: numbers first, and no column of blanks (History cut its culprit off at
+    1400 px behind empty ones)."""
+    from app.table_columns import filled_columns
+
+    table = pd.DataFrame({"run": [1, 2], "snr_db": [12.0, math.nan], "top1_agreement": [math.nan, math.nan],
+                          "top_culprit": ["", ""], "message": ["", "done"], "kind": ["compare", "rebuild"]})
+    assert filled_columns(table, ("run", "kind", "snr_db", "top1_agreement", "top_culprit", "message", "absent")) == \
+        ["run", "kind", "snr_db", "message"]
+    assert filled_columns(table, ("run", "top_culprit"), always=("top_culprit",)) == ["run", "top_culprit"]
