@@ -102,13 +102,17 @@ def run_layerwise(
     auto_cache: the reference tensors go into the cache only where computing them again would cost more (cache_policy).
     memory_budget: bytes the observed tensors of a pass may take (see memory_plan); None: no limit.
     known: metrics of observed tensors an earlier build measured and this one computes the same way (tensor_keys):
-    still marked, so both graphs run as in a full comparison, but not reduced again."""
+    neither marked nor reduced again. Unmarking them changes no other tensor's value: the reference is the
+    pre-processed graph, already optimized as far as our sessions' level optimizes it, and the candidate's marked
+    tensors sit between its Q/DQ pairs or FP16 casts, where no fusion reaches (tests/engine/test_tensor_keys.py
+    checks the rows equal a full rebuild's bit for bit). Fewer marks copy less and, on a fixed batch, need fewer
+    passes."""
     reducer = reducer or HostReducer()
     clock = _Clock(timings if timings is not None else {})
-    names = view.names
-    cached = list(dict.fromkeys([*names, *view.outputs]))  # integer outputs (an ArgMax label) too: a rebuild reports them
     known = dict(known or {})
-    acc = {t: Accumulator() for t in names if t not in known}
+    names = [t for t in view.names if t not in known]
+    cached = list(dict.fromkeys([*names, *view.outputs]))  # integer outputs (an ArgMax label) too: a rebuild reports them
+    acc = {t: Accumulator() for t in names}
     final = {o: Accumulator() for o in view.outputs}
     channels = {o: ChannelAccumulator() for o in view.outputs}  # outputs whose channels differ in scale (a detector's)
     final_reducer = HostReducer()
@@ -171,7 +175,7 @@ def run_layerwise(
                 budget = None if memory_budget is None else loop_budget(memory_budget, cache is not None and not on_device)
                 # batch-1 shape inference, run at most once, for the plan and the cache policy alike
                 types = functools.cache(functools.partial(sample_types, reference, {k: v.shape for k, v in inputs.items()}))
-                plan = _plan(view, reference, backend, inputs, ref, budget, dynamic_batch, on_device, types)
+                plan = _plan(names, reference, backend, inputs, ref, budget, dynamic_batch, on_device, types)
                 clock.add("plan", t0)
                 # the sessions of the first pass, opened side by side where the backend allows, each with its first
                 # run (its warm-up) on the first part: "sessions" times both, and those runs are not done again below
@@ -217,7 +221,7 @@ def run_layerwise(
                     t0 = time.perf_counter()
                     used = []
                     for t in group:
-                        if t in mismatched or t in missing or t in known:
+                        if t in mismatched or t in missing:
                             continue
                         if t not in r or t not in c:  # fused away by the backend: not observable
                             missing.add(t)
@@ -301,12 +305,11 @@ def run_layerwise(
     )
 
 
-def _plan(view: GraphView, reference: onnx.ModelProto, backend: Backend, inputs: Batch, ref: dict | None,
+def _plan(names: list[str], reference: onnx.ModelProto, backend: Backend, inputs: Batch, ref: dict | None,
           budget: int | None, dynamic_batch: bool, on_device: bool, types: Callable[[], dict | None]) -> MemoryPlan:
-    """The memory plan from the first batch: bytes per sample of every observed tensor, from the cached reference, from
-    shape inference, or (last resort) measured on one sample (the whole batch where it is fixed). On the host a dynamic
-    batch also runs in passes of at most PASS_BYTES (see memory_plan)."""
-    names = view.names
+    """The memory plan from the first batch: bytes per sample of every tensor in `names` (those marked), from the cached
+    reference, from shape inference, or (last resort) measured on one sample (the whole batch where it is fixed). On the
+    host a dynamic batch also runs in passes of at most PASS_BYTES (see memory_plan)."""
     n = len(next(iter(inputs.values())))
     if on_device or (budget is None and not dynamic_batch):  # device memory is the runtime's business
         return MemoryPlan(None, (tuple(names),))

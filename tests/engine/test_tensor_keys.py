@@ -10,6 +10,7 @@ import onnx
 import pandas as pd
 
 from engine import compare, rebuild
+from engine.backends.onnxrt import OnnxRuntimeBackend
 from engine.compare.metrics import METRIC_COLUMNS
 from engine.compare.tensor_keys import KEY_COLUMN, tensor_keys
 from engine.quantize.config import QuantConfig
@@ -50,22 +51,37 @@ def test_keys_change_exactly_downstream_of_a_fallback(tmp_path):
     assert not set(tensor_keys(before, "cpu|y").values()) & set(a.values()) - {a[i.name] for i in before.graph.initializer}
 
 
-def rebuilt_both_ways(tmp_path, monkeypatch, provider: str):
-    """The sample compared twice, then rebuilt with block3_2_conv in fallback: reading rows back, and measuring all."""
+def rebuilt_both_ways(tmp_path, monkeypatch, provider: str, marked: dict | None = None):
+    """The sample compared twice, then rebuilt with block3_2_conv in fallback: reading rows back, and measuring all.
+    marked: where given, gets under "incremental" and "full" how many tensors each rebuild's marked runs observed."""
     kw = {"data": SAMPLES / "digits_eval.npz", "batch_size": 50, "provider": provider, "screen_samples": 0}
     for name in ("incremental", "full"):
         compare(SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz", out_dir=tmp_path / name, **kw)
-    fast = rebuild(tmp_path / "incremental", fallback=["block3_2_conv"])
+
+    def counting(m, name: str) -> None:
+        if marked is not None:
+            runner, seen = OnnxRuntimeBackend.runner, marked.setdefault(name, [])
+            m.setattr(OnnxRuntimeBackend, "runner", lambda self, model, observe=(), **k: (
+                seen.append(len(observe)) if observe else None, runner(self, model, observe, **k))[1])
+
     with monkeypatch.context() as m:
+        counting(m, "incremental")
+        fast = rebuild(tmp_path / "incremental", fallback=["block3_2_conv"])
+    with monkeypatch.context() as m:
+        counting(m, "full")
         m.setattr(pipeline, "reusable_stats", lambda *a, **k: {})
         full = rebuild(tmp_path / "full", fallback=["block3_2_conv"])
     return fast, full
 
 
 def test_a_rebuild_reads_back_what_it_did_not_change_and_equals_a_full_rebuild(tmp_path, monkeypatch):
-    fast, full = rebuilt_both_ways(tmp_path, monkeypatch, "cpu")
+    marked: dict[str, list[int]] = {}
+    fast, full = rebuilt_both_ways(tmp_path, monkeypatch, "cpu", marked)
     reused = fast.summary.timings["tensors_reused"]
     assert 0 < reused < len(fast.layers) and full.summary.timings["tensors_reused"] == 0
+    # the rows read back are not marked either: the reference and the candidate observe only what is measured again
+    everything = marked["full"][0]
+    assert marked == {"full": [everything, everything], "incremental": [everything - reused, everything - reused]}
     cols = ["tensor", *METRIC_COLUMNS, "introduced_db", "input_snr_db"]
     pd.testing.assert_frame_equal(fast.layers[cols].reset_index(drop=True), full.layers[cols].reset_index(drop=True),
                                   check_exact=True)  # bit for bit, the tensors read back and the ones measured again
