@@ -46,13 +46,15 @@ JOB = "qs_job"  # app.jobs.Job: this session's queued, running or last finished 
 # The Compare and Sweep controls' own keys. Streamlit forgets a widget's value once a run does not draw it, so a trip to
 # the Load page set the batch size back to 25 (browser trial); keep_widgets() hands each value back every run.
 KEPT_WIDGETS = ("cmp_method", "cmp_percentile", "cmp_batch", "cmp_provider", "cmp_screen", "cmp_precision", "cmp_ops",
-                "sw_methods", "sw_percentiles", "sw_precisions", "sw_op_sets", "sw_batch", "sw_provider", "sw_select")
+                "sw_methods", "sw_percentiles", "sw_precisions", "sw_op_sets", "sw_batch", "sw_provider", "sw_select",
+                "af_metric", "af_max", "af_strategy", "af_units")
+KEPT_PREFIXES = ("af_value_",)  # one control a choice: the search's target value for each metric
 
 
 def keep_widgets() -> None:
     """Before any page draws: each kept control's value, assigned to itself, outlives a run that does not draw it."""
     ss = st.session_state
-    for key in KEPT_WIDGETS:
+    for key in [*KEPT_WIDGETS, *(k for k in ss if isinstance(k, str) and k.startswith(KEPT_PREFIXES))]:
         if key in ss:
             ss[key] = ss[key]
 

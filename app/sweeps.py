@@ -207,7 +207,13 @@ def best_sentence(result: engine.SweepResult) -> str | None:
     return f"Best by {label}: {best.config.label} ({'; '.join(parts)})."
 
 
-def compare_settings(config: engine.QuantConfig, batch: int, provider: str) -> dict[str, object]:
-    """The Compare page's controls (their widget keys) set to this configuration, so its equivalent command is this one."""
-    return {"cmp_method": config.calibration.value, "cmp_percentile": float(config.percentile), "cmp_ops": list(config.op_types),
-            "cmp_precision": config.precision.value, "cmp_batch": int(batch), "cmp_provider": provider}
+def compare_settings(config: engine.QuantConfig, batch: int | None = None, provider: str | None = None,
+                     screen_samples: int | None = None) -> dict[str, object]:
+    """The Compare page's controls (their widget keys) set to this configuration, so its equivalent command is this one;
+    a control given None keeps its value."""
+    out: dict[str, object] = {"cmp_method": config.calibration.value, "cmp_percentile": float(config.percentile),
+                              "cmp_ops": list(config.op_types), "cmp_precision": config.precision.value}
+    for key, v in (("cmp_batch", batch), ("cmp_provider", provider), ("cmp_screen", screen_samples)):
+        if v is not None:
+            out[key] = v
+    return out

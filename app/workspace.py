@@ -19,7 +19,7 @@ import engine
 from app import state
 from app.inputs import Inputs
 from app.samples import catalog, sample_inputs
-from app.sweeps import Swept
+from app.sweeps import Swept, compare_settings
 from engine import RunIndex, RunRecord, RunStatus
 
 __all__ = ["run_index", "attach", "open_run", "open_sweep", "session_dir", "save_upload", "workspace_runs", "remember_inputs",
@@ -168,6 +168,13 @@ def open_run(record: RunRecord) -> engine.ComparisonResult:
     result = record.load()
     st.session_state[state.BEFORE] = None
     state.adopt(result)
+    # the Compare page's controls say how this result was made (they showed a sweep's percentile above a MinMax run)
+    try:
+        made = engine.RunFolder(record.run_dir).read_config()  # a rebuild keeps its folder's batch size and provider
+    except engine.QuantScopeError:
+        made = None
+    st.session_state[state.COMPARE_SETTINGS] = compare_settings(
+        result.summary.config, *((made.batch_size, made.requested_provider, made.screen_samples) if made else ()))
     return result
 
 

@@ -49,16 +49,25 @@ if sens and sens[0] == str(run_dir):
     st.plotly_chart(sensitivity_figure(sens[1]), key="sens_plot", width="stretch")
 
 st.subheader("Find a fallback set automatically")
+auto = ss.get(state.AUTOFALLBACK)
+if not (auto and auto[0] == str(run_dir)) and (kept := engine.kept_search(run_dir)) is not None:
+    auto = ss[state.AUTOFALLBACK] = (str(run_dir), kept)  # found earlier on this run (a run reopened from History)
+    # the controls say what that search asked (a reopened search of "at least 12 dB, at most 3" showed 30 and no limit)
+    ss.update({"af_metric": kept.target.metric, f"af_value_{kept.target.metric}": float(kept.target.value),
+               "af_max": int(kept.extra.get("max_nodes") or 0), "af_units": kept.extra.get("units", UNITS[0])})
+# defaults go into Session State, not the widgets: the controls are kept across pages (state.KEPT_WIDGETS)
+ss.setdefault("af_metric", "snr_db")
+ss.setdefault("af_max", 0)
+ss.setdefault("af_strategy", "both")
 c1, c2, c3, c4, c5 = st.columns(5)
 # the raw names read as code (browser trial)
 TARGET_LABELS = {m: f"{name}{',' + unit if unit else ''} ({'at most' if engine.Target(m, 0.0).lower_is_better else 'at least'})"
                  for m, (name, unit) in engine.TARGET_WORDS.items()}
-metric = c1.selectbox("Target metric", TARGET_METRICS, index=TARGET_METRICS.index("snr_db"), key="af_metric",
-                      format_func=lambda m: TARGET_LABELS.get(m, m))
-value = c2.number_input("Target value", value={"snr_db": 30.0, "accuracy_drop": 0.005, "text_agreement": 1.0}.get(metric, 0.999),
-                        format="%.4f", key=f"af_value_{metric}")
-max_nodes = c3.number_input("Max nodes (0 = no limit)", min_value=0, value=0, key="af_max")
-strategy = c4.selectbox("Strategy", STRATEGIES, index=STRATEGIES.index("both"), key="af_strategy",
+metric = c1.selectbox("Target metric", TARGET_METRICS, key="af_metric", format_func=lambda m: TARGET_LABELS.get(m, m))
+ss.setdefault(f"af_value_{metric}", {"snr_db": 30.0, "accuracy_drop": 0.005, "text_agreement": 1.0}.get(metric, 0.999))
+value = c2.number_input("Target value", format="%.4f", key=f"af_value_{metric}")
+max_nodes = c3.number_input("Max nodes (0 = no limit)", min_value=0, key="af_max")
+strategy = c4.selectbox("Strategy", STRATEGIES, key="af_strategy",
                         help="greedy adds the unit that helps most, round by round; bisect searches the graph order; both runs both")
 units = c5.selectbox("Units", UNITS, key="af_units",
                      help="residual: an Add with the quantized nodes feeding it; activation: a node with its activation")
@@ -74,8 +83,6 @@ if st.button("Find fallback automatically", disabled=busy()):
             keep_autofallback)
 job_panel("autofallback", slots)
 auto = ss.get(state.AUTOFALLBACK)
-if not (auto and auto[0] == str(run_dir)) and (kept := engine.kept_search(run_dir)) is not None:
-    auto = ss[state.AUTOFALLBACK] = (str(run_dir), kept)  # found earlier on this run (a run reopened from History)
 if auto and auto[0] == str(run_dir):
     found: engine.AutoFallbackResult = auto[1]
     (st.success if found.met else st.warning)(found.message)

@@ -293,10 +293,18 @@ def test_a_run_shows_the_sensitivity_and_search_it_kept_when_opened_again():
     click(at, "Run comparison")
     run_dir = at.session_state[state.RESULT].run_dir
     engine.sensitivity(run_dir, samples=10)
-    found = engine.autofallback(run_dir, "snr_db=30", samples=10, apply=False)
+    found = engine.autofallback(run_dir, "snr_db=31.5", max_nodes=2, samples=10, apply=False)
     for key in (state.SENSITIVITY, state.AUTOFALLBACK):  # another session, or the page moved on
         at.session_state[key] = None
     at.switch_page("views/sensitivity.py").run()
     assert at.session_state[state.SENSITIVITY][0] == str(run_dir)
     assert at.session_state[state.AUTOFALLBACK][1].fallback == found.fallback
     assert any(found.message == m.value for m in [*at.success, *at.warning])
+    # the controls say what that search asked (a reopened "at least 12 dB, at most 3" showed 30 and no limit) ...
+    assert (at.selectbox(key="af_metric").value, at.number_input(key="af_value_snr_db").value,
+            at.number_input(key="af_max").value) == ("snr_db", 31.5, 2)
+    # ... and keep what the user set while other pages are drawn
+    at.number_input(key="af_max").set_value(4).run()
+    at.switch_page("views/layers.py").run()
+    at.switch_page("views/sensitivity.py").run()
+    assert at.number_input(key="af_max").value == 4 and at.number_input(key="af_value_snr_db").value == 31.5

@@ -18,6 +18,7 @@ from streamlit.testing.v1 import AppTest
 from app import state
 from app.inputs import Inputs
 from app.workspace import UNKNOWN_LINK
+from engine import RunFolder
 from engine.run_index import RunIndex
 from tests.app.test_pages import APP, click
 
@@ -68,13 +69,20 @@ def test_the_link_reopens_the_workspace_after_a_restart_with_its_last_result(run
     back.switch_page("views/history.py").run()
     rows = back.dataframe[0].value
     assert list(rows["run"]) == [1, 2] and list(rows["kind"]) == ["compare", "rebuild"]
-    # reopening the first run gives its own results, now archived in history/1, while rebuilds still start from the folder
+    # reopening the first run gives its own results, now archived in history/1, while rebuilds still start from the folder;
+    # the Compare page's controls say how it was made (they showed a sweep's percentile above a MinMax run)
+    back.session_state["cmp_method"], back.session_state["cmp_batch"] = "percentile", 7
     back.selectbox(key="hist_open").set_value(1).run()
     next(b for b in back.button if b.label == "Open run").click().run()
     first = back.session_state[state.RESULT]
     assert first.summary.fallback == () and first.run_dir == last.run_dir and first.files == last.run_dir / "history" / "1"
     assert (first.files / "candidate.onnx").read_bytes() != (last.files / "candidate.onnx").read_bytes()  # its own model
     assert back.session_state[state.FALLBACK] == set()
+    back.switch_page("views/compare.py").run()
+    made = RunFolder(last.run_dir).read_config()
+    assert (back.selectbox(key="cmp_method").value, back.number_input(key="cmp_batch").value) == (
+        made.quant.calibration.value, made.batch_size)
+    assert made.quant.calibration.value != "percentile" and made.batch_size != 7
     back.switch_page("views/rebuild.py").run()
     assert not back.exception and not back.error
 

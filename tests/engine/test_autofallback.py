@@ -109,6 +109,37 @@ def test_a_set_over_max_nodes_is_never_picked_and_the_sentence_names_it():
     assert pick_result({"greedy": greedy, "bisect": small}, target, 5)[0] is small  # within the limit and meeting it
 
 
+def test_a_set_measured_on_the_way_competes_with_the_answers():
+    """PP-OCRv4's detector, at most 3 nodes for 12 dB: greedy answered a 7.21 dB set, while bisect's pruning had measured
+    a 3-node set at 10.12 dB, which the page's own chart showed; "Apply suggested fallback" ticked the worse one."""
+    from engine.diagnose.autofallback import Step, StrategyResult, measured_sets, pick_result
+    from engine.diagnose.targets import Target
+
+    target = Target.parse("snr_db=12")
+    greedy = StrategyResult("greedy", ("Conv.3", "Conv.0", "Conv.4"), ("Conv.3", "Conv.0", "Conv.4"), False, 7.21, 40)
+    bisect = StrategyResult("bisect", ("Conv.0", "Conv.2", "Conv.3", "Conv.5"), (), True, 12.4, 12)
+    steps = [Step("start", "all INT8", (), 4.45, False, 1.0),
+             Step("bisect", "bisect", ("Add.1", "Conv.0", "Conv.2", "Conv.3", "Conv.5"), 12.4, True, 1.0),  # Add: not quantized
+             Step("bisect", "prune 3/4", ("Add.1", "Conv.0", "Conv.2", "Conv.3"), 10.12, False, 1.0),
+             Step("bisect", "prune 4/4", ("Conv.2", "Conv.3", "Conv.5"), 9.40, False, 1.0),
+             Step("greedy", "greedy round 1", ("Conv.4",), 5.0, False, 1.0)]
+    quantized = frozenset({"Conv.0", "Conv.2", "Conv.3", "Conv.4", "Conv.5"})
+    measured = measured_sets(steps, quantized)
+    assert [m.fallback for m in measured] == [(), ("Conv.0", "Conv.2", "Conv.3", "Conv.5"), ("Conv.0", "Conv.2", "Conv.3"),
+                                              ("Conv.2", "Conv.3", "Conv.5"), ("Conv.4",)]
+    best, sentence = pick_result({"greedy": greedy, "bisect": bisect}, target, 3, measured)
+    assert best.fallback == ("Conv.0", "Conv.2", "Conv.3") and best.achieved == 10.12
+    assert sentence == ("No set of at most 3 node(s) meets the target, final-output SNR of at least 12 dB: the closest, "
+                        "falling back 3 node(s) (Conv.0, Conv.2, Conv.3), reaches final-output SNR 10.12 dB; found by bisect "
+                        "(prune 3/4); bisect met it with 4 nodes, more than the 3 allowed.")
+    # a set within the limit that met the target on the way is the answer, the smallest first
+    steps.append(Step("greedy", "prune 1/3", ("Conv.0", "Conv.2"), 12.1, True, 1.0))
+    best, sentence = pick_result({"greedy": greedy, "bisect": bisect}, target, 3, measured_sets(steps, quantized))
+    assert best.fallback == ("Conv.0", "Conv.2") and best.met and sentence.endswith("found by greedy (prune 1/3).")
+    # an answer equal to a set measured on the way is named as the answer
+    assert pick_result({"bisect": bisect}, target, None, measured_sets(steps[:2], quantized))[0] is bisect
+
+
 def test_the_probe_budget_counts_no_more_greedy_rounds_than_max_nodes():
     from engine.diagnose.autofallback import GREEDY_ROUND_WIDTH, probe_budget
 
