@@ -15,6 +15,7 @@ import pandas as pd
 from engine.backends.select import BackendChoice, change_note, probe_backend, resolve_backend
 from engine.compare.graph import observe
 from engine.compare.layerwise import run_layerwise
+from engine.compare.memory_plan import activation_bytes_per_sample
 from engine.compare.reducers import KERNEL_CACHE, device_reducer
 from engine.compare.reference_cache import ReferenceCache
 from engine.compare.tensor_keys import KEY_COLUMN, key_salt, reusable_stats, tensor_keys
@@ -29,9 +30,9 @@ from engine.model.info import ModelInfo, model_info
 from engine.model.loading import DEFAULT_MAX_MODEL_BYTES, read_model
 from engine.model.provenance import Origin, origin_text, resolve_node
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
-from engine.quantize.calibration import calibrate
+from engine.quantize.calibration import CollectPlan, calibrate, collect_plan
 from engine.quantize.calibration_store import CALIBRATION_STORE, calibration_key, keep, keep_base, take, take_base
-from engine.quantize.config import FallbackPrecision, Precision, QuantConfig, RangeOverride
+from engine.quantize.config import CalibrationMethod, FallbackPrecision, Precision, QuantConfig, RangeOverride
 from engine.quantize.emit import emit_candidate
 from engine.quantize.fp8 import fp8_reference
 from engine.quantize.preprocess import preprocess
@@ -157,12 +158,15 @@ def compare(
         cache_tmp = run.calibration_cache.with_name("calibration_cache.json.tmp")
         cache_tmp.unlink(missing_ok=True)
         store = settings.runs_root / CALIBRATION_STORE
-        key = calibration_key(prepared.digest, calib_src, config, batch, info.fixed_batch is None)
+        dynamic = info.fixed_batch is None
+        plan = None if config.calibration is CalibrationMethod.MINMAX else calibration_plan(reference, calib_src, config, batch, dynamic, settings)
+        key = calibration_key(prepared.digest, calib_src, config, batch, dynamic, plan)  # MinMax's ranges do not depend on it
         reused = take(store, key, cache_tmp)
         if reused:
             progress(ProgressEvent(Stage.CALIBRATE, 1, 1, "calibration (cached: same model, data and method)"))
         else:
-            calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=info.fixed_batch is None)
+            calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=dynamic,
+                      plan=plan or calibration_plan(reference, calib_src, config, batch, dynamic, settings))
             keep(store, key, cache_tmp)
         os.replace(cache_tmp, run.calibration_cache)
         timings["calibrate"] = time.perf_counter() - t0
@@ -188,6 +192,13 @@ def compare(
         if not had_base:
             keep_base(store, key, cfg.quant, run.int8_base)
         return result
+
+
+def calibration_plan(reference: onnx.ModelProto, source: BatchSource, config: QuantConfig | None, batch: int, dynamic: bool,
+                  settings: Settings) -> CollectPlan:
+    """How calibration cuts the data to stay within the memory budget (collect_plan); config None: a sweep's shared pass."""
+    sample_bytes = activation_bytes_per_sample(reference, {k: shape for k, (shape, _) in source.sample_spec().items()})
+    return collect_plan(config.calibration if config else None, batch, dynamic, sample_bytes, settings.memory_bytes)
 
 
 def rebuild(

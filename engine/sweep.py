@@ -36,7 +36,7 @@ from engine.errors import ConfigError, QuantScopeError
 from engine.latency import time_model
 from engine.model.info import model_info
 from engine.model.loading import read_model
-from engine.pipeline import PREPROCESS_CACHE, effective_batch_size, load_sources
+from engine.pipeline import PREPROCESS_CACHE, calibration_plan, effective_batch_size, load_sources
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import CalibrationSpec, calibrate_many
 from engine.quantize.config import TRT_INT8_OP_TYPES, CalibrationMethod, Precision, QuantConfig, check_percentile
@@ -262,7 +262,8 @@ def _prepare(model_path, calib, data, labels, images, batch_size, provider, conf
             (folder / "reference_fp8.onnx").unlink(missing_ok=True)  # FP8 rows say why
     op_union = tuple(dict.fromkeys(op for c in configs for op in c.op_types))
     specs = list(dict.fromkeys(c.calibration for c in configs))
-    ranges = calibrate_many(folder / "reference.onnx", calib_src, op_union, specs, batch, progress)
+    ranges = calibrate_many(folder / "reference.onnx", calib_src, op_union, specs, batch, progress,
+                            plan=calibration_plan(reference, calib_src, None, batch, info.fixed_batch is None, settings))
     from onnxruntime.quantization.calibrate import save_tensors_data
 
     for spec, r in ranges.items():

@@ -37,7 +37,7 @@ from engine.compare.reducers import HostReducer, Reducer
 from engine.compare.reference_cache import ReferenceCache
 from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, task_output
 from engine.data.source import Batch
-from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Stage, TimeLeft, no_progress
 
 __all__ = ["LayerwiseRun", "run_layerwise", "LAYER_COLUMNS", "layer_frame"]
 
@@ -130,6 +130,8 @@ def run_layerwise(
     unmodified = 0
     float_outputs: tuple[str, ...] = ()
     plan: MemoryPlan | None = None
+    runs = 1  # marked runs a batch (parts times passes), once the plan is known
+    pace = TimeLeft()  # within batches of several runs: the time left from the runs' pace, the first batch's too
     current: int | None = None
 
     def close_batch() -> None:
@@ -176,6 +178,7 @@ def run_layerwise(
                 # batch-1 shape inference, run at most once, for the plan and the cache policy alike
                 types = functools.cache(functools.partial(sample_types, reference, {k: v.shape for k, v in inputs.items()}))
                 plan = _plan(names, reference, backend, inputs, ref, budget, dynamic_batch, on_device, types)
+                runs = len(parts(n, plan.micro)) * len(plan.groups)  # marked runs of a whole batch: progress counts them
                 clock.add("plan", t0)
                 # the sessions of the first pass, opened side by side where the backend allows, each with its first
                 # run (its warm-up) on the first part: "sessions" times both, and those runs are not done again below
@@ -237,14 +240,15 @@ def run_layerwise(
                         cand_out = {o: reducer.to_host(c[o]) for o in view.outputs if o in c}
                     del r, c
                     clock.add("metrics", t0)
-                    within = step * len(plan.groups) + g + 1  # passes of this batch done
-                    if within < len(steps) * len(plan.groups):  # a batch of several passes: the cancel's chance between them
-                        done = entries + within / (len(steps) * len(plan.groups))
-                        # as the batches' own estimate, from the first batch done on (its passes carry the sessions' start)
-                        eta = f", about {(time.perf_counter() - started) / done * (total_batches - done):.0f} s left" \
-                            if entries else ""
-                        progress(ProgressEvent(Stage.COMPARE, entries, total_batches,
-                                               f"{where(entries + 1)}, pass {within}/{len(steps) * len(plan.groups)}{eta}"))
+                    within = step * len(plan.groups) + g + 1  # runs of this batch done
+                    if within < len(steps) * len(plan.groups):  # a batch of several runs: the cancel's chance between them
+                        done = entries * runs + within
+                        left = pace.seconds(done, total_batches * runs)
+                        # counted in runs, so one batch of 16 samples in 64 runs fills the bar as they go (it stayed empty)
+                        progress(ProgressEvent(Stage.COMPARE, done, total_batches * runs, where(entries + 1) + (
+                            f", samples {sl.start + 1}-{sl.stop} of {n}" if len(steps) > 1 else "") + (
+                            f", pass {g + 1}/{len(plan.groups)}" if len(plan.groups) > 1 else "") + (
+                            f", about {left:.0f} s left" if left is not None else "")))
                 if cache is not None and given is None:
                     t0 = time.perf_counter()
                     cache.append(sub, {k: fresh[k] for k in cached if k in fresh} if plan.passes == 1 and not on_device else {},
@@ -272,7 +276,7 @@ def run_layerwise(
             if entries == 1:
                 first_done = time.perf_counter()  # the first batch carries each session's warm-up
             eta = (time.perf_counter() - started) / entries * (total_batches - entries)
-            progress(ProgressEvent(Stage.COMPARE, entries, total_batches, f"{where(entries)}, about {eta:.0f} s left"))
+            progress(ProgressEvent(Stage.COMPARE, entries * runs, total_batches * runs, f"{where(entries)}, about {eta:.0f} s left"))
         close_batch()
         for t, counts in reducer.take_counts().items():  # histograms a device reducer kept on the device
             acc[t].hist.counts += counts

@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto, helper
 
 __all__ = ["MemoryPlan", "plan_memory", "static_bytes_per_sample", "parts", "PEAK_FACTOR", "CACHE_COPIES", "loop_budget",
-           "PASS_BYTES", "sample_types", "static_shape"]
+           "PASS_BYTES", "sample_types", "static_shape", "activation_bytes_per_sample"]
 
 PEAK_FACTOR = 3.0
 # On the host, a marked pass of a dynamic batch observes at most this many bytes (one model's tensors) whatever memory
@@ -89,6 +89,17 @@ def static_bytes_per_sample(names: Sequence[str], types: dict[str, onnx.TypeProt
         itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.elem_type or TensorProto.FLOAT)).itemsize
         out[n] = int(np.prod(shape)) * itemsize
     return out
+
+
+def activation_bytes_per_sample(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """The bytes every node output of `model` takes for one sample (`sample_shapes`: each input's shape without the
+    sample axis), counting those whose shape inference gives; None where inference fails. What calibration holds at
+    most a sample: ORT's augmented session computes them all, and its histogram collectors keep the calibrated ones."""
+    types = sample_types(model, {k: (1, *s) for k, s in sample_shapes.items()})
+    if types is None:
+        return None
+    sizes = (static_bytes_per_sample([o], types) for n in model.graph.node for o in n.output if o)
+    return sum(next(iter(b.values())) for b in sizes if b)
 
 
 def plan_memory(bytes_per_sample: dict[str, int], names: Sequence[str], batch: int, dynamic_batch: bool, budget: int,

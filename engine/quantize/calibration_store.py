@@ -19,6 +19,7 @@ from pathlib import Path
 
 from engine.cache_files import write_atomic
 from engine.data.source import BatchSource
+from engine.quantize.calibration import BATCHES_PER_CHUNK, CollectPlan
 from engine.quantize.config import CalibrationMethod, QuantConfig
 from engine.quantize.emit import base_key
 from engine.quantize.entropy import ENTROPY_VERSION
@@ -29,8 +30,10 @@ __all__ = ["CALIBRATION_STORE", "calibration_key", "take", "keep", "take_base", 
 CALIBRATION_STORE = "calibration-cache"  # under the runs root
 
 
-def calibration_key(model_digest: str, source: BatchSource, config: QuantConfig, batch_size: int, dynamic_batch: bool) -> str | None:
-    """The store's key for this calibration, or None where it cannot be reused (no model digest, or data without one)."""
+def calibration_key(model_digest: str, source: BatchSource, config: QuantConfig, batch_size: int, dynamic_batch: bool,
+                    plan: CollectPlan | None = None) -> str | None:
+    """The store's key for this calibration, or None where it cannot be reused (no model digest, or data without one).
+    plan: how a histogram method's data was cut (collect_plan), where it is not the usual whole batches, four a collect."""
     import onnxruntime
 
     data = source.content_digest()
@@ -39,6 +42,8 @@ def calibration_key(model_digest: str, source: BatchSource, config: QuantConfig,
     what = {"model": f"{PREPROCESS_VERSION}-{model_digest}", "precision": config.precision.value, "data": data,
             "method": config.calibration.value, "percentile": config.percentile, "op_types": sorted(config.op_types), "batch": batch_size,
             "dynamic_batch": dynamic_batch, "onnxruntime": onnxruntime.__version__}
+    if config.calibration is not CalibrationMethod.MINMAX and plan is not None and plan != CollectPlan(None, BATCHES_PER_CHUNK):
+        what["collect"] = [plan.part, plan.runs]  # histograms grow through the collects: another cut, other ranges
     if config.calibration is CalibrationMethod.ENTROPY:
         what["entropy"] = ENTROPY_VERSION  # the search's version: ORT's degenerate 128/128 one gave MinMax's ranges
     return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()
