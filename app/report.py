@@ -146,7 +146,7 @@ def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: p
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .note{{color:#666}} code{{font-size:95%}}</style>
 </head><body><h1>QuantScope report: {_e(summary.model)}</h1>
 <p>{_e(summary.headline)}</p>
-<p>Backend: {_e(summary.backend)}; {summary.samples} samples in {summary.batches} batches of {summary.batch_size};
+<p>Backend: {_e(summary.backend)}; {summary.samples} samples in {summary.batches} batch{'es' if summary.batches != 1 else ''} of {summary.batch_size};
 precision {_e(summary.config.precision.label)}; calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
 fallback ({_e(summary.fallback_precision.value)}): {_e(', '.join(summary.fallback) or 'none')}; custom ranges: {_e(ranges)}.</p>
 <h2>Final outputs</h2><p class="note">{_e(EXECUTION_NOTE)}</p>{_outputs(summary)}{before_html}

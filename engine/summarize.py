@@ -12,6 +12,7 @@ from engine.compare.graph import GraphView
 from engine.compare.layerwise import LayerwiseRun
 from engine.compare.ranking import FLOOR_DB, rank_culprits
 from engine.diagnose.harm_ranking import HarmRanking
+from engine.diagnose.run_probe import DEFAULT_SENSITIVITY_SAMPLES
 from engine.results import ROUGH_FIRST_STAGE_DB, Amplifier, Culprit, OutputMetrics, RankingInfo, Summary, outputs_together
 from engine.run_config import RunConfig
 
@@ -116,8 +117,13 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
     sentence = _finding(culprits, ranking, layers, whole, this_build=bool(fallback), q=q)
     if ranking is not None and culprits and (on := culprits[0].samples or ranking.samples) < FEW_RANKING_SAMPLES:
         # 8 samples in all left the ranking one: a node alone in INT8 read worse than every node in INT8 (browser trial)
-        sentence += (f" That is {_samples(on)}, too few to trust for this ranking: compare on more samples (the ranking "
-                     "uses up to --screen-samples of them, within its time budget).")
+        if max(samples, ranking.samples) > on:  # its time budget stopped it, not the data: more data would not help
+            sentence += (f" That is {_samples(on)}, too few to trust for this ranking, which measured what its time budget "
+                         f"allowed: sensitivity (its page, or `quantscope sensitivity`) measures every node alone on up to "
+                         f"{DEFAULT_SENSITIVITY_SAMPLES} samples.")
+        else:
+            sentence += (f" That is {_samples(on)}, too few to trust for this ranking: compare on more samples (the ranking "
+                         "uses up to its sample count, --screen-samples, within its time budget).")
     if ranking is None or not culprits or not fallback:
         return sentence
     # a rebuild keeps the ranking (it measures each node against every node in INT8, whatever the fallback set), and its

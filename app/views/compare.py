@@ -102,7 +102,7 @@ if result is not None:
         others = readers(result)
     except Exception:  # noqa: BLE001 - only an explanation: without it the count still stands
         others = ()
-    line = (f"{s.samples} samples in {s.batches} batches on {s.backend}; {s.quantized_nodes} fallback candidate(s) in {s.config.precision.label} "
+    line = (f"{s.samples} samples in {s.batches} batch{'es' if s.batches != 1 else ''} on {s.backend}; {s.quantized_nodes} fallback candidate(s) in {s.config.precision.label} "
             f"(nodes of the quantized op types with a quantized input)" + (f", {len(s.fallback)} in {s.fallback_precision.value}" if s.fallback else "") + ".")
     if others:
         line += (f" {len(others)} other node(s) read a quantized tensor but run in float, so they are not candidates: "

@@ -129,8 +129,14 @@ def test_the_headline_gives_the_sample_counts_of_a_budget_limited_ranking():
                            "SNR on 1 sample (every node in INT8: 63.9 dB on 16 samples)")
     # one sample decides nothing: the headline says so (8 samples in all left a browser trial's ranking one, where a node
     # alone in INT8 read worse than every node in INT8)
-    assert said.endswith(" That is 1 sample, too few to trust for this ranking: compare on more samples (the ranking uses "
-                         "up to --screen-samples of them, within its time budget).")
+    # ... and what to do: here its time budget stopped it (PP-OCRv4's detector, 16 pages: "compare on more samples" told
+    # a user to add data the ranking had not used)
+    assert said.endswith(" That is 1 sample, too few to trust for this ranking, which measured what its time budget "
+                         "allowed: sensitivity (its page, or `quantscope sensitivity`) measures every node alone on up to 64 "
+                         "samples.")
+    few = _headline((top,), HarmRanking((), 63.9, 1, 10, 1.0), pd.DataFrame(), samples=1)  # the data had one sample
+    assert few.endswith(" That is 1 sample, too few to trust for this ranking: compare on more samples (the ranking uses "
+                        "up to its sample count, --screen-samples, within its time budget).")
     same = _headline((dataclasses.replace(top, samples=16),),
                      HarmRanking((), 63.9, 16, 10, 1.0), pd.DataFrame())
     assert same.startswith("Quantizing Conv.12 (Conv) hurts the final outputs most: alone in INT8 it brings them to 40.0 dB "
