@@ -144,21 +144,19 @@ def _resume(index: RunIndex, ws: str) -> None:
                 reopen(latest)
             except engine.QuantScopeError as err:
                 st.session_state[state.NOTICE] = str(err)
-    _resume_before(done)
 
 
-def _resume_before(done: list[RunRecord]) -> None:
-    """Where the latest run was a rebuild, the result it started from comes back as the Rebuild page's 'before' (the
-    captcha re-trial's reopened link showed no before/after); nothing where that result is gone."""
-    latest = next((r for r in reversed(done) if not r.is_sweep), None)
-    if latest is None or latest.kind != "rebuild" or latest.seq is None:
-        return
-    earlier = next((r for r in reversed(done) if not r.is_sweep and r.run_dir == latest.run_dir and r.seq == latest.seq - 1), None)
-    if earlier is not None:
-        try:
-            st.session_state[state.BEFORE] = earlier.load()
-        except engine.QuantScopeError:
-            pass  # its files were deleted: the page shows this build alone, as before
+def _built_from(record: RunRecord, done: list[RunRecord]) -> engine.ComparisonResult | None:
+    """The result a rebuild started from (the build before it in its folder), or None: not a rebuild, or its files are
+    gone (the page then shows this build alone). A reopened link's latest rebuild and a rebuild opened from History show
+    their before/after with it (the captcha re-trial's link and PP-OCRv4's History showed only this build)."""
+    if record.kind != "rebuild" or record.seq is None:
+        return None
+    earlier = next((r for r in reversed(done) if not r.is_sweep and r.run_dir == record.run_dir and r.seq == record.seq - 1), None)
+    try:
+        return earlier.load() if earlier is not None else None
+    except engine.QuantScopeError:
+        return None
 
 
 def open_run(record: RunRecord) -> engine.ComparisonResult:
@@ -166,7 +164,8 @@ def open_run(record: RunRecord) -> engine.ComparisonResult:
     if record.workspace != st.session_state[state.WORKSPACE]:  # index.get already refuses this; never trust one check
         raise engine.RunFolderError(f"There is no run {record.id} in this workspace; pick a run from the History page.")
     result = record.load()
-    st.session_state[state.BEFORE] = None
+    # a rebuild opened from History shows its before/after, as the rebuild itself did (PP-OCRv4 trial: only its SNR)
+    st.session_state[state.BEFORE] = _built_from(record, [r for r in workspace_runs() if r.status is RunStatus.DONE])
     state.adopt(result)
     # the Compare page's controls say how this result was made (they showed a sweep's percentile above a MinMax run)
     try:

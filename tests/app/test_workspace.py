@@ -85,6 +85,13 @@ def test_the_link_reopens_the_workspace_after_a_restart_with_its_last_result(run
     assert made.quant.calibration.value != "percentile" and made.batch_size != 7
     back.switch_page("views/rebuild.py").run()
     assert not back.exception and not back.error
+    # the rebuild opened from History shows its before/after again (PP-OCRv4 trial: only "Current build")
+    back.switch_page("views/history.py").run()
+    back.selectbox(key="hist_open").set_value(2).run()
+    next(b for b in back.button if b.label == "Open run").click().run()
+    assert back.session_state[state.BEFORE].files == last.run_dir / "history" / "1"
+    back.switch_page("views/rebuild.py").run()
+    assert any(c.value.startswith("This rebuild changed: fallback none → ") for c in back.caption)
 
 
 def test_a_run_killed_mid_way_shows_as_incomplete_and_earlier_runs_stay(runs_root):
