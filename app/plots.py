@@ -100,8 +100,12 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
     exact = exact_level(df["snr_db"])
     snr = df["snr_db"].clip(upper=exact).replace(-np.inf, np.nan)
     fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.05, row_heights=[0.33, 0.33, 0.34],
-                        subplot_titles=("cosine similarity (higher is better)", f"SNR in dB (higher is better; exact drawn at {exact:g})",
-                                        "noise each node adds, dB of its output's signal (higher is worse)"))
+                        # the thresholds are named in the titles, not by labels on the plots: those sat on points and bars
+                        # (PP-OCRv4 trial), and the orange bars were explained nowhere
+                        subplot_titles=(f"cosine similarity (higher is better; dashed: threshold {cosine_threshold:g})",
+                                        f"SNR in dB (higher is better; exact drawn at {exact:g}; dashed: threshold {snr_threshold:g} dB)",
+                                        "noise each node adds, dB of its output's signal (higher is worse): red above "
+                                        f"{-snr_threshold:g} dB, the SNR threshold's level (dashed), orange below it"))
     # the full hover (every metric) on the SNR curve; the cosine points and noise bars name the node and their own value,
     # which keeps a report of a large graph small
     original = df["original"].fillna("").astype(str) if "original" in df else pd.Series("", index=df.index)
@@ -125,13 +129,8 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
     fig.add_trace(go.Bar(x=x, y=intro.clip(lower=floor) - floor, base=floor, name="introduced noise", text=bar_text,
                          textposition="none", hovertemplate="%{text}<extra></extra>", marker={"color": colors}, showlegend=False),
                   3, 1)
-    fig.add_hline(y=cosine_threshold, line={"dash": "dash", "color": COLORS["threshold"]}, row=1, col=1,
-                  annotation_text=f"cosine threshold {cosine_threshold:g}", annotation_position="bottom left")
-    fig.add_hline(y=snr_threshold, line={"dash": "dash", "color": COLORS["threshold"]}, row=2, col=1,
-                  annotation_text=f"SNR threshold {snr_threshold:g} dB", annotation_position="bottom left")
-    fig.add_hline(y=-snr_threshold, line={"dash": "dash", "color": COLORS["threshold"]}, row=3, col=1,
-                  annotation_text=f"noise at the SNR threshold ({-snr_threshold:g} dB): red bars are above it",
-                  annotation_position="top left")
+    for row, level in ((1, cosine_threshold), (2, snr_threshold), (3, -snr_threshold)):
+        fig.add_hline(y=level, line={"dash": "dash", "color": COLORS["threshold"]}, row=row, col=1)
     if inspect is not None and (hit := np.flatnonzero(df["node"].to_numpy() == inspect)).size:
         for row, ys in ((1, df["cosine"]), (2, snr)):
             fig.add_trace(go.Scatter(x=x[hit], y=ys.iloc[hit], mode="markers", hoverinfo="skip", showlegend=False,
@@ -262,7 +261,7 @@ def sweep_figure(rows: pd.DataFrame, metric: str = "snr_db", *, label: str = "co
     timed = bool(latency.notna().any())
     fig = make_subplots(rows=1, cols=2 if timed else 1, shared_yaxes=True, horizontal_spacing=0.03,
                         column_widths=[0.7, 0.3] if timed else None,
-                        subplot_titles=(SWEEP_AXES.get(metric, metric),) + (("latency of a batch (ms), lower is better",) if timed else ()))
+                        subplot_titles=(SWEEP_AXES.get(metric, metric),) + (("latency of a batch (ms),<br>lower is better",) if timed else ()))  # one line was cut at "lower is bet"
     value_text = ["exact" if metric == "snr_db" and v == math.inf else "" if math.isnan(v) else f"{v:.2f} dB" if metric == "snr_db"
                   else f"{v:.4f}" for v in values]
     colors = [COLORS["best"] if b else COLORS["int8"] for b in best]
@@ -283,6 +282,6 @@ def sweep_figure(rows: pd.DataFrame, metric: str = "snr_db", *, label: str = "co
         low = float(shown.dropna().min())
         fig.update_xaxes(range=[max(0.0, low - max(0.2 * (1 - low), 0.001)), 1.0], row=1, col=1)
     fig.update_yaxes(autorange="reversed", automargin=True, type="category", dtick=1)
-    fig.update_layout(height=max(260, 30 * len(rows) + 110), margin={"l": 10, "r": 20, "t": 50, "b": 30},
+    fig.update_layout(height=max(260, 30 * len(rows) + 110), margin={"l": 10, "r": 20, "t": 60, "b": 30},
                       legend={"orientation": "h", "y": -0.1})
     return fig

@@ -31,6 +31,8 @@ st.session_state[state.LOAD_SOURCE] = source
 def _picked(role: str) -> None:
     """A file chosen (or removed) in an uploader: remembered as pending until "Use these files" applies it."""
     pending = st.session_state.setdefault(state.PENDING_UPLOAD, {})
+    # a new attempt: the refusal's error is gone from the page, and "see the error above" pointed at nothing (trial)
+    st.session_state.pop(state.LOAD_FAILED, None)
     chosen = st.session_state.get(ROLE_KEYS[role])
     if chosen is None:
         pending.pop(role, None)

@@ -59,7 +59,7 @@ if not (auto and auto[0] == str(run_dir)) and (kept := engine.kept_search(run_di
 ss.setdefault("af_metric", "snr_db")
 ss.setdefault("af_max", 0)
 ss.setdefault("af_strategy", "both")
-c1, c2, c3, c4, c5 = st.columns(5)
+c1, c2, c3, c4, c5 = st.columns([2, 1, 1, 1, 1])  # the metric's label was cut at "final-output SNR, dB ("
 # the raw names read as code (browser trial)
 TARGET_LABELS = {m: f"{name}{',' + unit if unit else ''} ({'at most' if engine.Target(m, 0.0).lower_is_better else 'at least'})"
                  for m, (name, unit) in engine.TARGET_WORDS.items()}

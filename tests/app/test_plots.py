@@ -41,7 +41,7 @@ def test_layer_figure_has_one_point_per_layer_a_legend_and_labelled_thresholds()
     assert cos.type == "scatter" and snr.type == "scatter" and bars.type == "bar"  # SVG: a click selects a point
     assert len(cos.x) == len(snr.x) == len(bars.x) == 5
     assert snr.y[1] == 50  # exact drawn at the next ten above the highest finite SNR (40) plus ten, not at 100
-    assert any(a.text == "SNR in dB (higher is better; exact drawn at 50)" for a in fig.layout.annotations)
+    assert any(a.text == "SNR in dB (higher is better; exact drawn at 50; dashed: threshold 25 dB)" for a in fig.layout.annotations)
     assert exact_level(pd.Series([15.2, math.inf, 37.0])) == 50 and exact_level(pd.Series([95.0, math.inf])) == SNR_DISPLAY_CAP
     assert exact_level(pd.Series([math.inf])) == 10
     assert "SNR (dB): exact" in snr.text[1] and "from your file: #0 Conv, #1 BatchNormalization" in snr.text[0]
@@ -52,7 +52,11 @@ def test_layer_figure_has_one_point_per_layer_a_legend_and_labelled_thresholds()
     assert [t.name for t in fig.data if t.showlegend is not False and t.name] == [
         "INT8 (fallback candidate)", "ticked for fallback", "not quantized (runs in float)", "inspected node"]
     assert {s.y0 for s in fig.layout.shapes} == {0.98, 25, -25}
-    assert {a.text for a in fig.layout.annotations} >= {"cosine threshold 0.98", "SNR threshold 25 dB"}
+    # the thresholds and the bars' colours are said in the titles: labels on the plots sat on points and bars (PP-OCRv4)
+    assert [a.text for a in fig.layout.annotations] == [
+        "cosine similarity (higher is better; dashed: threshold 0.98)", "SNR in dB (higher is better; exact drawn at 50; "
+        "dashed: threshold 25 dB)", "noise each node adds, dB of its output's signal (higher is worse): red above -25 dB, "
+        "the SNR threshold's level (dashed), orange below it"]
     # only noise above the SNR threshold's level is red; 'none measurable' is grey, never -120 in a hover
     assert list(bars.marker.color) == ["#ff7f0e", "#c7c7c7", "#d62728", "#d62728", "#ff7f0e"]
     assert "introduced noise: none measurable" in snr.text[1] and "-120" not in " ".join(snr.text + bars.text)

@@ -240,6 +240,13 @@ def test_a_bad_upload_keeps_the_files_already_in_use(runs_root):
     assert a.success[0].value == ("Loaded mine.onnx with 128 calibration samples, 500 evaluation samples from eval.npz, and "
                                   "labels from y.npy, so accuracy is measured too.")
 
+    # refused, then other files chosen: the refusal's error is gone, so nothing points "above" at it (PP-OCRv4 trial)
+    use(("broken.onnx", good_model[: len(good_model) // 2]), ("calib.npz", (samples / "digits_calib.npz").read_bytes()))
+    assert a.error and "see the error above" in a.warning[0].value
+    a.file_uploader(key="up_model").set_value(("other.onnx", good_model, "application/octet-stream")).run()
+    assert not a.error and not any("see the error above" in w.value for w in a.warning)
+    assert any(i.value.startswith("Chosen but not applied yet: other.onnx") for i in a.info)
+
 
 def test_files_chosen_but_not_applied_are_never_replaced_by_the_sample(runs_root):
     samples = ROOT / "sample_models"
