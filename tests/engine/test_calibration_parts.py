@@ -90,3 +90,25 @@ def _element_counts(model) -> list[int]:
     shapes = {v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim] for v in inferred.graph.value_info}
     shapes.update({v.name: [d.dim_value or 1 for d in v.type.tensor_type.shape.dim] for v in inferred.graph.output})
     return [int(np.prod(shapes[o])) for n in model.graph.node for o in n.output if o in shapes]
+
+
+def test_calibration_progress_counts_its_runs(tmp_path):
+    """One batch of 16 pages cut into 16 runs said 'calibration batch 1/1' throughout, its bar full from the start."""
+    import onnx
+
+    from engine.data.loading import load_data
+    from engine.model.info import model_info
+    from engine.quantize.calibration import CollectPlan, calibrate
+    from engine.quantize.config import QuantConfig
+
+    model, calib = SAMPLES / "resnet_digits_outlier.onnx", SAMPLES / "digits_calib.npz"
+    source = load_data(calib, model_info(onnx.load(model)))
+    assert source.num_samples == 128
+    said = []
+    calibrate(model, source, QuantConfig(), tmp_path / "c.json", 50, said.append, dynamic_batch=True, plan=CollectPlan(20, 2))
+    runs = [(ev.done, ev.total, ev.message) for ev in said if ev.message.startswith("calibration batch")]
+    # batches of 50, 50 and 28, in runs of 20: 3 + 3 + 2, each said before it runs
+    assert [(d, t) for d, t, _ in runs] == [(k, 8) for k in range(8)]
+    assert [m for _, _, m in runs][:4] == ["calibration batch 1/3, samples 1-20 of 50", "calibration batch 1/3, samples 21-40 of 50",
+                                          "calibration batch 1/3, samples 41-50 of 50", "calibration batch 2/3, samples 1-20 of 50"]
+    assert (said[-1].done, said[-1].total) == (8, 8) and (tmp_path / "c.json").is_file()
