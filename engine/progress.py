@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["ProgressEvent", "ProgressCallback", "Stage", "no_progress", "TimeLeft", "Repeating"]
+__all__ = ["ProgressEvent", "ProgressCallback", "Stage", "no_progress", "TimeLeft", "Repeating", "samples_text"]
 
 
 class Stage:
@@ -40,6 +40,11 @@ ProgressCallback = Callable[[ProgressEvent], None]
 
 def no_progress(_: ProgressEvent) -> None:
     return None
+
+
+def samples_text(start: int, stop: int, n: int) -> str:
+    """The samples [start, stop) of a batch of n, counted from 1: 'samples 3-4 of 16', or 'sample 9 of 16'."""
+    return f"sample {start + 1} of {n}" if stop - start == 1 else f"samples {start + 1}-{stop} of {n}"
 
 
 class Repeating:

@@ -37,7 +37,7 @@ from engine.compare.reducers import HostReducer, Reducer
 from engine.compare.reference_cache import ReferenceCache
 from engine.compare.task_metrics import TaskAccumulator, TaskMetrics, task_output
 from engine.data.source import Batch
-from engine.progress import ProgressCallback, ProgressEvent, Stage, TimeLeft, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Stage, TimeLeft, no_progress, samples_text
 
 __all__ = ["LayerwiseRun", "run_layerwise", "LAYER_COLUMNS", "layer_frame"]
 
@@ -246,7 +246,7 @@ def run_layerwise(
                         left = pace.seconds(done, total_batches * runs)
                         # counted in runs, so one batch of 16 samples in 64 runs fills the bar as they go (it stayed empty)
                         progress(ProgressEvent(Stage.COMPARE, done, total_batches * runs, where(entries + 1) + (
-                            f", samples {sl.start + 1}-{sl.stop} of {n}" if len(steps) > 1 else "") + (
+                            f", {samples_text(sl.start, sl.stop, n)}" if len(steps) > 1 else "") + (
                             f", pass {g + 1}/{len(plan.groups)}" if len(plan.groups) > 1 else "") + (
                             f", about {left:.0f} s left" if left is not None else "")))
                 if cache is not None and given is None:

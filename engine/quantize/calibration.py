@@ -17,7 +17,7 @@ import numpy as np
 
 from engine.data.source import Batch, BatchSource
 from engine.errors import DataError
-from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
+from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress, samples_text
 from engine.quantize.config import CalibrationMethod, QuantConfig
 from engine.quantize.entropy import ENTROPY_BINS, entropy_ranges
 
@@ -165,7 +165,7 @@ class _Runs:
             n = len(next(iter(b.values())))
             step = self.part or n
             for i in range(0, n, step):
-                where = f", samples {i + 1}-{min(n, i + step)} of {n}" if step < n else ""
+                where = f", {samples_text(i, min(n, i + step), n)}" if step < n else ""
                 self.progress(ProgressEvent(Stage.CALIBRATE, self.done, self.total,
                                             f"calibration batch {k}/{self.batches}{where}{self.shared}"))
                 yield b if step >= n else {name: v[i : i + step] for name, v in b.items()}
