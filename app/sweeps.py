@@ -16,7 +16,7 @@ from app.inputs import Inputs
 from app.table_columns import filled_columns
 
 __all__ = ["METHOD_NAMES", "SELECT_LABELS", "PERCENTILE_RANGE", "BEST", "SweepPlan", "Swept", "op_type_sets", "plan_sweep",
-           "table_frame", "column_order", "column_config", "best_sentence", "compare_settings"]
+           "table_frame", "short_labels", "column_order", "column_config", "best_sentence", "compare_settings"]
 
 METHOD_NAMES = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 SELECT_LABELS = {"snr_db": "final-output SNR", "cosine": "final-output cosine", "top1_agreement": "top-1 agreement with FP32",
@@ -121,15 +121,29 @@ def _num(x) -> float | None:
     return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
+def short_labels(labels: Sequence[str]) -> tuple[list[str], str]:
+    """Each configuration's label without the settings every configuration shares, and those shared settings: a sweep of
+    methods over TensorRT's four op types wrote 'minmax / Conv+ConvTranspose+Gemm+MatMul / int8' on every row, and its
+    table needed scrolling at 1400 px. A single configuration keeps its whole label."""
+    parts = [label.split(" / ") for label in labels]
+    if len(parts) < 2 or len({len(p) for p in parts}) != 1:
+        return list(labels), ""
+    same = [len({p[i] for p in parts}) == 1 for i in range(len(parts[0]))]
+    if all(same):
+        return list(labels), ""
+    return [" / ".join(x for x, s in zip(p, same) if not s) for p in parts], " / ".join(x for x, s in zip(parts[0], same) if s)
+
+
 def table_frame(result: engine.SweepResult) -> pd.DataFrame:
-    """One row per configuration in the sweep's order: the best one starred, its settings, its numbers (blank where a
-    configuration has none, its note saying why)."""
+    """One row per configuration in the sweep's order: the best one starred, its settings (named by what differs, see
+    short_labels), its numbers (blank where a configuration has none, its note saying why)."""
     rows = []
-    for r in result.rows:
+    labels, _ = short_labels([r.config.label for r in result.rows])
+    for r, label in zip(result.rows, labels):
         c = r.config
         percentile = c.calibration.method is engine.CalibrationMethod.PERCENTILE
         rows.append({
-            "best": BEST if r.best else None, "configuration": c.label,
+            "best": BEST if r.best else None, "configuration": label,
             "calibration": METHOD_NAMES.get(c.calibration.method.value, c.calibration.method.value),
             "percentile": c.calibration.percentile if percentile else None, "op_types": ", ".join(c.op_types),
             "precision": c.precision.label, "snr_db": _num(r.snr_db), "cosine": _num(r.cosine),

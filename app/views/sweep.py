@@ -94,12 +94,16 @@ elif inputs is not None and swept.inputs != inputs:
     st.warning(f"This sweep ran on {swept.inputs.name}, not on the inputs in use now ({inputs.name}); opening a configuration "
                f"compares {swept.inputs.name}.")
 table = sw.table_frame(result)
+short, shared = sw.short_labels([r.config.label for r in rows])
+if shared:  # said once, not on every row
+    st.caption(f"Every configuration: {shared}.")
 st.dataframe(table, hide_index=True, width="stretch", placeholder="–", key="sweep_table", column_order=sw.column_order(table),
              column_config=sw.column_config(st.column_config, result.select))
 for r in rows:
     if r.note:
         st.caption(f"{r.config.label}: {r.note}")
-st.plotly_chart(sweep_figure(result.to_frame(), result.select), key="sweep_plot", width="stretch")
+frame = result.to_frame().assign(config=short)
+st.plotly_chart(sweep_figure(frame, result.select), key="sweep_plot", width="stretch")
 
 st.subheader("Open a configuration")
 index = next((i for i, r in enumerate(rows) if r.best), 0)

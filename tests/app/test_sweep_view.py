@@ -113,3 +113,14 @@ def test_shown_columns_keep_the_order_and_leave_out_what_no_row_fills():
     assert filled_columns(table, ("run", "kind", "snr_db", "top1_agreement", "top_culprit", "message", "absent")) == \
         ["run", "kind", "snr_db", "message"]
     assert filled_columns(table, ("run", "top_culprit"), always=("top_culprit",)) == ["run", "top_culprit"]
+
+
+def test_labels_name_what_differs_and_say_once_what_is_shared():
+    from app.sweeps import short_labels
+
+    labels = ["minmax / Conv+ConvTranspose+Gemm+MatMul / int8", "entropy / Conv+ConvTranspose+Gemm+MatMul / int8",
+              "entropy / Conv+ConvTranspose+Gemm+MatMul / fp8"]
+    assert short_labels(labels) == (["minmax / int8", "entropy / int8", "entropy / fp8"], "Conv+ConvTranspose+Gemm+MatMul")
+    assert short_labels(labels[:1]) == (labels[:1], "")  # one configuration: its whole label
+    assert short_labels([labels[0], labels[0]]) == ([labels[0]] * 2, "")  # nothing differs (two models): whole labels
+
