@@ -13,6 +13,7 @@ import onnx
 from engine.backends.base import Backend
 from engine.backends.select import probe_backend, resolve_backend
 from engine.compare.graph import fallback_candidates
+from engine.compare.memory_plan import activation_bytes_per_sample
 from engine.compare.reference_cache import ReferenceCache
 from engine.diagnose.probe_scoring import ProbeData
 from engine.diagnose.probes import OutputProbe
@@ -79,10 +80,12 @@ def _whole(parts, outputs: list[str]):
 
 
 def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backend, samples: int | None = None,
-                      whole_batches: bool = False, on_batch: Callable[[int, int], None] | None = None) -> ProbeData:
+                      whole_batches: bool = False, on_batch: Callable[[int, int], None] | None = None,
+                      memory_bytes: int | None = None) -> ProbeData:
     """The run's first `samples` cached samples (all if None) with the reference's final outputs, from the cache or,
     where it kept only inputs, recomputed. whole_batches: never split or join batches (a model whose batch size is fixed);
-    otherwise batches are joined up to MERGED_BATCH samples."""
+    otherwise batches are joined up to MERGED_BATCH samples, on the host no more than `memory_bytes` of activations
+    take (merge_limit)."""
     cache = ReferenceCache(run.cache_dir)
     if not cache.complete:
         raise RunFolderError(f"The batch cache in {run.path} is incomplete; run `quantscope compare` again.")
@@ -111,9 +114,19 @@ def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backe
                 if on_batch is not None:
                     on_batch(len(refs), len(batches))
     if not whole_batches:
-        batches, refs = _merged(batches, refs, MERGED_BATCH)
+        batches, refs = _merged(batches, refs, merge_limit(reference, batches, backend, memory_bytes))
     labels = np.load(run.labels, allow_pickle=False)[:n] if run.labels.is_file() else None
     return ProbeData(tuple(batches), tuple(refs), labels, whole_batches)
+
+
+def merge_limit(reference: onnx.ModelProto, batches: list[dict], backend: Backend, memory_bytes: int | None) -> int:
+    """Samples a probe batch may join: MERGED_BATCH, and on the host no more than `memory_bytes` of the reference's
+    activations take (memory_plan.activation_bytes_per_sample). PP-OCRv4's detector (650 MB a 640 x 640 page) joined
+    16 single-page parts and its search took the dashboard's server to 2.8 GB."""
+    if memory_bytes is None or backend.capabilities.device_outputs or not batches:  # device memory: the runtime's
+        return MERGED_BATCH
+    per_sample = activation_bytes_per_sample(reference, {k: v.shape[1:] for k, v in batches[0].items()})
+    return MERGED_BATCH if not per_sample else max(1, min(MERGED_BATCH, memory_bytes // per_sample))
 
 
 @dataclass(frozen=True)
@@ -143,7 +156,7 @@ def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, ba
     if not nodes:
         return None
     data = cached_probe_data(run, reference, backend, samples, whole_batches=model_info(reference).fixed_batch is not None,
-                             on_batch=on_batch)
+                             on_batch=on_batch, memory_bytes=cfg.memory_bytes)
     return OutputProbe(backend, reference, candidate, fallback_units(reference, nodes, units), data, emit,
                        fp16=config.fallback_precision is FallbackPrecision.FP16, device_library=device_library,
                        resume_bytes=cfg.memory_bytes // 2)

@@ -140,3 +140,26 @@ def test_a_cancel_between_passes_stops_the_batch_and_keeps_no_results(tmp_path):
     assert seen[-1].startswith("batch 1/2, pass 1/")  # stopped inside the first batch
     assert not RunFolder(tmp_path / "c").has_results()
 
+
+
+def test_host_probes_join_no_more_samples_than_the_budget_fits():
+    """PP-OCRv4's detector: 16 single-page parts were joined into one probe batch and its search took the server to
+    2.8 GB; the budget now decides how many join, on the host (device memory is the runtime's business)."""
+    import onnx
+
+    from engine.compare.memory_plan import activation_bytes_per_sample
+    from engine.diagnose.run_probe import MERGED_BATCH, merge_limit
+
+    reference = onnx.load(SAMPLES / "resnet_digits_outlier.onnx")
+    batches = [{"input": np.zeros((1, 1, 32, 32), np.float32)}] * 16
+    per_sample = activation_bytes_per_sample(reference, {"input": (1, 32, 32)})
+    cpu = resolve_backend("cpu").backend
+    assert merge_limit(reference, batches, cpu, 3 * per_sample + 1) == 3
+    assert merge_limit(reference, batches, cpu, per_sample // 2) == 1  # one sample at least
+    assert merge_limit(reference, batches, cpu, 2**40) == MERGED_BATCH  # never more than before
+    assert merge_limit(reference, batches, cpu, None) == MERGED_BATCH
+
+    class Device:
+        capabilities = dataclasses.replace(cpu.capabilities, device_outputs=True)
+
+    assert merge_limit(reference, batches, Device(), 3 * per_sample) == MERGED_BATCH
