@@ -13,7 +13,7 @@ import onnx
 from engine.backends.base import Backend
 from engine.backends.select import probe_backend, resolve_backend
 from engine.compare.graph import fallback_candidates
-from engine.compare.memory_plan import activation_bytes_per_sample
+from engine.compare.memory_plan import PEAK_FACTOR, live_bytes_per_sample
 from engine.compare.reference_cache import ReferenceCache
 from engine.diagnose.probe_scoring import ProbeData
 from engine.diagnose.probes import OutputProbe
@@ -120,13 +120,14 @@ def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backe
 
 
 def merge_limit(reference: onnx.ModelProto, batches: list[dict], backend: Backend, memory_bytes: int | None) -> int:
-    """Samples a probe batch may join: MERGED_BATCH, and on the host no more than `memory_bytes` of the reference's
-    activations take (memory_plan.activation_bytes_per_sample). PP-OCRv4's detector (650 MB a 640 x 640 page) joined
-    16 single-page parts and its search took the dashboard's server to 2.8 GB."""
+    """Samples a probe batch may join: MERGED_BATCH, and on the host no more than `memory_bytes` fits at PEAK_FACTOR
+    times the reference's most activations alive at once (memory_plan.live_bytes_per_sample; a gated probe computes
+    each quantized node both ways). PP-OCRv4's detector (45 MB alive at once a 640 x 640 page, 650 MB in all) joined 16
+    single-page parts, about 145 MB a page in its probe session, and its search took the dashboard's server to 2.8 GB."""
     if memory_bytes is None or backend.capabilities.device_outputs or not batches:  # device memory: the runtime's
         return MERGED_BATCH
-    per_sample = activation_bytes_per_sample(reference, {k: v.shape[1:] for k, v in batches[0].items()})
-    return MERGED_BATCH if not per_sample else max(1, min(MERGED_BATCH, memory_bytes // per_sample))
+    live = live_bytes_per_sample(reference, {k: v.shape[1:] for k, v in batches[0].items()})
+    return MERGED_BATCH if not live else max(1, min(MERGED_BATCH, int(memory_bytes // (PEAK_FACTOR * live))))
 
 
 @dataclass(frozen=True)

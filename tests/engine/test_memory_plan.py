@@ -147,12 +147,14 @@ def test_host_probes_join_no_more_samples_than_the_budget_fits():
     2.8 GB; the budget now decides how many join, on the host (device memory is the runtime's business)."""
     import onnx
 
-    from engine.compare.memory_plan import activation_bytes_per_sample
+    from engine.compare.memory_plan import activation_bytes_per_sample, live_bytes_per_sample
     from engine.diagnose.run_probe import MERGED_BATCH, merge_limit
 
     reference = onnx.load(SAMPLES / "resnet_digits_outlier.onnx")
     batches = [{"input": np.zeros((1, 1, 32, 32), np.float32)}] * 16
-    per_sample = activation_bytes_per_sample(reference, {"input": (1, 32, 32)})
+    live = live_bytes_per_sample(reference, {"input": (1, 32, 32)})
+    assert 0 < live < activation_bytes_per_sample(reference, {"input": (1, 32, 32)})  # outputs are freed after their last reader
+    per_sample = int(PEAK_FACTOR * live)
     cpu = resolve_backend("cpu").backend
     assert merge_limit(reference, batches, cpu, 3 * per_sample + 1) == 3
     assert merge_limit(reference, batches, cpu, per_sample // 2) == 1  # one sample at least
@@ -163,3 +165,18 @@ def test_host_probes_join_no_more_samples_than_the_budget_fits():
         capabilities = dataclasses.replace(cpu.capabilities, device_outputs=True)
 
     assert merge_limit(reference, batches, Device(), 3 * per_sample) == MERGED_BATCH
+
+
+def test_live_bytes_free_each_output_after_its_last_reader():
+    from onnx import TensorProto, helper
+
+    from engine.compare.memory_plan import activation_bytes_per_sample, live_bytes_per_sample
+
+    # a = relu(x), b = relu(a), c = a + b, d = relu(c): 40 bytes each a sample; a and b die at the Add, c at the last Relu
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Relu", ["a"], ["b"]),
+             helper.make_node("Add", ["a", "b"], ["c"]), helper.make_node("Relu", ["c"], ["d"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 10])],
+                          [helper.make_tensor_value_info("d", TensorProto.FLOAT, ["N", 10])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert activation_bytes_per_sample(m, {"x": (10,)}) == 160
+    assert live_bytes_per_sample(m, {"x": (10,)}) == 120  # a, b and c at the Add
