@@ -16,7 +16,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -216,17 +216,29 @@ def _timed(config: SweepConfig, folder: Path, provider: str, data: ProbeData, ru
     return _latency(backend, _emit(config, folder)[1], data.batches[0], runs)
 
 
+CONFIG_STEPS = ("emitting its Q/DQ model", "running it on the evaluation data", "ranking its culprit", "timing it")
+STEPS = len(CONFIG_STEPS)  # progress units a configuration
+
+
 def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, data: ProbeData, screen: int,
-                latency_runs: int, timed: frozenset[SweepConfig], resume_bytes: int) -> SweepRow:
+                latency_runs: int, timed: frozenset[SweepConfig], resume_bytes: int,
+                on_step: Callable[[int], None] | None = None) -> SweepRow:
     """One configuration, start to end: a task (it can run on a Ray worker; everything it reads is in `folder`).
-    Its latency is timed only if it is in `timed` (the first configuration of each graph structure)."""
+    Its latency is timed only if it is in `timed` (the first configuration of each graph structure). on_step(k): before
+    CONFIG_STEPS[k] (serial sweeps only: a PP-OCRv4 detector's configuration ran 80 s with its bar at 0, and a cancel
+    waited for it)."""
     t0 = time.perf_counter()
     base = Path(folder)
+    step = on_step or (lambda k: None)
     try:
         backend = probe_backend(resolve_backend(provider).backend)
+        step(0)
         reference, candidate = _emit(config, base)
+        step(1)
         m = measure_model(backend, candidate, data)
+        step(2)
         culprit, alone = _screen_culprit(backend, reference, candidate, config.op_types, data, screen, resume_bytes)
+        step(3)
         latency = _latency(backend, candidate, data.batches[0], latency_runs if config in timed else 0)
         return SweepRow(model, config, m.outputs_snr_db, m.cosine, m.snr_db, m.top1_agreement, m.accuracy,
                         len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0,
@@ -310,15 +322,28 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
         timings[f"prepare:{name}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
 
-        def on_result(done: int, total: int, name=name) -> None:
-            progress(ProgressEvent(Stage.SWEEP, done, total, f"{name}: configuration {done}/{total} done"))
+        finished = [0]  # configurations done: a serial sweep's steps belong to the next one
+
+        def on_result(done: int, total: int, name=name, finished=finished) -> None:
+            finished[0] = done
+            progress(ProgressEvent(Stage.SWEEP, done * STEPS, total * STEPS, f"{name}: configuration {done}/{total} done"))
+
+        def on_step(k: int, name=name, total=len(configs), finished=finished, started=time.perf_counter()) -> None:
+            done = finished[0]
+            left = ("" if not done and not k else  # before anything ran, the dashboard says the time left comes later
+                    "; the time left is known after the first configuration" if not done else
+                    f", about {(time.perf_counter() - started) / done * (total - done):.0f} s left")
+            progress(ProgressEvent(Stage.SWEEP, done * STEPS + k, total * STEPS,
+                                   f"{name}: configuration {done + 1}/{total}, {CONFIG_STEPS[k]}{left}"))
 
         # the stage starts now (not at the first configuration's end), so a time left is not based on one too few
-        progress(ProgressEvent(Stage.SWEEP, 0, len(configs), f"{name}: {len(configs)} configuration(s) to run"))
+        progress(ProgressEvent(Stage.SWEEP, 0, len(configs) * STEPS, f"{name}: 0/{len(configs)} configurations done"))
         timed = frozenset({c.graph: c for c in reversed(configs)}.values())  # the first configuration of each structure
         shared = {"model": name, "folder": str(folder), "provider": resolved.provider, "data": probe_data,
                   "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs, "timed": timed,
                   "resume_bytes": settings.memory_bytes // 2}
+        if not executor.concurrent:  # a callback cannot travel to a worker; in this process each step says so
+            shared["on_step"] = on_step
         model_rows = executor.map_tasks(_run_config, configs, shared, on_result, device=resolved.backend.capabilities.device)
         # graphs no task timed (concurrent tasks time nothing, as they would slow each other down; or the timed
         # configuration failed): one configuration of each is timed here, one at a time
