@@ -31,8 +31,10 @@ st.session_state[state.LOAD_SOURCE] = source
 def _picked(role: str) -> None:
     """A file chosen (or removed) in an uploader: remembered as pending until "Use these files" applies it."""
     pending = st.session_state.setdefault(state.PENDING_UPLOAD, {})
-    # a new attempt: the refusal's error is gone from the page, and "see the error above" pointed at nothing (trial)
-    st.session_state.pop(state.LOAD_FAILED, None)
+    # a new attempt: the refusal's error is gone from the page, and "see the error above" pointed at nothing (trial);
+    # the refused attempt's other files, still chosen, are part of it (the page named only the new model)
+    if st.session_state.pop(state.LOAD_FAILED, None):
+        pending.update({r: f.name for r, key in ROLE_KEYS.items() if (f := st.session_state.get(key)) is not None})
     chosen = st.session_state.get(ROLE_KEYS[role])
     if chosen is None:
         pending.pop(role, None)

@@ -276,6 +276,8 @@ def run_layerwise(
             if entries == 1:
                 first_done = time.perf_counter()  # the first batch carries each session's warm-up
             eta = (time.perf_counter() - started) / entries * (total_batches - entries)
+            if runs > 1:  # the runs' pace, as the events between them say (the two estimates read 63 s, then 36 s)
+                eta = pace.seconds(entries * runs, total_batches * runs) or eta
             progress(ProgressEvent(Stage.COMPARE, entries * runs, total_batches * runs, f"{where(entries)}, about {eta:.0f} s left"))
         close_batch()
         for t, counts in reducer.take_counts().items():  # histograms a device reducer kept on the device

@@ -245,7 +245,7 @@ def test_a_bad_upload_keeps_the_files_already_in_use(runs_root):
     assert a.error and "see the error above" in a.warning[0].value
     a.file_uploader(key="up_model").set_value(("other.onnx", good_model, "application/octet-stream")).run()
     assert not a.error and not any("see the error above" in w.value for w in a.warning)
-    assert any(i.value.startswith("Chosen but not applied yet: other.onnx") for i in a.info)
+    assert any(i.value.startswith("Chosen but not applied yet: other.onnx, calib.npz") for i in a.info)  # both, still chosen
 
 
 def test_files_chosen_but_not_applied_are_never_replaced_by_the_sample(runs_root):
