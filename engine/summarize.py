@@ -109,7 +109,8 @@ def _amplifiers(layers: pd.DataFrame, view: GraphView, fallback: frozenset[str] 
 
 
 def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers: pd.DataFrame,
-              fallback: frozenset[str] = frozenset(), outputs_snr_db: float = math.nan, samples: int = 0, q: str = "INT8") -> str:
+              fallback: frozenset[str] = frozenset(), outputs_snr_db: float = math.nan, samples: int = 0, q: str = "INT8",
+              screen_samples: int | None = None) -> str:
     """q: what the quantized nodes compute in (INT8, FP8): an FP8 run's headline said 'alone in INT8'."""
     # the all-INT8 figure on every sample (every output together, as the ranking measures), where the ranking measured
     # fewer: on a one-output model the Compare page's "Final-output SNR" it sits beside
@@ -117,10 +118,14 @@ def _headline(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers
     sentence = _finding(culprits, ranking, layers, whole, this_build=bool(fallback), q=q)
     if ranking is not None and culprits and (on := culprits[0].samples or ranking.samples) < FEW_RANKING_SAMPLES:
         # 8 samples in all left the ranking one: a node alone in INT8 read worse than every node in INT8 (browser trial)
-        if max(samples, ranking.samples) > on:  # its time budget stopped it, not the data: more data would not help
+        # its time budget stopped it, not the data or its sample count: more data would not help
+        if min(max(samples, ranking.samples), screen_samples or math.inf) > on:
             sentence += (f" That is {_samples(on)}, too few to trust for this ranking, which measured what its time budget "
                          f"allowed: sensitivity (its page, or `quantscope sensitivity`) measures every node alone on up to "
                          f"{DEFAULT_SENSITIVITY_SAMPLES} samples.")
+        elif screen_samples and screen_samples <= on < max(samples, ranking.samples):  # the sample count it was given
+            sentence += (f" That is {_samples(on)}, too few to trust for this ranking: give it more (--screen-samples, or "
+                         "Ranking samples on the Compare page).")
         else:
             sentence += (f" That is {_samples(on)}, too few to trust for this ranking: compare on more samples (the ranking "
                          "uses up to its sample count, --screen-samples, within its time budget).")
@@ -208,7 +213,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
         batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
             culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs, lw.float_outputs), lw.samples,
-            cfg.quant.precision.label),
+            cfg.quant.precision.label, cfg.screen_samples),
         fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view, cfg.quant.fallback),

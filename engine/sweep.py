@@ -32,7 +32,7 @@ from engine.data.loading import load_labels
 from engine.diagnose.probe_scoring import ProbeData, measure_model
 from engine.diagnose.probes import OutputProbe, ProbeRequest
 from engine.diagnose.units import UnitMode, fallback_units
-from engine.errors import ConfigError, QuantScopeError
+from engine.errors import Cancelled, ConfigError, QuantScopeError
 from engine.latency import time_model
 from engine.model.info import model_info
 from engine.model.loading import read_model
@@ -217,7 +217,7 @@ def _timed(config: SweepConfig, folder: Path, provider: str, data: ProbeData, ru
 
 
 CONFIG_STEPS = ("emitting its Q/DQ model", "running it on the evaluation data", "ranking its culprit", "timing it")
-STEPS = len(CONFIG_STEPS)  # progress units a configuration
+STEPS_PER_CONFIG = len(CONFIG_STEPS)  # progress units a configuration
 
 
 def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, data: ProbeData, screen: int,
@@ -243,6 +243,8 @@ def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, 
         return SweepRow(model, config, m.outputs_snr_db, m.cosine, m.snr_db, m.top1_agreement, m.accuracy,
                         len(fallback_candidates(candidate, config.op_types)), culprit, alone, latency, time.perf_counter() - t0,
                         text_agreement=m.text_agreement)
+    except Cancelled:  # said at a step (on_step): the sweep stops, it is not this configuration's note
+        raise
     except QuantScopeError as err:
         return SweepRow(model, config, seconds=time.perf_counter() - t0, note=str(err))
     except Exception as err:  # noqa: BLE001 - one configuration failing keeps the rest of the sweep
@@ -326,18 +328,18 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
 
         def on_result(done: int, total: int, name=name, finished=finished) -> None:
             finished[0] = done
-            progress(ProgressEvent(Stage.SWEEP, done * STEPS, total * STEPS, f"{name}: configuration {done}/{total} done"))
+            progress(ProgressEvent(Stage.SWEEP, done * STEPS_PER_CONFIG, total * STEPS_PER_CONFIG, f"{name}: configuration {done}/{total} done"))
 
         def on_step(k: int, name=name, total=len(configs), finished=finished, started=time.perf_counter()) -> None:
             done = finished[0]
             left = ("" if not done and not k else  # before anything ran, the dashboard says the time left comes later
                     "; the time left is known after the first configuration" if not done else
                     f", about {(time.perf_counter() - started) / done * (total - done):.0f} s left")
-            progress(ProgressEvent(Stage.SWEEP, done * STEPS + k, total * STEPS,
+            progress(ProgressEvent(Stage.SWEEP, done * STEPS_PER_CONFIG + k, total * STEPS_PER_CONFIG,
                                    f"{name}: configuration {done + 1}/{total}, {CONFIG_STEPS[k]}{left}"))
 
         # the stage starts now (not at the first configuration's end), so a time left is not based on one too few
-        progress(ProgressEvent(Stage.SWEEP, 0, len(configs) * STEPS, f"{name}: 0/{len(configs)} configurations done"))
+        progress(ProgressEvent(Stage.SWEEP, 0, len(configs) * STEPS_PER_CONFIG, f"{name}: 0/{len(configs)} configurations done"))
         timed = frozenset({c.graph: c for c in reversed(configs)}.values())  # the first configuration of each structure
         shared = {"model": name, "folder": str(folder), "provider": resolved.provider, "data": probe_data,
                   "screen": screen_samples, "latency_runs": 0 if executor.concurrent else latency_runs, "timed": timed,

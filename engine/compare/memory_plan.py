@@ -92,37 +92,43 @@ def static_bytes_per_sample(names: Sequence[str], types: dict[str, onnx.TypeProt
     return out
 
 
-def activation_bytes_per_sample(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> int | None:
-    """The bytes every node output of `model` takes for one sample (`sample_shapes`: each input's shape without the
-    sample axis), counting those whose shape inference gives; None where inference fails. What calibration holds at
-    most a sample: ORT's augmented session computes them all, and its histogram collectors keep the calibrated ones."""
+KNOWN_SHARE = 0.9  # the per-sample sizes below are used only where shape inference sizes this share of node outputs
+
+
+def _output_sizes(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> dict[str, int] | None:
+    """Bytes of each node output of the main graph for one sample, where shape inference gives it; None where it fails or
+    leaves more than 1 - KNOWN_SHARE of the outputs unsized (a partial count would let a plan exceed its budget)."""
     types = sample_types(model, {k: (1, *s) for k, s in sample_shapes.items()})
     if types is None:
         return None
-    sizes = (static_bytes_per_sample([o], types) for n in model.graph.node for o in n.output if o)
-    return sum(next(iter(b.values())) for b in sizes if b)
+    outputs = [o for n in model.graph.node for o in n.output if o]
+    sizes = {o: b[o] for o in outputs if (b := static_bytes_per_sample([o], types))}
+    return sizes if outputs and len(sizes) >= KNOWN_SHARE * len(outputs) else None
+
+
+def activation_bytes_per_sample(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> int | None:
+    """The bytes every node output of `model` takes for one sample (`sample_shapes`: each input's shape without the
+    sample axis); None where _output_sizes gives none. What calibration holds at most a sample: ORT's augmented session
+    computes them all, and its histogram collectors keep the calibrated ones."""
+    sizes = _output_sizes(model, sample_shapes)
+    return None if sizes is None else sum(sizes.values())
 
 
 def live_bytes_per_sample(model: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]]) -> int | None:
     """The most bytes of node outputs alive at once for one sample, running the nodes in graph order and freeing each
-    output after its last reader (graph outputs stay): what a runtime's memory plan needs at least, where
-    activation_bytes_per_sample counts them all (PP-OCRv4's detector: 650 MB in all a 640 x 640 page). None where shape
-    inference fails."""
-    types = sample_types(model, {k: (1, *s) for k, s in sample_shapes.items()})
-    if types is None:
+    output after its last reader (graph outputs stay; a tensor read inside a subgraph is kept to the end): what a
+    runtime's memory plan needs at least, where activation_bytes_per_sample counts them all (PP-OCRv4's detector: 45 MB
+    against 650 MB a 640 x 640 page). None where _output_sizes gives none."""
+    size = _output_sizes(model, sample_shapes)
+    if size is None:
         return None
-    size = {}
-    for n in model.graph.node:
-        for o in n.output:
-            if o and (b := static_bytes_per_sample([o], types)):
-                size[o] = b[o]
-    last = {}
-    for i, n in enumerate(model.graph.node):
-        for t in n.input:
-            last[t] = i
-    kept = {o.name for o in model.graph.output}
+    nodes = model.graph.node
+    last = {t: i for i, n in enumerate(nodes) for t in n.input}
+    kept = {o.name for o in model.graph.output} | {t for n in nodes for a in n.attribute if a.g.node or a.graphs
+                                                   for g in ([a.g] if a.g.node else list(a.graphs)) for m in g.node
+                                                   for t in m.input}
     live = peak = 0
-    for i, n in enumerate(model.graph.node):
+    for i, n in enumerate(nodes):
         live += sum(size.get(o, 0) for o in n.output if o)
         peak = max(peak, live)
         live -= sum(size.get(o, 0) for o in n.output if o and o not in kept and last.get(o, -1) <= i)  # never read

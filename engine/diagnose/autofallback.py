@@ -310,13 +310,13 @@ def search_fallback(
             chosen, met, achieved, message = (), True, base, (f"The full INT8 model already meets the target, {target.words()}: "
                                                                f"{target.value_text(base)}.")
             results["none"] = StrategyResult("none", (), (), True, base, s.count)
-            picked = "none"
+            picked, found_in = "none", ""
         elif not target.met(everything):
             chosen, met, achieved = _nodes(unit_list, s.quantized), False, everything
             message = (f"The target, {target.words()}, cannot be met even with every quantizable node in fallback: the best "
                        f"reached is {target.value_text(everything)}.")
             results["all"] = StrategyResult("all", chosen, chosen, False, everything, s.count)
-            picked = "all"
+            picked, found_in = "all", ""
         else:
             for name in ("greedy", "bisect") if strategy == "both" else (strategy,):
                 s.strategy, start = name, s.count
@@ -326,7 +326,9 @@ def search_fallback(
                                                s.count - start)
             best, message = pick_result(results, target, max_nodes, measured_sets(s.steps, s.quantized))
             chosen, met, achieved, picked = best.fallback, best.met, best.achieved, best.strategy
+            found_in = best.phase  # "" for a strategy's answer, else the step that measured the set
     result = AutoFallbackResult(tuple(chosen), met, target, achieved, picked, results, tuple(s.steps), message,
                                 {"probes": s.count, "units": mode.value, "max_nodes": max_nodes, "samples": probe.data.samples,
-                                 "baseline": base, "all_fallback": everything})
+                                 "baseline": base, "all_fallback": everything,
+                                 "found_in": found_in})
     return result

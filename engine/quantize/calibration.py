@@ -190,10 +190,13 @@ def _chunks(batches: Iterator[Batch], limit: int = BATCHES_PER_CHUNK) -> Iterato
     grow through the same steps and give the same ranges."""
     chunk: list[Batch] = []
     for b in batches:
-        if chunk and (len(chunk) == limit or _shapes(b) != _shapes(chunk[0])):
+        if chunk and _shapes(b) != _shapes(chunk[0]):  # only a change of shape needs the next batch read first
             yield chunk
             chunk = []
         chunk.append(b)
+        if len(chunk) == limit:  # at once: the runs are said as they are drawn (_Runs), so the next is not drawn early
+            yield chunk
+            chunk = []
     if chunk:
         yield chunk
 

@@ -67,7 +67,7 @@ def test_a_histogram_calibration_cut_to_the_budget_is_what_a_sweep_computes_and_
     settings = dataclasses.replace(Settings.from_env(), memory_bytes=budget)
     compare(model, calib, out_dir=tmp_path / "cut", settings=settings, **kw)
     stored = sorted((settings.runs_root / "calibration-cache").glob("*.json"))
-    assert len({p.name.split(".")[0] for p in stored}) >= 2  # two keys: the cut is part of what decides the ranges
+    assert len({p.name.split(".")[0] for p in stored}) == 2  # two keys: the cut is part of what decides the ranges
     plan = collect_plan(CalibrationMethod.ENTROPY, 25, True, per_sample, budget)
     assert plan.part == 3 and plan.runs == 1
     source = load_data(calib, model_info(reference))
@@ -112,3 +112,21 @@ def test_calibration_progress_counts_its_runs(tmp_path):
     assert [m for _, _, m in runs][:4] == ["calibration batch 1/3, samples 1-20 of 50", "calibration batch 1/3, samples 21-40 of 50",
                                           "calibration batch 1/3, samples 41-50 of 50", "calibration batch 2/3, samples 1-20 of 50"]
     assert (said[-1].done, said[-1].total) == (8, 8) and (tmp_path / "c.json").is_file()
+
+
+def test_a_full_chunk_is_handed_over_before_the_next_run_is_drawn():
+    """A sweep's calibration said run k+1 while run k computed, its bar full during the last run: chunks read ahead."""
+    from engine.quantize.calibration import _chunks
+
+    drawn = []
+
+    def runs():
+        for k in range(5):
+            drawn.append(k)
+            yield {"x": __import__("numpy").zeros((1 if k < 4 else 2, 3))}
+
+    seen = []
+    for chunk in _chunks(runs(), 2):
+        seen.append((len(chunk), list(drawn)))
+    # two runs a chunk, handed over as the second is drawn; the fifth, of another shape, alone
+    assert seen == [(2, [0, 1]), (2, [0, 1, 2, 3]), (1, [0, 1, 2, 3, 4])]

@@ -134,6 +134,9 @@ def test_the_headline_gives_the_sample_counts_of_a_budget_limited_ranking():
     assert said.endswith(" That is 1 sample, too few to trust for this ranking, which measured what its time budget "
                          "allowed: sensitivity (its page, or `quantscope sensitivity`) measures every node alone on up to 64 "
                          "samples.")
+    given = _headline((top,), HarmRanking((), 63.9, 1, 10, 1.0), pd.DataFrame(), samples=100, screen_samples=1)
+    assert given.endswith(" That is 1 sample, too few to trust for this ranking: give it more (--screen-samples, or Ranking "
+                          "samples on the Compare page).")  # its sample count stopped it, not the time budget
     few = _headline((top,), HarmRanking((), 63.9, 1, 10, 1.0), pd.DataFrame(), samples=1)  # the data had one sample
     assert few.endswith(" That is 1 sample, too few to trust for this ranking: compare on more samples (the ranking uses "
                         "up to its sample count, --screen-samples, within its time budget).")

@@ -219,3 +219,16 @@ def test_a_serial_sweep_says_each_step_of_a_configuration(tmp_path):
         f"{name}: configuration 1/2, timing it; the time left is known after the first configuration",
         f"{name}: configuration 1/2 done"]
     assert said[6][2].startswith(f"{name}: configuration 2/2, emitting its Q/DQ model, about ")
+
+
+def test_a_cancel_at_a_configuration_step_stops_the_sweep(tmp_path):
+    """A cancel said at a step inside a configuration was caught as that configuration's error and saved as its note."""
+    from engine import Cancelled
+
+    def cancel_at_a_step(ev):
+        if "emitting its Q/DQ model" in ev.message:
+            raise Cancelled()
+
+    with pytest.raises(Cancelled):
+        sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", out_dir=tmp_path / "s",
+              methods=("minmax",), progress=cancel_at_a_step, **{**KW, "latency_runs": 0, "screen_samples": 0})
