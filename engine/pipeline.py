@@ -32,7 +32,7 @@ from engine.model.provenance import Origin, origin_text, resolve_node
 from engine.progress import ProgressCallback, ProgressEvent, Stage, no_progress
 from engine.quantize.calibration import CollectPlan, calibrate, collect_plan
 from engine.quantize.calibration_store import CALIBRATION_STORE, calibration_key, keep, keep_base, take, take_base
-from engine.quantize.config import CalibrationMethod, FallbackPrecision, Precision, QuantConfig, RangeOverride
+from engine.quantize.config import FallbackPrecision, Precision, QuantConfig, RangeOverride
 from engine.quantize.emit import emit_candidate
 from engine.quantize.fp8 import fp8_reference
 from engine.quantize.preprocess import preprocess
@@ -159,14 +159,13 @@ def compare(
         cache_tmp.unlink(missing_ok=True)
         store = settings.runs_root / CALIBRATION_STORE
         dynamic = info.fixed_batch is None
-        plan = None if config.calibration is CalibrationMethod.MINMAX else calibration_plan(reference, calib_src, config, batch, dynamic, settings)
-        key = calibration_key(prepared.digest, calib_src, config, batch, dynamic, plan)  # MinMax's ranges do not depend on it
+        plan = calibration_plan(reference, calib_src, config, batch, dynamic, settings)  # shape inference: 20-30 ms
+        key = calibration_key(prepared.digest, calib_src, config, batch, dynamic, plan)
         reused = take(store, key, cache_tmp)
         if reused:
             progress(ProgressEvent(Stage.CALIBRATE, 1, 1, "calibration (cached: same model, data and method)"))
         else:
-            calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=dynamic,
-                      plan=plan or calibration_plan(reference, calib_src, config, batch, dynamic, settings))
+            calibrate(run.reference, calib_src, config, cache_tmp, batch, progress, dynamic_batch=dynamic, plan=plan)
             keep(store, key, cache_tmp)
         os.replace(cache_tmp, run.calibration_cache)
         timings["calibrate"] = time.perf_counter() - t0
