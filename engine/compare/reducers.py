@@ -1,7 +1,8 @@
 """Reducers: (reference, candidate) tensor pairs of one batch -> the sufficient statistics of metrics.py.
 
 One layerwise loop serves every backend; what differs is where the tensors are and so who reduces them:
-  HostReducer    numpy arrays on the host
+  HostReducer    numpy arrays on the host, reduced in one pass by a small C kernel (_pairstats.c) on several threads,
+                 or chunk by chunk in numpy where it was not built
   DeviceReducer  ONNX Runtime OrtValues in GPU memory, reduced there by two fused CUDA kernels a tensor (cupy), or
                  by generic cupy/torch operations through DLPack; one small copy a batch brings back 6 scalars and
                  N_BINS histogram counts per tensor, never the tensors.
@@ -14,6 +15,7 @@ import importlib.util
 import math
 import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
@@ -21,7 +23,7 @@ import numpy as np
 
 from engine.compare.metrics import N_BINS, SAMPLE_PER_BATCH, SHIFT, RelErrHistogram, sample_index, sample_stride
 
-__all__ = ["Reducer", "HostReducer", "DeviceReducer", "host_stats", "host_segment_sums", "device_library", "device_reducer",
+__all__ = ["Reducer", "HostReducer", "HOST_KERNEL", "DeviceReducer", "host_stats", "host_segment_sums", "device_library", "device_reducer",
            "contain_kernel_cache", "KERNEL_CACHE"]
 
 
@@ -41,19 +43,41 @@ class Reducer(Protocol):
         ...
 
 
-CHUNK = 1 << 16  # elements per step of the host reduction: a chunk of both tensors and their difference stays in cache
+CHUNK = 1 << 16  # elements per step of the numpy reduction: a chunk of both tensors and their difference stays in cache
 # sum(|d|) as a BLAS dot product: three times faster than ndarray.sum; it adds in float32 lanes within a chunk (like the
 # dot products beside it), about 1e-6 relative for 64K elements, and chunks add in float64
 _ONES = np.ones(CHUNK, np.float32)
 
+try:  # the one-pass C kernel (setup.py builds it where a compiler is at hand; optional)
+    from engine.compare import _pairstats
+except ImportError:
+    _pairstats = None
+
+HOST_KERNEL = "compiled" if _pairstats is not None else "numpy"  # what reduces on the host (quantscope doctor says)
+_NO_COUNTS = np.zeros(0, np.int64)
+
 
 def host_stats(ref: np.ndarray, cand: np.ndarray, scratch: np.ndarray | None = None,
-               histogram: bool = True) -> tuple[np.ndarray, np.ndarray | None, int]:
-    """One pair on the host, chunk by chunk so each chunk is read from memory once: float32 arithmetic (float64
-    where float32 overflows), float64 sums across chunks. The histogram's strided sample is gathered from each chunk
-    while it is in cache (the same elements as sample_index, which the device kernels read)."""
+               histogram: bool = True, kernel: str = HOST_KERNEL) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """One pair on the host: (the 6 sums of STAT_FIELDS, the histogram counts of the strided sample or None, size).
+    kernel: "compiled" (engine/compare/_pairstats.c, one pass, the GIL released: 2-3x the numpy path on one core) or
+    "numpy" (chunk by chunk); both float32 arithmetic with float64 sums across blocks, float64 where float32
+    overflows, and the same sampled elements (sample_index, which the device kernels read too)."""
     r = np.ascontiguousarray(ref, dtype=np.float32).reshape(-1)
     c = np.ascontiguousarray(cand, dtype=np.float32).reshape(-1)
+    n = r.size
+    if kernel == "compiled":
+        step = sample_stride(n, SAMPLE_PER_BATCH)
+        counts = np.zeros(N_BINS, np.int64) if histogram else _NO_COUNTS
+        stats = np.array(_pairstats.pair_stats(r, c, step, min(n, step * SAMPLE_PER_BATCH), SHIFT, counts))
+        return stats, counts if histogram else None, n
+    return _numpy_stats(r, c, scratch, histogram)
+
+
+def _numpy_stats(r: np.ndarray, c: np.ndarray, scratch: np.ndarray | None,
+                 histogram: bool) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """host_stats without the compiled kernel: chunk by chunk, so each chunk is read from memory once. The histogram's
+    strided sample is gathered from each chunk while it is in cache."""
     n = r.size
     buf = scratch if scratch is not None and scratch.size >= min(n, CHUNK) else np.empty(min(n, CHUNK), np.float32)
     step = sample_stride(n, SAMPLE_PER_BATCH)
@@ -82,11 +106,11 @@ def host_stats(ref: np.ndarray, cand: np.ndarray, scratch: np.ndarray | None = N
                 abs_d[taken : taken + got] = d[first:last:step]
                 np.abs(a[first:last:step], out=abs_r[taken : taken + got])
                 taken += got
-    if not all(math.isfinite(v) for v in (rr, cc, rc, dd, sum_abs)):  # float32 overflow (activations ~1e19): float64
-        r64, c64 = r.astype(np.float64), c.astype(np.float64)
-        d64 = c64 - r64
-        rr, cc, rc, dd = (float(np.dot(x, y)) for x, y in ((r64, r64), (c64, c64), (r64, c64), (d64, d64)))
-        sum_abs, max_abs = float(np.abs(d64).sum()), float(np.abs(d64).max())
+        if not all(math.isfinite(v) for v in (rr, cc, rc, dd, sum_abs)):  # float32 overflow (activations ~1e19): float64
+            r64, c64 = r.astype(np.float64), c.astype(np.float64)
+            d64 = c64 - r64
+            rr, cc, rc, dd = (float(np.dot(x, y)) for x, y in ((r64, r64), (c64, c64), (r64, c64), (d64, d64)))
+            sum_abs, max_abs = float(np.abs(d64).sum()), float(np.abs(d64).max())
     stats = np.array([rr, cc, rc, dd, sum_abs, max_abs if n else 0.0])
     if not histogram:
         return stats, None, n
@@ -107,9 +131,20 @@ def host_segment_sums(ref: np.ndarray, out: np.ndarray, segments: int) -> np.nda
     return _segment_sums(np.asarray(ref, np.float64), np.asarray(out, np.float64), segments, np.stack)
 
 
+# Pairs of a batch reduce on up to this many threads with the compiled kernel (it releases the GIL); the runners are
+# idle meanwhile. Memory bandwidth, not cores, bounds it past a few: measured 1.7x on the 2-core CPU.
+MAX_REDUCE_THREADS = 8
+_PARALLEL_ELEMENTS = 1 << 18  # below this many elements in a batch's pairs, one thread: handing work over costs more
+
+
 class HostReducer:
-    def __init__(self) -> None:
+    def __init__(self, kernel: str = HOST_KERNEL, threads: int | None = None) -> None:
+        """kernel: host_stats' kernel; threads: for the compiled kernel (None: the machine's cores, at most
+        MAX_REDUCE_THREADS)."""
+        self.kernel = kernel
+        self.threads = 1 if kernel != "compiled" else threads or min(MAX_REDUCE_THREADS, os.cpu_count() or 1)
         self._scratch = np.empty(CHUNK, np.float32)
+        self._pool: ThreadPoolExecutor | None = None
 
     def shape(self, value: np.ndarray) -> tuple[int, ...]:
         return tuple(value.shape)
@@ -122,12 +157,35 @@ class HostReducer:
         stats = np.zeros((len(pairs), 6))
         counts = np.zeros((len(pairs), N_BINS), dtype=np.int64)
         sizes = np.zeros(len(pairs), dtype=np.int64)
-        for k, (r, c) in enumerate(pairs):
-            stats[k], counts[k], sizes[k] = host_stats(r, c, self._scratch)
+
+        def run(ks: list[int]) -> None:
+            for k in ks:
+                stats[k], counts[k], sizes[k] = host_stats(*pairs[k], self._scratch, kernel=self.kernel)
+
+        sizes_in = [int(np.size(r)) for r, _ in pairs]
+        if self.threads < 2 or sum(sizes_in) < _PARALLEL_ELEMENTS:
+            run(list(range(len(pairs))))
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="quantscope-reduce")
+            for f in [self._pool.submit(run, ks) for ks in balanced(sizes_in, self.threads)]:
+                f.result()
         return stats, counts, sizes
 
     def take_counts(self) -> dict[str, np.ndarray]:
         return {}  # the host hands back every batch's counts with its statistics
+
+
+def balanced(sizes: Sequence[int], workers: int) -> list[list[int]]:
+    """Indices of `sizes` in at most `workers` groups of about equal total size (largest first, each to the lightest
+    group)."""
+    groups: list[list[int]] = [[] for _ in range(min(workers, len(sizes)))]
+    load = [0] * len(groups)
+    for k in sorted(range(len(sizes)), key=lambda k: -sizes[k]):
+        g = load.index(min(load))
+        groups[g].append(k)
+        load[g] += sizes[k]
+    return [g for g in groups if g]
 
 
 KERNEL_CACHE = "device-kernels"  # under the runs root: CuPy's compiled kernels

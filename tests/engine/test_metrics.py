@@ -13,15 +13,32 @@ import pytest
 from engine import compare
 from engine.compare.layerwise import LAYER_COLUMNS
 from engine.compare.metrics import SAMPLE_PER_BATCH, Accumulator, RelErrHistogram, sample_index
-from engine.compare.reducers import CHUNK, HostReducer, host_stats
+from engine.compare.reducers import CHUNK, HOST_KERNEL, HostReducer, balanced, host_stats
+
+# every host test runs on the numpy path and on the compiled kernel (built by `pip install` wherever a C compiler is)
+KERNELS = ["numpy", pytest.param("compiled", marks=pytest.mark.skipif(
+    HOST_KERNEL != "compiled", reason="the compiled kernel was not built (no C compiler at install)"))]
+
+
+@pytest.fixture(params=KERNELS)
+def kernel(request):
+    return request.param
 
 
 class TensorAccumulator(Accumulator):
     """The host reducer feeding an accumulator, one batch pair at a time (what the layerwise loop does per tensor)."""
 
+    kernel = HOST_KERNEL
+
     def update(self, ref: np.ndarray, cand: np.ndarray) -> None:
-        stats, counts, sizes = HostReducer().reduce([(ref, cand)])
+        stats, counts, sizes = HostReducer(self.kernel).reduce([(ref, cand)])
         self.add(stats[0], int(sizes[0]), counts[0])
+
+
+def accumulator(kernel: str) -> TensorAccumulator:
+    a = TensorAccumulator()
+    a.kernel = kernel
+    return a
 
 
 def independent(batches_ref, batches_cand) -> dict[str, float]:
@@ -58,61 +75,110 @@ def check(got: dict, want: dict) -> None:
         assert abs(math.log2(got["rel_err_median"] / want["rel_err_median"])) <= 1 / 64 + 1e-9
 
 
-def test_accumulator_matches_numpy_on_random_batches():
+def test_accumulator_matches_numpy_on_random_batches(kernel):
     rng = np.random.default_rng(0)
     refs = [rng.standard_normal((3, 5, 7)).astype(np.float32) for _ in range(4)]
     cands = [r + rng.standard_normal(r.shape).astype(np.float32) * s for r, s in zip(refs, (0.01, 0.1, 0.3, 0.0))]
-    acc = TensorAccumulator()
+    acc = accumulator(kernel)
     for r, c in zip(refs, cands):
         acc.update(r, c)
     check(acc.result(), independent(refs, cands))
 
 
-def test_zero_and_identical_conventions():
+def test_zero_and_identical_conventions(kernel):
     z = np.zeros((2, 3), np.float32)
     one = np.ones((2, 3), np.float32)
-    a = TensorAccumulator()
+    a = accumulator(kernel)
     a.update(z, z)  # both all-zero -> cosine 1
     a.update(one, one)
     s = a.result()
     assert s.cosine == 1.0 and s.snr_db == math.inf and s["mse"] == 0 and s["rel_err_median"] == 0
-    b = TensorAccumulator()
+    b = accumulator(kernel)
     b.update(z, one)  # one all-zero -> cosine 0
     assert b.result().cosine == 0.0 and b.result().snr_db == -math.inf and b.result()["rel_err_median"] == math.inf
 
 
-def test_huge_activations_do_not_overflow_float32_sums():
+def test_huge_activations_do_not_overflow_float32_sums(kernel):
     r = np.full((2, 1000), 3e18, np.float32)  # sum of squares ~1.8e40 > float32 max
     c = r * np.float32(1.001)
-    a = TensorAccumulator()
+    a = accumulator(kernel)
     a.update(r, c)
     s = a.result()
     assert s.snr_db == pytest.approx(60.0, abs=1e-3) and s.cosine == pytest.approx(1.0)
 
 
-def test_subsampled_rel_err_median_is_close():
+def test_subsampled_rel_err_median_is_close(kernel):
     rng = np.random.default_rng(3)
     r = rng.standard_normal((8, 64, 32, 32)).astype(np.float32)  # 524288 elements > SAMPLE_PER_BATCH
     c = r + 0.05 * rng.standard_normal(r.shape).astype(np.float32)
-    a = TensorAccumulator()
+    a = accumulator(kernel)
     a.update(r, c)
     exact = float(np.median(np.abs(c - r) / np.abs(r)))
     assert a.result()["rel_err_median"] == pytest.approx(exact, rel=0.03)
 
 
 @pytest.mark.parametrize("n", [1, 7, CHUNK - 1, CHUNK + 1, 3 * SAMPLE_PER_BATCH + 5, 11 * CHUNK + 3])
-def test_histogram_counts_exactly_the_strided_sample(n):
+def test_histogram_counts_exactly_the_strided_sample(n, kernel):
     """The host gathers the histogram's sample chunk by chunk: the counts are those of every sample_stride-th element
     (the elements the device kernels read through sample_index), across chunk boundaries."""
     rng = np.random.default_rng(n)
     r = rng.standard_normal(n).astype(np.float32)
     c = r + 0.01 * rng.standard_normal(n).astype(np.float32)
     c[::5] = r[::5]  # exact zeros of |d|: the 0/0 -> 0 convention
-    _, counts, size = host_stats(r, c)
+    _, counts, size = host_stats(r, c, kernel=kernel)
     idx = sample_index(n, SAMPLE_PER_BATCH)
     want = RelErrHistogram.bins(np.abs(c[idx] - r[idx]), np.abs(r[idx]))
     assert size == n and counts.sum() == min(n, SAMPLE_PER_BATCH)
     np.testing.assert_array_equal(counts, want)
+
+
+@pytest.mark.skipif(HOST_KERNEL != "compiled", reason="the compiled kernel was not built (no C compiler at install)")
+@pytest.mark.parametrize("n", [0, 1, 2047, 2048, 2049, CHUNK + 1, 3 * SAMPLE_PER_BATCH + 5, 802816])
+def test_compiled_kernel_equals_numpy_path(n):
+    """Same histogram counts bit for bit (same float32 operations on the same elements), same sums within float32
+    rounding, NaN and inf carried the same way."""
+    rng = np.random.default_rng(n)
+    r = (rng.standard_normal(n) * 3).astype(np.float32)
+    c = r + 0.02 * rng.standard_normal(n).astype(np.float32)
+    c[::7] = r[::7]
+    r[::11] = 0.0  # x/0 -> inf bins
+    got, want = host_stats(r, c, kernel="compiled"), host_stats(r, c, kernel="numpy")
+    assert got[2] == want[2] == n
+    np.testing.assert_array_equal(got[1], want[1])
+    np.testing.assert_allclose(got[0], want[0], rtol=2e-6)
+    if n:
+        c[n // 2] = np.nan
+        assert np.isnan(host_stats(r, c, kernel="compiled")[0]).tolist() == np.isnan(host_stats(r, c, kernel="numpy")[0]).tolist()
+        c[n // 2] = np.inf
+        np.testing.assert_array_equal(host_stats(r, c, kernel="compiled")[0][1:], host_stats(r, c, kernel="numpy")[0][1:])
+
+
+def test_compiled_kernel_is_built_where_a_compiler_is():
+    """setup.py builds it optionally: where the installing machine had a C compiler (CI has), a silent build failure
+    would leave every compare on the slower numpy path."""
+    import shutil
+
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler on this machine: the numpy path is the documented fallback")
+    assert HOST_KERNEL == "compiled"
+
+
+def test_threaded_reduction_equals_one_thread():
+    rng = np.random.default_rng(5)
+    pairs = [(rng.standard_normal(s).astype(np.float32), rng.standard_normal(s).astype(np.float32))
+             for s in (300000, 5, 70000, 123457, 1, 65536)]
+    one = HostReducer(HOST_KERNEL, threads=1).reduce(pairs)
+    many = HostReducer(HOST_KERNEL, threads=3).reduce(pairs)
+    for a, b in zip(one, many):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_balanced_groups_split_work_evenly():
+    groups = balanced([10, 1, 9, 2, 8, 3], 2)
+    assert sorted(k for g in groups for k in g) == list(range(6))
+    loads = [sum([10, 1, 9, 2, 8, 3][k] for k in g) for g in groups]
+    assert loads == [16, 17] or loads == [17, 16]
+    assert balanced([4], 8) == [[0]] and balanced([], 3) == []
 
 
 def _marked_session(path, tensors):
