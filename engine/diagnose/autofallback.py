@@ -317,6 +317,21 @@ def search_fallback(
                        f"reached is {target.value_text(everything)}.")
             results["all"] = StrategyResult("all", chosen, chosen, False, everything, s.count)
             picked, found_in = "all", ""
+            if max_nodes is not None and len(chosen) > max_nodes:
+                # every node is more than the user allows: the closest set within the limit, by greedy's rounds (bisect
+                # looks for a prefix meeting the target, which none does); a search with at most 2 of 10 nodes rebuilt all 10
+                s.strategy, start = "greedy", s.count
+                before, after = _greedy(s, unit_list, max_nodes)
+                value = s.value(s.measure(after, "result"))
+                results["greedy"] = StrategyResult("greedy", _nodes(after, s.quantized), _nodes(before, s.quantized), False,
+                                                   value, s.count - start)
+                best, _ = pick_result({"greedy": results["greedy"]}, target, max_nodes, measured_sets(s.steps, s.quantized))
+                chosen, achieved, picked, found_in = best.fallback, best.achieved, best.strategy, best.phase
+                by = best.strategy + (f" ({best.phase})" if best.phase else "")
+                message = (f"The target, {target.words()}, cannot be met even with every quantizable node in fallback "
+                           f"({len(results['all'].fallback)} nodes reach {target.value_text(everything)}). Within the "
+                           f"{max_nodes} node(s) allowed, the closest, falling back {len(chosen)} node(s) "
+                           f"({', '.join(chosen)}), reaches {target.value_text(achieved)}; found by {by}.")
         else:
             for name in ("greedy", "bisect") if strategy == "both" else (strategy,):
                 s.strategy, start = name, s.count

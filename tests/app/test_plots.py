@@ -112,6 +112,11 @@ def test_tradeoff_strategies_look_different_and_the_chosen_set_stands_out():
     assert len(styles) == 4  # no two alike; sizes differ so coinciding probes stay visible
     assert t.data[0].marker.size > t.data[1].marker.size
     assert t.data[3].marker.symbol == "star" and list(t.data[3].x) == [1] and t.layout.shapes[0].y0 == 30.0
+    # the measured sizes only, in numeric order and evenly spaced: small sets no longer crowd the origin of a 0-64 axis
+    assert t.layout.xaxis.type == "category" and list(t.layout.xaxis.categoryarray) == [0, 1, 3]
+    wide = tradeoff_figure(pd.concat([steps, pd.DataFrame({"strategy": ["start"], "phase": ["all fallback"], "nodes": [64],
+                                                           "value": [40.0], "fallback": [["x"] * 64]})]), 30.0)
+    assert list(wide.layout.xaxis.categoryarray) == [0, 1, 3, 64]
 
 
 def test_table_rows_follow_the_engines_ranking_and_show_where_nodes_came_from(mobile):

@@ -71,6 +71,20 @@ def test_unreachable_target_reports_the_best_reached(run_copy):
                                   "node in fallback: the best reached is final-output SNR ")
 
 
+def test_unreachable_target_within_max_nodes_gives_the_closest_set_within_the_limit(run_copy):
+    """Asked for at most 2 nodes, a search whose target no set reaches rebuilt all 10: it now offers the closest set of
+    at most 2, measured by greedy's rounds, and says both figures."""
+    res = autofallback(run_copy, "snr_db=500", max_nodes=2, apply=False)
+    assert res.met is False and 1 <= len(res.fallback) <= 2
+    everything = res.extra["all_fallback"]
+    assert res.achieved < everything and res.achieved > res.extra["baseline"]  # closer than all INT8, short of all nodes
+    assert res.strategy == "greedy" and res.strategies["greedy"].achieved == res.achieved
+    assert re.fullmatch(r"The target, final-output SNR of at least 500 dB, cannot be met even with every quantizable node "
+                        r"in fallback \(10 nodes reach final-output SNR [\d.]+ dB\)\. Within the 2 node\(s\) allowed, the "
+                        r"closest, falling back 2 node\(s\) \([^)]+\), reaches final-output SNR [\d.]+ dB; found by greedy\.",
+                        res.message), res.message
+
+
 def test_bad_target_is_one_sentence(run_copy, capsys):
     assert main(["autofallback", str(run_copy), "--target", "speed=3", "--quiet"]) == 2
     assert capsys.readouterr().err == ("error: The target 'speed=3' is not METRIC=VALUE with METRIC one of cosine, snr_db, "
