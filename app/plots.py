@@ -252,6 +252,12 @@ SWEEP_AXES = {"snr_db": "final-output SNR (dB), higher is better", "cosine": "fi
               "top1_agreement": "top-1 agreement with FP32, higher is better", "accuracy": "accuracy, higher is better"}
 
 
+def _batch_words(rows: pd.DataFrame) -> str:
+    """' of N' where every timed configuration ran a batch of N samples (a sweep lowers it to the memory setting)."""
+    sizes = set(pd.to_numeric(rows["latency_batch"], errors="coerce").dropna().astype(int)) if "latency_batch" in rows else set()
+    return f" of {sizes.pop()}" if len(sizes) == 1 else ""
+
+
 def sweep_figure(rows: pd.DataFrame, metric: str = "snr_db", *, label: str = "config") -> go.Figure:
     """A sweep's configurations top to bottom in its order (engine.SweepResult.to_frame() columns): `metric`, the one
     that picked the best, as bars, and latency beside them where it was timed. The best configuration is green and
@@ -266,7 +272,8 @@ def sweep_figure(rows: pd.DataFrame, metric: str = "snr_db", *, label: str = "co
     timed = bool(latency.notna().any())
     fig = make_subplots(rows=1, cols=2 if timed else 1, shared_yaxes=True, horizontal_spacing=0.03,
                         column_widths=[0.7, 0.3] if timed else None,
-                        subplot_titles=(SWEEP_AXES.get(metric, metric),) + (("latency of a batch (ms),<br>lower is better",) if timed else ()))  # one line was cut at "lower is bet"
+                        subplot_titles=(SWEEP_AXES.get(metric, metric),) + ((f"latency of a batch{_batch_words(rows)} (ms),<br>lower is better",)
+                                                                           if timed else ()))  # one line was cut at "lower is bet"
     value_text = ["exact" if metric == "snr_db" and v == math.inf else "" if math.isnan(v) else f"{v:.2f} dB" if metric == "snr_db"
                   else f"{v:.4f}" for v in values]
     colors = [COLORS["best"] if b else COLORS["int8"] for b in best]

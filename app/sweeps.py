@@ -150,7 +150,8 @@ def table_frame(result: engine.SweepResult) -> pd.DataFrame:
             "first_output_snr_db": _num(r.first_output_snr_db), "top1_agreement": _num(r.top1_agreement), "accuracy": _num(r.accuracy),
             "text_agreement": _num(r.text_agreement),
             "quantized_nodes": None if r.note else r.quantized_nodes, "culprit": r.culprit,
-            "culprit_alone_snr_db": _num(r.culprit_alone_snr_db), "latency_ms": _num(r.latency_ms), "seconds": r.seconds,
+            "culprit_alone_snr_db": _num(r.culprit_alone_snr_db), "latency_ms": _num(r.latency_ms),
+            "latency_batch": r.latency_batch, "seconds": r.seconds,
             "note": r.note or None,
         })
     return pd.DataFrame(rows)
@@ -159,7 +160,7 @@ def table_frame(result: engine.SweepResult) -> pd.DataFrame:
 # the numbers first, so the SNR is in view at 1400 px (after the long configuration label it was off-screen); the settings
 # the label already names come last, for sorting
 SHOWN_ORDER = ("best", "configuration", "snr_db", "first_output_snr_db", "cosine", "top1_agreement", "accuracy",
-               "text_agreement", "culprit", "culprit_alone_snr_db", "quantized_nodes", "latency_ms", "seconds", "note",
+               "text_agreement", "culprit", "culprit_alone_snr_db", "quantized_nodes", "latency_ms", "latency_batch", "seconds", "note",
                "calibration", "percentile", "op_types", "precision")
 
 
@@ -201,6 +202,9 @@ def column_config(st_column_config, select: str) -> dict:
         "latency_ms": cc.NumberColumn("latency (ms)", format="%.3f", help="Median of a batch, ONNX Runtime fully optimized. Timed "
                                       "once per op-type set and precision: configurations that differ only in calibration "
                                       "build the same nodes with other scales, so they show the same time."),
+        "latency_batch": cc.NumberColumn("timed batch", format="%d", help="Samples in the timed batch: the batch size "
+                                         "asked for, lowered where one batch would exceed the memory setting "
+                                         "(QUANTSCOPE_MEMORY_MB), as the evaluation's batches are."),
         "seconds": cc.NumberColumn("took (s)", format="%.1f"),
         "note": cc.TextColumn("note", help="Why a configuration has no numbers."),
     }

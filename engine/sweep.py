@@ -31,6 +31,7 @@ from engine.data.images import ImagePreprocess
 from engine.data.loading import load_labels
 from engine.diagnose.probe_scoring import ProbeData, measure_model
 from engine.diagnose.probes import OutputProbe, ProbeRequest
+from engine.diagnose.run_probe import samples_within
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import Cancelled, ConfigError, QuantScopeError
 from engine.latency import time_model
@@ -103,6 +104,7 @@ class SweepRow:
     note: str = ""  # why a configuration has no numbers (FP8 the backend cannot run, say)
     best: bool = False
     text_agreement: float | None = None  # a CTC recogniser: samples reading FP32's text
+    latency_batch: int | None = None  # samples in the timed batch (the evaluation batch, within the memory setting)
 
     def to_dict(self) -> dict:
         return {"model": self.model, "config": self.config.label, **self.config.to_dict(), "snr_db": json_number(self.snr_db),
@@ -110,7 +112,7 @@ class SweepRow:
                 "top1_agreement": self.top1_agreement, "accuracy": self.accuracy, "quantized_nodes": self.quantized_nodes,
                 "culprit": self.culprit, "culprit_alone_snr_db": json_number(self.culprit_alone_snr_db),
                 "latency_ms": self.latency_ms, "seconds": round(self.seconds, 3), "note": self.note, "best": self.best,
-                "text_agreement": self.text_agreement}
+                "text_agreement": self.text_agreement, "latency_batch": self.latency_batch}
 
     @classmethod
     def from_dict(cls, d: dict) -> SweepRow:
@@ -122,7 +124,7 @@ class SweepRow:
         return cls(d["model"], SweepConfig.from_dict(d), snr, num(d["cosine"]), first,
                    d.get("top1_agreement"), d.get("accuracy"), int(d.get("quantized_nodes", 0)), d.get("culprit"),
                    num(d.get("culprit_alone_snr_db")), d.get("latency_ms"), float(d.get("seconds", 0)), d.get("note", ""),
-                   bool(d.get("best", False)), d.get("text_agreement"))
+                   bool(d.get("best", False)), d.get("text_agreement"), d.get("latency_batch"))
 
 
 @dataclass(frozen=True)
@@ -284,6 +286,10 @@ def _prepare(model_path, calib, data, labels, images, batch_size, provider, conf
         save_tensors_data(r, _calibration_cache(folder, spec))
     backend = probe_backend(resolve_backend(provider).backend)
     outputs = [o.name for o in reference.graph.output]
+    if info.fixed_batch is None:  # evaluation batches within the memory setting, as a compare's (the latency's too):
+        # PP-OCRv4's detector at batch 25 timed 16 pages at once, and its sweep peaked at 2.2 GB where its compare took 1.6
+        shapes = {k: tuple(v.shape[1:]) for k, v in next(eval_src.batches(1)).items()}
+        batch = min(batch, samples_within(reference, shapes, backend, settings.memory_bytes) or batch)
     batches, refs = [], []
     with backend.runner(reference) as runner:
         for b in eval_src.batches(batch):
@@ -353,7 +359,8 @@ def sweep(models: Sequence[str | os.PathLike], calib: str | os.PathLike, *, out_
             late = _untimed(model_rows)
             model_rows = [replace(r, latency_ms=_timed(r.config, folder, resolved.provider, probe_data, latency_runs))
                           if any(r is x for x in late) else r for r in model_rows]
-        model_rows = _shared_latency(model_rows)
+        timed_batch = len(next(iter(probe_data.batches[0].values())))
+        model_rows = [r if r.latency_ms is None else replace(r, latency_batch=timed_batch) for r in _shared_latency(model_rows)]
         timings[f"configurations:{name}"] = time.perf_counter() - t0
         scored = [r for r in model_rows if not r.note and getattr(r, select) is not None and not math.isnan(getattr(r, select))]
         best = max(scored, key=lambda r: getattr(r, select), default=None)

@@ -286,6 +286,10 @@ def _sweep(args, settings, progress, executor) -> int:
         ms = "-" if r.latency_ms is None else f"{r.latency_ms:.2f}"
         print(f"{r.model[:28]:28} {r.config.label[:52]:52} {_fmt(r.snr_db):>8} {top1:>6} {str(r.culprit)[:28]:28} {ms:>8}"
               f"{'  <- best' if r.best else ''}")
+    timed = sorted({(r.model, r.latency_batch) for r in res.rows if r.latency_batch})
+    if timed:  # a batch lowered to the memory setting is not the --batch asked for
+        print("ms: median latency of a batch of " + ", ".join(f"{n} ({m})" if len(timed) > 1 else str(n) for m, n in timed)
+              + " sample(s)")
     print(f"wrote {args.out}/sweep.csv and sweep.json ({res.executor}); `quantscope compare MODEL --sweep {args.out} ...` "
           "starts from the best configuration")
     return 0

@@ -26,7 +26,7 @@ from engine.quantize.emit import emit_candidate
 from engine.run_config import RunConfig
 from engine.runs import RunFolder
 
-__all__ = ["open_probe", "probe_for_run", "cached_probe_data", "PREPARE_STEPS", "DEFAULT_SENSITIVITY_SAMPLES"]
+__all__ = ["open_probe", "probe_for_run", "cached_probe_data", "samples_within", "PREPARE_STEPS", "DEFAULT_SENSITIVITY_SAMPLES"]
 
 DEFAULT_SENSITIVITY_SAMPLES = 64  # what sensitivity and the fallback search probe on by default (the run's first N)
 PREPARE_STEPS = 3  # the probe data, the FP32 outputs where the cache has none, the probe session
@@ -120,14 +120,25 @@ def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backe
 
 
 def merge_limit(reference: onnx.ModelProto, batches: list[dict], backend: Backend, memory_bytes: int | None) -> int:
-    """Samples a probe batch may join: MERGED_BATCH, and on the host no more than `memory_bytes` fits at PEAK_FACTOR
-    times the reference's most activations alive at once (memory_plan.live_bytes_per_sample; a gated probe computes
-    each quantized node both ways). PP-OCRv4's detector (45 MB alive at once a 640 x 640 page, 650 MB in all) joined 16
-    single-page parts, about 145 MB a page in its probe session, and its search took the dashboard's server to 2.8 GB."""
-    if memory_bytes is None or backend.capabilities.device_outputs or not batches:  # device memory: the runtime's
+    """Samples a probe batch may join: MERGED_BATCH, and on the host no more than samples_within allows (a gated probe
+    computes each quantized node both ways). PP-OCRv4's detector (45 MB alive at once a 640 x 640 page, 650 MB in all)
+    joined 16 single-page parts, about 145 MB a page in its probe session, and its search took the dashboard's server to
+    2.8 GB."""
+    if not batches:
         return MERGED_BATCH
-    live = live_bytes_per_sample(reference, {k: v.shape[1:] for k, v in batches[0].items()})
-    return MERGED_BATCH if not live else max(1, min(MERGED_BATCH, int(memory_bytes // (PEAK_FACTOR * live))))
+    within = samples_within(reference, {k: v.shape[1:] for k, v in batches[0].items()}, backend, memory_bytes)
+    return MERGED_BATCH if within is None else min(MERGED_BATCH, within)
+
+
+def samples_within(reference: onnx.ModelProto, sample_shapes: dict[str, tuple[int, ...]], backend: Backend,
+                   memory_bytes: int | None) -> int | None:
+    """The most samples a run of `reference` (or a build of it) may take on the host for `memory_bytes`: PEAK_FACTOR
+    times its most activations alive at once (memory_plan.live_bytes_per_sample), one at least. None: no bound (no
+    budget, device memory, which is the runtime's business, or shapes unknown)."""
+    if memory_bytes is None or backend.capabilities.device_outputs:
+        return None
+    live = live_bytes_per_sample(reference, sample_shapes)
+    return max(1, int(memory_bytes // (PEAK_FACTOR * live))) if live else None
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,10 @@ def test_sweep_figure_draws_each_configuration_with_the_best_highlighted_and_a_n
     assert cos.layout.annotations[0].text.startswith("final-output cosine")
     assert cos.layout.xaxis.range[0] == pytest.approx(0.96 - 0.2 * 0.04) and cos.layout.xaxis.range[1] == 1.0
     assert len(sweep_figure(df.assign(latency_ms=None)).data) == 2  # nothing timed: no latency panel
+    # the timed batch's size in the panel title, where the sweep cut it to the memory setting (one size for all)
+    assert fig.layout.annotations[1].text.startswith("latency of a batch (ms)")
+    titled = sweep_figure(df.assign(latency_batch=[7, 7, 7, None]))
+    assert titled.layout.annotations[1].text.startswith("latency of a batch of 7 (ms)")
 
 
 def test_sweep_table_stars_one_best_blanks_what_a_configuration_lacks_and_keeps_its_note():

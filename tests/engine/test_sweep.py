@@ -232,3 +232,44 @@ def test_a_cancel_at_a_configuration_step_stops_the_sweep(tmp_path):
     with pytest.raises(Cancelled):
         sweep([SAMPLES / "resnet_digits_outlier.onnx"], SAMPLES / "digits_calib.npz", out_dir=tmp_path / "s",
               methods=("minmax",), progress=cancel_at_a_step, **{**KW, "latency_runs": 0, "screen_samples": 0})
+
+
+def test_evaluation_and_latency_batches_stay_within_the_memory_setting(eval_100, tmp_path, capsys):
+    """PP-OCRv4's detector at batch 25 timed 16 pages at once and its sweep peaked at 2.2 GB (its compare: 1.6 GB). The
+    evaluation's batches (and so the timed one) are cut to what QUANTSCOPE_MEMORY_MB fits, at the numbers of a whole
+    batch; the table says the timed batch's size."""
+    from dataclasses import replace
+
+    from engine.compare.memory_plan import PEAK_FACTOR, live_bytes_per_sample
+    from engine.settings import Settings
+
+    model = SAMPLES / "resnet_digits_outlier.onnx"
+    live = live_bytes_per_sample(__import__("onnx").load(model), {"input": (1, 32, 32)})
+    assert live and live > 1000
+    settings = replace(Settings.from_env({"QUANTSCOPE_RUNS_ROOT": str(tmp_path / "root")}),
+                       memory_bytes=int(PEAK_FACTOR * live * 7.5))  # fits 7 samples
+    seen = []
+    real = sweep_module.measure_model
+
+    def recording(backend, candidate, data):
+        seen.append([len(b["input"]) for b in data.batches])
+        return real(backend, candidate, data)
+
+    kw = {**KW, "screen_samples": 0, "latency_runs": 1}
+    sweep_module.measure_model = recording
+    try:
+        small = sweep([model], SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz", out_dir=tmp_path / "small",
+                      methods=("minmax",), settings=settings, **kw)
+    finally:
+        sweep_module.measure_model = real
+    assert seen == [[7] * 14 + [2]]
+    whole = sweep([model], SAMPLES / "digits_calib.npz", data=eval_100 / "eval.npz", out_dir=tmp_path / "whole",
+                  methods=("minmax",), settings=replace(settings, memory_bytes=1 << 30), **kw)
+    (a,), (b,) = small.rows, whole.rows
+    assert (a.latency_batch, b.latency_batch) == (7, 50)
+    assert a.snr_db == pytest.approx(b.snr_db, abs=1e-6) and a.top1_agreement == b.top1_agreement
+    assert load_sweep(small.folder).rows[0].latency_batch == 7
+    assert main(["sweep", str(model), "--calib", str(SAMPLES / "digits_calib.npz"), "--data", str(eval_100 / "eval.npz"),
+                 "--methods", "minmax", "--batch", "50", "--screen-samples", "0", "--latency-runs", "1", "--provider", "cpu",
+                 "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    assert "ms: median latency of a batch of 50 sample(s)" in capsys.readouterr().out
