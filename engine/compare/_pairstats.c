@@ -26,12 +26,27 @@ static inline uint32_t bits_of(float x) {
     return b;
 }
 
+/* The sampled elements in [from, to): their bins counted. |d|/|r|'s sign bit is cleared, so a NaN it makes (inf/inf
+   where the reference holds inf: the sign bit set on x86) lands in the top bins, as the numpy path counts it. On the
+   bit pattern, not with fabsf: the compiler drops fabsf of a quotient of non-negative values, NaN's sign unseen. */
 static void sample(const float *r, const float *c, Py_ssize_t from, Py_ssize_t to, const Sample *h) {
     Py_ssize_t j = from % h->step ? from + h->step - from % h->step : from;
+    if (h->step == 1) { /* contiguous (a tensor of at most twice the sample): bins computed vectorized, then counted */
+        uint32_t bins[BLOCK];
+        Py_ssize_t m = to - j;
+        for (Py_ssize_t k = 0; k < m; ++k) {
+            float d = fabsf(c[j + k] - r[j + k]);
+            bins[k] = (d == 0.0f ? 0u : bits_of(d / fabsf(r[j + k])) & 0x7fffffffu) >> h->shift;
+        }
+        for (Py_ssize_t k = 0; k < m; ++k)
+            if (bins[k] < (uint32_t)h->bins)
+                h->counts[bins[k]] += 1;
+        return;
+    }
     for (; j < to; j += h->step) {
         float d = fabsf(c[j] - r[j]);
-        Py_ssize_t b = (Py_ssize_t)(bits_of(d == 0.0f ? 0.0f : d / fabsf(r[j])) >> h->shift);
-        if (b < h->bins)
+        uint32_t b = (d == 0.0f ? 0u : bits_of(d / fabsf(r[j])) & 0x7fffffffu) >> h->shift;
+        if (b < (uint32_t)h->bins)
             h->counts[b] += 1;
     }
 }

@@ -80,7 +80,9 @@ class RelErrHistogram:
     @staticmethod
     def bins(abs_d: np.ndarray, abs_r: np.ndarray) -> np.ndarray:
         with np.errstate(divide="ignore", invalid="ignore"):
-            rel = (abs_d / abs_r).astype(np.float32, copy=False)
+            # absolute again: inf/inf (a reference holding inf) makes a NaN with the sign bit set on x86, whose negative
+            # bit pattern bincount refused; positive, it lands in the top bins
+            rel = np.abs((abs_d / abs_r).astype(np.float32, copy=False))
         rel[abs_d == 0] = 0.0  # 0/0 -> 0
         return np.bincount(rel.view(np.int32) >> SHIFT, minlength=N_BINS)
 

@@ -354,7 +354,7 @@ class DeviceReducer:
                 ad_s, ar_s = ad[idx], xp.abs(r[idx])
             else:
                 ad_s, ar_s = ad, xp.abs(r)
-            rel = ad_s / ar_s
+            rel = xp.abs(ad_s / ar_s)  # inf/inf's NaN may carry the sign bit: it would bin negative (RelErrHistogram.bins)
             rel = xp.where(ad_s == 0, xp.zeros_like(rel), rel)
             bins = rel.view(xp.int32) >> SHIFT
             hists.append(xp.bincount(bins if cupy else bins.to(xp.int64), minlength=N_BINS))

@@ -153,6 +153,19 @@ def test_compiled_kernel_equals_numpy_path(n):
         np.testing.assert_array_equal(host_stats(r, c, kernel="compiled")[0][1:], host_stats(r, c, kernel="numpy")[0][1:])
 
 
+def test_a_reference_holding_inf_counts_as_nan_in_the_top_bins(kernel):
+    """inf/inf gives a NaN with the sign bit set on x86: numpy's bincount refused its negative bit pattern (the compare
+    stopped), and the compiled kernel's compiler had dropped the fabsf meant to clear it."""
+    r = np.array([np.inf, 1, 2, -np.inf, 0, 0] * 3, np.float32)
+    c = np.array([1, np.inf, 2, np.inf, 0, 1] * 3, np.float32)
+    _, counts, _ = host_stats(r, c, kernel=kernel)
+    nan_bin = int(np.array([np.nan], np.float32).view(np.int32)[0]) >> 18
+    assert {int(k): int(v) for k, v in zip(np.flatnonzero(counts), counts[counts > 0])} == {0: 6, 8160: 6, nan_bin: 6}
+    acc = accumulator(kernel)
+    acc.update(r, c)
+    assert acc.result()["rel_err_median"] == math.inf  # the upper median falls in the inf bin
+
+
 def test_compiled_kernel_is_built_where_a_compiler_is():
     """setup.py builds it optionally: where the installing machine had a C compiler (CI has), a silent build failure
     would leave every compare on the slower numpy path."""
