@@ -5,7 +5,7 @@ FROM nvcr.io/nvidia/tensorrt:25.10-py3
 
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 QUANTSCOPE_RUNS_ROOT=/home/quantscope/runs
 WORKDIR /opt/quantscope
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY engine ./engine
 COPY app ./app
 COPY sample_models ./sample_models

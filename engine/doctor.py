@@ -56,7 +56,7 @@ def doctor() -> dict:
             "compare on ONNX Runtime CPU": providers["cpu"],
             "compare on ONNX Runtime CUDA": providers["cuda"],
             "metrics computed on the GPU (cupy or torch)": providers["cuda"] and lib is not None,
-            "host metrics in one compiled pass (else numpy, about 3x slower; needs a C compiler at install)":
+            "host metrics in one compiled pass (else numpy, about 4x slower on two cores; needs a C compiler at install)":
                 HOST_KERNEL == "compiled",
             "TensorRT backend": providers["tensorrt"],
             "browser tests (/usr/bin/chromium)": shutil.which("chromium") is not None,

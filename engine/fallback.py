@@ -38,7 +38,7 @@ def autofallback(
     (the CLI records it in the run index)."""
     result = search_fallback(run_dir, target, max_nodes=max_nodes, strategy=strategy, units=units, provider=provider,
                              progress=progress, samples=samples, pools=pools)
-    if apply:
+    if apply and (result.fallback or result.met):  # an empty set that misses the target changes nothing: no rebuild
         (rebuild_fn or rebuild)(run_dir, fallback=list(result.fallback), provider=provider)
     keep_search(RunFolder(run_dir), result)  # kept whether applied or not: reopening the run shows it (kept_results)
     return result

@@ -260,7 +260,9 @@ def _run_config(config: SweepConfig, *, model: str, folder: str, provider: str, 
 def _prepare(model_path, calib, data, labels, images, batch_size, provider, configs, folder: Path, settings: Settings,
              progress: ProgressCallback, name: str | None = None) -> tuple[str, ProbeData]:
     """What every configuration of one model shares: the reference (and its opset-19 twin for FP8), every calibration
-    from one pass, and the reference's final outputs on the evaluation data."""
+    from one pass, and the reference's final outputs on the evaluation data, in batches a task runs within the memory
+    setting. The same batches whatever the executor: Ray's tasks give the serial run's numbers bit for bit (cut
+    otherwise, their sums would round differently), and each may hold up to the setting."""
     proto, files = read_model(model_path)
     info = model_info(proto)
     name = name or Path(model_path).name
@@ -288,7 +290,7 @@ def _prepare(model_path, calib, data, labels, images, batch_size, provider, conf
     outputs = [o.name for o in reference.graph.output]
     if info.fixed_batch is None:  # evaluation batches within the memory setting, as a compare's (the latency's too):
         # PP-OCRv4's detector at batch 25 timed 16 pages at once, and its sweep peaked at 2.2 GB where its compare took 1.6
-        shapes = {k: tuple(v.shape[1:]) for k, v in next(eval_src.batches(1)).items()}
+        shapes = {k: shape for k, (shape, _) in eval_src.sample_spec().items()}
         batch = min(batch, samples_within(reference, shapes, backend, settings.memory_bytes) or batch)
     batches, refs = [], []
     with backend.runner(reference) as runner:

@@ -360,7 +360,8 @@ def _dispatch(args, settings, progress, executor) -> int:
         print(res.message)
         for name, r in res.strategies.items():
             print(f"  {name}: {len(r.fallback)} node(s) after pruning ({len(r.before_pruning)} before), {r.probes} probes")
-        print(f"wrote {args.run_dir}/autofallback.json and rebuilt {args.run_dir}/candidate.onnx")
+        print(f"wrote {args.run_dir}/autofallback.json and " + (f"rebuilt {args.run_dir}/candidate.onnx" if res.fallback or res.met
+                                                                 else "left the build as it was (no set to apply)"))
         return 0 if res.met else 1
     from engine.quantize.config import CalibrationMethod, FallbackPrecision, Precision, QuantConfig, RangeOverride
 

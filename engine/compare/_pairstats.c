@@ -54,7 +54,8 @@ static void sample(const float *r, const float *c, Py_ssize_t from, Py_ssize_t t
 /* float32 sums within blocks (the compiler vectorizes them: -fassociative-math), float64 across blocks; the largest
    |d| compared as bit patterns, which order like the values for non-negative floats and put NaN above inf (numpy's max
    returns NaN too). Returns 0 where a sum is not finite. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11 && defined(__x86_64__) && defined(__linux__) && \
+    defined(__GLIBC__) /* "arch=" clones need GCC 11; ifunc needs glibc (musl has none) */
 __attribute__((target_clones("arch=x86-64-v3", "default"))) /* AVX2 and FMA where the CPU has them, chosen at load */
 #endif
 static int sums_f32(const float *r, const float *c, Py_ssize_t n, double *s, uint32_t *max_bits, const Sample *h) {
@@ -80,13 +81,18 @@ static int sums_f32(const float *r, const float *c, Py_ssize_t n, double *s, uin
     return isfinite(s[0]) && isfinite(s[1]) && isfinite(s[2]) && isfinite(s[3]) && isfinite(s[4]);
 }
 
-static void sums_f64(const float *r, const float *c, Py_ssize_t n, double *s) {
+/* float64 throughout, |d| and its largest too: a difference of two large float32 values (3e38 and -3e38) overflows
+   float32 but not float64, as the numpy path's fallback computes it */
+static void sums_f64(const float *r, const float *c, Py_ssize_t n, double *s, double *max_abs) {
+    double m = 0.0;
     for (int q = 0; q < 5; ++q)
         s[q] = 0.0;
     for (Py_ssize_t j = 0; j < n; ++j) {
-        double a = r[j], b = c[j], d = b - a;
-        s[0] += a * a; s[1] += b * b; s[2] += a * b; s[3] += d * d; s[4] += fabs(d);
+        double a = r[j], b = c[j], d = b - a, ad = fabs(d);
+        s[0] += a * a; s[1] += b * b; s[2] += a * b; s[3] += d * d; s[4] += ad;
+        m = ad > m || ad != ad ? ad : m; /* NaN wins, as numpy's max */
     }
+    *max_abs = m;
 }
 
 static PyObject *pair_stats(PyObject *self, PyObject *args) {
@@ -102,15 +108,18 @@ static PyObject *pair_stats(PyObject *self, PyObject *args) {
         h.shift > 31) {
         PyErr_SetString(PyExc_ValueError, "pair_stats: buffers of different sizes, or a sample outside them");
     } else {
-        double s[5];
+        double s[5], max_abs;
         uint32_t max_bits;
-        float max_abs;
         Py_BEGIN_ALLOW_THREADS
-        if (!sums_f32((const float *)rb.buf, (const float *)cb.buf, n, s, &max_bits, &h))
-            sums_f64((const float *)rb.buf, (const float *)cb.buf, n, s); /* activations near 1e19 */
+        if (sums_f32((const float *)rb.buf, (const float *)cb.buf, n, s, &max_bits, &h)) {
+            float m;
+            memcpy(&m, &max_bits, sizeof m);
+            max_abs = m;
+        } else {
+            sums_f64((const float *)rb.buf, (const float *)cb.buf, n, s, &max_abs); /* activations near 1e19 */
+        }
         Py_END_ALLOW_THREADS
-        memcpy(&max_abs, &max_bits, sizeof max_abs);
-        result = Py_BuildValue("(dddddd)", s[0], s[1], s[2], s[3], s[4], (double)max_abs);
+        result = Py_BuildValue("(dddddd)", s[0], s[1], s[2], s[3], s[4], max_abs);
     }
     PyBuffer_Release(&rb);
     PyBuffer_Release(&cb);

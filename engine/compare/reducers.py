@@ -131,10 +131,18 @@ def host_segment_sums(ref: np.ndarray, out: np.ndarray, segments: int) -> np.nda
     return _segment_sums(np.asarray(ref, np.float64), np.asarray(out, np.float64), segments, np.stack)
 
 
-# Pairs of a batch reduce on up to this many threads with the compiled kernel (it releases the GIL); the runners are
-# idle meanwhile. Memory bandwidth, not cores, bounds it past a few: measured 1.7x on the 2-core CPU.
+# Pairs of a batch reduce on up to this many threads with the compiled kernel (it releases the GIL), where the batch's
+# pairs hold at least _PARALLEL_ELEMENTS; the runners are idle meanwhile. Measured 1.7-1.9x on the 2-core CPU.
 MAX_REDUCE_THREADS = 8
 _PARALLEL_ELEMENTS = 1 << 18  # below this many elements in a batch's pairs, one thread: handing work over costs more
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's CPU set, not the host's count)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class HostReducer:
@@ -142,7 +150,7 @@ class HostReducer:
         """kernel: host_stats' kernel; threads: for the compiled kernel (None: the machine's cores, at most
         MAX_REDUCE_THREADS)."""
         self.kernel = kernel
-        self.threads = 1 if kernel != "compiled" else threads or min(MAX_REDUCE_THREADS, os.cpu_count() or 1)
+        self.threads = 1 if kernel != "compiled" else threads or min(MAX_REDUCE_THREADS, _usable_cores())
         self._scratch = np.empty(CHUNK, np.float32)
         self._pool: ThreadPoolExecutor | None = None
 

@@ -35,16 +35,19 @@ class Step:
     value: float | None
     met: bool
     seconds: float
+    nodes: int | None = None  # the quantized nodes of `fallback` (a unit's Relu or Add travels with it): what a rebuild falls back
 
     def to_dict(self) -> dict:
         v = self.value
-        return {"strategy": self.strategy, "phase": self.phase, "fallback": list(self.fallback), "nodes": len(self.fallback),
+        return {"strategy": self.strategy, "phase": self.phase, "fallback": list(self.fallback),
+                "nodes": len(self.fallback) if self.nodes is None else self.nodes,
                 "value": None if v is None or (isinstance(v, float) and math.isnan(v)) else (str(v) if math.isinf(v) else v),
                 "met": self.met, "seconds": round(self.seconds, 4)}
 
     @classmethod
     def from_dict(cls, d: dict) -> Step:
-        return cls(d["strategy"], d["phase"], tuple(d["fallback"]), _number(d.get("value")), bool(d["met"]), float(d["seconds"]))
+        return cls(d["strategy"], d["phase"], tuple(d["fallback"]), _number(d.get("value")), bool(d["met"]), float(d["seconds"]),
+                   d.get("nodes"))
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,8 @@ class _Search:
         for k in keys:
             m = self.memo[k]
             value = m.get(self.target.metric)
-            self.steps.append(Step(self.strategy, phase, tuple(sorted(k)), value, self.target.met(value), m.seconds))
+            self.steps.append(Step(self.strategy, phase, tuple(sorted(k)), value, self.target.met(value), m.seconds,
+                                   len(_nodes([tuple(k)], self.quantized))))
             out.append(m)
         return out
 
@@ -329,9 +333,14 @@ def search_fallback(
                 chosen, achieved, picked, found_in = best.fallback, best.achieved, best.strategy, best.phase
                 by = best.strategy + (f" ({best.phase})" if best.phase else "")
                 message = (f"The target, {target.words()}, cannot be met even with every quantizable node in fallback "
-                           f"({len(results['all'].fallback)} nodes reach {target.value_text(everything)}). Within the "
-                           f"{max_nodes} node(s) allowed, the closest, falling back {len(chosen)} node(s) "
-                           f"({', '.join(chosen)}), reaches {target.value_text(achieved)}; found by {by}.")
+                           f"({len(results['all'].fallback)} nodes reach {target.value_text(everything)}). ")
+                if chosen and target.score(achieved) > target.score(base):
+                    message += (f"Within the {max_nodes} node(s) allowed, the closest, falling back {len(chosen)} node(s) "
+                                f"({', '.join(chosen)}), reaches {target.value_text(achieved)}; found by {by}.")
+                else:  # no unit fits the limit (a residual unit of 2 nodes, at most 1), or none improves on all INT8
+                    chosen, achieved, found_in = (), base, ""
+                    message += (f"No set of at most {max_nodes} node(s) improves on the full INT8 model "
+                                f"({target.value_text(base)}), so there is nothing to fall back within that limit.")
         else:
             for name in ("greedy", "bisect") if strategy == "both" else (strategy,):
                 s.strategy, start = name, s.count

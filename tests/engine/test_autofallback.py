@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import re
@@ -83,6 +84,22 @@ def test_unreachable_target_within_max_nodes_gives_the_closest_set_within_the_li
                         r"in fallback \(10 nodes reach final-output SNR [\d.]+ dB\)\. Within the 2 node\(s\) allowed, the "
                         r"closest, falling back 2 node\(s\) \([^)]+\), reaches final-output SNR [\d.]+ dB; found by greedy\.",
                         res.message), res.message
+
+
+def test_no_set_within_the_limit_applies_nothing(run_copy, monkeypatch, capsys):
+    """Where no unit fits --max-nodes (a residual unit of 2 nodes, at most 1) greedy chooses nothing: the search said
+    'falling back 0 node(s) ()' and the CLI rebuilt plain INT8 over the user's fallback. Now it says so and rebuilds
+    nothing."""
+    af = importlib.import_module("engine.diagnose.autofallback")
+    monkeypatch.setattr(af, "_greedy", lambda s, units, max_nodes: ([], []))
+    before = (run_copy / "summary.json").read_text()
+    assert main(["autofallback", str(run_copy), "--target", "snr_db=500", "--max-nodes", "1", "--quiet"]) == 1
+    out = capsys.readouterr().out
+    assert re.search(r"No set of at most 1 node\(s\) improves on the full INT8 model \(final-output SNR [\d.]+ dB\), so there is "
+                     r"nothing to fall back within that limit\.", out), out
+    assert "left the build as it was (no set to apply)" in out
+    assert (run_copy / "summary.json").read_text() == before and not (run_copy / "history").exists()
+    assert json.loads((run_copy / "autofallback.json").read_text())["fallback"] == []
 
 
 def test_bad_target_is_one_sentence(run_copy, capsys):

@@ -151,6 +151,9 @@ def test_compiled_kernel_equals_numpy_path(n):
         assert np.isnan(host_stats(r, c, kernel="compiled")[0]).tolist() == np.isnan(host_stats(r, c, kernel="numpy")[0]).tolist()
         c[n // 2] = np.inf
         np.testing.assert_array_equal(host_stats(r, c, kernel="compiled")[0][1:], host_stats(r, c, kernel="numpy")[0][1:])
+        r[n // 2], c[n // 2] = -3e38, 3e38  # |d| overflows float32, not float64: both fall back and agree on the max
+        got, want = host_stats(r, c, kernel="compiled")[0], host_stats(r, c, kernel="numpy")[0]
+        assert got[5] == want[5] == pytest.approx(6e38, rel=1e-6)
 
 
 def test_a_reference_holding_inf_counts_as_nan_in_the_top_bins(kernel):
@@ -170,9 +173,13 @@ def test_compiled_kernel_is_built_where_a_compiler_is():
     """setup.py builds it optionally: where the installing machine had a C compiler (CI has), a silent build failure
     would leave every compare on the slower numpy path."""
     import shutil
+    import sysconfig
+    from pathlib import Path
 
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler on this machine: the numpy path is the documented fallback")
+    if not (Path(sysconfig.get_paths()["include"]) / "Python.h").is_file():
+        pytest.skip("no Python headers for this interpreter (Debian: python3-dev): the numpy path is the documented fallback")
     assert HOST_KERNEL == "compiled"
 
 
