@@ -50,7 +50,7 @@ def run_rebuild(fallback: set[str], ranges: tuple[engine.RangeOverride, ...], pr
     so nothing is inherited by accident)."""
     current: engine.ComparisonResult = st.session_state[state.RESULT]
     before = engine.ComparisonResult(current.run_dir, current.layers.copy(), current.summary, current.files_dir)
-    nodes = sorted(fallback)
+    nodes = engine.in_name_order(fallback)
     ws, index, settings = st.session_state[state.WORKSPACE], run_index(), state.settings()
 
     def work(progress):

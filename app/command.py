@@ -55,7 +55,7 @@ def cli_command(config: engine.RunConfig, inputs: Inputs | None, out: str = "run
     if config.screen_samples != DEFAULT_SCREEN_SAMPLES:
         parts.append(f"--screen-samples {config.screen_samples}")
     if q.fallback:
-        parts.append("--fallback " + " ".join(shlex.quote(n) for n in sorted(q.fallback)))
+        parts.append("--fallback " + " ".join(shlex.quote(n) for n in engine.in_name_order(q.fallback)))
         parts.append(f"--fallback-precision {q.fallback_precision.value}")
     parts += [f"--range {shlex.quote(str(r))}" for r in q.ranges]
     images = config.images or (inputs.images if inputs is not None else None)

@@ -30,6 +30,7 @@ from engine.node_view import Neighbourhood, TensorView, neighbourhood, tensor_vi
 from engine.pipeline import compare, effective_batch_size, load_result, rebuild
 from engine.progress import ProgressCallback, ProgressEvent, Stage
 from engine.quantize import TRT_INT8_OP_TYPES, CalibrationMethod, FallbackPrecision, Precision, QuantConfig, RangeOverride
+from engine.quantize.config import in_name_order
 from engine.quantize.preprocess import model_digest
 from engine.report_data import QuantizedReader, quantized_readers, run_neighbourhood
 from engine.results import Amplifier, ComparisonResult, Culprit, OutputMetrics, RankingInfo, Summary, not_like_for_like
@@ -45,7 +46,7 @@ __all__ = [
     "compare", "rebuild", "load_result", "effective_batch_size",
     "doctor", "doctor_lines", "sensitivity", "sensitivity_estimate", "autofallback", "search_fallback", "kept_sensitivity", "kept_search", "measure_latency", "BuildLatency", "AutoFallbackResult", "Target", "UnitMode",
     "STRATEGIES", "TARGET_METRICS", "TARGET_WORDS", "sweep", "load_sweep", "SweepResult", "SweepRow", "SELECT_METRICS", "SWEEP_SCREEN_SAMPLES",
-    "QuantConfig", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
+    "QuantConfig", "in_name_order", "CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "TRT_INT8_OP_TYPES",
     "QuantizedReader", "quantized_readers", "run_neighbourhood", "RunIndex", "RunRecord", "RunStatus",
     "ComparisonResult", "Summary", "not_like_for_like", "OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "RunFolder", "RunConfig", "Settings",
     "METRICS", "Metric", "format_metric", "neighbourhood", "Neighbourhood", "tensor_view", "TensorView",

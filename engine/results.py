@@ -14,7 +14,7 @@ import pandas as pd
 from engine.compare.metrics import METRIC_COLUMNS, TensorStats, json_number, outputs_snr_db
 from engine.compare.output_channels import ChannelSplit
 from engine.compare.task_metrics import TaskMetrics
-from engine.quantize.config import FallbackPrecision, QuantConfig
+from engine.quantize.config import FallbackPrecision, QuantConfig, in_name_order
 
 __all__ = ["OutputMetrics", "Culprit", "Amplifier", "RankingInfo", "Summary", "ComparisonResult", "FUSION_DISAGREEMENT_DB", "ROUGH_FIRST_STAGE_DB",
            "json_number", "read_number", "not_like_for_like"]
@@ -210,7 +210,7 @@ class Summary:
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(self.model).stem).strip("._") or "model"
         build = self.config.precision.value + (f"_{len(self.fallback)}{self.fallback_precision.value}" if self.fallback else "")
         build += f"_{len(self.config.ranges)}ranges" if self.config.ranges else ""
-        whole = {**self.config.to_dict(), "fallback": sorted(self.fallback), "fallback_precision": self.fallback_precision.value}
+        whole = {**self.config.to_dict(), "fallback": in_name_order(self.fallback), "fallback_precision": self.fallback_precision.value}
         return f"{stem}_{build}_{hashlib.sha256(json.dumps(whole, sort_keys=True).encode()).hexdigest()[:6]}"
 
     def to_dict(self) -> dict:

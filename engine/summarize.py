@@ -13,6 +13,7 @@ from engine.compare.layerwise import LayerwiseRun
 from engine.compare.ranking import FLOOR_DB, rank_culprits
 from engine.diagnose.harm_ranking import HarmRanking
 from engine.diagnose.run_probe import DEFAULT_SENSITIVITY_SAMPLES
+from engine.quantize.config import in_name_order
 from engine.results import ROUGH_FIRST_STAGE_DB, Amplifier, Culprit, OutputMetrics, RankingInfo, Summary, outputs_together
 from engine.run_config import RunConfig
 
@@ -156,7 +157,10 @@ def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers:
         if whole is not None and not math.isnan(whole[0]):  # PP-OCRv4: '14.7 dB' on 16 beside the page's 14.05 dB on 64
             base += f", {_db(whole[0])} on all {whole[1]}"
     if ranking is not None and ranking.view == "gain" and not top.gain_db > 0:
-        return (f"No single fallback raises the final outputs on the {_samples(on)} the ranking measured "
+        # after a rebuild the list holds only the nodes still quantized: 'no single fallback' read as a contradiction of
+        # the +1.0 dB the ticked node had shown (ShuffleNet trial)
+        left = f"of the nodes still in {q}, none" if this_build else "no single fallback"
+        return (f"{left[0].upper()}{left[1:]} raises the final outputs on the {_samples(on)} the ranking measured "
                 f"({base}; the best, {top.node} ({top.op_type}), changes them "
                 f"by {top.gain_db:+.1f} dB): there the {q} error is no larger than what the fallback precision adds, or the "
                 f"samples are too few to tell; rank on more samples (--screen-samples) before you trust this list. "
@@ -214,7 +218,7 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
         batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
             culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs, lw.float_outputs), lw.samples,
             cfg.quant.precision.label, cfg.screen_samples),
-        fallback=tuple(sorted(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
+        fallback=tuple(in_name_order(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view, cfg.quant.fallback),
         not_observable=view.missing_in_candidate + lw.unobservable + lw.shape_mismatches, warnings=tuple(notes),

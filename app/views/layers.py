@@ -130,7 +130,7 @@ if rows.empty:
 if refused := ss.get(state.TICK_REFUSED):
     st.error(refused)
 ticks = state.fallback()
-st.caption(f"{len(ticks)} node(s) ticked for {precision} fallback: {', '.join(sorted(ticks)) or 'none'}")
+st.caption(f"{len(ticks)} node(s) ticked for {precision} fallback: {', '.join(engine.in_name_order(ticks)) or 'none'}")
 if summary.amplifiers:
     st.caption("Not quantized, yet they make noise louder (ticking them changes nothing): " + "; ".join(amplifier_notes(result)) + ".")
 st.page_link("views/rebuild.py", label=f"Next: rebuild with these nodes out of {quantized}", icon=":material/arrow_forward:")

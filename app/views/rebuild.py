@@ -46,7 +46,7 @@ def _drop_range(tensor: str) -> None:
 
 current = set(s.fallback)
 added, removed = sorted(ticks - current), sorted(current - ticks)
-st.markdown(f"Ticked for fallback: **{', '.join(sorted(ticks)) or 'none'}** (change them on the Layers page)"
+st.markdown(f"Ticked for fallback: **{', '.join(engine.in_name_order(ticks)) or 'none'}** (change them on the Layers page)"
             + (f"; adds {', '.join(added)}" if added else "") + (f"; removes {', '.join(removed)}" if removed else "") + ".")
 slots = {"fallback": st.empty()}
 c1, c2 = st.columns([1, 3])

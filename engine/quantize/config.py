@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field, replace
 from enum import Enum
 
 from engine.errors import ConfigError
+
+
+def in_name_order(names) -> list[str]:
+    """Node names sorted with their numbers as numbers (n4 before n10, Conv.5 before Conv.12): lists of fallback nodes
+    read n0, n10, n12, n17, n23, n25, n35, n37, n4 (ShuffleNet trial)."""
+    return sorted(names, key=lambda n: [(0, int(t), "") if t.isdigit() else (1, 0, t) for t in re.split(r"(\d+)", n) if t])
 
 __all__ = ["CalibrationMethod", "FallbackPrecision", "Precision", "RangeOverride", "QuantConfig", "TRT_INT8_OP_TYPES",
            "check_percentile"]
@@ -121,7 +128,7 @@ class QuantConfig:
         return {
             "calibration": self.calibration.value,
             "op_types": list(self.op_types),
-            "fallback": sorted(self.fallback),
+            "fallback": in_name_order(self.fallback),
             "fallback_precision": self.fallback_precision.value,
             "ranges": [str(r) for r in self.ranges],
             "percentile": self.percentile,

@@ -108,6 +108,11 @@ def test_a_ranking_where_no_fallback_helps_says_so_instead_of_a_negative_recover
     assert headline(-5.2).startswith("No single fallback raises the final outputs on the 3 samples the ranking measured "
                                      "(every node in INT8: 63.9 dB; the best, Conv.12 (Conv), changes them by -5.2 dB)")
     assert "--screen-samples" in headline(0.0)
+    # after a rebuild the list holds the nodes still in INT8 only: the sentence says so (ShuffleNet trial read 'no single
+    # fallback' against the +1.0 dB its ticked node had shown)
+    top = Culprit(1, "Conv.12", ("Conv.12",), "Conv", 40.0, -2.1, 20.0, 25.0, 10.0)
+    rebuilt = _headline((top,), HarmRanking((), 63.9, 3, 10, 1.0, view="gain"), pd.DataFrame(), fallback=frozenset({"n201"}))
+    assert rebuilt.startswith("Of the nodes still in INT8, none raises the final outputs on the 3 samples the ranking measured")
     assert headline(2.5).startswith("Falling back Conv.12 (Conv) recovers the most: alone in fallback it raises the final "
                                     "outputs by +2.5 dB on 3 samples (every node in INT8: 63.9 dB; the list is ordered by "
                                     "this gain because falling back its top three together recovered more")
