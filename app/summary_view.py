@@ -69,9 +69,24 @@ def not_of_inputs_in_use(result: engine.ComparisonResult, *, buttons: tuple[str,
     if not (s.model_sha256 == model if s.model_sha256 else s.model == inputs.name):
         then = "the comparison running now shows that one when it finishes" if running else f"{see} to see that one"
         st.warning(f"This result is of **{s.model}**, not of the model in use now (**{inputs.name}**): {then}.{acts}")
-    elif s.data_sha256 and (data := data_digest(inputs.model, inputs.data or inputs.calib, inputs.images)) and data != s.data_sha256:
+    elif _other_samples(result, data_digest(inputs.model, inputs.data or inputs.calib, inputs.images), inputs.images):
         then = "the comparison running now compares these when it finishes" if running else f"{see} to see it on these"
         st.warning(f"This result compared {s.model} on other samples than the files in use now: {then}.{acts}")
+
+
+def _other_samples(result: engine.ComparisonResult, digest: str, images: engine.ImagePreprocess | None) -> bool:
+    """Whether the result's samples differ from those in use (digest: theirs, "" where not known cheaply: images). A
+    run on images has no digest either: it differs from arrays in use, and from images prepared another way (a trial
+    applied an .npz after comparing a zip of photos, and the 9-sample result stayed without a word)."""
+    if result.summary.data_sha256 and digest:
+        return digest != result.summary.data_sha256
+    try:
+        ran_on = engine.RunFolder(result.run_dir).read_config().images
+    except (engine.QuantScopeError, OSError, ValueError, KeyError):
+        return False  # an old run without its settings: nothing to tell by
+    if ran_on is None:
+        return False  # arrays without a digest (a run from before digests): nothing to tell by
+    return images is None or images != ran_on
 
 
 def amplifier_notes(result: engine.ComparisonResult, limit: int = 3) -> list[str]:

@@ -337,3 +337,26 @@ def test_the_neighbourhood_names_the_precision():
     dot = neighbourhood_dot(nb, quantized="FP8")
     assert "Q/DQ (FP8)" in dot and "INT8" not in dot
     assert "Q/DQ (INT8)" in neighbourhood_dot(nb)
+
+
+def test_a_result_on_images_is_not_of_arrays_applied_since(mobile, tmp_path):
+    """A trial compared a zip of photos, then applied an .npz: the 9-sample result stayed on every page without a word
+    (image runs have no content digest, so only differing digests were caught)."""
+    import dataclasses
+    import shutil
+
+    from app.summary_view import _other_samples
+
+    _, result = mobile
+    run = tmp_path / "run"
+    shutil.copytree(result.run_dir, run, ignore=shutil.ignore_patterns("history", "cache"))
+    folder = engine.RunFolder(run)
+    on_arrays = dataclasses.replace(result, run_dir=run)
+    assert result.summary.data_sha256  # arrays: told apart by digest
+    assert _other_samples(on_arrays, "0" * 64, None) and not _other_samples(on_arrays, result.summary.data_sha256, None)
+    photos = engine.ImagePreprocess(height=8, width=8, layout="NCHW", color="GRAY")
+    folder.write_config(dataclasses.replace(folder.read_config(), images=photos))
+    on_images = dataclasses.replace(on_arrays, summary=dataclasses.replace(result.summary, data_sha256=""))
+    assert _other_samples(on_images, result.summary.data_sha256, None)  # arrays applied after a run on images
+    assert _other_samples(on_images, "", dataclasses.replace(photos, height=16))  # images prepared another way
+    assert not _other_samples(on_images, "", photos)  # the same preparation: nothing to tell by
