@@ -20,7 +20,7 @@ import engine
 from app.layer_table import origins, ranking_sentence
 from app.plots import NOISE_FLOOR_DB, before_after_figure, layer_figure
 
-__all__ = ["build_report", "plotly_js", "plotly_js_size", "PLOTLY_JS_NAME", "MAX_CULPRITS", "EXECUTION_NOTE"]
+__all__ = ["build_report", "plotly_js", "plotly_js_size", "PLOTLY_JS_NAME", "MAX_CULPRITS", "EXECUTION_NOTE", "FP8_NOTE", "execution_note"]
 
 PLOTLY_JS_NAME = "plotly.min.js"
 MAX_CULPRITS = 15
@@ -125,6 +125,15 @@ EXECUTION_NOTE = (  # beside every accuracy figure: the pages and the report (a 
     "with float biases (what TensorRT computes); on TensorRT, its built engine. ONNX Runtime's own optimized execution of "
     "the same file differs (from its basic optimization level on it quantizes biases to int32, and at its default level "
     "it fuses its own INT8 kernels): check the downloaded model in the runtime you deploy with.")
+FP8_NOTE = (  # an FP8 run read the INT8 note above, about int32 biases and INT8 kernels (ShuffleNet trial)
+    "Accuracy figures are of this FP8 (E4M3) Q/DQ model as the comparison's backend ran it, computed as written. ONNX "
+    "Runtime has no FP8 arithmetic on the CPU and emulates it, so there an FP8 run is slower than INT8 and its latency "
+    "says nothing of a GPU's; TensorRT runs FP8 Q/DQ on Hopper and later: check the downloaded model there.")
+
+
+def execution_note(precision: engine.Precision) -> str:
+    """The note beside accuracy figures of a build in `precision`."""
+    return FP8_NOTE if precision is engine.Precision.FP8 else EXECUTION_NOTE
 
 
 def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: pd.DataFrame | None = None,
@@ -150,7 +159,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:left}} .note{{color:#666
 <p>Backend: {_e(summary.backend)}; {summary.samples} samples in {summary.batches} batch{'es' if summary.batches != 1 else ''} of {summary.batch_size};
 precision {_e(summary.config.precision.label)}; calibration {_e(summary.config.calibration.value)}; op types {_e(', '.join(summary.config.op_types))};
 fallback ({_e(summary.fallback_precision.value)}): {_e(', '.join(summary.fallback) or 'none')}; custom ranges: {_e(ranges)}.</p>
-<h2>Final outputs</h2><p class="note">{_e(EXECUTION_NOTE)}</p>{_outputs(summary)}{before_html}
+<h2>Final outputs</h2><p class="note">{_e(execution_note(summary.config.precision))}</p>{_outputs(summary)}{before_html}
 <h2>Task metrics</h2>{_task(summary, before_summary)}
 <h2>Culprits</h2>{_culprits(summary, layers)}
 {f'<ul>{notes_html}</ul>' if notes_html else ''}

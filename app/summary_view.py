@@ -14,10 +14,10 @@ from app.cached import data_digest, model_facts, model_fixed_batch
 from app.command import cli_command
 from app.inputs import Inputs
 from app.layer_table import origins
-from app.report import EXECUTION_NOTE
+from app.report import EXECUTION_NOTE, execution_note
 from app.samples import default_name, sample_inputs
 
-__all__ = ["batch_size_input", "delta_color", "change_text", "output_tiles", "every_output", "EXECUTION_NOTE", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
+__all__ = ["batch_size_input", "delta_color", "change_text", "output_tiles", "every_output", "EXECUTION_NOTE", "execution_note", "inputs_in_use", "run_config", "run_inputs", "command_for", "command_expander", "amplifier_notes",
            "not_of_inputs_in_use"]
 
 

@@ -185,8 +185,9 @@ def column_config(st_column_config, select: str) -> dict:
         "snr_db": cc.NumberColumn("SNR dB", format="%.2f", help="Final-output SNR against FP32 (higher is better); a model with "
                                   "several outputs: every float output together, each against its own signal, as the "
                                   "Compare page's headline and the ranking measure it."),
-        "cosine": cc.NumberColumn("cosine", format="%.5f", help="Final-output cosine similarity against FP32 (the first "
-                                  "output's where the model has several)."),
+        "cosine": cc.NumberColumn("cosine", format="%.5f", help="Final-output cosine similarity against FP32 over all samples at "
+                                  "once (the first output's where the model has several); Compare averages its batches' "
+                                  "cosines, so it reads slightly differently."),
         "first_output_snr_db": cc.NumberColumn("first output SNR dB", format="%.2f",
                                                help="The first output's own SNR (the cosine beside it is of this output too)."),
         # percentages, as the Compare and Rebuild pages give them (0.9063 beside their 90.62%: browser trial)

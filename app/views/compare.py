@@ -10,11 +10,11 @@ from app import state
 from app.actions import busy, job_panel, run_comparison, show_error
 from app.cached import model_op_types, readers
 from app.summary_view import (
-    EXECUTION_NOTE,
     amplifier_notes,
     batch_size_input,
     command_expander,
     every_output,
+    execution_note,
     inputs_in_use,
     not_of_inputs_in_use,
     output_tiles,
@@ -97,7 +97,7 @@ if result is not None:
         col.metric(label, value, delta, help=tip)
     if len(s.outputs) > 1:
         st.caption(every_output(s))
-    st.caption(EXECUTION_NOTE)
+    st.caption(execution_note(s.config.precision))
     try:
         others = readers(result)
     except Exception:  # noqa: BLE001 - only an explanation: without it the count still stands

@@ -11,11 +11,11 @@ from app.actions import busy, job_panel, run_rebuild
 from app.plots import before_after_figure
 from app.report import PLOTLY_JS_NAME, build_report, plotly_js_size
 from app.summary_view import (
-    EXECUTION_NOTE,
     change_text,
     command_expander,
     delta_color,
     every_output,
+    execution_note,
     not_of_inputs_in_use,
     output_tiles,
 )
@@ -118,14 +118,14 @@ if before is not None:
         col.metric(label, value, delta, help=tip, delta_color=delta_color(delta))
     if len(s.outputs) > 1:
         st.caption(every_output(s, b))
-    st.caption(EXECUTION_NOTE)
+    st.caption(execution_note(s.config.precision))
     st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
 else:
     st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "
                f"{s.config.precision.label}, {len(s.fallback)} in {s.fallback_precision.value}"
                + (f", FP32 accuracy {s.task.reference_accuracy:.2%}, this build {s.task.candidate_accuracy:.2%}"
                   if s.task.candidate_accuracy is not None else "") + ".")
-    st.caption(EXECUTION_NOTE)
+    st.caption(execution_note(s.config.precision))
 
 command = command_expander(result, expanded=True)
 files = result.files

@@ -49,3 +49,18 @@ def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
     assert "all 2 outputs" not in build_report(result.layers, result.summary, None, None, "", ())
     label = dataclasses.replace(two, float_outputs=tuple(result.summary.outputs))  # 'extra' an integer label output
     assert "its 1 float output together" in build_report(result.layers, label, None, None, "", ())
+
+
+def test_an_fp8_build_gets_the_fp8_note_not_the_int8_one(mobile):
+    """A trial's FP8 run read the INT8 note (int32 biases, ONNX Runtime's own INT8 kernels) and nothing said that the
+    CPU emulates FP8."""
+    import dataclasses
+
+    from app.report import EXECUTION_NOTE, FP8_NOTE, execution_note
+
+    _, result = mobile
+    fp8 = dataclasses.replace(result.summary, config=dataclasses.replace(result.summary.config, precision=engine.Precision.FP8))
+    assert execution_note(fp8.config.precision) == FP8_NOTE and "emulates" in FP8_NOTE
+    assert execution_note(result.summary.config.precision) == EXECUTION_NOTE
+    html = build_report(result.layers, fp8, result.layers, fp8, "quantscope compare m.onnx", ())
+    assert "emulates it" in html and "int32" not in html
