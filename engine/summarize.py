@@ -169,6 +169,9 @@ def _finding(culprits: tuple[Culprit, ...], ranking: HarmRanking | None, layers:
         return (f"Falling back {top.node} ({top.op_type}) recovers the most: alone in fallback it raises the final outputs "
                 f"by {top.gain_db:+.1f} dB on {_samples(on)} ({base}; the list is ordered by this gain because falling back its "
                 f"top three together recovered more than the top three by harm); {curve}.")
+    if ranking is not None and top.alone_snr_db == math.inf:  # 'hurts most: brings them to exact SNR' (ShuffleNet trial)
+        return (f"No node alone in {q} changes the final outputs on {_samples(on)}: each such build gave FP32's outputs "
+                f"exactly ({base}); {curve}.")
     if ranking is not None:
         return (f"Quantizing {top.node} ({top.op_type}) hurts the final outputs most: alone in {q} it brings them to "
                 f"{_db(top.alone_snr_db)} SNR on {_samples(on)} ({base}); {curve}.")
@@ -209,15 +212,20 @@ def summarize(lw: LayerwiseRun, view: GraphView, cfg: RunConfig, *, fp16_nodes: 
     notes.extend(split.sentence() for split in lw.channel_splits if split.hides)
     if lw.shape_mismatches:
         notes.append(f"{len(lw.shape_mismatches)} tensor(s) differ in shape between reference and candidate and were not compared.")
+    headline = _headline(culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs, lw.float_outputs), lw.samples,
+                         cfg.quant.precision.label, cfg.screen_samples)
+    if lw.input_independent:  # no ranking or SNR of such a model says anything about its quantization
+        headline = (f"The FP32 model gives the same outputs for all {lw.samples} samples: it ignores its input (weights "
+                    "that are all one constant, or not trained?), so this comparison cannot tell its layers apart. "
+                    "Load the model with its trained weights.")
+        notes.insert(0, headline)
     info = (RankingInfo("measured harm", ranking.samples, ranking.probes, ranking.all_int8_snr_db, ranking_reused, ranking.view,
                         dict(ranking.top_set_gain_db or {}), ranking.plan, ranking.seconds, ranking.work,
                         ranking.first_stage_error_db)
             if ranking is not None else RankingInfo("introduced noise", 0, 0, math.nan))
     return Summary(
         model=cfg.model, backend=cfg.backend, backend_note=backend_note, samples=lw.samples, batches=lw.batches,
-        batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=_headline(
-            culprits, ranking, lw.layers, cfg.quant.fallback, outputs_together(outputs, lw.float_outputs), lw.samples,
-            cfg.quant.precision.label, cfg.screen_samples),
+        batch_size=cfg.batch_size, outputs=outputs, task=lw.task, culprits=culprits, headline=headline,
         fallback=tuple(in_name_order(cfg.quant.fallback)), fallback_precision=cfg.quant.fallback_precision, fp16_nodes=fp16_nodes,
         quantized_nodes=len(view.quantized_nodes - cfg.quant.fallback), config=cfg.quant, timings=timings, ranking=info,
         amplifiers=_amplifiers(lw.layers, view, cfg.quant.fallback),

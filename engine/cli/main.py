@@ -86,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     _index_arg(r)
     se = sub.add_parser("sensitivity", help="isolated per-node sensitivity (two views) -> DIR/sensitivity.csv")
     se.add_argument("run_dir")
-    se.add_argument("--samples", type=int, default=64, help="probe on the first N cached samples (default 64; 0 = all)")
+    se.add_argument("--samples", type=int, default=64, help="probe on N cached samples spread over the data (default 64; 0 = all)")
     se.add_argument("--units", default="node", help="node | residual | activation")
     se.add_argument("--provider", default=None)
     se.add_argument("--quiet", action="store_true")
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     af.add_argument("--max-nodes", type=int, default=None)
     af.add_argument("--strategy", default="both", help="greedy | bisect | both")
     af.add_argument("--units", default="node", help="node | residual | activation")
-    af.add_argument("--samples", type=int, default=64, help="probe on the first N cached samples (default 64; 0 = all)")
+    af.add_argument("--samples", type=int, default=64, help="probe on N cached samples spread over the data (default 64; 0 = all)")
     af.add_argument("--provider", default=None)
     af.add_argument("--quiet", action="store_true")
     _ray_arg(af)
@@ -159,7 +159,8 @@ def _report(result, out=None) -> None:
                else "introduced noise, dB")
         print(f"culprit ranking ({s.ranking.method}; {how}):", file=out)
         for c in s.culprits[:5]:
-            detail = (f"final outputs {_fmt(c.alone_snr_db)} dB with only it in INT8, {c.gain_db:+.2f} dB with only it in fallback"
+            gain = "no change (exact either way)" if math.isnan(c.gain_db) else f"{c.gain_db:+.2f} dB"  # inf - inf read '+nan dB'
+            detail = (f"final outputs {_fmt(c.alone_snr_db)} dB with only it in INT8, {gain} with only it in fallback"
                       + (f" (on {c.samples} samples)" if c.samples else "") if measured and c.alone_snr_db == c.alone_snr_db
                       else f"a rough place from {c.samples} samples, whose figures were off by up to "
                            f"{s.ranking.first_stage_error_db:.1f} dB (not given)" if measured

@@ -64,6 +64,7 @@ class LayerwiseRun:
     micro_batch: int | None = None  # samples per marked pass, where batches were split (see memory_plan)
     channel_splits: tuple[ChannelSplit, ...] = ()  # final outputs whose small-scale channels the SNR hides
     float_outputs: tuple[str, ...] = ()  # the final outputs of a float type (what the ranking scores; not ArgMax labels)
+    input_independent: bool = False  # every sample's FP32 float outputs were the same (2 samples at least): nothing to compare
 
 
 class _Clock:
@@ -129,6 +130,9 @@ def run_layerwise(
     identical: dict[tuple, bool] = {}
     unmodified = 0
     float_outputs: tuple[str, ...] = ()
+    # the first sample's FP32 float outputs, while every later sample's equal them (a model whose weights are all one
+    # constant outputs the same for any input: a trial's as-found ShuffleNet read 'exact' SNR and a culprit)
+    same_as_first: dict[str, np.ndarray] | None = {}
     plan: MemoryPlan | None = None
     runs = 1  # marked runs a batch (parts times passes), once the plan is known
     pace = TimeLeft()  # within batches of several runs: the time left from the runs' pace, the first batch's too
@@ -270,6 +274,7 @@ def run_layerwise(
                                              sl.stop - sl.start)
                 if not float_outputs:
                     float_outputs = tuple(o for o in view.outputs if o in ref_out and np.issubdtype(ref_out[o].dtype, np.floating))
+                same_as_first = _still_the_same(same_as_first, ref_out, float_outputs, sl.stop - sl.start)
                 clock.add("final_outputs", t0)
             entries += 1
             samples += n
@@ -308,7 +313,25 @@ def run_layerwise(
         passes=plan.passes if plan is not None else 1,
         micro_batch=plan.micro if plan is not None else None,
         float_outputs=float_outputs,
+        input_independent=bool(same_as_first) and samples > 1,
     )
+
+
+def _still_the_same(first: dict[str, np.ndarray] | None, ref: dict[str, np.ndarray], outputs: tuple[str, ...],
+                    n: int) -> dict[str, np.ndarray] | None:
+    """The first sample's outputs while every sample so far gave the same (None once one differs, or an output's axis 0
+    is not the batch)."""
+    if first is None or not outputs:
+        return None
+    for o in outputs:
+        r = ref.get(o)
+        if r is None or r.shape[:1] != (n,):
+            return None
+        if o not in first:
+            first[o] = r[:1].copy()
+        if first[o].shape[1:] != r.shape[1:] or not np.array_equal(r, np.broadcast_to(first[o], r.shape)):
+            return None
+    return first
 
 
 def _plan(names: list[str], reference: onnx.ModelProto, backend: Backend, inputs: Batch, ref: dict | None,

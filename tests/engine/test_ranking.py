@@ -287,3 +287,42 @@ def test_the_ranking_says_it_is_starting_before_it_builds_its_probe_session(ampl
     assert ranking[1] == ranking[0]  # said again inside the first probe (a cancel's chance), which carries the warm-up
     ranking = [ev for k, ev in enumerate(ranking) if k == 0 or ev != ranking[k - 1]]  # what a user sees change
     assert ranking[1].message.startswith("every unit on ") and ranking[-1].done == ranking[-1].total > 1
+
+
+def test_a_model_that_ignores_its_input_says_so_instead_of_naming_a_culprit(tmp_path):
+    """ShuffleNet from onnx's test data ('light', every weight 0.02) outputs the same for any input: the dashboard read
+    'Quantizing n0 hurts the final outputs most: alone in INT8 it brings them to exact SNR'."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from tests.engine.conftest import tiny_model
+
+    m = tiny_model()
+    w1 = next(t for t in m.graph.initializer if t.name == "w1")
+    w1.CopyFrom(numpy_helper.from_array(np.zeros((4, 2, 3, 3), np.float32), "w1"))  # every output is then 0
+    onnx.save(m, tmp_path / "flat.onnx")
+    x = np.random.default_rng(2).standard_normal((10, 2, 8, 8)).astype(np.float32)
+    np.savez(tmp_path / "x.npz", x=x)
+    r = compare(tmp_path / "flat.onnx", tmp_path / "x.npz", out_dir=tmp_path / "r", batch_size=4, provider="cpu")
+    want = "The FP32 model gives the same outputs for all 10 samples: it ignores its input"
+    assert r.summary.headline.startswith(want) and r.summary.warnings[0].startswith(want)
+    onnx.save(tiny_model(), tmp_path / "tiny.onnx")  # its trained-like weights: outputs vary, the usual headline
+    normal = compare(tmp_path / "tiny.onnx", tmp_path / "x.npz", out_dir=tmp_path / "n", batch_size=4, provider="cpu")
+    assert not normal.summary.headline.startswith("The FP32 model gives the same outputs")
+    assert not any(w.startswith("The FP32 model gives the same outputs") for w in normal.summary.warnings)
+
+
+def test_a_ranking_where_no_node_alone_changes_the_outputs_says_so():
+    import math
+
+    import pandas as pd
+
+    from engine.diagnose.harm_ranking import HarmRanking
+    from engine.results import Culprit
+    from engine.summarize import _headline
+
+    top = Culprit(1, "n0", ("n0",), "Conv", math.inf, math.nan, math.inf, 25.0, 10.0)
+    text = _headline((top,), HarmRanking((), math.inf, 3, 10, 1.0, view="alone"), pd.DataFrame())
+    assert text.startswith("No node alone in INT8 changes the final outputs on 3 samples: each such build gave FP32's "
+                           "outputs exactly"), text
