@@ -152,21 +152,30 @@ def layer_figure(df: pd.DataFrame, *, cosine_threshold: float = 0.99, snr_thresh
     return fig
 
 
-def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str] = ("before", "after")) -> go.Figure:
-    """SNR and cosine of two runs of the same reference graph, matched by tensor name."""
+def before_after_figure(before: pd.DataFrame, after: pd.DataFrame, labels: tuple[str, str] = ("before", "after"),
+                        changed: frozenset[str] | set[str] = frozenset()) -> go.Figure:
+    """SNR and cosine of two runs of the same reference graph, matched by tensor name. The first run's lines are wide and
+    light under the second's, so both show where they coincide (the grey lines had sat hidden under the green ones);
+    `changed`: nodes whose precision differs between the runs, marked on the SNR panel (where the change happened)."""
     merged = before[["tensor", "node", "cosine", "snr_db", "order"]].merge(
         after[["tensor", "cosine", "snr_db"]], on="tensor", suffixes=("_a", "_b")).sort_values("order")
     x = np.arange(len(merged))
     exact = exact_level(merged["snr_db_a"], merged["snr_db_b"])
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08,
                         subplot_titles=(f"SNR in dB (higher is better; exact drawn at {exact:g})", "cosine similarity (higher is better)"))
-    for suffix, label, color in (("_a", labels[0], "#9e9e9e"), ("_b", labels[1], "#2ca02c")):
+    for suffix, label, color, width, size in (("_a", labels[0], "#c7c7c7", 6, 9), ("_b", labels[1], "#2ca02c", 1.5, 4)):
         fig.add_trace(go.Scattergl(x=x, y=merged["snr_db" + suffix].clip(upper=exact), mode="lines+markers", name=f"SNR {label}",
                                    text=merged["node"], hovertemplate="%{text}: %{y:.2f} dB<extra>" + label + "</extra>",
-                                   line={"color": color}), 1, 1)
+                                   line={"color": color, "width": width}, marker={"size": size}), 1, 1)
         fig.add_trace(go.Scattergl(x=x, y=merged["cosine" + suffix], mode="lines+markers", name=f"cosine {label}",
                                    text=merged["node"], hovertemplate="%{text}: %{y:.6f}<extra>" + label + "</extra>",
-                                   line={"color": color, "dash": "dot"}), 2, 1)
+                                   line={"color": color, "width": width, "dash": "dot"}, marker={"size": size}), 2, 1)
+    hit = merged["node"].isin(set(changed)).to_numpy()
+    if hit.any():
+        fig.add_trace(go.Scatter(x=x[hit], y=merged["snr_db_b"].clip(upper=exact)[hit], mode="markers", name="precision changed",
+                                 text=merged["node"][hit], hovertemplate="%{text}: precision changed<extra></extra>",
+                                 marker={"symbol": "diamond-open", "size": 14, "color": COLORS["ticked"], "line": {"width": 2}}),
+                      1, 1)
     pos, names = node_ticks(list(merged["node"]))
     fig.update_xaxes(tickvals=pos, ticktext=names, tickangle=-60, tickfont={"size": 10}, row=2, col=1, title_text="node, in graph order")
     fig.update_xaxes(zeroline=False)
@@ -233,7 +242,7 @@ def tradeoff_figure(steps: pd.DataFrame, target_value: float | None = None, metr
     if chosen is not None and chosen[1] is not None:
         nodes, value = chosen
         fig.add_trace(go.Scatter(x=[len(nodes)], y=[value], mode="markers+text", name="chosen set",
-                                 text=[f"chosen: {len(nodes)} node(s)"], textposition="middle right",
+                                 text=[f"chosen: {len(nodes)} node(s)"], textposition="bottom center",  # beside it, it ran into the target's line
                                  marker={"symbol": "star", "size": 20, "color": "#2ca02c", "line": {"width": 1, "color": "#1b5e20"}},
                                  hovertemplate=", ".join(nodes) + "<br>%{y:.3f}<extra>chosen</extra>"))
     if target_value is not None:

@@ -145,7 +145,8 @@ def build_report(layers: pd.DataFrame, summary: engine.Summary, before_layers: p
                                           top=summary.culprits[0].node if summary.culprits else None,
                                           full_hover=len(layers) <= FULL_HOVER_ROWS))]
     if before_layers is not None:
-        figures.append(("qs-before-after", before_after_figure(before_layers, layers)))
+        figures.append(("qs-before-after", before_after_figure(
+            before_layers, layers, changed=set(before_summary.fallback) ^ set(summary.fallback) if before_summary else frozenset())))
     payload = json.dumps([{"id": fid, "fig": json.loads(fig.to_json())} for fid, fig in figures], separators=(",", ":"))
     payload = payload.replace("</", "<\\/")  # never close the script element early
     ranges = ", ".join(str(r) for r in summary.config.ranges) or "none"

@@ -107,6 +107,7 @@ if len(ids) >= 2:
     if caveat := engine.not_like_for_like(ra.summary, rb.summary):
         st.warning(caveat)
     if set(ra.layers["tensor"]) == set(rb.layers["tensor"]):
-        st.plotly_chart(before_after_figure(ra.layers, rb.layers, (f"run {a}", f"run {b}")), key="hist_plot", width="stretch")
+        st.plotly_chart(before_after_figure(ra.layers, rb.layers, (f"run {a}", f"run {b}"),
+                                            changed=set(ra.summary.fallback) ^ set(rb.summary.fallback)), key="hist_plot", width="stretch")
     else:
         st.caption("These runs compare different graphs, so their curves are not overlaid.")

@@ -119,7 +119,7 @@ if before is not None:
     if len(s.outputs) > 1:
         st.caption(every_output(s, b))
     st.caption(execution_note(s.config.precision))
-    st.plotly_chart(before_after_figure(before.layers, result.layers), key="before_after", width="stretch")
+    st.plotly_chart(before_after_figure(before.layers, result.layers, changed=set(before.summary.fallback) ^ set(s.fallback)), key="before_after", width="stretch")
 else:
     st.caption(f"Current build: final-output SNR {engine.format_metric('snr_db', out.snr_db)} dB, {s.quantized_nodes} nodes in "
                f"{s.config.precision.label}, {len(s.fallback)} in {s.fallback_precision.value}"

@@ -81,6 +81,10 @@ def test_before_after_matches_by_tensor_name():
     fig = before_after_figure(a, b)
     assert list(fig.data[2].y) == [5.0, 4.0, 3.0, 2.0, 1.0]  # re-ordered to a's topological order by tensor name
     assert list(fig.data[0].y) == [40.0, 50.0, 3.0, 10.0, 12.0]  # before's exact tensor at the level both runs share
+    # the first run wide and light under the second, so equal stretches show both (grey had sat hidden under green)
+    assert fig.data[0].line.width > fig.data[2].line.width and len(fig.data) == 4
+    marked = before_after_figure(a, b, changed={a["node"].iloc[1]})
+    assert marked.data[-1].name == "precision changed" and list(marked.data[-1].x) == [1]
 
 
 def test_op_type_chart_writes_every_label_in_full_most_frequent_first():
