@@ -104,7 +104,7 @@ def compare(
     pools: PoolFactory = local_pool,
 ) -> ComparisonResult:
     """Quantizes `model` with `calib`, compares FP32 vs INT8 layer by layer on `data` (default: `calib`), and ranks the
-    fallback candidates by their measured harm on the first `screen_samples` samples (0: skip those probes).
+    fallback candidates by their measured harm on `screen_samples` samples spread over the data (0: skip those probes).
     cache_bytes: reference tensors kept for rebuilds (default: settings.cache_bytes; where QUANTSCOPE_CACHE_MB is unset,
     only for a model that computes them slower than a disk writes and reads them, see compare/cache_policy.py).
     pools: where the ranking's probes run (default: here; an engine.scale executor's probe_pool spreads them)."""

@@ -165,13 +165,13 @@ def _configs(methods, percentiles, op_type_sets, precisions) -> list[SweepConfig
 
 def _screen_culprit(backend: Backend, reference: onnx.ModelProto, candidate: onnx.ModelProto, op_types, data: ProbeData,
                     screen: int, resume_bytes: int) -> tuple[str | None, float]:
-    """The unit that hurts the final outputs most alone in INT8, on the first `screen` samples (resume_bytes: what its
+    """The unit that hurts the final outputs most alone in INT8, on `screen` samples spread over the data (resume_bytes: what its
     probes may keep of the all-fallback run, as a compare's ranking: half of the memory setting)."""
     nodes = fallback_candidates(candidate, op_types)
     if not nodes or screen <= 0:
         return None, math.nan
     units = fallback_units(reference, nodes, UnitMode.NODE)
-    probe = OutputProbe(backend, reference, candidate, units, data.head(screen), lambda f: candidate, resume_bytes=resume_bytes)
+    probe = OutputProbe(backend, reference, candidate, units, data.spread(screen), lambda f: candidate, resume_bytes=resume_bytes)
     with probe:  # one batch of requests, so the probe can resume them from its all-fallback run
         alone = [m.outputs_snr_db for m in probe.measure_many([ProbeRequest(only=u) for u in units])]
     k = int(np.nanargmin(alone)) if not all(math.isnan(a) for a in alone) else 0

@@ -11,7 +11,7 @@ from app import sweeps as sw
 from app.actions import busy, job_panel, open_configuration, run_sweep, show_error
 from app.cached import model_op_types
 from app.plots import sweep_figure
-from app.report import EXECUTION_NOTE
+from app.report import EXECUTION_NOTE, FP8_NOTE
 from app.summary_view import batch_size_input, inputs_in_use
 from engine import Precision
 
@@ -66,7 +66,9 @@ job_panel("sweep", slots)
 
 swept: sw.Swept | None = ss.get(state.SWEEP)
 if swept is None:
-    st.info("No sweep yet: choose what to sweep and click Run sweep.")
+    job = ss.get(state.JOB)
+    if job is None or not (job.active and job.kind == "sweep"):  # under the running sweep's bar it read as nothing started
+        st.info("No sweep yet: choose what to sweep and click Run sweep.")
     st.stop()
 
 result = swept.result
@@ -78,12 +80,11 @@ else:
     st.warning(f"No configuration has a {sw.SELECT_LABELS.get(result.select, result.select)}, so none is marked best; pick "
                "another Best by and sweep again.")
 st.caption(f"Batch {swept.batch}, provider {swept.provider}; {sum(r.seconds for r in rows):.1f} s over all configurations. "
-           f"Click a column's header to sort. Each culprit comes from a quick ranking on the first {engine.SWEEP_SCREEN_SAMPLES} samples, "
-           "and cosine is a "
-           "mean over batches of this size, so a comparison at another batch size or ranking sample count can name another "
-           "culprit and a slightly different cosine (SNR does not depend on either); open a configuration for its full "
-           "ranking. Latency is timed once per op-type set and precision, so rows differing only in calibration share it. "
-           + EXECUTION_NOTE)
+           f"Click a column's header to sort. Each culprit comes from a quick ranking on {engine.SWEEP_SCREEN_SAMPLES} samples spread over the data, "
+           "so a comparison's fuller ranking can name another; open a configuration for it. Cosine here is taken over "
+           "all samples at once, where a comparison's is the mean of its batches' cosines, so the two differ slightly "
+           "(SNR is the same). Latency is timed once per op-type set and precision, so rows differing only in calibration share it. "
+           + EXECUTION_NOTE + (" " + FP8_NOTE if any(r.config.precision is engine.Precision.FP8 for r in result.rows) else ""))
 if not swept.openable and inputs is not None and (again := swept.on_inputs(inputs, cached.content_key(inputs))) is not None:
     swept = ss[state.SWEEP] = again
     st.caption(f"The files this sweep ran on were loaded again ({inputs.name}), so its configurations open on them.")

@@ -284,7 +284,7 @@ def search_fallback(
     samples: int | None = DEFAULT_SENSITIVITY_SAMPLES,
     pools: PoolFactory = local_pool,
 ) -> AutoFallbackResult:
-    """Finds a small fallback set meeting `target` with probes on the run's first `samples` cached samples; changes
+    """Finds a small fallback set meeting `target` with probes on `samples` of the run's cached samples, spread over them; changes
     nothing in the run folder (engine.fallback.autofallback rebuilds with what it found)."""
     target = Target.parse(target) if isinstance(target, str) else target
     mode = UnitMode.parse(units) if isinstance(units, str) else units

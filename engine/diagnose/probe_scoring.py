@@ -18,6 +18,7 @@ from engine.compare.metrics import batch_cosine, outputs_snr_db, snr_db
 from engine.compare.reducers import CHUNK, DeviceReducer, host_segment_sums, host_stats
 from engine.compare.task_metrics import TaskAccumulator, task_output
 from engine.data.source import Batch
+from engine.diagnose.spread import spread_order
 
 __all__ = ["ProbeMetrics", "ProbeData", "Score", "ScoreOps", "HOST_OPS", "Resident", "new_scores", "add_copies", "score_batches",
            "outputs_snr_db", "float_outputs", "measure_model"]
@@ -55,6 +56,35 @@ class ProbeData:
     def samples(self) -> int:
         return sum(len(next(iter(b.values()))) for b in self.batches)
 
+    def spread(self, samples: int) -> ProbeData:
+        """`samples` samples spread over the data (spread_order), in batches of the first batch's size; whole batches
+        where the batch is fixed, or where an output cannot be cut to a sample (then the first batches, as head)."""
+        if samples >= self.samples:
+            return self
+        if self.whole_batches:
+            size = len(next(iter(self.batches[0].values())))
+            picks = spread_order(len(self.batches), max(1, samples // size))
+            return ProbeData(tuple(self.batches[i] for i in picks), tuple(self.reference_outputs[i] for i in picks),
+                             None if self.labels is None else np.concatenate([self._label_rows(i) for i in picks]), True)
+        sizes = [len(next(iter(b.values()))) for b in self.batches]
+        if any(v.shape[:1] != (n,) for n, r in zip(sizes, self.reference_outputs) for v in r.values()):
+            return self.head(samples)
+        starts = np.cumsum([0, *sizes])
+        rows = [(int(np.searchsorted(starts, g, side="right")) - 1, g) for g in spread_order(int(starts[-1]), samples)]
+        size = sizes[0]
+        batches, refs = [], []
+        for i in range(0, len(rows), size):
+            group = rows[i : i + size]
+            take = lambda arrays, b, g: {k: v[g - starts[b] : g - starts[b] + 1] for k, v in arrays.items()}  # noqa: E731
+            batches.append(_rows([take(self.batches[b], b, g) for b, g in group]))
+            refs.append(_rows([take(self.reference_outputs[b], b, g) for b, g in group]))
+        labels = None if self.labels is None else self.labels[[g for _, g in rows]]
+        return ProbeData(tuple(batches), tuple(refs), labels, False)
+
+    def _label_rows(self, batch: int) -> np.ndarray:
+        start = sum(len(next(iter(b.values()))) for b in self.batches[:batch])
+        return self.labels[start : start + len(next(iter(self.batches[batch].values())))]
+
     def head(self, samples: int) -> ProbeData:
         """The first `samples` samples (whole batches where the batch is fixed: at least one batch)."""
         batches, refs, n = [], [], 0
@@ -71,6 +101,10 @@ class ProbeData:
             n += take
         labels = self.labels[:n] if self.labels is not None else None
         return ProbeData(tuple(batches), tuple(refs), labels, self.whole_batches)
+
+
+def _rows(arrays: list[dict]) -> dict:
+    return {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
 
 
 class Score:

@@ -1,4 +1,4 @@
-"""The ranking stage of compare and rebuild: probes on the run's first `screen_samples` cached samples.
+"""The ranking stage of compare and rebuild: probes on `screen_samples` cached samples spread over the data.
 
 A unit's alone-in-INT8 harm does not depend on the fallback set (everything else is in fallback in that probe), so a
 rebuild that changes only the fallback set reuses the stored ranking (ranking.json) and drops the units now in
@@ -26,7 +26,7 @@ __all__ = ["rank_run", "ranking_key", "rank_budget"]
 def ranking_key(cfg: RunConfig, backend: Backend, budget_passes: float | None) -> dict:
     quant = cfg.quant.with_fallback(()).to_dict()
     return {"quant": quant, "screen_samples": cfg.screen_samples, "backend": backend.name, "samples": cfg.samples,
-            "budget_passes": budget_passes}
+            "budget_passes": budget_passes, "subset": "spread"}  # spread over the data (run_probe.spread_order), not its head
 
 
 def rank_budget(run: RunFolder) -> float | None:

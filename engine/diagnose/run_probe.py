@@ -17,6 +17,7 @@ from engine.compare.memory_plan import PEAK_FACTOR, live_bytes_per_sample
 from engine.compare.reference_cache import ReferenceCache
 from engine.diagnose.probe_scoring import ProbeData
 from engine.diagnose.probes import OutputProbe
+from engine.diagnose.spread import spread_order
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, RunFolderError
 from engine.model.info import model_info
@@ -28,34 +29,11 @@ from engine.runs import RunFolder
 
 __all__ = ["open_probe", "probe_for_run", "cached_probe_data", "samples_within", "PREPARE_STEPS", "DEFAULT_SENSITIVITY_SAMPLES"]
 
-DEFAULT_SENSITIVITY_SAMPLES = 64  # what sensitivity and the fallback search probe on by default (the run's first N)
+DEFAULT_SENSITIVITY_SAMPLES = 64  # what sensitivity and the fallback search probe on by default (spread over the run's)
 PREPARE_STEPS = 3  # the probe data, the FP32 outputs where the cache has none, the probe session
 
 
 MERGED_BATCH = 32  # probes run on batches of up to this many samples: one run a probe on a GPU, where runs cost launches
-
-
-def _merged(batches: list[dict], refs: list[dict], limit: int) -> tuple[list[dict], list[dict]]:
-    """Consecutive batches joined into batches of at most `limit` samples, where every array's axis 0 is the batch."""
-    out_b, out_r, pend_b, pend_r = [], [], [], []
-
-    def flush() -> None:
-        if pend_b:
-            out_b.append({k: np.concatenate([b[k] for b in pend_b]) for k in pend_b[0]})
-            out_r.append({k: np.concatenate([r[k] for r in pend_r]) for k in pend_r[0]})
-            pend_b.clear()
-            pend_r.clear()
-
-    for b, r in zip(batches, refs):
-        size = len(next(iter(b.values())))
-        if any(v.shape[:1] != (size,) for v in (*b.values(), *r.values())):
-            return batches, refs  # something is not batch-major: keep the batches as they are
-        if pend_b and sum(len(next(iter(x.values()))) for x in pend_b) + size > limit:
-            flush()
-        pend_b.append(b)
-        pend_r.append(r)
-    flush()
-    return out_b, out_r
 
 
 def _whole(parts, outputs: list[str]):
@@ -82,41 +60,60 @@ def _whole(parts, outputs: list[str]):
 def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backend, samples: int | None = None,
                       whole_batches: bool = False, on_batch: Callable[[int, int], None] | None = None,
                       memory_bytes: int | None = None) -> ProbeData:
-    """The run's first `samples` cached samples (all if None) with the reference's final outputs, from the cache or,
-    where it kept only inputs, recomputed. whole_batches: never split or join batches (a model whose batch size is fixed);
-    otherwise batches are joined up to MERGED_BATCH samples, on the host no more than `memory_bytes` of activations
+    """`samples` of the run's cached samples (all if None) spread over them in spread_order, with the reference's final
+    outputs, from the cache or, where it kept only inputs, recomputed. whole_batches: whole batches are picked, never
+    split or joined (a model whose batch size is fixed: as many as hold `samples`, one at least); otherwise the picked
+    samples are joined into batches of up to MERGED_BATCH samples, on the host no more than `memory_bytes` of activations
     take (merge_limit)."""
     cache = ReferenceCache(run.cache_dir)
     if not cache.complete:
         raise RunFolderError(f"The batch cache in {run.path} is incomplete; run `quantscope compare` again.")
     outputs = [o.name for o in reference.graph.output]
-    batches, refs, n = [], [], 0
-    entries = ((inputs, ref) for inputs, ref, _ in cache.parts())
-    if whole_batches:  # micro-batches (parts) of one batch are joined again: timings and fixed shapes see the batch
-        entries = _whole(cache.parts(), outputs)
-    for inputs, ref in entries:
-        size = len(next(iter(inputs.values())))
-        if samples is not None and n >= samples or (whole_batches and samples is not None and n + size > samples and n):
-            break
-        take = size if samples is None or whole_batches else min(size, samples - n)
-        batches.append({k: np.array(v[:take] if take < size else v) for k, v in inputs.items()})
-        # an output whose axis 0 is not the batch (a CTC recogniser's time-major T x N x classes) is kept whole, and where
-        # only part of the batch is taken it cannot be cut: it is recomputed below
-        refs.append({o: np.array(ref[o] if take == size else ref[o][:take]) for o in outputs
-                     if o in ref and (take == size or ref[o].shape[:1] == (size,))})
-        n += take
-    if any(len(r) < len(outputs) for r in refs):  # the cache kept inputs only
+    entries = list(_whole(cache.parts(), outputs)) if whole_batches else \
+        [(inputs, {o: ref[o] for o in outputs if o in ref}) for inputs, ref, _ in cache.parts()]
+    sizes = [len(next(iter(inputs.values()))) for inputs, _ in entries]
+    starts = np.cumsum([0, *sizes])
+    total = int(starts[-1])
+    all_labels = np.load(run.labels, allow_pickle=False)[:total] if run.labels.is_file() else None
+    pieces: list[tuple[dict, dict | None]] = []
+    picked: list[int] = []  # the samples taken, in order (for the labels)
+    if whole_batches:
+        want = len(entries) if samples is None else max(1, min(len(entries), samples // max(1, max(sizes, default=1))))
+        for e in spread_order(len(entries), want):
+            inputs, ref = entries[e]
+            pieces.append(({k: np.array(v) for k, v in inputs.items()},
+                           {o: np.array(ref[o]) for o in outputs} if all(o in ref for o in outputs) else None))
+            picked += range(int(starts[e]), int(starts[e + 1]))
+    else:
+        for g in spread_order(total, total if samples is None else samples):
+            e = int(np.searchsorted(starts, g, side="right")) - 1
+            row = slice(g - int(starts[e]), g - int(starts[e]) + 1)
+            inputs, ref = entries[e]
+            # an output whose axis 0 is not the batch (a CTC recogniser's time-major T x N x classes) cannot be cut to a
+            # sample: recomputed below
+            whole = all(o in ref and ref[o].shape[:1] == (sizes[e],) for o in outputs)
+            pieces.append(({k: np.array(v[row]) for k, v in inputs.items()},
+                           {o: np.array(ref[o][row]) for o in outputs} if whole else None))
+            picked.append(g)
+        if pieces:
+            limit = merge_limit(reference, [pieces[0][0]], backend, memory_bytes)
+            pieces = [(_joined([b for b, _ in group]), None if any(r is None for _, r in group) else _joined([r for _, r in group]))
+                      for group in (pieces[i : i + limit] for i in range(0, len(pieces), limit))]
+    batches = [b for b, _ in pieces]
+    refs = [r for _, r in pieces]
+    if any(r is None for r in refs):  # the cache kept inputs only, or an output could not be cut
         with backend.runner(reference) as runner:
-            refs = []
-            for b in batches:  # one run a batch
+            for i, b in enumerate(batches):  # one run a batch
                 out = runner.infer(b)
-                refs.append({o: out[o] for o in outputs})
+                refs[i] = {o: out[o] for o in outputs}
                 if on_batch is not None:
-                    on_batch(len(refs), len(batches))
-    if not whole_batches:
-        batches, refs = _merged(batches, refs, merge_limit(reference, batches, backend, memory_bytes))
-    labels = np.load(run.labels, allow_pickle=False)[:n] if run.labels.is_file() else None
+                    on_batch(i + 1, len(batches))
+    labels = all_labels[picked] if all_labels is not None else None
     return ProbeData(tuple(batches), tuple(refs), labels, whole_batches)
+
+
+def _joined(arrays: list[dict]) -> dict:
+    return arrays[0] if len(arrays) == 1 else {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
 
 
 def merge_limit(reference: onnx.ModelProto, batches: list[dict], backend: Backend, memory_bytes: int | None) -> int:
@@ -159,7 +156,7 @@ class RunEmitter:
 def probe_for_run(run: RunFolder, cfg: RunConfig, reference: onnx.ModelProto, backend: Backend, units: UnitMode,
                   samples: int | None, device_library: str | None = None,
                   on_batch: Callable[[int, int], None] | None = None) -> OutputProbe | None:
-    """A probe (not yet entered) over the run's first `samples` cached samples, every fallback candidate of the run's
+    """A probe (not yet entered) over `samples` of the run's cached samples (spread over them), every fallback candidate of the run's
     quantization in a unit; None when nothing is quantized. A unit in fallback takes the run's fallback precision."""
     config = cfg.quant.with_fallback(())
     emit = RunEmitter(run.reference, run.calibration_cache, run.int8_base, config)

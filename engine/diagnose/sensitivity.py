@@ -3,7 +3,7 @@
   all_but_this_*         every unit in INT8 except this one, in fallback (what falling it back gains).
 Fallback is the run's fallback precision (FP16 unless the run says FP32). all_but_this_gain_db is on every float
 output together (outputs_snr_db), as the culprit ranking measures it. All probes run in one session of the gated
-candidate (see gated.py) on the first `samples` cached samples."""
+candidate (see gated.py) on `samples` cached samples spread over the data (run_probe.cached_probe_data)."""
 
 from __future__ import annotations
 
@@ -106,7 +106,7 @@ def sensitivity_estimate(summary: Summary, samples: int | None = DEFAULT_SENSITI
 def sensitivity(run_dir: str | os.PathLike, *, provider: str | None = None, samples: int | None = DEFAULT_SENSITIVITY_SAMPLES,
                 units: UnitMode | str = UnitMode.NODE, progress: ProgressCallback = no_progress,
                 pools: PoolFactory = local_pool) -> pd.DataFrame:
-    """Writes DIR/sensitivity.csv. samples: the first N cached samples (None: all). pools: where the probes run
+    """Writes DIR/sensitivity.csv. samples: N cached samples spread over the data (None: all). pools: where the probes run
     (default: here, one after another; an engine.scale executor's probe_pool spreads them over workers)."""
     if samples is not None and samples < 1:
         raise ConfigError(f"--samples {samples} is not positive; use 1 or more, or leave it out.", option="samples")

@@ -180,3 +180,30 @@ def test_live_bytes_free_each_output_after_its_last_reader():
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     assert activation_bytes_per_sample(m, {"x": (10,)}) == 160
     assert live_bytes_per_sample(m, {"x": (10,)}) == 120  # a, b and c at the Add
+
+
+def test_probe_samples_are_spread_over_the_data_and_every_prefix_is_too(outlier_run):
+    """A ShuffleNet trial's .npz kept each photo's 5 crops together: the ranking's first 16 samples held 3 of 9 photos
+    and put n201 first, where n4 helps most on all 45 (spread, the ranking names n4)."""
+    import numpy as np
+    import onnx
+
+    from engine.backends import resolve_backend
+    from engine.diagnose.run_probe import cached_probe_data
+    from engine.diagnose.spread import spread_order
+    from engine.runs import RunFolder
+
+    order = spread_order(45, 16)
+    assert sorted(order) == [int((j + 0.5) * 45 / 16) for j in range(16)]  # evenly spaced
+    assert sorted(order[:4]) == [1, 12, 23, 35] and sorted(order[:2]) == [1, 23]  # and so is every prefix
+    assert spread_order(5, 9) == [0, 2, 1, 3, 4] and spread_order(3, 0) == []
+    run = RunFolder(outlier_run.run_dir)
+    reference = onnx.load(run.reference)
+    data = cached_probe_data(run, reference, resolve_backend("cpu").backend, samples=8)
+    picked = spread_order(outlier_run.summary.samples, 8)
+    x = np.load(__import__("tests.engine.conftest", fromlist=["SAMPLES"]).SAMPLES / "digits_eval.npz")["input"]
+    got = np.concatenate([b["input"] for b in data.batches])
+    np.testing.assert_array_equal(got, x[picked])
+    labels = np.load(run.labels)
+    np.testing.assert_array_equal(data.labels, labels[picked])
+    assert data.head(2).samples == 2 and np.array_equal(data.head(2).batches[0]["input"], x[picked[:2]])

@@ -34,7 +34,9 @@ def test_sensitivity_reports_its_preparation_then_a_time_left_from_the_second_pr
     assert events[0].stage == Stage.PREPARE_PROBES and events.index(prep[-1]) < events.index(probes[0])
     assert [e.done for e in prep] == sorted(e.done for e in prep) and {e.total for e in prep} == {3}
     recomputed = [e.message for e in prep if "did not keep" in e.message]
-    assert recomputed[-1].endswith("batch 2/2")  # 20 samples in batches of 10, computed again: the cache kept inputs only
+    # 20 samples picked across the cache's batches of 10 and joined into one probe batch, computed again (the cache kept
+    # inputs only): one run, where each cached batch used to run on its own
+    assert recomputed[-1].endswith("batch 1/1")
     assert probes[0].done == 1 and "known after a few more" in probes[0].message and "about" not in probes[0].message
     # then an estimate, once a second of results has passed (this sample's probes take milliseconds: none is given)
     assert all(re.search(r"about \d+ s left$", e.message) or "known after a few more" in e.message for e in probes[1:-1])
