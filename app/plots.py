@@ -208,14 +208,31 @@ def pareto_figure(builds: pd.DataFrame, *, x: str = "median_ms", y: str = "snr_d
 def sensitivity_figure(sens: pd.DataFrame, metric: str = "snr_db") -> go.Figure:
     """Both isolated views per node in the engine's order (most harmful alone first), drawn top to bottom. Each panel's
     axis spans its values, not zero up: YOLOv8n's 'all but this' values, 26.5 to 32.5 dB, drew as equal bars."""
+    # every node in INT8, where the gains say it (SNR of a one-output model): the 'all but this' panel's baseline; a node
+    # whose fallback lowers the SNR drew as a green bar like the rest (ShuffleNet trial)
+    base = None
+    if metric == "snr_db" and "all_but_this_gain_db" in sens:
+        levels = (sens["all_but_this_snr_db"] - sens["all_but_this_gain_db"]).dropna()
+        levels = levels[np.isfinite(levels)]
+        if len(levels) and float(levels.max() - levels.min()) < 1e-6:
+            base = float(levels.iloc[0])
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.04,
                         subplot_titles=(f"only this node INT8 ({metric}, lower: more harm)",
-                                        f"all but this node INT8 ({metric}, higher: more gain)"))
+                                        f"all but this node INT8 ({metric}, higher: more gain)"
+                                        + ("<br>bars from every node INT8 (dashed)" if base is not None else "")))
     for col, (view, name, color) in enumerate((("only_this_quantized", "only this", COLORS["harm"]),
                                                ("all_but_this", "all but this", "#2ca02c")), 1):
         x = sens[f"{view}_{metric}"].clip(upper=SNR_DISPLAY_CAP)
-        fig.add_trace(go.Bar(y=sens["node"], x=x, orientation="h", name=name, marker={"color": color}), 1, col)
+        if col == 2 and base is not None:  # bars from the all-INT8 level: right for a gain, left (red) for a loss
+            fig.add_trace(go.Bar(y=sens["node"], x=x - base, base=base, orientation="h", name=name, customdata=x,
+                                 marker={"color": [COLORS["harm"] if v < base else color for v in x]},
+                                 hovertemplate="%{y}: %{customdata:.2f}<extra></extra>"), 1, col)
+            fig.add_vline(x=base, line={"dash": "dash", "color": COLORS["threshold"]}, row=1, col=2)
+        else:
+            fig.add_trace(go.Bar(y=sens["node"], x=x, orientation="h", name=name, marker={"color": color}), 1, col)
         finite = x[np.isfinite(x)]
+        if col == 2 and base is not None:
+            finite = pd.concat([finite, pd.Series([base])])
         if len(finite):
             lo, hi = float(finite.min()), float(finite.max())
             pad = max(0.1 * (hi - lo), 1e-3 * max(abs(lo), abs(hi)), 1e-6)

@@ -95,14 +95,19 @@ def test_op_type_chart_writes_every_label_in_full_most_frequent_first():
 
 
 def test_sensitivity_keeps_the_engines_order_most_harmful_at_the_top():
-    from app.plots import sensitivity_figure
+    from app.plots import COLORS, sensitivity_figure
 
     sens = pd.DataFrame({"node": ["b", "a"], "only_this_quantized_snr_db": [5.0, 40.0], "all_but_this_snr_db": [35.0, 10.0]})
     fig = sensitivity_figure(sens)
     assert list(fig.data[0].y) == ["b", "a"] and fig.layout.yaxis.autorange == "reversed"
     # each axis spans its values: clustered SNRs (YOLOv8n's 26.5-32.5 dB) no longer draw as equal bars from zero
     assert fig.layout.xaxis.range == (1.5, 43.5) and fig.layout.xaxis2.range == (7.5, 37.5)
+    # with the gains, the all-INT8 level is drawn in the second panel and a fallback that lowers the SNR is red
+    gains = sensitivity_figure(sens.assign(all_but_this_gain_db=[20.0, -5.0]))  # every node INT8: 15 dB
+    assert gains.layout.shapes[0].x0 == 15.0 and list(gains.data[1].marker.color) == ["#2ca02c", COLORS["harm"]]
     assert all(len(a.text) <= 50 for a in fig.layout.annotations)  # the panel titles fit (one was cut)
+    assert gains.data[1].base == 15.0 and list(gains.data[1].x) == [20.0, -5.0]  # bars from that level
+    assert all(len(line) <= 50 for a in gains.layout.annotations for line in a.text.split("<br>"))
 
 
 def test_tradeoff_strategies_look_different_and_the_chosen_set_stands_out():
