@@ -104,7 +104,7 @@ var QS_FIGURES = %s;
 function qsDraw() { QS_FIGURES.forEach(function (f) { Plotly.newPlot(f.id, f.fig.data, f.fig.layout, {responsive: true}); }); }
 function qsNoPlotly() { document.querySelectorAll('.qs-plot').forEach(function (d) { d.innerHTML =
   '<p class="note">The plots need plotly.js, which could not load: put %s next to this file, open it online, or ' +
-  'download the dashboard\'s \u201cHTML report, offline\u201d, which carries its plots.</p>'; }); }
+  'download the \u201cHTML report, offline\u201d from the dashboard, which carries its plots.</p>'; }); }
 (function () {
   var local = document.createElement('script');
   local.src = '%s';

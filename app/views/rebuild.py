@@ -45,7 +45,7 @@ def _drop_range(tensor: str) -> None:
 
 
 current = set(s.fallback)
-added, removed = sorted(ticks - current), sorted(current - ticks)
+added, removed = engine.in_name_order(ticks - current), engine.in_name_order(current - ticks)
 st.markdown(f"Ticked for fallback: **{', '.join(engine.in_name_order(ticks)) or 'none'}** (change them on the Layers page)"
             + (f"; adds {', '.join(added)}" if added else "") + (f"; removes {', '.join(removed)}" if removed else "") + ".")
 slots = {"fallback": st.empty()}

@@ -30,6 +30,7 @@ def test_report_is_small_loads_plotly_once_and_reads_without_scripts(mobile):
     assert html.count("Plotly.newPlot") == 1 and "qs-before-after" in html
     # without plotly.js the page points at the download that carries it (it sent users to a file the dashboard lacks)
     assert "HTML report, offline" in html and "(from the dashboard)" not in html
+    assert "\\'" not in html.split("function qsNoPlotly")[1].split("</script>")[0]  # a stray quote broke the whole script
     assert "quantscope compare m.onnx &lt;x&gt;" in html
     assert "FP32 accuracy" in html and "<pre>" in html and '"top1_agreement"' not in html  # a table, not pasted JSON
     assert "mix_conv, mix_bn" in html  # culprits with the names of the user's file
