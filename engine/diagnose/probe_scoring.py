@@ -18,10 +18,10 @@ from engine.compare.metrics import batch_cosine, outputs_snr_db, snr_db
 from engine.compare.reducers import CHUNK, DeviceReducer, host_segment_sums, host_stats
 from engine.compare.task_metrics import TaskAccumulator, task_output
 from engine.data.source import Batch
-from engine.diagnose.spread import spread_order
+from engine.diagnose.spread import spread_order, spread_rows
 
 __all__ = ["ProbeMetrics", "ProbeData", "Score", "ScoreOps", "HOST_OPS", "Resident", "new_scores", "add_copies", "score_batches",
-           "outputs_snr_db", "float_outputs", "measure_model"]
+           "outputs_snr_db", "float_outputs", "measure_model", "join_batches"]
 
 
 @dataclass(frozen=True)
@@ -69,16 +69,14 @@ class ProbeData:
         sizes = [len(next(iter(b.values()))) for b in self.batches]
         if any(v.shape[:1] != (n,) for n, r in zip(sizes, self.reference_outputs) for v in r.values()):
             return self.head(samples)
-        starts = np.cumsum([0, *sizes])
-        rows = [(int(np.searchsorted(starts, g, side="right")) - 1, g) for g in spread_order(int(starts[-1]), samples)]
+        rows = spread_rows(sizes, samples)
         size = sizes[0]
         batches, refs = [], []
         for i in range(0, len(rows), size):
             group = rows[i : i + size]
-            take = lambda arrays, b, g: {k: v[g - starts[b] : g - starts[b] + 1] for k, v in arrays.items()}  # noqa: E731
-            batches.append(_rows([take(self.batches[b], b, g) for b, g in group]))
-            refs.append(_rows([take(self.reference_outputs[b], b, g) for b, g in group]))
-        labels = None if self.labels is None else self.labels[[g for _, g in rows]]
+            batches.append(join_batches([{k: v[r : r + 1] for k, v in self.batches[b].items()} for b, r, _ in group]))
+            refs.append(join_batches([{k: v[r : r + 1] for k, v in self.reference_outputs[b].items()} for b, r, _ in group]))
+        labels = None if self.labels is None else self.labels[[g for _, _, g in rows]]
         return ProbeData(tuple(batches), tuple(refs), labels, False)
 
     def _label_rows(self, batch: int) -> np.ndarray:
@@ -103,8 +101,9 @@ class ProbeData:
         return ProbeData(tuple(batches), tuple(refs), labels, self.whole_batches)
 
 
-def _rows(arrays: list[dict]) -> dict:
-    return {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
+def join_batches(arrays: list[dict]) -> dict:
+    """Batches (dicts of arrays, axis 0 the batch) as one; a single one as it is."""
+    return arrays[0] if len(arrays) == 1 else {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
 
 
 class Score:

@@ -15,9 +15,9 @@ from engine.backends.select import probe_backend, resolve_backend
 from engine.compare.graph import fallback_candidates
 from engine.compare.memory_plan import PEAK_FACTOR, live_bytes_per_sample
 from engine.compare.reference_cache import ReferenceCache
-from engine.diagnose.probe_scoring import ProbeData
+from engine.diagnose.probe_scoring import ProbeData, join_batches
 from engine.diagnose.probes import OutputProbe
-from engine.diagnose.spread import spread_order
+from engine.diagnose.spread import spread_order, spread_rows
 from engine.diagnose.units import UnitMode, fallback_units
 from engine.errors import ConfigError, RunFolderError
 from engine.model.info import model_info
@@ -85,19 +85,18 @@ def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backe
                            {o: np.array(ref[o]) for o in outputs} if all(o in ref for o in outputs) else None))
             picked += range(int(starts[e]), int(starts[e + 1]))
     else:
-        for g in spread_order(total, total if samples is None else samples):
-            e = int(np.searchsorted(starts, g, side="right")) - 1
-            row = slice(g - int(starts[e]), g - int(starts[e]) + 1)
+        for e, i, g in spread_rows(sizes, total if samples is None else samples):
             inputs, ref = entries[e]
             # an output whose axis 0 is not the batch (a CTC recogniser's time-major T x N x classes) cannot be cut to a
             # sample: recomputed below
             whole = all(o in ref and ref[o].shape[:1] == (sizes[e],) for o in outputs)
-            pieces.append(({k: np.array(v[row]) for k, v in inputs.items()},
-                           {o: np.array(ref[o][row]) for o in outputs} if whole else None))
+            pieces.append(({k: np.array(v[i : i + 1]) for k, v in inputs.items()},
+                           {o: np.array(ref[o][i : i + 1]) for o in outputs} if whole else None))
             picked.append(g)
         if pieces:
             limit = merge_limit(reference, [pieces[0][0]], backend, memory_bytes)
-            pieces = [(_joined([b for b, _ in group]), None if any(r is None for _, r in group) else _joined([r for _, r in group]))
+            pieces = [(join_batches([b for b, _ in group]),
+                       None if any(r is None for _, r in group) else join_batches([r for _, r in group]))
                       for group in (pieces[i : i + limit] for i in range(0, len(pieces), limit))]
     batches = [b for b, _ in pieces]
     refs = [r for _, r in pieces]
@@ -110,10 +109,6 @@ def cached_probe_data(run: RunFolder, reference: onnx.ModelProto, backend: Backe
                     on_batch(i + 1, len(batches))
     labels = all_labels[picked] if all_labels is not None else None
     return ProbeData(tuple(batches), tuple(refs), labels, whole_batches)
-
-
-def _joined(arrays: list[dict]) -> dict:
-    return arrays[0] if len(arrays) == 1 else {k: np.concatenate([a[k] for a in arrays]) for k in arrays[0]}
 
 
 def merge_limit(reference: onnx.ModelProto, batches: list[dict], backend: Backend, memory_bytes: int | None) -> int:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-__all__ = ["spread_order"]
+import bisect
+import itertools
+from collections.abc import Sequence
+
+__all__ = ["spread_order", "spread_rows"]
 
 
 def spread_order(n: int, k: int) -> list[int]:
@@ -26,3 +30,14 @@ def spread_order(n: int, k: int) -> list[int]:
             order.append(j)
         i += 1
     return [picks[j] for j in order]
+
+
+def spread_rows(sizes: Sequence[int], k: int) -> list[tuple[int, int, int]]:
+    """spread_order over the samples of consecutive batches of `sizes`: (batch, row in it, sample) for each of the `k`
+    picks, in that order."""
+    starts = list(itertools.accumulate(sizes, initial=0))
+    rows = []
+    for g in spread_order(starts[-1], k):
+        b = bisect.bisect_right(starts, g) - 1
+        rows.append((b, g - starts[b], g))
+    return rows
